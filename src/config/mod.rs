@@ -1,0 +1,372 @@
+//! Static configuration: `portcullis.toml`, read once at start, overridden by `PORTCULLIS_*`
+//! environment variables. Owns listener addresses, folders, mode, threads and shutdown timing.
+//! Must not hold anything that changes while the gateway runs: that is policy (`crate::policy`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the gateway runs. `production` refuses insecure settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Development,
+    Staging,
+    Production,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Some(Mode::Development),
+            "staging" | "stage" => Some(Mode::Staging),
+            "production" | "prod" => Some(Mode::Production),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Development => "development",
+            Mode::Staging => "staging",
+            Mode::Production => "production",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    mode: Option<Mode>,
+    #[serde(default)]
+    listeners: RawListeners,
+    #[serde(default)]
+    tls: RawTls,
+    policy_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    threads: Option<usize>,
+    #[serde(default)]
+    shutdown: RawShutdown,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListeners {
+    https: Option<String>,
+    /// Plain-HTTP listener answering 308 to HTTPS. An empty string disables it.
+    http: Option<String>,
+    admin: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_dir: Option<PathBuf>,
+    default_cert: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    grace_seconds: Option<u64>,
+    unready_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+/// The resolved static configuration. Relative paths are resolved against the folder holding the
+/// configuration file, so `serve --config /etc/portcullis/portcullis.toml` finds its policies.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Option<PathBuf>,
+    pub mode: Mode,
+    pub https_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub cert_dir: PathBuf,
+    pub default_cert: Option<String>,
+    pub policy_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub threads: usize,
+    /// Seconds connections get to drain after SIGTERM (Pingora's default of 300 s is too long
+    /// for Kubernetes).
+    pub grace_seconds: u64,
+    /// Seconds `/ready` answers 503 before listeners stop accepting, so load balancers notice.
+    pub unready_seconds: u64,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+pub const DEFAULT_HTTPS: &str = "127.0.0.1:8443";
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+/// Reads an environment variable, treating an unset or empty value as absent.
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Config {
+    /// Finds the configuration file: `--config`, then `PORTCULLIS_CONFIG`, then
+    /// `./portcullis.toml`. A missing default file is not an error: the embedded defaults apply.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => match env_var("PORTCULLIS_CONFIG") {
+                Some(p) => (PathBuf::from(p), true),
+                None => (PathBuf::from("portcullis.toml"), false),
+            },
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => Some(t),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source: e,
+                })
+            }
+        };
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let source = text.as_ref().map(|_| path.clone());
+        Self::from_str_with_env(text.as_deref().unwrap_or(""), source, &base, &|k| env_var(k))
+    }
+
+    /// Parses configuration text and applies overrides from `env` (a function so tests need not
+    /// touch the process environment).
+    pub fn from_str_with_env(
+        text: &str,
+        source: Option<PathBuf>,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let origin = source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".to_string());
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.clone(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
+            message: e.message().to_string(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.clone(),
+            message,
+        };
+
+        let mode = match env("PORTCULLIS_MODE").or_else(|| env("ENV")) {
+            Some(m) => Mode::parse(&m).ok_or_else(|| {
+                invalid(format!(
+                    "PORTCULLIS_MODE/ENV: unknown mode {m:?} (expected development, staging or production)"
+                ))
+            })?,
+            None => raw.mode.unwrap_or(Mode::Development),
+        };
+        let addr = |env_name: &str, file: Option<&String>, default: &str, field: &str| {
+            let (value, from) = match env(env_name) {
+                Some(v) => (v, env_name.to_string()),
+                None => (
+                    file.cloned().unwrap_or_else(|| default.to_string()),
+                    format!("listeners.{field}"),
+                ),
+            };
+            Ok::<_, ConfigError>((value, from))
+        };
+        let parse_addr = |(v, from): (String, String)| -> Result<SocketAddr, ConfigError> {
+            v.parse::<SocketAddr>().map_err(|_| {
+                invalid(format!(
+                    "{from}: {v:?} is not an address (expected host:port, e.g. 127.0.0.1:8443)"
+                ))
+            })
+        };
+        let https_addr = parse_addr(addr(
+            "PORTCULLIS_HTTPS_ADDR",
+            raw.listeners.https.as_ref(),
+            DEFAULT_HTTPS,
+            "https",
+        )?)?;
+        let (http_raw, http_from) = addr(
+            "PORTCULLIS_HTTP_ADDR",
+            raw.listeners.http.as_ref(),
+            DEFAULT_HTTP,
+            "http",
+        )?;
+        let http_addr = match http_raw.trim() {
+            "" | "off" | "none" => None,
+            _ => Some(parse_addr((http_raw, http_from))?),
+        };
+        let admin_addr = parse_addr(addr(
+            "PORTCULLIS_ADMIN_ADDR",
+            raw.listeners.admin.as_ref(),
+            DEFAULT_ADMIN,
+            "admin",
+        )?)?;
+
+        let path_of = |env_name: &str, file: Option<PathBuf>, default: &str| -> PathBuf {
+            let p = env(env_name)
+                .map(PathBuf::from)
+                .or(file)
+                .unwrap_or_else(|| PathBuf::from(default));
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
+        };
+        let cert_dir = path_of("PORTCULLIS_CERT_DIR", raw.tls.cert_dir, "certs");
+        let policy_dir = path_of("PORTCULLIS_POLICY_DIR", raw.policy_dir, "policies");
+        let data_dir = path_of("PORTCULLIS_DATA_DIR", raw.data_dir, "data");
+
+        let threads = match env("PORTCULLIS_THREADS") {
+            Some(t) => t
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid(format!("PORTCULLIS_THREADS: {t:?} is not a positive number")))?,
+            None => raw.threads.unwrap_or(1),
+        };
+        if threads == 0 {
+            return Err(invalid("threads: must be at least 1".into()));
+        }
+        let grace_seconds = match env("PORTCULLIS_GRACE_SECONDS") {
+            Some(t) => t.parse::<u64>().map_err(|_| {
+                invalid(format!("PORTCULLIS_GRACE_SECONDS: {t:?} is not a number of seconds"))
+            })?,
+            None => raw.shutdown.grace_seconds.unwrap_or(20),
+        };
+        let unready_seconds = raw.shutdown.unready_seconds.unwrap_or(2).min(grace_seconds);
+        let log_format = match env("PORTCULLIS_LOG_FORMAT") {
+            Some(f) => match f.as_str() {
+                "json" => LogFormat::Json,
+                "pretty" => LogFormat::Pretty,
+                _ => {
+                    return Err(invalid(format!(
+                        "PORTCULLIS_LOG_FORMAT: {f:?} (expected pretty or json)"
+                    )))
+                }
+            },
+            None => raw.log.format.unwrap_or(match mode {
+                Mode::Development => LogFormat::Pretty,
+                _ => LogFormat::Json,
+            }),
+        };
+        let log_level = env("PORTCULLIS_LOG_LEVEL")
+            .or_else(|| env("LOG_LEVEL"))
+            .or(raw.log.level)
+            .unwrap_or_else(|| "info".to_string());
+        let default_cert = env("PORTCULLIS_DEFAULT_CERT").or(raw.tls.default_cert);
+
+        Ok(Config {
+            source,
+            mode,
+            https_addr,
+            http_addr,
+            admin_addr,
+            cert_dir,
+            default_cert,
+            policy_dir,
+            data_dir,
+            threads,
+            grace_seconds,
+            unready_seconds,
+            log_format,
+            log_level,
+        })
+    }
+}
+
+/// 1-based line number of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_follow_the_interface_conventions() {
+        let c = Config::from_str_with_env("", None, Path::new("/srv"), &no_env).unwrap();
+        assert_eq!(c.https_addr.to_string(), DEFAULT_HTTPS);
+        assert_eq!(c.http_addr.unwrap().to_string(), DEFAULT_HTTP);
+        assert_eq!(c.admin_addr.to_string(), DEFAULT_ADMIN);
+        assert_eq!(c.mode, Mode::Development);
+        assert_eq!(c.cert_dir, PathBuf::from("/srv/certs"));
+        assert_eq!(c.grace_seconds, 20);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = |k: &str| match k {
+            "PORTCULLIS_HTTPS_ADDR" => Some("127.0.0.1:9443".to_string()),
+            "ENV" => Some("production".to_string()),
+            "PORTCULLIS_HTTP_ADDR" => Some("off".to_string()),
+            _ => None,
+        };
+        let c = Config::from_str_with_env(
+            "mode = \"staging\"\n[listeners]\nhttps = \"127.0.0.1:1\"\n",
+            None,
+            Path::new("."),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.https_addr.port(), 9443);
+        assert_eq!(c.mode, Mode::Production);
+        assert!(c.http_addr.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_addresses_are_reported_with_lines() {
+        let e = Config::from_str_with_env("\n[listeners]\nhtps = \"x\"\n", None, Path::new("."), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("<defaults>:3:"), "{e}");
+        let e = Config::from_str_with_env("[listeners]\nhttps = \"nope\"\n", None, Path::new("."), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listeners.https"), "{e}");
+    }
+}

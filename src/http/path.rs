@@ -1,0 +1,251 @@
+//! Path canonicalization: one canonical path per request, used for matching *and* forwarding so
+//! the gateway and the backend never read a path differently. Ambiguous encodings are refused
+//! rather than guessed at.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Why a path was refused. Each is answered 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    NotAbsolute,
+    EncodedSeparator,
+    EncodedDot,
+    DoubleEncoding,
+    BadPercent,
+    ControlByte,
+    Backslash,
+    InvalidUtf8,
+}
+
+impl PathError {
+    pub fn code(self) -> &'static str {
+        match self {
+            PathError::NotAbsolute => "path_not_absolute",
+            PathError::EncodedSeparator => "path_encoded_separator",
+            PathError::EncodedDot => "path_encoded_dot",
+            PathError::DoubleEncoding => "path_double_encoding",
+            PathError::BadPercent => "path_bad_percent_encoding",
+            PathError::ControlByte => "path_control_byte",
+            PathError::Backslash => "path_backslash",
+            PathError::InvalidUtf8 => "path_invalid_utf8",
+        }
+    }
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PathError::NotAbsolute => "does not start with '/'",
+            PathError::EncodedSeparator => "contains an encoded '/' or '\\'",
+            PathError::EncodedDot => "contains an encoded '.'",
+            PathError::DoubleEncoding => "contains a double percent-encoding",
+            PathError::BadPercent => "contains a malformed percent-encoding",
+            PathError::ControlByte => "contains a control byte",
+            PathError::Backslash => "contains a backslash",
+            PathError::InvalidUtf8 => "is not UTF-8 after decoding",
+        })
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved_safe(b: u8) -> bool {
+    // Unreserved characters other than '.', which is refused when encoded.
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~')
+}
+
+/// Canonicalizes the path part of a request target (no query).
+///
+/// Percent-encoded unreserved characters are decoded, other escapes are kept with upper-case hex;
+/// `.` and `..` segments are resolved (never above `/`); repeated slashes are merged. The result
+/// is borrowed when the input was already canonical, which is the common case.
+pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // Validate bytes and escapes; note whether any rewriting is needed.
+    let mut needs_rewrite = false;
+    let mut decoded_high: Option<Vec<u8>> = None;
+    let mut i = 0;
+    let mut prev = 0u8;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            0..=0x1f | 0x7f => return Err(PathError::ControlByte),
+            b'\\' => return Err(PathError::Backslash),
+            b'%' => {
+                let (h, l) = match (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+                    (Some(h), Some(l)) => (h, l),
+                    _ => return Err(PathError::BadPercent),
+                };
+                let v = h << 4 | l;
+                match v {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    b'.' => return Err(PathError::EncodedDot),
+                    b'%' => {
+                        let next_is_hex = bytes.get(i + 3).and_then(|b| hex(*b)).is_some()
+                            && bytes.get(i + 4).and_then(|b| hex(*b)).is_some();
+                        if next_is_hex {
+                            return Err(PathError::DoubleEncoding);
+                        }
+                    }
+                    0..=0x1f | 0x7f => return Err(PathError::ControlByte),
+                    _ => {}
+                }
+                if is_unreserved_safe(v) || bytes[i + 1].is_ascii_lowercase() || bytes[i + 2].is_ascii_lowercase() {
+                    needs_rewrite = true;
+                }
+                if v >= 0x80 {
+                    decoded_high.get_or_insert_with(Vec::new);
+                }
+                i += 3;
+                prev = b'%';
+                continue;
+            }
+            b'/' if prev == b'/' => needs_rewrite = true,
+            b'.' if prev == b'/' => {
+                let seg_end = bytes[i..].iter().position(|c| *c == b'/').map(|p| i + p).unwrap_or(bytes.len());
+                let seg = &bytes[i..seg_end];
+                if seg == b"." || seg == b".." {
+                    needs_rewrite = true;
+                }
+            }
+            _ => {}
+        }
+        prev = b;
+        i += 1;
+    }
+    if decoded_high.is_some() && !decodes_to_utf8(bytes) {
+        return Err(PathError::InvalidUtf8);
+    }
+    if !needs_rewrite {
+        return Ok(Cow::Borrowed(raw));
+    }
+
+    // Rewrite: decode safe escapes, then resolve segments.
+    let mut normalized = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let v = hex(bytes[i + 1]).unwrap_or(0) << 4 | hex(bytes[i + 2]).unwrap_or(0);
+            if is_unreserved_safe(v) {
+                normalized.push(v as char);
+            } else {
+                normalized.push('%');
+                normalized.push(bytes[i + 1].to_ascii_uppercase() as char);
+                normalized.push(bytes[i + 2].to_ascii_uppercase() as char);
+            }
+            i += 3;
+        } else {
+            // Safe: `raw` is a &str and we copy whole UTF-8 sequences byte-run by byte-run.
+            let start = i;
+            while i < bytes.len() && bytes[i] != b'%' {
+                i += 1;
+            }
+            normalized.push_str(&raw[start..i]);
+        }
+    }
+    let trailing = normalized.ends_with('/') || normalized.ends_with("/.") || normalized.ends_with("/..");
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in normalized.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(normalized.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || trailing {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn decodes_to_utf8(bytes: &[u8]) -> bool {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(hex(bytes[i + 1]).unwrap_or(0) << 4 | hex(bytes[i + 2]).unwrap_or(0));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    std::str::from_utf8(&out).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(p: &str) -> String {
+        canonicalize(p).unwrap().into_owned()
+    }
+
+    #[test]
+    fn canonical_paths_are_borrowed() {
+        assert!(matches!(canonicalize("/v1/models").unwrap(), Cow::Borrowed(_)));
+        assert!(matches!(canonicalize("/").unwrap(), Cow::Borrowed(_)));
+        assert!(matches!(canonicalize("/a%20b").unwrap(), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn dot_segments_and_slashes_are_resolved() {
+        assert_eq!(ok("//terminal"), "/terminal");
+        assert_eq!(ok("/a/./b"), "/a/b");
+        assert_eq!(ok("/a/../terminal"), "/terminal");
+        assert_eq!(ok("/../../terminal/x"), "/terminal/x");
+        assert_eq!(ok("/a/b/.."), "/a/");
+        assert_eq!(ok("/terminal/"), "/terminal/");
+        assert_eq!(ok("/.."), "/");
+        assert_eq!(ok("/a/.hidden"), "/a/.hidden");
+        assert_eq!(ok("/a/..b"), "/a/..b");
+    }
+
+    #[test]
+    fn unreserved_escapes_are_decoded_and_others_upper_cased() {
+        assert_eq!(ok("/%74erminal"), "/terminal");
+        assert_eq!(ok("/a%3bb"), "/a%3Bb");
+        assert_eq!(ok("/caf%C3%A9"), "/caf%C3%A9");
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        assert_eq!(canonicalize("/a%2fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(canonicalize("/a%5Cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(canonicalize("/%2e%2e/terminal"), Err(PathError::EncodedDot));
+        assert_eq!(canonicalize("/%252e"), Err(PathError::DoubleEncoding));
+        assert_eq!(canonicalize("/a%00"), Err(PathError::ControlByte));
+        assert_eq!(canonicalize("/a\\b"), Err(PathError::Backslash));
+        assert_eq!(canonicalize("/a%zz"), Err(PathError::BadPercent));
+        assert_eq!(canonicalize("/a%2"), Err(PathError::BadPercent));
+        assert_eq!(canonicalize("/%ff%fe"), Err(PathError::InvalidUtf8));
+        assert_eq!(canonicalize("x"), Err(PathError::NotAbsolute));
+        assert_eq!(canonicalize("*"), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn canonicalization_is_idempotent() {
+        for p in ["//a/./b/../c/", "/%41%62", "/x/%7e/..", "/a%3bb//c"] {
+            let once = ok(p);
+            assert_eq!(ok(&once), once, "{p}");
+        }
+    }
+}

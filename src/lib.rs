@@ -1,0 +1,380 @@
+//! Portcullis: a security-hardening edge gateway on Pingora.
+//!
+//! This crate builds the whole gateway from a static `Config` and a policy folder: the HTTPS
+//! proxy (Pingora + rustls), the in-process backends, the admin and redirect listeners and the
+//! hot-reload watchers. `main.rs` is a thin CLI over [`serve`] and [`check`].
+
+#![deny(unsafe_code)]
+
+pub mod admin;
+pub mod backends;
+pub mod config;
+pub mod http;
+pub mod observability;
+pub mod policy;
+pub mod proxy;
+pub mod tls;
+pub mod watch;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+
+use crate::backends::rooms::RoomServer;
+use crate::backends::worker::Worker;
+use crate::config::{Config, Mode};
+use crate::observability::Metrics;
+use crate::policy::PolicyStore;
+use crate::proxy::{BackendAddrs, Gateway};
+use crate::tls::{CertResolver, CertStore};
+
+/// State shared by the proxy, the admin listener and the backends.
+pub struct Shared {
+    pub config: Config,
+    pub policy: Arc<PolicyStore>,
+    pub certs: Arc<CertStore>,
+    pub metrics: Arc<Metrics>,
+    pub rooms: Arc<RoomServer>,
+    /// `/ready` answers 200 only while this is set: after the HTTPS listener accepts, until
+    /// SIGTERM.
+    pub ready: AtomicBool,
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+/// Why the gateway could not start. Each carries every line an operator needs to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("policy refused:\n{0}")]
+    Policy(policy::PolicyErrors),
+    #[error("certificates refused:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Certs(Vec<tls::CertError>),
+    #[error("{what} {addr}: cannot listen: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Makes rustls use ring, the provider Pingora's rustls integration is built on. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// In development mode with no certificate pairs, generates a development CA and leaf.
+/// Returns the CA path when it generated one.
+pub fn ensure_dev_certs(config: &Config) -> Result<Option<std::path::PathBuf>, StartError> {
+    let has_pairs = tls::store::find_pairs(&config.cert_dir).map(|p| !p.is_empty()).unwrap_or(false);
+    if has_pairs {
+        return Ok(None);
+    }
+    if config.mode != Mode::Development {
+        return Err(StartError::Other(format!(
+            "{}: no certificate pairs (NAME.crt + NAME.key); {} mode never generates certificates",
+            config.cert_dir.display(),
+            config.mode.as_str()
+        )));
+    }
+    tls::dev::generate_dev_certs(&config.cert_dir).map(Some).map_err(StartError::Other)
+}
+
+fn bind(what: &'static str, addr: SocketAddr) -> Result<StdListener, StartError> {
+    let l = StdListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })?;
+    l.set_nonblocking(true).map_err(|source| StartError::Bind { what, addr, source })?;
+    Ok(l)
+}
+
+/// On SIGTERM: fail `/ready` first, give load balancers `unready_seconds` to notice, then let
+/// Pingora stop accepting and drain; exit as soon as no request is in flight (or at the grace
+/// deadline, whichever is first).
+struct DrainFirst {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainFirst {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = term.recv() => {
+                self.shared.ready.store(false, Ordering::Release);
+                let unready = Duration::from_secs(self.shared.config.unready_seconds);
+                tracing::info!(unready_seconds = unready.as_secs(), grace_seconds = self.shared.config.grace_seconds, "SIGTERM: /ready now fails; draining");
+                tokio::time::sleep(unready).await;
+                let in_flight = self.shared.in_flight.clone();
+                let grace = Duration::from_secs(self.shared.config.grace_seconds);
+                std::thread::spawn(move || {
+                    let start = std::time::Instant::now();
+                    let mut idle_checks = 0;
+                    while start.elapsed() < grace {
+                        std::thread::sleep(Duration::from_millis(100));
+                        if in_flight.load(Ordering::Relaxed) == 0 {
+                            idle_checks += 1;
+                            if idle_checks >= 3 {
+                                tracing::info!(after_ms = start.elapsed().as_millis() as u64, "drained: no request in flight; exiting");
+                                std::process::exit(0);
+                            }
+                        } else {
+                            idle_checks = 0;
+                        }
+                    }
+                });
+                ShutdownSignal::GracefulTerminate
+            }
+        }
+    }
+}
+
+/// Starts the gateway and blocks until it shuts down.
+pub fn serve(config: Config) -> Result<(), StartError> {
+    install_crypto_provider();
+    if let Some(ca) = ensure_dev_certs(&config)? {
+        eprintln!(
+            "portcullis: generated a development CA: {}\n  try: curl --cacert {} https://localhost:{}/health",
+            ca.display(),
+            ca.display(),
+            config.https_addr.port()
+        );
+    }
+    let policy = PolicyStore::open(config.policy_dir.clone(), config.mode).map_err(StartError::Policy)?;
+    let certs = CertStore::open(config.cert_dir.clone(), config.default_cert.clone()).map_err(StartError::Certs)?;
+    if certs.snapshot().entries.is_empty() {
+        return Err(StartError::Other(format!("{}: no certificate pairs to serve", config.cert_dir.display())));
+    }
+
+    // Bind everything we own before starting, so a busy port is a clear error, not a panic.
+    let worker_l = bind("worker backend", "127.0.0.1:0".parse().expect("literal"))?;
+    let rooms_l = bind("rooms backend", "127.0.0.1:0".parse().expect("literal"))?;
+    let admin_l = bind("admin listener", config.admin_addr)?;
+    let http_l = config.http_addr.map(|a| bind("http listener", a)).transpose()?;
+    drop(bind("https listener", config.https_addr)?);
+    let backends = BackendAddrs {
+        worker: worker_l.local_addr().map_err(|e| StartError::Other(e.to_string()))?,
+        rooms: rooms_l.local_addr().map_err(|e| StartError::Other(e.to_string()))?,
+    };
+
+    let metrics = Arc::new(Metrics::default());
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let rooms = RoomServer::new(policy.clone());
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        policy: policy.clone(),
+        certs: certs.clone(),
+        metrics: metrics.clone(),
+        rooms: rooms.clone(),
+        ready: AtomicBool::new(false),
+        in_flight: in_flight.clone(),
+    });
+
+    // The in-process side: backends, admin, redirect, watchers, SIGHUP. Sized apart from the
+    // proxy's runtime, which Pingora owns.
+    let aux = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("portcullis-aux")
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Other(format!("cannot start the backend runtime: {e}")))?;
+    {
+        let _guard = aux.enter();
+        let to_tokio = |l: StdListener| tokio::net::TcpListener::from_std(l).map_err(|e| StartError::Other(e.to_string()));
+        let worker = Arc::new(Worker { policy: policy.clone(), data_dir: config.data_dir.clone() });
+        let worker_l = to_tokio(worker_l)?;
+        aux.spawn(backends::serve_http(worker_l, Arc::new(move |req| worker.clone().handle(req))));
+        aux.spawn(rooms.clone().serve(to_tokio(rooms_l)?));
+        let admin_shared = shared.clone();
+        aux.spawn(backends::serve_http(to_tokio(admin_l)?, Arc::new(move |req| admin::handle(admin_shared.clone(), req))));
+        if let Some(l) = http_l {
+            let https = config.https_addr;
+            aux.spawn(backends::serve_http(to_tokio(l)?, Arc::new(move |req| admin::redirect(https, req))));
+        }
+        let (p, c) = (policy.clone(), certs.clone());
+        aux.spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading policy and certificates");
+                let (p, c) = (p.clone(), c.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    p.reload();
+                    c.reload_and_log();
+                })
+                .await;
+            }
+        });
+        // Ready once the HTTPS listener accepts connections.
+        let ready_shared = shared.clone();
+        let probe = match config.https_addr {
+            a if a.ip().is_unspecified() => SocketAddr::new(if a.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() }, a.port()),
+            a => a,
+        };
+        aux.spawn(async move {
+            loop {
+                if tokio::net::TcpStream::connect(probe).await.is_ok() {
+                    ready_shared.ready.store(true, Ordering::Release);
+                    tracing::info!(https = %probe, "ready");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+    let _policy_watch = if policy.dir().is_dir() {
+        let p = policy.clone();
+        Some(watch::watch_folder(policy.dir(), Duration::from_millis(150), "policy", move || {
+            p.reload();
+        }).map_err(|e| StartError::Other(format!("{}: cannot watch: {e}", config.policy_dir.display())))?)
+    } else {
+        tracing::warn!(dir = %config.policy_dir.display(), "policy folder missing: running the embedded default policy (not reloadable)");
+        None
+    };
+    let c = certs.clone();
+    let _cert_watch = watch::watch_folder(certs.dir(), Duration::from_millis(150), "certs", move || c.reload_and_log())
+        .map_err(|e| StartError::Other(format!("{}: cannot watch: {e}", config.cert_dir.display())))?;
+
+    // The HTTPS proxy on Pingora.
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(config.grace_seconds),
+        graceful_shutdown_timeout_seconds: Some(2),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let gateway = Gateway::new(policy.clone(), backends, metrics, in_flight);
+    let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis-https");
+    let mut tls = TlsSettings::intermediate("", "").map_err(|e| StartError::Other(e.to_string()))?;
+    tls.set_cert_resolver(Arc::new(CertResolver(certs.clone())));
+    tls.enable_h2();
+    service.add_tls_with_settings(&config.https_addr.to_string(), None, tls);
+    server.add_service(service);
+
+    let p = policy.snapshot();
+    tracing::info!(
+        mode = config.mode.as_str(),
+        https = %config.https_addr,
+        http = %config.http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        admin = %config.admin_addr,
+        routes = p.routes.len(),
+        generation = p.generation,
+        certificates = certs.snapshot().entries.len(),
+        "portcullis starting"
+    );
+    server.run(RunArgs { shutdown_signal: Box::new(DrainFirst { shared }) });
+    drop(aux);
+    Ok(())
+}
+
+/// What `check` found.
+pub struct CheckReport {
+    pub lines: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Validates configuration, every policy file and every certificate offline, like `nginx -t`.
+pub fn check(config: &Config) -> CheckReport {
+    install_crypto_provider();
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    lines.push(format!(
+        "config: {} (mode {})",
+        config.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into()),
+        config.mode.as_str()
+    ));
+    match policy::read_dir(&config.policy_dir).and_then(|files| {
+        let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+        policy::compile(&files, config.mode).map(|p| (p, names))
+    }) {
+        Ok((p, names)) => {
+            lines.push(format!("policy: {} ({} routes, {} upstreams)", names.join(", "), p.routes.len(), p.upstreams.len()));
+            lines.push(format!("  {:<16} {:<22} {:<18} {:<14} {:<12} {}", "ROUTE", "HOSTS", "PREFIX", "METHODS", "UPSTREAM", "ACCESS"));
+            for r in &p.routes {
+                let hosts = if r.hosts.is_empty() {
+                    "*".to_string()
+                } else {
+                    r.hosts
+                        .iter()
+                        .map(|h| match h {
+                            policy::model::HostPattern::Exact(e) => e.to_string(),
+                            policy::model::HostPattern::Suffix(s) => format!("*{s}"),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let up = &p.upstreams[r.upstream];
+                let access = if r.public { "public".to_string() } else { format!("auth:{}", r.auth.as_str()) };
+                let ws = if r.websocket { " +ws" } else { "" };
+                lines.push(format!(
+                    "  {:<16} {:<22} {:<18} {:<14} {:<12} {access}{ws}",
+                    &*r.name,
+                    hosts,
+                    &*r.prefix,
+                    r.methods.names().join(","),
+                    format!("{}({})", up.name, up.target.kind()),
+                ));
+            }
+            lines.push(format!("blocked: {}", p.blocked.prefixes.iter().map(|b| &**b).collect::<Vec<_>>().join(", ")));
+        }
+        Err(e) => errors.extend(e.0.iter().map(|e| e.to_string())),
+    }
+    match tls::store::find_pairs(&config.cert_dir) {
+        Ok(pairs) if pairs.is_empty() => {
+            if config.mode == Mode::Development {
+                lines.push(format!("certificates: none in {}; development certificates will be generated on start", config.cert_dir.display()));
+            } else {
+                errors.push(format!("{}: no certificate pairs (NAME.crt + NAME.key)", config.cert_dir.display()));
+            }
+        }
+        Ok(pairs) => {
+            for (name, cert, key) in pairs {
+                match tls::store::load_pair(&name, &cert, &key) {
+                    Ok(e) => lines.push(format!("certificate: {name} ({}) valid until {}", e.names.join(", "), format_epoch(e.not_after))),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+        }
+        Err(e) if config.mode == Mode::Development => {
+            lines.push(format!("certificates: {e}; development certificates will be generated on start"));
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    CheckReport { lines, errors }
+}
+
+fn format_epoch(secs: i64) -> String {
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let days = secs.div_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn epoch_dates() {
+        assert_eq!(super::format_epoch(0), "1970-01-01");
+        assert_eq!(super::format_epoch(1_798_761_600), "2027-01-01");
+    }
+}

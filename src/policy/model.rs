@@ -1,0 +1,234 @@
+//! The compiled, immutable policy. Built once per reload by `compile`, shared as `Arc<Policy>`;
+//! a request takes one snapshot and answers every question against it. Everything here is
+//! ready to use on the hot path: matchers are pre-built and header values pre-encoded.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use crate::config::Mode;
+
+#[derive(Debug)]
+pub struct Policy {
+    /// Set by the store when the policy is installed; 0 before that.
+    pub generation: u64,
+    pub mode: Mode,
+    /// Routes ordered most specific first: host-bound before any-host, longer prefixes first.
+    pub routes: Vec<Route>,
+    pub upstreams: Vec<Upstream>,
+    pub blocked: BlockedPaths,
+    /// The `Strict-Transport-Security` value, or `None` when disabled.
+    pub hsts: Option<HeaderValue>,
+    pub worker: WorkerSettings,
+    pub rooms: RoomSettings,
+    pub default_auth: AuthProvider,
+    pub sources: Vec<PathBuf>,
+}
+
+/// How a non-public route authenticates. Only the development providers exist in the skeleton;
+/// `static` and `jwt` join them with the authentication issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthProvider {
+    /// No check; the request runs as subject `"1"`. Development mode only.
+    None,
+    /// Local development identity; subject `"1"`. Development mode only.
+    Local,
+}
+
+impl AuthProvider {
+    pub fn parse(s: &str) -> Option<AuthProvider> {
+        match s {
+            "none" => Some(AuthProvider::None),
+            "local" => Some(AuthProvider::Local),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthProvider::None => "none",
+            AuthProvider::Local => "local",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub hosts: Vec<HostPattern>,
+    pub prefix: Box<str>,
+    pub methods: MethodSet,
+    pub upstream: usize,
+    pub public: bool,
+    pub auth: AuthProvider,
+    pub websocket: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(Box<str>),
+    /// `*.example.com` stored as `.example.com`.
+    Suffix(Box<str>),
+}
+
+impl HostPattern {
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h.eq_ignore_ascii_case(host),
+            HostPattern::Suffix(s) => {
+                host.len() > s.len()
+                    && host.is_char_boundary(host.len() - s.len())
+                    && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+            }
+        }
+    }
+}
+
+/// Allowed methods as a bit set; `ALL` when the route lists none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodSet(pub u16);
+
+impl MethodSet {
+    pub const ALL: MethodSet = MethodSet(u16::MAX);
+    const NAMES: [&'static str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+
+    pub fn bit(method: &str) -> Option<u16> {
+        Self::NAMES.iter().position(|m| *m == method).map(|i| 1 << i)
+    }
+    pub fn allows(self, method: &http::Method) -> bool {
+        self == Self::ALL || Self::bit(method.as_str()).is_some_and(|b| self.0 & b != 0)
+    }
+    pub fn names(self) -> Vec<&'static str> {
+        if self == Self::ALL {
+            return vec!["*"];
+        }
+        Self::NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+impl Route {
+    pub fn matches_host(&self, host: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host))
+    }
+    /// Segment-aware prefix match: `/v1` matches `/v1` and `/v1/x`, not `/v1x`.
+    pub fn matches_path(&self, path: &str) -> bool {
+        prefix_matches(&self.prefix, path, true)
+    }
+}
+
+pub(crate) fn prefix_matches(prefix: &str, path: &str, case_sensitive: bool) -> bool {
+    if path.len() < prefix.len() || !path.is_char_boundary(prefix.len()) {
+        return false;
+    }
+    let head = &path[..prefix.len()];
+    let same = if case_sensitive {
+        head == prefix
+    } else {
+        head.eq_ignore_ascii_case(prefix)
+    };
+    same && (prefix.ends_with('/')
+        || path.len() == prefix.len()
+        || matches!(path.as_bytes()[prefix.len()], b'/' | b';'))
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub target: UpstreamTarget,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    next: AtomicUsize,
+}
+
+impl Upstream {
+    pub fn new(
+        name: Arc<str>,
+        target: UpstreamTarget,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Self {
+        Upstream {
+            name,
+            target,
+            connect_timeout,
+            read_timeout,
+            next: AtomicUsize::new(0),
+        }
+    }
+    /// Round-robin over an external upstream's addresses.
+    pub fn next_address(&self, addresses: &[String]) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % addresses.len().max(1)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTarget {
+    /// The in-process worker API.
+    Worker,
+    /// The in-process WebSocket room server.
+    Rooms,
+    External {
+        addresses: Vec<String>,
+        tls: bool,
+        sni: String,
+    },
+}
+
+impl UpstreamTarget {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamTarget::Worker => "worker",
+            UpstreamTarget::Rooms => "rooms",
+            UpstreamTarget::External { .. } => "external",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct BlockedPaths {
+    pub prefixes: Vec<Box<str>>,
+    pub case_sensitive: bool,
+}
+
+impl BlockedPaths {
+    /// The blocked prefix covering `path`, if any. `path` must be canonical.
+    pub fn find(&self, path: &str) -> Option<&str> {
+        self.prefixes
+            .iter()
+            .find(|p| prefix_matches(p, path, self.case_sensitive))
+            .map(|p| &**p)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub models: Vec<String>,
+    pub max_object_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoomSettings {
+    pub queue_capacity: usize,
+    pub max_peers: usize,
+    pub max_message_bytes: usize,
+    /// A peer whose socket accepts nothing for this long is closed with 1013.
+    pub slow_peer_timeout: Duration,
+}
+
+impl Policy {
+    /// The route for a request, most specific first. `host` has no port.
+    pub fn route_for(&self, host: &str, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.matches_path(path) && r.matches_host(host))
+    }
+}

@@ -1,0 +1,101 @@
+//! The live policy: an `ArcSwap<Policy>` plus reload bookkeeping. A reload compiles the whole
+//! folder and swaps only on success; a failure is logged with every error, counted, and leaves
+//! the running policy in place. Readers never block writers or each other.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use super::compile::{compile, read_dir, PolicyErrors};
+use super::model::Policy;
+use crate::config::Mode;
+
+#[derive(Debug)]
+pub struct PolicyStore {
+    dir: PathBuf,
+    mode: Mode,
+    current: ArcSwap<Policy>,
+    /// Serializes reloads so two events cannot race to install out of order.
+    reload_lock: Mutex<()>,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    Applied { generation: u64 },
+    Unchanged,
+    Rejected(PolicyErrors),
+}
+
+impl PolicyStore {
+    /// Loads and compiles the folder; the gateway does not start on a broken policy.
+    pub fn open(dir: PathBuf, mode: Mode) -> Result<Arc<PolicyStore>, PolicyErrors> {
+        let files = read_dir(&dir)?;
+        let mut policy = compile(&files, mode)?;
+        policy.generation = 1;
+        Ok(Arc::new(PolicyStore {
+            dir,
+            mode,
+            current: ArcSwap::from_pointee(policy),
+            reload_lock: Mutex::new(()),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }))
+    }
+
+    /// The snapshot a request works against.
+    #[inline]
+    pub fn snapshot(&self) -> Arc<Policy> {
+        self.current.load_full()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.current.load().generation
+    }
+
+    pub fn dir(&self) -> &PathBuf {
+        &self.dir
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Re-reads and compiles the folder; installs the result only if it compiles.
+    pub fn reload(&self) -> ReloadOutcome {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let result = read_dir(&self.dir).and_then(|files| compile(&files, self.mode));
+        match result {
+            Ok(mut policy) => {
+                let generation = self.current.load().generation + 1;
+                policy.generation = generation;
+                self.current.store(Arc::new(policy));
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut e) = self.last_error.lock() {
+                    *e = None;
+                }
+                tracing::info!(generation, dir = %self.dir.display(), "policy applied");
+                ReloadOutcome::Applied { generation }
+            }
+            Err(errors) => {
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                let generation = self.current.load().generation;
+                tracing::error!(
+                    kept_generation = generation,
+                    errors = errors.0.len(),
+                    "policy reload rejected; keeping the running policy:\n{errors}"
+                );
+                if let Ok(mut e) = self.last_error.lock() {
+                    *e = Some(errors.to_string());
+                }
+                ReloadOutcome::Rejected(errors)
+            }
+        }
+    }
+}

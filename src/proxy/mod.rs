@@ -1,0 +1,479 @@
+//! The `ProxyHttp` implementation: the request's path through the gateway, phase by phase
+//! (see ARCHITECTURE.md). Each request takes ONE policy snapshot in `early_request_filter` and
+//! decides everything against it. Denials are `Deny` values written as JSON and stop the request.
+//! Authentication, limits, CORS and CSRF plug into `request_filter` at the marked seams.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{ErrorSource, ErrorType};
+
+use crate::http::deny::Deny;
+use crate::http::path::canonicalize;
+use crate::observability::Metrics;
+use crate::policy::model::{Policy, UpstreamTarget};
+use crate::policy::PolicyStore;
+
+/// Addresses of the in-process backends, bound before the proxy starts.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendAddrs {
+    pub worker: SocketAddr,
+    pub rooms: SocketAddr,
+}
+
+pub struct Gateway {
+    pub policy: Arc<PolicyStore>,
+    pub backends: BackendAddrs,
+    pub metrics: Arc<Metrics>,
+    pub in_flight: Arc<AtomicUsize>,
+    request_seq: AtomicU64,
+    request_prefix: u32,
+}
+
+impl Gateway {
+    pub fn new(policy: Arc<PolicyStore>, backends: BackendAddrs, metrics: Arc<Metrics>, in_flight: Arc<AtomicUsize>) -> Self {
+        Gateway {
+            policy,
+            backends,
+            metrics,
+            in_flight,
+            request_seq: AtomicU64::new(0),
+            request_prefix: rand::random(),
+        }
+    }
+}
+
+/// Decrements the in-flight count when a request's context is dropped, however it ends.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything one request decided, against one policy snapshot.
+pub struct RequestCtx {
+    _in_flight: InFlight,
+    pub policy: Option<Arc<Policy>>,
+    pub route: Option<usize>,
+    pub subject: Option<&'static str>,
+    pub deny: Option<Deny>,
+    pub request_id: Option<HeaderValue>,
+    pub websocket: bool,
+    pub started: Instant,
+}
+
+impl RequestCtx {
+    fn route_name(&self) -> &str {
+        match (&self.policy, self.route) {
+            (Some(p), Some(r)) => &p.routes[r].name,
+            _ => "-",
+        }
+    }
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_SUBJECT: HeaderName = HeaderName::from_static("x-portcullis-subject");
+static X_ROUTE: HeaderName = HeaderName::from_static("x-portcullis-route");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const HEALTH_BODY: &[u8] = br#"{"status":"ok"}"#;
+
+/// Headers a client may not set: identity and forwarding headers are the gateway's to write.
+fn is_identity_header(name: &str) -> bool {
+    name.starts_with("x-portcullis-")
+        || name.starts_with("x-forwarded-")
+        || name == "x-real-ip"
+        || name == "forwarded"
+        || name == "x-request-id"
+}
+
+/// The request's host without port, lower-case comparison left to the matchers.
+fn request_host(req: &RequestHeader) -> &str {
+    let raw = req
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    strip_port(raw)
+}
+
+fn strip_port(h: &str) -> &str {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => h,
+    }
+}
+
+/// Whether raw HTTP/1 header bytes carry a Content-Length field (any case, any spacing).
+fn raw_has_content_length(raw: &[u8]) -> bool {
+    raw.split(|b| *b == b'\n').skip(1).any(|line| {
+        line.len() > 14
+            && line[..14].eq_ignore_ascii_case(b"content-length")
+            && line[14..].iter().find(|b| !matches!(b, b' ' | b'\t')) == Some(&b':')
+    })
+}
+
+/// CL+TE together, or several Content-Length values that differ, make the body's end ambiguous.
+/// Pingora resolves CL+TE itself by dropping Content-Length (TE wins, RFC 9112 §6.3), so the
+/// parsed headers no longer show the conflict: when TE is present on HTTP/1 we look at the raw
+/// header bytes, where the client's Content-Length still is.
+fn ambiguous_length_in(session: &Session) -> bool {
+    let req = session.req_header();
+    if req.headers.contains_key(header::TRANSFER_ENCODING) {
+        if let Some(v1) = session.as_downstream().as_http1() {
+            if raw_has_content_length(&v1.get_headers_raw_bytes()) {
+                return true;
+            }
+        }
+    }
+    ambiguous_length(req)
+}
+
+fn ambiguous_length(req: &RequestHeader) -> bool {
+    let mut cls = req.headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = cls.next();
+    if first.is_some() && req.headers.contains_key(header::TRANSFER_ENCODING) {
+        return true;
+    }
+    match first {
+        Some(f) => cls.any(|v| v != f) || f.to_str().map(|s| s.contains(',')).unwrap_or(true),
+        None => false,
+    }
+}
+
+impl Gateway {
+    fn new_request_id(&self) -> HeaderValue {
+        let n = self.request_seq.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 24];
+        let s = format_request_id(self.request_prefix, n, &mut buf);
+        HeaderValue::from_bytes(s).expect("hex is a valid header value")
+    }
+
+    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, status: u16, body: &'static [u8]) -> Result<()> {
+        let mut resp = ResponseHeader::build(status, Some(6))?;
+        resp.insert_header(header::CONTENT_TYPE, JSON)?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        resp.insert_header(header::CACHE_CONTROL, NO_STORE)?;
+        if status == 405 {
+            if let (Some(p), Some(r)) = (&ctx.policy, ctx.route) {
+                resp.insert_header(header::ALLOW, p.routes[r].methods.names().join(", "))?;
+            }
+        }
+        self.decorate(&mut resp, ctx)?;
+        session.set_keepalive(None);
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(Bytes::from_static(body)), true).await?;
+        Ok(())
+    }
+
+    async fn deny(&self, session: &mut Session, ctx: &mut RequestCtx, deny: Deny) -> Result<bool> {
+        ctx.deny = Some(deny);
+        self.respond(session, ctx, deny.status(), deny.body()).await?;
+        Ok(true)
+    }
+
+    /// Headers every HTTPS response carries.
+    fn decorate(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+        if let Some(hsts) = ctx.policy.as_ref().and_then(|p| p.hsts.clone()) {
+            resp.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts)?;
+        }
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header(X_REQUEST_ID.clone(), id.clone())?;
+        }
+        resp.remove_header(&header::SERVER);
+        Ok(())
+    }
+}
+
+fn format_request_id(prefix: u32, n: u64, buf: &mut [u8; 24]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..8 {
+        buf[i] = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    for i in 0..16 {
+        buf[8 + i] = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    &buf[..]
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        RequestCtx {
+            _in_flight: InFlight(self.in_flight.clone()),
+            policy: None,
+            route: None,
+            subject: None,
+            deny: None,
+            request_id: None,
+            websocket: false,
+            started: Instant::now(),
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        ctx.policy = Some(self.policy.snapshot());
+        ctx.request_id = Some(self.new_request_id());
+        if ambiguous_length_in(session) {
+            ctx.deny = Some(Deny::AmbiguousLength);
+            return Ok(());
+        }
+        let req = session.req_header();
+        // An absolute-form target must name the same host as the Host header.
+        if let (Some(auth), Some(host)) = (req.uri.authority(), req.headers.get(header::HOST)) {
+            if !host.as_bytes().eq_ignore_ascii_case(auth.as_str().as_bytes()) {
+                ctx.deny = Some(Deny::ForeignAbsoluteTarget);
+                return Ok(());
+            }
+        }
+        let path = req.uri.path();
+        let rewritten = match canonicalize(path) {
+            Err(e) => {
+                ctx.deny = Some(Deny::BadPath(e));
+                return Ok(());
+            }
+            Ok(std::borrow::Cow::Borrowed(_)) => None,
+            Ok(std::borrow::Cow::Owned(c)) => Some(match req.uri.query() {
+                Some(q) => format!("{c}?{q}"),
+                None => c,
+            }),
+        };
+        // Forward exactly the path that was matched: one canonical view for both.
+        if let Some(target) = rewritten {
+            match http::Uri::builder().path_and_query(target).build() {
+                Ok(uri) => session.req_header_mut().set_uri(uri),
+                Err(_) => ctx.deny = Some(Deny::BadPath(crate::http::path::PathError::BadPercent)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(d) = ctx.deny {
+            return self.deny(session, ctx, d).await;
+        }
+        let Some(policy) = ctx.policy.clone() else {
+            return self.deny(session, ctx, Deny::Internal).await;
+        };
+        let req = session.req_header();
+        let path = req.uri.path();
+        // Answered by the gateway itself, always public.
+        if (path == "/health" || path == "/ping") && matches!(req.method, http::Method::GET | http::Method::HEAD) {
+            self.respond(session, ctx, 200, HEALTH_BODY).await?;
+            return Ok(true);
+        }
+        if policy.blocked.find(path).is_some() {
+            return self.deny(session, ctx, Deny::BlockedPath).await;
+        }
+        let host = request_host(req);
+        let Some(idx) = policy.routes.iter().position(|r| r.matches_path(path) && r.matches_host(host)) else {
+            return self.deny(session, ctx, Deny::NoRoute).await;
+        };
+        ctx.route = Some(idx);
+        let route = &policy.routes[idx];
+        if !route.methods.allows(&req.method) {
+            return self.deny(session, ctx, Deny::MethodNotAllowed).await;
+        }
+        ctx.websocket = session.is_upgrade_req();
+        if ctx.websocket && !route.websocket {
+            return self.deny(session, ctx, Deny::WebSocketNotAllowed).await;
+        }
+        // Seam: network ACL and rate limits (ip, route) go here.
+        // Seam: authentication. Only the development providers exist so far; compile refuses
+        // them outside development mode, so a non-public route here is a development request.
+        if !route.public {
+            ctx.subject = Some("1");
+        }
+        // Seam: capabilities, CSRF, signed URLs, per-subject limits.
+        if ctx.websocket {
+            // Upgraded tunnels are long-lived; Pingora's 60 s default read timeout would cut
+            // idle peers. Budgets and token expiry re-arm this later.
+            session.set_read_timeout(None);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let (Some(policy), Some(r)) = (&ctx.policy, ctx.route) else {
+            return Error::e_explain(ErrorType::InternalError, "no route selected");
+        };
+        let upstream = &policy.upstreams[policy.routes[r].upstream];
+        let mut peer = match &upstream.target {
+            UpstreamTarget::Worker => HttpPeer::new(self.backends.worker, false, String::new()),
+            UpstreamTarget::Rooms => HttpPeer::new(self.backends.rooms, false, String::new()),
+            UpstreamTarget::External { addresses, tls, sni } => {
+                let addr = &addresses[upstream.next_address(addresses)];
+                HttpPeer::new(addr.as_str(), *tls, sni.clone())
+            }
+        };
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.total_connection_timeout = Some(upstream.connect_timeout + Duration::from_secs(1));
+        peer.options.read_timeout = if ctx.websocket { None } else { Some(upstream.read_timeout) };
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(&self, session: &mut Session, upstream_request: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let strip: Vec<HeaderName> = upstream_request
+            .headers
+            .keys()
+            .filter(|k| is_identity_header(k.as_str()))
+            .cloned()
+            .collect();
+        for name in strip {
+            upstream_request.remove_header(&name);
+        }
+        if !upstream_request.headers.contains_key(header::HOST) {
+            if let Some(a) = upstream_request.uri.authority().cloned() {
+                upstream_request.insert_header(header::HOST, a.as_str())?;
+            }
+        }
+        let host = request_host(session.req_header()).to_string();
+        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+            upstream_request.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?;
+        }
+        upstream_request.insert_header(X_FORWARDED_PROTO.clone(), "https")?;
+        if !host.is_empty() {
+            upstream_request.insert_header(X_FORWARDED_HOST.clone(), host)?;
+        }
+        if let Some(id) = &ctx.request_id {
+            upstream_request.insert_header(X_REQUEST_ID.clone(), id.clone())?;
+        }
+        if let Some(subject) = ctx.subject {
+            upstream_request.insert_header(X_SUBJECT.clone(), subject)?;
+        }
+        if let (Some(p), Some(r)) = (&ctx.policy, ctx.route) {
+            upstream_request.insert_header(X_ROUTE.clone(), &*p.routes[r].name)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, upstream_response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        self.decorate(upstream_response, ctx)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let deny = match e.etype() {
+            ErrorType::HTTPStatus(code) => {
+                let code = *code;
+                let _ = session.respond_error(code).await;
+                return FailToProxy { error_code: code, can_reuse_downstream: false };
+            }
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                Some(Deny::UpstreamTimeout)
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => Some(Deny::UpstreamUnavailable),
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
+                    _ => {
+                        let _ = session.respond_error(400).await;
+                        return FailToProxy { error_code: 400, can_reuse_downstream: false };
+                    }
+                },
+                _ => Some(Deny::Internal),
+            },
+        };
+        let code = match deny {
+            Some(d) => {
+                ctx.deny = Some(d);
+                if self.respond(session, ctx, d.status(), d.body()).await.is_err() {
+                    tracing::debug!("could not write the error response; downstream gone");
+                }
+                d.status()
+            }
+            None => 0,
+        };
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        self.metrics.record_request(status, ctx.deny.is_some());
+        let req = session.req_header();
+        tracing::info!(
+            target: "portcullis::access",
+            request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+            method = %req.method,
+            path = req.uri.path(),
+            route = ctx.route_name(),
+            status,
+            decision = if ctx.deny.is_some() { "deny" } else { "allow" },
+            reason = ctx.deny.map(|d| d.code()).unwrap_or("-"),
+            subject = ctx.subject.unwrap_or("-"),
+            generation = ctx.policy.as_ref().map(|p| p.generation).unwrap_or(0),
+            duration_us = ctx.started.elapsed().as_micros() as u64,
+            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+            "request"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ports_are_stripped() {
+        assert_eq!(strip_port("example.com:8443"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8443"), "::1");
+        assert_eq!(strip_port("127.0.0.1:1"), "127.0.0.1");
+    }
+
+    #[test]
+    fn request_ids_are_hex_and_distinct() {
+        let mut a = [0u8; 24];
+        let mut b = [0u8; 24];
+        let x = format_request_id(0xdeadbeef, 1, &mut a).to_vec();
+        let y = format_request_id(0xdeadbeef, 2, &mut b).to_vec();
+        assert_ne!(x, y);
+        assert_eq!(&x[..8], b"deadbeef");
+        assert!(x.iter().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn raw_content_length_is_found_in_any_spelling() {
+        assert!(raw_has_content_length(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n"));
+        assert!(raw_has_content_length(b"POST / HTTP/1.1\r\ncontent-length : 4\r\n\r\n"));
+        assert!(!raw_has_content_length(b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\n\r\n"));
+        assert!(!raw_has_content_length(b"POST /content-length:1 HTTP/1.1\r\nHost: a\r\n\r\n"));
+    }
+
+    #[test]
+    fn conflicting_lengths_are_ambiguous() {
+        let mut r = RequestHeader::build("POST", b"/", None).unwrap();
+        r.append_header("content-length", "5").unwrap();
+        assert!(!ambiguous_length(&r));
+        r.append_header("transfer-encoding", "chunked").unwrap();
+        assert!(ambiguous_length(&r));
+        let mut r = RequestHeader::build("POST", b"/", None).unwrap();
+        r.append_header("content-length", "5").unwrap();
+        r.append_header("content-length", "6").unwrap();
+        assert!(ambiguous_length(&r));
+    }
+}

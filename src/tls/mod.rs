@@ -1,0 +1,8 @@
+//! TLS termination: the certificate store and SNI resolver (hot: the folder is watched), and
+//! development certificate generation. OCSP stapling and mTLS verifiers join here later. Must not
+//! make routing or authentication decisions.
+
+pub mod dev;
+pub mod store;
+
+pub use store::{CertError, CertResolver, CertSet, CertStore};

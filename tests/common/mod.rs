@@ -1,0 +1,285 @@
+//! Test harness: a per-test CA and certificates (rcgen), a temp folder with config, policies and
+//! certificates, and the real `portcullis` binary started on free loopback ports. Readiness is
+//! awaited through the admin listener; nothing sleeps to synchronise.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
+
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A CA generated for one test run.
+pub struct TestCa {
+    pub cert: rcgen::Certificate,
+    key: KeyPair,
+    pub pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = p.self_signed(&key).unwrap();
+        let pem = cert.pem();
+        TestCa { cert, key, pem }
+    }
+
+    /// A leaf for `names` (DNS names or IPs): (certificate PEM, key PEM).
+    pub fn leaf(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        for n in names {
+            match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => p.subject_alt_names.push(SanType::IpAddress(ip)),
+                Err(_) => p.subject_alt_names.push(SanType::DnsName((*n).try_into().unwrap())),
+            }
+        }
+        p.distinguished_name.push(DnType::CommonName, names[0]);
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Options {
+    pub policy: Vec<(String, String)>,
+    pub grace_seconds: u64,
+    pub unready_seconds: u64,
+    pub extra_certs: Vec<(String, Vec<String>)>,
+    pub env: Vec<(String, String)>,
+    pub http_listener: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            policy: vec![("default.toml".into(), DEFAULT_POLICY.into())],
+            grace_seconds: 5,
+            unready_seconds: 0,
+            extra_certs: Vec::new(),
+            env: Vec::new(),
+            http_listener: true,
+        }
+    }
+}
+
+/// A running gateway process with its own folder.
+pub struct Gateway {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub https: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    pub ca: Arc<TestCa>,
+}
+
+impl Gateway {
+    pub fn policy_dir(&self) -> PathBuf {
+        self.dir.path().join("policies")
+    }
+    pub fn cert_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.https.port(), path)
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+    pub fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().unwrap()
+    }
+
+    pub async fn start(opts: Options) -> Gateway {
+        init();
+        let ca = Arc::new(TestCa::new("Portcullis Test CA"));
+        for attempt in 0..3 {
+            match Self::try_start(&opts, ca.clone()).await {
+                Ok(g) => return g,
+                Err(log) if attempt < 2 && log.contains("cannot listen") => continue,
+                Err(log) => panic!("gateway did not start:\n{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    async fn try_start(opts: &Options, ca: Arc<TestCa>) -> Result<Gateway, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["policies", "certs", "data"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        for (name, text) in &opts.policy {
+            std::fs::write(root.join("policies").join(name), text).unwrap();
+        }
+        let (c, k) = ca.leaf(&["localhost", "127.0.0.1"]);
+        write_pair(&root.join("certs"), "localhost", &c, &k);
+        for (name, names) in &opts.extra_certs {
+            let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+            let (c, k) = ca.leaf(&names);
+            write_pair(&root.join("certs"), name, &c, &k);
+        }
+        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: Option<SocketAddr> = opts.http_listener.then(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        let config = format!(
+            "mode = \"development\"\nthreads = 2\n\n[listeners]\nhttps = \"{https}\"\nhttp = \"{}\"\nadmin = \"{admin}\"\n\n[tls]\ncert_dir = \"certs\"\ndefault_cert = \"localhost\"\n\n[shutdown]\ngrace_seconds = {}\nunready_seconds = {}\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n",
+            http.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            opts.grace_seconds,
+            opts.unready_seconds,
+        );
+        std::fs::write(root.join("portcullis.toml"), config).unwrap();
+        let log = std::fs::File::create(root.join("gateway.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(root.join("portcullis.toml"))
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for k in ["PORTCULLIS_CONFIG", "PORTCULLIS_MODE", "ENV", "PORTCULLIS_HTTPS_ADDR", "PORTCULLIS_HTTP_ADDR", "PORTCULLIS_ADMIN_ADDR", "PORTCULLIS_POLICY_DIR", "PORTCULLIS_CERT_DIR"] {
+            cmd.env_remove(k);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut g = Gateway { child: Some(child), dir, https, http, admin, ca };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(Some(_)) = g.child_mut().try_wait() {
+                return Err(g.log());
+            }
+            if let Ok(r) = client.get(format!("http://{}/ready", g.admin)).send().await {
+                if r.status() == 200 {
+                    return Ok(g);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not ready after 30 s\n{}", g.log()));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A client that trusts only this test's CA. `http1` forces HTTP/1.1.
+    pub fn client(&self, http1: bool) -> reqwest::Client {
+        let mut b = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca.pem.as_bytes()).unwrap())
+            .resolve("localhost", self.https)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30));
+        b = if http1 { b.http1_only() } else { b };
+        b.build().unwrap()
+    }
+
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        reqwest::get(format!("http://{}{}", self.admin, path)).await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin)).await.unwrap().text().await.unwrap()
+    }
+
+    pub async fn generation(&self) -> u64 {
+        self.admin_json("/status").await["policy"]["generation"].as_u64().unwrap()
+    }
+
+    /// A rustls client config trusting only this test's CA.
+    pub fn tls_client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(self.ca.pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let mut cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    }
+}
+
+use rustls::pki_types::pem::PemObject;
+
+impl Gateway {
+    /// Sends raw bytes over a TLS connection (HTTP/1.1 ALPN) and returns everything read until
+    /// the server closes or 5 s pass. For requests no well-behaved client would send.
+    pub async fn raw(&self, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let connector = tokio_rustls::TlsConnector::from(self.tls_client_config());
+        let tcp = tokio::net::TcpStream::connect(self.https).await.unwrap();
+        let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+        tls.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// `GET path` over a raw connection; returns the status code.
+    pub async fn raw_get_status(&self, path: &str) -> u16 {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let resp = self.raw(req.as_bytes()).await;
+        resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status for {path}: {resp:?}"))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn write_pair(dir: &Path, name: &str, cert: &str, key: &str) {
+    std::fs::write(dir.join(format!("{name}.crt")), cert).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key).unwrap();
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return (v, start.elapsed());
+        }
+        if start.elapsed() > limit {
+            panic!("{what}: not within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes a file the way editors do: a temp file renamed over the original.
+pub fn rename_over(path: &Path, text: &str) {
+    let tmp = path.with_extension("swp-tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
