@@ -71,6 +71,9 @@ fn render_metrics(shared: &Shared) -> String {
     let _ = writeln!(out, "# HELP portcullis_in_flight_requests Requests being handled.");
     let _ = writeln!(out, "# TYPE portcullis_in_flight_requests gauge");
     let _ = writeln!(out, "portcullis_in_flight_requests {}", shared.in_flight.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP portcullis_room_overflows_total Room peer queues found full; their backlog is dropped.");
+    let _ = writeln!(out, "# TYPE portcullis_room_overflows_total counter");
+    let _ = writeln!(out, "portcullis_room_overflows_total {}", shared.rooms.overflows.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP portcullis_room_resyncs_total Room peers told to resync after their queue overflowed.");
     let _ = writeln!(out, "# TYPE portcullis_room_resyncs_total counter");
     let _ = writeln!(out, "portcullis_room_resyncs_total {}", shared.rooms.resyncs.load(Ordering::Relaxed));

@@ -33,6 +33,8 @@ pub struct RoomServer {
     policy: Arc<PolicyStore>,
     rooms: Mutex<HashMap<String, Room>>,
     next_peer: AtomicU64,
+    /// Times a peer's queue was found full (its backlog will be dropped).
+    pub overflows: AtomicU64,
     pub resyncs: AtomicU64,
     pub slow_closes: AtomicU64,
 }
@@ -56,6 +58,7 @@ impl RoomServer {
             policy,
             rooms: Mutex::new(HashMap::new()),
             next_peer: AtomicU64::new(1),
+            overflows: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
             slow_closes: AtomicU64::new(0),
         })
@@ -179,7 +182,9 @@ impl RoomServer {
                         continue;
                     }
                     if let Err(mpsc::error::TrySendError::Full(_)) = peer.tx.try_send(msg.clone()) {
-                        peer.overflow.store(true, Ordering::Release);
+                        if !peer.overflow.swap(true, Ordering::AcqRel) {
+                            self.overflows.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             }

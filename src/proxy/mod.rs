@@ -299,6 +299,10 @@ impl ProxyHttp for Gateway {
         if ctx.websocket && !route.websocket {
             return self.deny(session, ctx, Deny::WebSocketNotAllowed).await;
         }
+        if !ctx.websocket && policy.upstreams[route.upstream].target == UpstreamTarget::Rooms {
+            // The room server speaks only WebSocket.
+            return self.deny(session, ctx, Deny::WebSocketRequired).await;
+        }
         // Seam: network ACL and rate limits (ip, route) go here.
         // Seam: authentication. Only the development providers exist so far; compile refuses
         // them outside development mode, so a non-public route here is a development request.

@@ -1,0 +1,107 @@
+//! Certificates: SNI picks by SAN, a replaced pair is served to new connections without a
+//! restart, and a garbage pair is refused while the previous one keeps serving.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+/// The leaf certificate (DER) the gateway presents for `sni`.
+async fn served_cert(g: &Gateway, sni: &str) -> Vec<u8> {
+    let connector = tokio_rustls::TlsConnector::from(g.tls_client_config());
+    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+    let tls = connector
+        .connect(sni.to_string().try_into().unwrap(), tcp)
+        .await
+        .unwrap_or_else(|e| panic!("handshake for {sni}: {e}"));
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn sans(der: &[u8]) -> Vec<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+    c.subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn opts() -> Options {
+    Options {
+        extra_certs: vec![
+            ("alpha".into(), vec!["alpha.test".into()]),
+            ("beta".into(), vec!["beta.test".into(), "*.beta.test".into()]),
+        ],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_selects_the_certificate_by_san() {
+    let g = Gateway::start(opts()).await;
+    assert_eq!(sans(&served_cert(&g, "alpha.test").await), ["alpha.test"]);
+    assert_eq!(sans(&served_cert(&g, "beta.test").await)[0], "beta.test");
+    assert_eq!(sans(&served_cert(&g, "api.beta.test").await)[0], "beta.test");
+    assert_eq!(sans(&served_cert(&g, "localhost").await), ["localhost"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_certificate_is_served_without_restart() {
+    let g = Gateway::start(opts()).await;
+    let before = served_cert(&g, "alpha.test").await;
+    let (c, k) = g.ca.leaf(&["alpha.test", "www.alpha.test"]);
+    // Key first, then certificate: between the two writes the pair does not match and is
+    // refused, so the old pair keeps serving until the new one is complete.
+    std::fs::write(g.cert_dir().join("alpha.key"), k).unwrap();
+    std::fs::write(g.cert_dir().join("alpha.crt"), c).unwrap();
+    let (after, _) = eventually(Duration::from_secs(3), "new certificate served", || async {
+        let now = served_cert(&g, "alpha.test").await;
+        (now != before).then_some(now)
+    })
+    .await;
+    assert_eq!(sans(&after), ["alpha.test", "www.alpha.test"]);
+    // The new SAN routes to the new certificate.
+    assert_eq!(served_cert(&g, "www.alpha.test").await, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_certificate_is_refused_and_the_old_one_kept() {
+    let g = Gateway::start(opts()).await;
+    let before = served_cert(&g, "beta.test").await;
+    let errors_before = reload_errors(&g).await;
+    std::fs::write(g.cert_dir().join("beta.crt"), "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n").unwrap();
+    eventually(Duration::from_secs(3), "reload error counted", || async {
+        (reload_errors(&g).await > errors_before).then_some(())
+    })
+    .await;
+    assert_eq!(served_cert(&g, "beta.test").await, before);
+    // A certificate whose key belongs to another certificate is refused too.
+    let (c, _) = g.ca.leaf(&["beta.test"]);
+    std::fs::write(g.cert_dir().join("beta.crt"), c).unwrap();
+    let errs = reload_errors(&g).await;
+    eventually(Duration::from_secs(3), "mismatch counted", || async {
+        (reload_errors(&g).await > errs).then_some(())
+    })
+    .await;
+    assert_eq!(served_cert(&g, "beta.test").await, before);
+    assert!(g.log().contains("does not belong to this certificate"), "{}", g.log());
+    // Requests keep flowing.
+    let r = g.client(false).get(g.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+async fn reload_errors(g: &Gateway) -> u64 {
+    g.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_cert_reloads_total{result=\"error\"} "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
