@@ -57,7 +57,11 @@ pub enum StartError {
     #[error("certificates refused:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Certs(Vec<tls::CertError>),
     #[error("{what} {addr}: cannot listen: {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -70,7 +74,9 @@ pub fn install_crypto_provider() {
 /// In development mode with no certificate pairs, generates a development CA and leaf.
 /// Returns the CA path when it generated one.
 pub fn ensure_dev_certs(config: &Config) -> Result<Option<std::path::PathBuf>, StartError> {
-    let has_pairs = tls::store::find_pairs(&config.cert_dir).map(|p| !p.is_empty()).unwrap_or(false);
+    let has_pairs = tls::store::find_pairs(&config.cert_dir)
+        .map(|p| !p.is_empty())
+        .unwrap_or(false);
     if has_pairs {
         return Ok(None);
     }
@@ -81,12 +87,15 @@ pub fn ensure_dev_certs(config: &Config) -> Result<Option<std::path::PathBuf>, S
             config.mode.as_str()
         )));
     }
-    tls::dev::generate_dev_certs(&config.cert_dir).map(Some).map_err(StartError::Other)
+    tls::dev::generate_dev_certs(&config.cert_dir)
+        .map(Some)
+        .map_err(StartError::Other)
 }
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<StdListener, StartError> {
     let l = StdListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })?;
-    l.set_nonblocking(true).map_err(|source| StartError::Bind { what, addr, source })?;
+    l.set_nonblocking(true)
+        .map_err(|source| StartError::Bind { what, addr, source })?;
     Ok(l)
 }
 
@@ -152,21 +161,37 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             config.https_addr.port()
         );
     }
-    let policy = PolicyStore::open(config.policy_dir.clone(), config.mode).map_err(StartError::Policy)?;
-    let certs = CertStore::open(config.cert_dir.clone(), config.default_cert.clone()).map_err(StartError::Certs)?;
+    let policy = PolicyStore::open(
+        config.policy_dir.clone(),
+        !config.policy_dir_explicit,
+        config.mode,
+    )
+    .map_err(StartError::Policy)?;
+    let certs = CertStore::open(config.cert_dir.clone(), config.default_cert.clone())
+        .map_err(StartError::Certs)?;
     if certs.snapshot().entries.is_empty() {
-        return Err(StartError::Other(format!("{}: no certificate pairs to serve", config.cert_dir.display())));
+        return Err(StartError::Other(format!(
+            "{}: no certificate pairs to serve",
+            config.cert_dir.display()
+        )));
     }
 
     // Bind everything we own before starting, so a busy port is a clear error, not a panic.
     let worker_l = bind("worker backend", "127.0.0.1:0".parse().expect("literal"))?;
     let rooms_l = bind("rooms backend", "127.0.0.1:0".parse().expect("literal"))?;
     let admin_l = bind("admin listener", config.admin_addr)?;
-    let http_l = config.http_addr.map(|a| bind("http listener", a)).transpose()?;
+    let http_l = config
+        .http_addr
+        .map(|a| bind("http listener", a))
+        .transpose()?;
     drop(bind("https listener", config.https_addr)?);
     let backends = BackendAddrs {
-        worker: worker_l.local_addr().map_err(|e| StartError::Other(e.to_string()))?,
-        rooms: rooms_l.local_addr().map_err(|e| StartError::Other(e.to_string()))?,
+        worker: worker_l
+            .local_addr()
+            .map_err(|e| StartError::Other(e.to_string()))?,
+        rooms: rooms_l
+            .local_addr()
+            .map_err(|e| StartError::Other(e.to_string()))?,
     };
 
     let metrics = Arc::new(Metrics::default());
@@ -192,20 +217,38 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         .map_err(|e| StartError::Other(format!("cannot start the backend runtime: {e}")))?;
     {
         let _guard = aux.enter();
-        let to_tokio = |l: StdListener| tokio::net::TcpListener::from_std(l).map_err(|e| StartError::Other(e.to_string()));
-        let worker = Arc::new(Worker { policy: policy.clone(), data_dir: config.data_dir.clone() });
+        let to_tokio = |l: StdListener| {
+            tokio::net::TcpListener::from_std(l).map_err(|e| StartError::Other(e.to_string()))
+        };
+        let worker = Arc::new(Worker {
+            policy: policy.clone(),
+            data_dir: config.data_dir.clone(),
+        });
         let worker_l = to_tokio(worker_l)?;
-        aux.spawn(backends::serve_http(worker_l, Arc::new(move |req| worker.clone().handle(req))));
+        aux.spawn(backends::serve_http(
+            worker_l,
+            Arc::new(move |req| worker.clone().handle(req)),
+        ));
         aux.spawn(rooms.clone().serve(to_tokio(rooms_l)?));
         let admin_shared = shared.clone();
-        aux.spawn(backends::serve_http(to_tokio(admin_l)?, Arc::new(move |req| admin::handle(admin_shared.clone(), req))));
+        aux.spawn(backends::serve_http(
+            to_tokio(admin_l)?,
+            Arc::new(move |req| admin::handle(admin_shared.clone(), req)),
+        ));
         if let Some(l) = http_l {
             let https = config.https_addr;
-            aux.spawn(backends::serve_http(to_tokio(l)?, Arc::new(move |req| admin::redirect(https, req))));
+            aux.spawn(backends::serve_http(
+                to_tokio(l)?,
+                Arc::new(move |req| admin::redirect(https, req)),
+            ));
         }
         let (p, c) = (policy.clone(), certs.clone());
         aux.spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading policy and certificates");
                 let (p, c) = (p.clone(), c.clone());
@@ -219,7 +262,14 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         // Ready once the HTTPS listener accepts connections.
         let ready_shared = shared.clone();
         let probe = match config.https_addr {
-            a if a.ip().is_unspecified() => SocketAddr::new(if a.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() }, a.port()),
+            a if a.ip().is_unspecified() => SocketAddr::new(
+                if a.is_ipv4() {
+                    [127, 0, 0, 1].into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                },
+                a.port(),
+            ),
             a => a,
         };
         aux.spawn(async move {
@@ -235,16 +285,34 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     }
     let _policy_watch = if policy.dir().is_dir() {
         let p = policy.clone();
-        Some(watch::watch_folder(policy.dir(), Duration::from_millis(150), "policy", move || {
-            p.reload();
-        }).map_err(|e| StartError::Other(format!("{}: cannot watch: {e}", config.policy_dir.display())))?)
+        Some(
+            watch::watch_folder(
+                policy.dir(),
+                Duration::from_millis(150),
+                "policy",
+                move || {
+                    p.reload();
+                },
+            )
+            .map_err(|e| {
+                StartError::Other(format!(
+                    "{}: cannot watch: {e}",
+                    config.policy_dir.display()
+                ))
+            })?,
+        )
     } else {
         tracing::warn!(dir = %config.policy_dir.display(), "policy folder missing: running the embedded default policy (not reloadable)");
         None
     };
     let c = certs.clone();
-    let _cert_watch = watch::watch_folder(certs.dir(), Duration::from_millis(150), "certs", move || c.reload_and_log())
-        .map_err(|e| StartError::Other(format!("{}: cannot watch: {e}", config.cert_dir.display())))?;
+    let _cert_watch = watch::watch_folder(
+        certs.dir(),
+        Duration::from_millis(150),
+        "certs",
+        move || c.reload_and_log(),
+    )
+    .map_err(|e| StartError::Other(format!("{}: cannot watch: {e}", config.cert_dir.display())))?;
 
     // The HTTPS proxy on Pingora.
     let conf = ServerConf {
@@ -256,8 +324,13 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let gateway = Gateway::new(policy.clone(), backends, metrics, in_flight);
-    let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "portcullis-https");
-    let mut tls = TlsSettings::intermediate("", "").map_err(|e| StartError::Other(e.to_string()))?;
+    let mut service = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "portcullis-https",
+    );
+    let mut tls =
+        TlsSettings::intermediate("", "").map_err(|e| StartError::Other(e.to_string()))?;
     tls.set_cert_resolver(Arc::new(CertResolver(certs.clone())));
     tls.enable_h2();
     service.add_tls_with_settings(&config.https_addr.to_string(), None, tls);
@@ -274,7 +347,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         certificates = certs.snapshot().entries.len(),
         "portcullis starting"
     );
-    server.run(RunArgs { shutdown_signal: Box::new(DrainFirst { shared }) });
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainFirst { shared }),
+    });
     drop(aux);
     Ok(())
 }
@@ -292,16 +367,28 @@ pub fn check(config: &Config) -> CheckReport {
     let mut errors = Vec::new();
     lines.push(format!(
         "config: {} (mode {})",
-        config.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into()),
+        config
+            .source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "embedded defaults".into()),
         config.mode.as_str()
     ));
-    match policy::read_dir(&config.policy_dir).and_then(|files| {
+    match policy::read_dir(&config.policy_dir, !config.policy_dir_explicit).and_then(|files| {
         let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
         policy::compile(&files, config.mode).map(|p| (p, names))
     }) {
         Ok((p, names)) => {
-            lines.push(format!("policy: {} ({} routes, {} upstreams)", names.join(", "), p.routes.len(), p.upstreams.len()));
-            lines.push(format!("  {:<16} {:<22} {:<18} {:<14} {:<12} {}", "ROUTE", "HOSTS", "PREFIX", "METHODS", "UPSTREAM", "ACCESS"));
+            lines.push(format!(
+                "policy: {} ({} routes, {} upstreams)",
+                names.join(", "),
+                p.routes.len(),
+                p.upstreams.len()
+            ));
+            lines.push(format!(
+                "  {:<16} {:<22} {:<18} {:<14} {:<12} {}",
+                "ROUTE", "HOSTS", "PREFIX", "METHODS", "UPSTREAM", "ACCESS"
+            ));
             for r in &p.routes {
                 let hosts = if r.hosts.is_empty() {
                     "*".to_string()
@@ -316,7 +403,11 @@ pub fn check(config: &Config) -> CheckReport {
                         .join(",")
                 };
                 let up = &p.upstreams[r.upstream];
-                let access = if r.public { "public".to_string() } else { format!("auth:{}", r.auth.as_str()) };
+                let access = if r.public {
+                    "public".to_string()
+                } else {
+                    format!("auth:{}", r.auth.as_str())
+                };
                 let ws = if r.websocket { " +ws" } else { "" };
                 lines.push(format!(
                     "  {:<16} {:<22} {:<18} {:<14} {:<12} {access}{ws}",
@@ -327,28 +418,48 @@ pub fn check(config: &Config) -> CheckReport {
                     format!("{}({})", up.name, up.target.kind()),
                 ));
             }
-            lines.push(format!("blocked: {}", p.blocked.prefixes.iter().map(|b| &**b).collect::<Vec<_>>().join(", ")));
+            lines.push(format!(
+                "blocked: {}",
+                p.blocked
+                    .prefixes
+                    .iter()
+                    .map(|b| &**b)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         Err(e) => errors.extend(e.0.iter().map(|e| e.to_string())),
     }
     match tls::store::find_pairs(&config.cert_dir) {
         Ok(pairs) if pairs.is_empty() => {
             if config.mode == Mode::Development {
-                lines.push(format!("certificates: none in {}; development certificates will be generated on start", config.cert_dir.display()));
+                lines.push(format!(
+                    "certificates: none in {}; development certificates will be generated on start",
+                    config.cert_dir.display()
+                ));
             } else {
-                errors.push(format!("{}: no certificate pairs (NAME.crt + NAME.key)", config.cert_dir.display()));
+                errors.push(format!(
+                    "{}: no certificate pairs (NAME.crt + NAME.key)",
+                    config.cert_dir.display()
+                ));
             }
         }
         Ok(pairs) => {
             for (name, cert, key) in pairs {
                 match tls::store::load_pair(&name, &cert, &key) {
-                    Ok(e) => lines.push(format!("certificate: {name} ({}) valid until {}", e.names.join(", "), format_epoch(e.not_after))),
+                    Ok(e) => lines.push(format!(
+                        "certificate: {name} ({}) valid until {}",
+                        e.names.join(", "),
+                        format_epoch(e.not_after)
+                    )),
                     Err(e) => errors.push(e.to_string()),
                 }
             }
         }
         Err(e) if config.mode == Mode::Development => {
-            lines.push(format!("certificates: {e}; development certificates will be generated on start"));
+            lines.push(format!(
+                "certificates: {e}; development certificates will be generated on start"
+            ));
         }
         Err(e) => errors.push(e.to_string()),
     }

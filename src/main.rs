@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use portcullis::config::Config;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "A security-hardening edge gateway")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "A security-hardening edge gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -9,8 +9,16 @@ use std::io::{Read, Write};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_over_http1_and_http2_reaches_the_worker_with_hsts() {
     let g = Gateway::start(Options::default()).await;
-    for (http1, version) in [(true, reqwest::Version::HTTP_11), (false, reqwest::Version::HTTP_2)] {
-        let r = g.client(http1).get(g.url("/v1/models")).send().await.unwrap();
+    for (http1, version) in [
+        (true, reqwest::Version::HTTP_11),
+        (false, reqwest::Version::HTTP_2),
+    ] {
+        let r = g
+            .client(http1)
+            .get(g.url("/v1/models"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.version(), version);
         assert_eq!(
@@ -40,25 +48,52 @@ async fn a_client_that_does_not_trust_the_ca_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_answers_308_to_the_https_url() {
     let g = Gateway::start(Options::default()).await;
-    let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let http = g.http.unwrap();
-    let r = c.get(format!("http://localhost:{}/v1/models?x=1", http.port())).send().await.unwrap();
+    let r = c
+        .get(format!("http://localhost:{}/v1/models?x=1", http.port()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 308);
-    assert_eq!(r.headers()["location"], format!("https://localhost:{}/v1/models?x=1", g.https.port()));
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://localhost:{}/v1/models?x=1", g.https.port())
+    );
     // A Host header that is not a host name never reaches the Location.
     let mut s = std::net::TcpStream::connect(http).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: evil.example/x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: evil.example/x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 308"), "{out}");
-    assert!(out.contains(&format!("location: https://127.0.0.1:{}/\r\n", g.https.port())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "location: https://127.0.0.1:{}/\r\n",
+            g.https.port()
+        )),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_is_refused_in_every_spelling() {
     let g = Gateway::start(Options::default()).await;
     let c = g.client(true);
-    for path in ["/terminal", "/terminal/", "/terminal/x", "//terminal", "/a/../terminal", "/TERMINAL/x", "/%74erminal", "/terminal;x=1", "/.git/config"] {
+    for path in [
+        "/terminal",
+        "/terminal/",
+        "/terminal/x",
+        "//terminal",
+        "/a/../terminal",
+        "/TERMINAL/x",
+        "/%74erminal",
+        "/terminal;x=1",
+        "/.git/config",
+    ] {
         let r = c.get(g.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 403, "{path}");
         assert_eq!(r.headers()["content-type"], "application/json");
@@ -67,7 +102,14 @@ async fn terminal_is_refused_in_every_spelling() {
         assert_eq!(body["error"], "path_blocked", "{path}");
     }
     // Sent raw: HTTP client libraries normalise these before they leave.
-    for path in ["/%2e%2e/terminal", "/%2E%2E/terminal", "/terminal%2fx", "/%252e", "/a/%2e%2e/terminal", "/x\\..\\terminal"] {
+    for path in [
+        "/%2e%2e/terminal",
+        "/%2E%2E/terminal",
+        "/terminal%2fx",
+        "/%252e",
+        "/a/%2e%2e/terminal",
+        "/x\\..\\terminal",
+    ] {
         assert_eq!(g.raw_get_status(path).await, 400, "{path}");
     }
     for path in ["/terminal", "/./terminal", "/v1/../terminal/", "/TeRmInAl"] {
@@ -76,7 +118,10 @@ async fn terminal_is_refused_in_every_spelling() {
     // Not a blocked prefix: a sibling name.
     let r = c.get(g.url("/terminals")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "no_route");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "no_route"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +130,11 @@ async fn health_and_ping_answer_with_no_upstream_running() {
     let policy = format!(
         "[[upstreams]]\nname = \"gone\"\nkind = \"external\"\naddresses = [\"127.0.0.1:{dead}\"]\nconnect_timeout_ms = 500\n\n[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = \"gone\"\npublic = true\n"
     );
-    let g = Gateway::start(Options { policy: vec![("p.toml".into(), policy)], ..Default::default() }).await;
+    let g = Gateway::start(Options {
+        policy: vec![("p.toml".into(), policy)],
+        ..Default::default()
+    })
+    .await;
     let c = g.client(false);
     for p in ["/health", "/ping"] {
         let r = c.get(g.url(p)).send().await.unwrap();
@@ -94,7 +143,10 @@ async fn health_and_ping_answer_with_no_upstream_running() {
     }
     let r = c.get(g.url("/anything")).send().await.unwrap();
     assert_eq!(r.status(), 502);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "upstream_unavailable");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "upstream_unavailable"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,20 +18,29 @@ fn policy(name: &str) -> String {
 async fn live_route(g: &Gateway, c: &reqwest::Client) -> String {
     let r = c.get(g.url("/whoami")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    r.json::<serde_json::Value>().await.unwrap()["route"].as_str().unwrap().to_string()
+    r.json::<serde_json::Value>().await.unwrap()["route"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn wait_for_route(g: &Gateway, c: &reqwest::Client, name: &str) -> Duration {
-    let (_, took) = eventually(Duration::from_secs(1), &format!("route {name} live"), || async {
-        (live_route(g, c).await == name).then_some(())
-    })
+    let (_, took) = eventually(
+        Duration::from_secs(1),
+        &format!("route {name} live"),
+        || async { (live_route(g, c).await == name).then_some(()) },
+    )
     .await;
     took
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_write_and_rename_over_change_routing_within_a_second() {
-    let g = Gateway::start(Options { policy: vec![("default.toml".into(), policy("v1"))], ..Default::default() }).await;
+    let g = Gateway::start(Options {
+        policy: vec![("default.toml".into(), policy("v1"))],
+        ..Default::default()
+    })
+    .await;
     let c = g.client(true);
     assert_eq!(live_route(&g, &c).await, "v1");
     let file = g.policy_dir().join("default.toml");
@@ -50,7 +59,11 @@ async fn plain_write_and_rename_over_change_routing_within_a_second() {
 async fn configmap_symlink_swap_changes_routing_within_a_second() {
     // Build the layout Kubernetes uses: policies/default.toml -> ..data/default.toml,
     // ..data -> ..v1, and an update swaps ..data atomically.
-    let g = Gateway::start(Options { policy: vec![("default.toml".into(), policy("cm1"))], ..Default::default() }).await;
+    let g = Gateway::start(Options {
+        policy: vec![("default.toml".into(), policy("cm1"))],
+        ..Default::default()
+    })
+    .await;
     let c = g.client(true);
     let dir = g.policy_dir();
     let write_version = |v: &str, text: &str| {
@@ -74,20 +87,37 @@ async fn configmap_symlink_swap_changes_routing_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_edit_keeps_the_running_policy_and_reports_every_error() {
-    let g = Gateway::start(Options { policy: vec![("default.toml".into(), policy("good"))], ..Default::default() }).await;
-    let c = g.client(true);
-    let generation = g.generation().await;
-    let broken = policy("bad").replace("upstream = \"rooms\"", "upstream = \"nowhere\"").replace("queue_capacity = 256", "queue_capacity = 0");
-    std::fs::write(g.policy_dir().join("default.toml"), broken).unwrap();
-    let (err, _) = eventually(Duration::from_secs(2), "reload error reported", || async {
-        g.admin_json("/status").await["policy"]["last_reload_error"].as_str().map(str::to_string)
+    let g = Gateway::start(Options {
+        policy: vec![("default.toml".into(), policy("good"))],
+        ..Default::default()
     })
     .await;
-    assert!(err.contains("routes[3].upstream: unknown upstream \"nowhere\""), "{err}");
-    assert!(err.contains("rooms.queue_capacity: must be between 1 and 65536"), "{err}");
+    let c = g.client(true);
+    let generation = g.generation().await;
+    let broken = policy("bad")
+        .replace("upstream = \"rooms\"", "upstream = \"nowhere\"")
+        .replace("queue_capacity = 256", "queue_capacity = 0");
+    std::fs::write(g.policy_dir().join("default.toml"), broken).unwrap();
+    let (err, _) = eventually(Duration::from_secs(2), "reload error reported", || async {
+        g.admin_json("/status").await["policy"]["last_reload_error"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
+    assert!(
+        err.contains("routes[3].upstream: unknown upstream \"nowhere\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("rooms.queue_capacity: must be between 1 and 65536"),
+        "{err}"
+    );
     assert_eq!(live_route(&g, &c).await, "good");
     assert_eq!(g.generation().await, generation);
-    assert!(g.metrics().await.contains("portcullis_policy_reloads_total{result=\"error\"} 1"));
+    assert!(g
+        .metrics()
+        .await
+        .contains("portcullis_policy_reloads_total{result=\"error\"} 1"));
     assert!(g.log().contains("policy reload rejected"));
 
     // Fixing it applies, and clears the error.
@@ -98,7 +128,13 @@ async fn a_broken_edit_keeps_the_running_policy_and_reports_every_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_reloads_under_concurrent_requests_lose_nothing() {
-    let g = Arc::new(Gateway::start(Options { policy: vec![("default.toml".into(), policy("r0"))], ..Default::default() }).await);
+    let g = Arc::new(
+        Gateway::start(Options {
+            policy: vec![("default.toml".into(), policy("r0"))],
+            ..Default::default()
+        })
+        .await,
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -141,17 +177,30 @@ async fn twenty_reloads_under_concurrent_requests_lose_nothing() {
     }
     assert!(g.generation().await >= start_gen + 20);
     assert_eq!(failed.load(Ordering::Relaxed), 0);
-    assert!(ok.load(Ordering::Relaxed) > 100, "only {} requests", ok.load(Ordering::Relaxed));
+    assert!(
+        ok.load(Ordering::Relaxed) > 100,
+        "only {} requests",
+        ok.load(Ordering::Relaxed)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_policy() {
-    let g = Gateway::start(Options { policy: vec![("default.toml".into(), policy("h1"))], ..Default::default() }).await;
-    let before = g.generation().await;
-    let status = std::process::Command::new("kill").args(["-HUP", &g.pid().to_string()]).status().unwrap();
-    assert!(status.success());
-    eventually(Duration::from_secs(2), "generation bumped by SIGHUP", || async {
-        (g.generation().await > before).then_some(())
+    let g = Gateway::start(Options {
+        policy: vec![("default.toml".into(), policy("h1"))],
+        ..Default::default()
     })
+    .await;
+    let before = g.generation().await;
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &g.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually(
+        Duration::from_secs(2),
+        "generation bumped by SIGHUP",
+        || async { (g.generation().await > before).then_some(()) },
+    )
     .await;
 }

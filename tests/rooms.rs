@@ -10,9 +10,14 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
-async fn connect(g: &Gateway, room: &str, small_buffer: bool) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+async fn connect(
+    g: &Gateway,
+    room: &str,
+    small_buffer: bool,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     if small_buffer {
         socket.set_recv_buffer_size(4096).unwrap();
@@ -23,12 +28,17 @@ async fn connect(g: &Gateway, room: &str, small_buffer: bool) -> Result<Ws, toki
         .await
         .unwrap();
     let url = format!("wss://localhost:{}/rooms/{room}/ws", g.https.port());
-    tokio_tungstenite::client_async(url, tls).await.map(|(ws, _)| ws)
+    tokio_tungstenite::client_async(url, tls)
+        .await
+        .map(|(ws, _)| ws)
 }
 
 async fn next_text(ws: &mut Ws) -> String {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("message within 10 s") {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("message within 10 s")
+        {
             Some(Ok(Message::Text(t))) => return t,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("expected text, got {other:?}"),
@@ -39,9 +49,15 @@ async fn next_text(ws: &mut Ws) -> String {
 fn rooms_policy(queue: u32, slow_ms: u32, max_peers: u32) -> Options {
     let p = DEFAULT_POLICY
         .replace("queue_capacity = 256", &format!("queue_capacity = {queue}"))
-        .replace("slow_peer_timeout_ms = 10000", &format!("slow_peer_timeout_ms = {slow_ms}"))
+        .replace(
+            "slow_peer_timeout_ms = 10000",
+            &format!("slow_peer_timeout_ms = {slow_ms}"),
+        )
         .replace("max_peers = 64", &format!("max_peers = {max_peers}"));
-    Options { policy: vec![("default.toml".into(), p)], ..Default::default() }
+    Options {
+        policy: vec![("default.toml".into(), p)],
+        ..Default::default()
+    }
 }
 
 async fn metric(g: &Gateway, name: &str) -> u64 {
@@ -56,7 +72,9 @@ async fn wait_peers(g: &Gateway, a: &mut Ws, b: &mut Ws) {
     // A join is complete once a message crosses; retry until the room has both.
     for i in 0.. {
         a.send(Message::Text(format!("hello-{i}"))).await.unwrap();
-        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_millis(200), b.next()).await {
+        if let Ok(Some(Ok(Message::Text(t)))) =
+            tokio::time::timeout(Duration::from_millis(200), b.next()).await
+        {
             if t.starts_with("hello-") {
                 return;
             }
@@ -80,7 +98,11 @@ async fn two_peers_see_each_others_messages() {
     let mut other = connect(&g, "elsewhere", false).await.unwrap();
     a.send(Message::Text("private".into())).await.unwrap();
     assert_eq!(next_text(&mut b).await, "private");
-    assert!(tokio::time::timeout(Duration::from_millis(300), other.next()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), other.next())
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,9 +122,15 @@ async fn a_peer_that_stops_reading_gets_resync_while_others_keep_pace() {
     let mut sent = 0u32;
     while metric(&g, "portcullis_room_overflows_total").await == 0 || sent < 64 {
         for _ in 0..32 {
-            a.send(Message::Text(format!("{sent}:{payload}"))).await.unwrap();
+            a.send(Message::Text(format!("{sent}:{payload}")))
+                .await
+                .unwrap();
             let got = next_text(&mut b).await;
-            assert_eq!(got.split(':').next().unwrap(), sent.to_string(), "b fell behind or got resync");
+            assert_eq!(
+                got.split(':').next().unwrap(),
+                sent.to_string(),
+                "b fell behind or got resync"
+            );
             sent += 1;
         }
         assert!(sent < 20_000, "c's queue never overflowed");
@@ -117,7 +145,10 @@ async fn a_peer_that_stops_reading_gets_resync_while_others_keep_pace() {
         seen += 1;
         assert!(seen <= sent, "no resync among {seen} messages");
     }
-    assert!(seen < sent, "c should have lost its backlog (saw {seen} of {sent})");
+    assert!(
+        seen < sent,
+        "c should have lost its backlog (saw {seen} of {sent})"
+    );
     // After the resync c is live again.
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), c.next()).await {}
     a.send(Message::Text("after".into())).await.unwrap();
@@ -141,7 +172,10 @@ async fn a_peer_that_never_reads_is_closed_with_1013() {
         assert!(sent < 20_000, "never closed");
     }
     let code = loop {
-        match tokio::time::timeout(Duration::from_secs(10), c.next()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(10), c.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Close(Some(f)))) => break f.code,
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
@@ -161,7 +195,15 @@ async fn a_full_room_refuses_newcomers() {
         other => panic!("expected 503, got {:?}", other.map(|_| ())),
     }
     // Not a WebSocket route: plain GET to the rooms server is not an upgrade.
-    let r = g.client(true).get(g.url("/rooms/small/ws")).send().await.unwrap();
+    let r = g
+        .client(true)
+        .get(g.url("/rooms/small/ws"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 426);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "websocket_required");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "websocket_required"
+    );
 }

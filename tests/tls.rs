@@ -36,7 +36,10 @@ fn opts() -> Options {
     Options {
         extra_certs: vec![
             ("alpha".into(), vec!["alpha.test".into()]),
-            ("beta".into(), vec!["beta.test".into(), "*.beta.test".into()]),
+            (
+                "beta".into(),
+                vec!["beta.test".into(), "*.beta.test".into()],
+            ),
         ],
         ..Default::default()
     }
@@ -47,7 +50,10 @@ async fn sni_selects_the_certificate_by_san() {
     let g = Gateway::start(opts()).await;
     assert_eq!(sans(&served_cert(&g, "alpha.test").await), ["alpha.test"]);
     assert_eq!(sans(&served_cert(&g, "beta.test").await)[0], "beta.test");
-    assert_eq!(sans(&served_cert(&g, "api.beta.test").await)[0], "beta.test");
+    assert_eq!(
+        sans(&served_cert(&g, "api.beta.test").await)[0],
+        "beta.test"
+    );
     assert_eq!(sans(&served_cert(&g, "localhost").await), ["localhost"]);
 }
 
@@ -75,7 +81,11 @@ async fn a_garbage_certificate_is_refused_and_the_old_one_kept() {
     let g = Gateway::start(opts()).await;
     let before = served_cert(&g, "beta.test").await;
     let errors_before = reload_errors(&g).await;
-    std::fs::write(g.cert_dir().join("beta.crt"), "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        g.cert_dir().join("beta.crt"),
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     eventually(Duration::from_secs(3), "reload error counted", || async {
         (reload_errors(&g).await > errors_before).then_some(())
     })
@@ -90,7 +100,11 @@ async fn a_garbage_certificate_is_refused_and_the_old_one_kept() {
     })
     .await;
     assert_eq!(served_cert(&g, "beta.test").await, before);
-    assert!(g.log().contains("does not belong to this certificate"), "{}", g.log());
+    assert!(
+        g.log().contains("does not belong to this certificate"),
+        "{}",
+        g.log()
+    );
     // Requests keep flowing.
     let r = g.client(false).get(g.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -56,30 +56,77 @@ fn render_metrics(shared: &Shared) -> String {
     let mut out = String::with_capacity(2048);
     shared.metrics.render(&mut out);
     let p = &shared.policy;
-    let _ = writeln!(out, "# HELP portcullis_policy_generation Generation of the running policy.");
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_policy_generation Generation of the running policy."
+    );
     let _ = writeln!(out, "# TYPE portcullis_policy_generation gauge");
     let _ = writeln!(out, "portcullis_policy_generation {}", p.generation());
-    let _ = writeln!(out, "# HELP portcullis_policy_reloads_total Policy reloads by result.");
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_policy_reloads_total Policy reloads by result."
+    );
     let _ = writeln!(out, "# TYPE portcullis_policy_reloads_total counter");
-    let _ = writeln!(out, "portcullis_policy_reloads_total{{result=\"ok\"}} {}", p.reloads_ok.load(Ordering::Relaxed));
-    let _ = writeln!(out, "portcullis_policy_reloads_total{{result=\"error\"}} {}", p.reloads_failed.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "portcullis_policy_reloads_total{{result=\"ok\"}} {}",
+        p.reloads_ok.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_policy_reloads_total{{result=\"error\"}} {}",
+        p.reloads_failed.load(Ordering::Relaxed)
+    );
     let c = &shared.certs;
-    let _ = writeln!(out, "# HELP portcullis_cert_reloads_total Certificate folder reloads by result.");
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_cert_reloads_total Certificate folder reloads by result."
+    );
     let _ = writeln!(out, "# TYPE portcullis_cert_reloads_total counter");
-    let _ = writeln!(out, "portcullis_cert_reloads_total{{result=\"ok\"}} {}", c.reloads_ok.load(Ordering::Relaxed));
-    let _ = writeln!(out, "portcullis_cert_reloads_total{{result=\"error\"}} {}", c.reloads_failed.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP portcullis_in_flight_requests Requests being handled.");
+    let _ = writeln!(
+        out,
+        "portcullis_cert_reloads_total{{result=\"ok\"}} {}",
+        c.reloads_ok.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_cert_reloads_total{{result=\"error\"}} {}",
+        c.reloads_failed.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_in_flight_requests Requests being handled."
+    );
     let _ = writeln!(out, "# TYPE portcullis_in_flight_requests gauge");
-    let _ = writeln!(out, "portcullis_in_flight_requests {}", shared.in_flight.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "portcullis_in_flight_requests {}",
+        shared.in_flight.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP portcullis_room_overflows_total Room peer queues found full; their backlog is dropped.");
     let _ = writeln!(out, "# TYPE portcullis_room_overflows_total counter");
-    let _ = writeln!(out, "portcullis_room_overflows_total {}", shared.rooms.overflows.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "portcullis_room_overflows_total {}",
+        shared.rooms.overflows.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP portcullis_room_resyncs_total Room peers told to resync after their queue overflowed.");
     let _ = writeln!(out, "# TYPE portcullis_room_resyncs_total counter");
-    let _ = writeln!(out, "portcullis_room_resyncs_total {}", shared.rooms.resyncs.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP portcullis_room_slow_closes_total Room peers closed with 1013 for not reading.");
+    let _ = writeln!(
+        out,
+        "portcullis_room_resyncs_total {}",
+        shared.rooms.resyncs.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_room_slow_closes_total Room peers closed with 1013 for not reading."
+    );
     let _ = writeln!(out, "# TYPE portcullis_room_slow_closes_total counter");
-    let _ = writeln!(out, "portcullis_room_slow_closes_total {}", shared.rooms.slow_closes.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "portcullis_room_slow_closes_total {}",
+        shared.rooms.slow_closes.load(Ordering::Relaxed)
+    );
     out
 }
 
@@ -93,18 +140,36 @@ fn redirect_host(host: Option<&str>) -> Option<&str> {
     };
     let ok = !name.is_empty()
         && name.len() <= 255
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
     ok.then_some(name)
 }
 
 /// The plain-HTTP listener: every request gets a 308 to the same path on HTTPS.
 pub async fn redirect(https: SocketAddr, req: Request<Incoming>) -> Response<Body> {
-    let fallback = if https.ip().is_unspecified() { "localhost".to_string() } else { https.ip().to_string() };
-    let host = redirect_host(req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()))
-        .map(str::to_string)
-        .unwrap_or(fallback);
-    let port = if https.port() == 443 { String::new() } else { format!(":{}", https.port()) };
-    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let fallback = if https.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        https.ip().to_string()
+    };
+    let host = redirect_host(
+        req.headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    )
+    .map(str::to_string)
+    .unwrap_or(fallback);
+    let port = if https.port() == 443 {
+        String::new()
+    } else {
+        format!(":{}", https.port())
+    };
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     let target = if target.starts_with('/') { target } else { "/" };
     let location = format!("https://{host}{port}{target}");
     Response::builder()

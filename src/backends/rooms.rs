@@ -42,13 +42,20 @@ pub struct RoomServer {
 /// `/rooms/{room}/ws` → room name (letters, digits, `-`, `_`, up to 64).
 pub fn room_of(path: &str) -> Option<&str> {
     let room = path.strip_prefix("/rooms/")?.strip_suffix("/ws")?;
-    ((1..=64).contains(&room.len()) && room.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).then_some(room)
+    ((1..=64).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    .then_some(room)
 }
 
 fn reject(status: u16, code: &str) -> ErrorResponse {
     let mut r = ErrorResponse::new(Some(format!("{{\"error\":\"{code}\"}}")));
     *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
-    r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -65,7 +72,10 @@ impl RoomServer {
     }
 
     pub fn peers_in(&self, room: &str) -> usize {
-        self.rooms.lock().map(|r| r.get(room).map(|r| r.peers.len()).unwrap_or(0)).unwrap_or(0)
+        self.rooms
+            .lock()
+            .map(|r| r.get(room).map(|r| r.peers.len()).unwrap_or(0))
+            .unwrap_or(0)
     }
 
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
@@ -86,6 +96,8 @@ impl RoomServer {
     async fn connection(self: Arc<Self>, stream: TcpStream) {
         let settings = self.policy.snapshot().rooms.clone();
         let mut room_name = None;
+        // The error type is tungstenite's handshake response; its size is not ours to choose.
+        #[allow(clippy::result_large_err)]
         let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
             let Some(room) = room_of(req.uri().path()) else {
                 return Err(reject(404, "no_such_room_path"));
@@ -101,13 +113,16 @@ impl RoomServer {
             max_frame_size: Some(settings.max_message_bytes),
             ..Default::default()
         };
-        let ws = match tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await {
-            Ok(ws) => ws,
-            Err(e) => {
-                tracing::debug!(error = %e, "rooms: handshake refused");
-                return;
-            }
-        };
+        let ws =
+            match tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config))
+                .await
+            {
+                Ok(ws) => ws,
+                Err(e) => {
+                    tracing::debug!(error = %e, "rooms: handshake refused");
+                    return;
+                }
+            };
         let Some(room) = room_name else { return };
         let (mut sink, mut stream) = ws.split();
 
@@ -120,13 +135,22 @@ impl RoomServer {
             if r.peers.len() >= settings.max_peers {
                 false
             } else {
-                r.peers.insert(id, Peer { tx: tx.clone(), overflow: overflow.clone() });
+                r.peers.insert(
+                    id,
+                    Peer {
+                        tx: tx.clone(),
+                        overflow: overflow.clone(),
+                    },
+                );
                 true
             }
         };
         if !joined {
             // Lost a race for the last place since the handshake check.
-            let close = CloseFrame { code: CloseCode::Again, reason: "room full".into() };
+            let close = CloseFrame {
+                code: CloseCode::Again,
+                reason: "room full".into(),
+            };
             let _ = sink.send(Message::Close(Some(close))).await;
             return;
         }
@@ -151,8 +175,15 @@ impl RoomServer {
                     Err(_) => {
                         server.slow_closes.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("rooms: closing a peer that cannot keep up (1013)");
-                        let close = Message::Close(Some(CloseFrame { code: CloseCode::Again, reason: "too slow".into() }));
-                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.send(close)).await;
+                        let close = Message::Close(Some(CloseFrame {
+                            code: CloseCode::Again,
+                            reason: "too slow".into(),
+                        }));
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(1),
+                            sink.send(close),
+                        )
+                        .await;
                         return;
                     }
                 }

@@ -22,7 +22,9 @@ pub struct Worker {
 pub fn valid_bucket(b: &str) -> bool {
     (1..=63).contains(&b.len())
         && b.as_bytes()[0].is_ascii_alphanumeric()
-        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
+        && b.bytes().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
 }
 
 /// An object key: one path segment of letters, digits, `.`, `_`, `-`, not starting with `.`
@@ -30,25 +32,32 @@ pub fn valid_bucket(b: &str) -> bool {
 pub fn valid_key(k: &str) -> bool {
     (1..=255).contains(&k.len())
         && k.as_bytes()[0] != b'.'
-        && k.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        && k.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 /// Splits `/admin/storage/{bucket}/{key}` into validated, decoded parts.
-fn storage_target(path: &str) -> Result<(String, String), Response<Body>> {
-    let rest = path.strip_prefix("/admin/storage/").ok_or_else(|| error(404, "not_found"))?;
+fn storage_target(path: &str) -> Result<(String, String), (u16, &'static str)> {
+    let rest = path
+        .strip_prefix("/admin/storage/")
+        .ok_or((404, "not_found"))?;
     let mut parts = rest.split('/');
     let (Some(b), Some(k), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(error(400, "invalid_storage_path"));
+        return Err((400, "invalid_storage_path"));
     };
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().map(|c| c.into_owned());
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+    };
     let (Ok(b), Ok(k)) = (decode(b), decode(k)) else {
-        return Err(error(400, "invalid_storage_path"));
+        return Err((400, "invalid_storage_path"));
     };
     if !valid_bucket(&b) {
-        return Err(error(400, "invalid_bucket"));
+        return Err((400, "invalid_bucket"));
     }
     if !valid_key(&k) {
-        return Err(error(400, "invalid_key"));
+        return Err((400, "invalid_key"));
     }
     Ok((b, k))
 }
@@ -72,7 +81,12 @@ impl Worker {
                 json(200, &serde_json::json!({"object": "list", "data": data}))
             }
             (Method::GET, "/whoami") => {
-                let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let h = |n: &str| {
+                    req.headers()
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
                 json(
                     200,
                     &serde_json::json!({
@@ -89,7 +103,7 @@ impl Worker {
             (m, p) if p.starts_with("/admin/storage/") => {
                 let (bucket, key) = match storage_target(p) {
                     Ok(t) => t,
-                    Err(r) => return r,
+                    Err((status, code)) => return error(status, code),
                 };
                 match m {
                     Method::PUT => self.put(&bucket, &key, req).await,
@@ -144,7 +158,10 @@ impl Worker {
         let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
         let result = write_atomically(&tmp, &dir.join(key), req.into_body(), limit).await;
         match result {
-            Ok(bytes) => json(201, &serde_json::json!({"bucket": bucket, "key": key, "bytes": bytes})),
+            Ok(bytes) => json(
+                201,
+                &serde_json::json!({"bucket": bucket, "key": key, "bytes": bytes}),
+            ),
             Err(WriteError::TooLarge) => error(413, "object_too_large"),
             Err(WriteError::Body) => error(400, "incomplete_body"),
             Err(WriteError::Io(e)) => {
@@ -174,7 +191,10 @@ impl Worker {
         match tokio::fs::remove_file(dir.join(key)).await {
             Ok(()) => {
                 let _ = sync_dir(dir).await;
-                Response::builder().status(204).body(full(Vec::new())).expect("valid response")
+                Response::builder()
+                    .status(204)
+                    .body(full(Vec::new()))
+                    .expect("valid response")
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => error(404, "not_found"),
             Err(e) => {
@@ -199,7 +219,12 @@ async fn sync_dir(dir: PathBuf) -> std::io::Result<()> {
 
 /// Streams the body into `tmp`, fsyncs it, renames it over `target` and fsyncs the folder. On any
 /// failure the temp file is removed, so the real name only ever holds a complete object.
-async fn write_atomically(tmp: &Path, target: &Path, mut body: Incoming, limit: u64) -> Result<u64, WriteError> {
+async fn write_atomically(
+    tmp: &Path,
+    target: &Path,
+    mut body: Incoming,
+    limit: u64,
+) -> Result<u64, WriteError> {
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -257,6 +282,9 @@ mod tests {
         assert!(storage_target("/admin/storage/b//etc/passwd").is_err());
         assert!(storage_target("/admin/storage/b/a/../c").is_err());
         assert!(storage_target("/admin/storage/b/%2Fetc%2Fpasswd").is_err());
-        assert_eq!(storage_target("/admin/storage/b/k%41").ok(), Some(("b".into(), "kA".into())));
+        assert_eq!(
+            storage_target("/admin/storage/b/k%41").ok(),
+            Some(("b".into(), "kA".into()))
+        );
     }
 }

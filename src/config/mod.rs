@@ -100,6 +100,9 @@ pub struct Config {
     pub cert_dir: PathBuf,
     pub default_cert: Option<String>,
     pub policy_dir: PathBuf,
+    /// Whether the policy folder was named (file or environment). Only an unnamed, missing
+    /// folder falls back to the embedded default policy; a named one that is missing is an error.
+    pub policy_dir_explicit: bool,
     pub data_dir: PathBuf,
     pub threads: usize,
     /// Seconds connections get to drain after SIGTERM (Pingora's default of 300 s is too long
@@ -164,7 +167,9 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
         let source = text.as_ref().map(|_| path.clone());
-        Self::from_str_with_env(text.as_deref().unwrap_or(""), source, &base, &|k| env_var(k))
+        Self::from_str_with_env(text.as_deref().unwrap_or(""), source, &base, &|k| {
+            env_var(k)
+        })
     }
 
     /// Parses configuration text and applies overrides from `env` (a function so tests need not
@@ -237,27 +242,27 @@ impl Config {
             "admin",
         )?)?;
 
-        let path_of = |env_name: &str, file: Option<PathBuf>, default: &str| -> PathBuf {
-            let p = env(env_name)
-                .map(PathBuf::from)
-                .or(file)
-                .unwrap_or_else(|| PathBuf::from(default));
-            if p.is_absolute() {
-                p
-            } else {
-                base.join(p)
+        // Paths from the environment are taken as given (relative to the working directory);
+        // paths from the file are relative to the file's folder.
+        let path_of = |env_name: &str, file: Option<PathBuf>, default: &str| -> (PathBuf, bool) {
+            if let Some(p) = env(env_name) {
+                return (PathBuf::from(p), true);
             }
+            let explicit = file.is_some();
+            let p = file.unwrap_or_else(|| PathBuf::from(default));
+            (if p.is_absolute() { p } else { base.join(p) }, explicit)
         };
-        let cert_dir = path_of("PORTCULLIS_CERT_DIR", raw.tls.cert_dir, "certs");
-        let policy_dir = path_of("PORTCULLIS_POLICY_DIR", raw.policy_dir, "policies");
-        let data_dir = path_of("PORTCULLIS_DATA_DIR", raw.data_dir, "data");
+        let (cert_dir, _) = path_of("PORTCULLIS_CERT_DIR", raw.tls.cert_dir, "certs");
+        let (policy_dir, policy_dir_explicit) =
+            path_of("PORTCULLIS_POLICY_DIR", raw.policy_dir, "policies");
+        let (data_dir, _) = path_of("PORTCULLIS_DATA_DIR", raw.data_dir, "data");
 
         let threads = match env("PORTCULLIS_THREADS") {
-            Some(t) => t
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| invalid(format!("PORTCULLIS_THREADS: {t:?} is not a positive number")))?,
+            Some(t) => t.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                invalid(format!(
+                    "PORTCULLIS_THREADS: {t:?} is not a positive number"
+                ))
+            })?,
             None => raw.threads.unwrap_or(1),
         };
         if threads == 0 {
@@ -265,7 +270,9 @@ impl Config {
         }
         let grace_seconds = match env("PORTCULLIS_GRACE_SECONDS") {
             Some(t) => t.parse::<u64>().map_err(|_| {
-                invalid(format!("PORTCULLIS_GRACE_SECONDS: {t:?} is not a number of seconds"))
+                invalid(format!(
+                    "PORTCULLIS_GRACE_SECONDS: {t:?} is not a number of seconds"
+                ))
             })?,
             None => raw.shutdown.grace_seconds.unwrap_or(20),
         };
@@ -300,6 +307,7 @@ impl Config {
             cert_dir,
             default_cert,
             policy_dir,
+            policy_dir_explicit,
             data_dir,
             threads,
             grace_seconds,
@@ -360,13 +368,23 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_addresses_are_reported_with_lines() {
-        let e = Config::from_str_with_env("\n[listeners]\nhtps = \"x\"\n", None, Path::new("."), &no_env)
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_str_with_env(
+            "\n[listeners]\nhtps = \"x\"\n",
+            None,
+            Path::new("."),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("<defaults>:3:"), "{e}");
-        let e = Config::from_str_with_env("[listeners]\nhttps = \"nope\"\n", None, Path::new("."), &no_env)
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_str_with_env(
+            "[listeners]\nhttps = \"nope\"\n",
+            None,
+            Path::new("."),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("listeners.https"), "{e}");
     }
 }

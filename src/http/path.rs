@@ -83,7 +83,10 @@ pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
             0..=0x1f | 0x7f => return Err(PathError::ControlByte),
             b'\\' => return Err(PathError::Backslash),
             b'%' => {
-                let (h, l) = match (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+                let (h, l) = match (
+                    bytes.get(i + 1).and_then(|b| hex(*b)),
+                    bytes.get(i + 2).and_then(|b| hex(*b)),
+                ) {
                     (Some(h), Some(l)) => (h, l),
                     _ => return Err(PathError::BadPercent),
                 };
@@ -101,7 +104,10 @@ pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
                     0..=0x1f | 0x7f => return Err(PathError::ControlByte),
                     _ => {}
                 }
-                if is_unreserved_safe(v) || bytes[i + 1].is_ascii_lowercase() || bytes[i + 2].is_ascii_lowercase() {
+                if is_unreserved_safe(v)
+                    || bytes[i + 1].is_ascii_lowercase()
+                    || bytes[i + 2].is_ascii_lowercase()
+                {
                     needs_rewrite = true;
                 }
                 if v >= 0x80 {
@@ -113,7 +119,11 @@ pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
             }
             b'/' if prev == b'/' => needs_rewrite = true,
             b'.' if prev == b'/' => {
-                let seg_end = bytes[i..].iter().position(|c| *c == b'/').map(|p| i + p).unwrap_or(bytes.len());
+                let seg_end = bytes[i..]
+                    .iter()
+                    .position(|c| *c == b'/')
+                    .map(|p| i + p)
+                    .unwrap_or(bytes.len());
                 let seg = &bytes[i..seg_end];
                 if seg == b"." || seg == b".." {
                     needs_rewrite = true;
@@ -154,7 +164,8 @@ pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
             normalized.push_str(&raw[start..i]);
         }
     }
-    let trailing = normalized.ends_with('/') || normalized.ends_with("/.") || normalized.ends_with("/..");
+    let trailing =
+        normalized.ends_with('/') || normalized.ends_with("/.") || normalized.ends_with("/..");
     let mut segments: Vec<&str> = Vec::new();
     for seg in normalized.split('/') {
         match seg {
@@ -201,7 +212,10 @@ mod tests {
 
     #[test]
     fn canonical_paths_are_borrowed() {
-        assert!(matches!(canonicalize("/v1/models").unwrap(), Cow::Borrowed(_)));
+        assert!(matches!(
+            canonicalize("/v1/models").unwrap(),
+            Cow::Borrowed(_)
+        ));
         assert!(matches!(canonicalize("/").unwrap(), Cow::Borrowed(_)));
         assert!(matches!(canonicalize("/a%20b").unwrap(), Cow::Borrowed(_)));
     }

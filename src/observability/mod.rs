@@ -24,7 +24,10 @@ impl Metrics {
     }
 
     pub fn requests_total(&self) -> u64 {
-        self.by_class.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.by_class
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Appends the request counters in Prometheus text format.
@@ -32,12 +35,24 @@ impl Metrics {
         out.push_str("# HELP portcullis_requests_total Requests answered, by status class.\n");
         out.push_str("# TYPE portcullis_requests_total counter\n");
         for (i, c) in self.by_class.iter().enumerate() {
-            let class = if i == 0 { "none".to_string() } else { format!("{i}xx") };
-            let _ = writeln!(out, "portcullis_requests_total{{class=\"{class}\"}} {}", c.load(Ordering::Relaxed));
+            let class = if i == 0 {
+                "none".to_string()
+            } else {
+                format!("{i}xx")
+            };
+            let _ = writeln!(
+                out,
+                "portcullis_requests_total{{class=\"{class}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
         }
         out.push_str("# HELP portcullis_denied_total Requests refused by the gateway.\n");
         out.push_str("# TYPE portcullis_denied_total counter\n");
-        let _ = writeln!(out, "portcullis_denied_total {}", self.denied.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "portcullis_denied_total {}",
+            self.denied.load(Ordering::Relaxed)
+        );
     }
 }
 
@@ -46,7 +61,9 @@ impl Metrics {
 pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.compact().try_init(),

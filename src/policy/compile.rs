@@ -34,7 +34,11 @@ pub struct PolicyError {
 
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}: {}", self.file, self.line, self.field, self.message)
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file, self.line, self.field, self.message
+        )
     }
 }
 
@@ -62,8 +66,9 @@ pub const ALWAYS_BLOCKED: &str = "/terminal";
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../policies/default.toml");
 
 /// Reads every `*.toml` file of a policy folder (following symlinks, skipping hidden entries such
-/// as Kubernetes' `..data`), sorted by name. A missing folder yields the embedded default.
-pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, PolicyErrors> {
+/// as Kubernetes' `..data`), sorted by name. A missing folder yields the embedded default when
+/// `allow_embedded` (the folder was not named by the operator), and is an error otherwise.
+pub fn read_dir(dir: &Path, allow_embedded: bool) -> Result<Vec<SourceFile>, PolicyErrors> {
     let one = |line: usize, message: String| {
         PolicyErrors(vec![PolicyError {
             file: dir.display().to_string(),
@@ -74,7 +79,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, PolicyErrors> {
     };
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if allow_embedded && e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(vec![SourceFile {
                 path: PathBuf::from("<embedded default policy>"),
                 text: EMBEDDED_DEFAULT.to_string(),
@@ -195,17 +200,28 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
         take(&mut cx, &mut rooms, fi, raw.rooms, "rooms", files);
         take(&mut cx, &mut auth, fi, raw.auth, "auth", files);
         for (index, r) in raw.routes.into_iter().enumerate() {
-            routes.push(Pending { file: fi, index, raw: r });
+            routes.push(Pending {
+                file: fi,
+                index,
+                raw: r,
+            });
         }
         for (index, u) in raw.upstreams.into_iter().enumerate() {
-            upstreams.push(Pending { file: fi, index, raw: u });
+            upstreams.push(Pending {
+                file: fi,
+                index,
+                raw: u,
+            });
         }
     }
 
     // [auth]
     let mut default_auth = AuthProvider::Local;
     if let Some((fi, a)) = &auth {
-        let mut cx = Ctx { file: &files[*fi], errors: &mut errors };
+        let mut cx = Ctx {
+            file: &files[*fi],
+            errors: &mut errors,
+        };
         if let Some(p) = &a.get_ref().default_provider {
             match check_provider(p.get_ref(), mode) {
                 Ok(p) => default_auth = p,
@@ -218,29 +234,60 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
     let mut compiled_upstreams = Vec::new();
     let mut upstream_index: HashMap<String, usize> = HashMap::new();
     for u in &upstreams {
-        let mut cx = Ctx { file: &files[u.file], errors: &mut errors };
+        let mut cx = Ctx {
+            file: &files[u.file],
+            errors: &mut errors,
+        };
         let at = format!("upstreams[{}]", u.index);
         let raw = &u.raw;
         let name = raw.name.get_ref();
         if !valid_name(name) {
-            cx.err_at(&raw.name, format!("{at}.name"), format!("invalid name {name:?}: use letters, digits, '-' and '_'"));
+            cx.err_at(
+                &raw.name,
+                format!("{at}.name"),
+                format!("invalid name {name:?}: use letters, digits, '-' and '_'"),
+            );
         } else if upstream_index.contains_key(name) {
-            cx.err_at(&raw.name, format!("{at}.name"), format!("duplicate upstream {name:?}"));
+            cx.err_at(
+                &raw.name,
+                format!("{at}.name"),
+                format!("duplicate upstream {name:?}"),
+            );
         }
         let target = match raw.kind.get_ref().as_str() {
             k @ ("worker" | "rooms") => {
                 if let Some(a) = &raw.addresses {
-                    cx.err_at(a, format!("{at}.addresses"), format!("an in-process `{k}` upstream takes no addresses"));
+                    cx.err_at(
+                        a,
+                        format!("{at}.addresses"),
+                        format!("an in-process `{k}` upstream takes no addresses"),
+                    );
                 }
                 if raw.tls {
-                    cx.err_at(&raw.kind, format!("{at}.tls"), format!("an in-process `{k}` upstream is not reached over TLS"));
+                    cx.err_at(
+                        &raw.kind,
+                        format!("{at}.tls"),
+                        format!("an in-process `{k}` upstream is not reached over TLS"),
+                    );
                 }
-                if k == "worker" { UpstreamTarget::Worker } else { UpstreamTarget::Rooms }
+                if k == "worker" {
+                    UpstreamTarget::Worker
+                } else {
+                    UpstreamTarget::Rooms
+                }
             }
             "external" => {
-                let addrs = raw.addresses.as_ref().map(|a| a.get_ref().clone()).unwrap_or_default();
+                let addrs = raw
+                    .addresses
+                    .as_ref()
+                    .map(|a| a.get_ref().clone())
+                    .unwrap_or_default();
                 if addrs.is_empty() {
-                    cx.err_at(&raw.kind, format!("{at}.addresses"), "an external upstream needs at least one host:port address");
+                    cx.err_at(
+                        &raw.kind,
+                        format!("{at}.addresses"),
+                        "an external upstream needs at least one host:port address",
+                    );
                 }
                 for (i, a) in addrs.iter().enumerate() {
                     if let Err(m) = check_host_port(a) {
@@ -249,41 +296,79 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
                     }
                 }
                 let sni = raw.sni.clone().unwrap_or_else(|| {
-                    addrs.first().map(|a| host_of(a).to_string()).unwrap_or_default()
+                    addrs
+                        .first()
+                        .map(|a| host_of(a).to_string())
+                        .unwrap_or_default()
                 });
-                UpstreamTarget::External { addresses: addrs, tls: raw.tls, sni }
+                UpstreamTarget::External {
+                    addresses: addrs,
+                    tls: raw.tls,
+                    sni,
+                }
             }
             other => {
-                cx.err_at(&raw.kind, format!("{at}.kind"), format!("unknown kind {other:?} (expected worker, rooms or external)"));
+                cx.err_at(
+                    &raw.kind,
+                    format!("{at}.kind"),
+                    format!("unknown kind {other:?} (expected worker, rooms or external)"),
+                );
                 UpstreamTarget::Worker
             }
         };
         let ms = |v: &Option<Spanned<u64>>, field: &str, default: u64, cx: &mut Ctx<'_>| match v {
             Some(s) if *s.get_ref() == 0 || *s.get_ref() > 3_600_000 => {
-                cx.err_at(s, format!("{at}.{field}"), "must be between 1 and 3600000 milliseconds");
+                cx.err_at(
+                    s,
+                    format!("{at}.{field}"),
+                    "must be between 1 and 3600000 milliseconds",
+                );
                 Duration::from_millis(default)
             }
             Some(s) => Duration::from_millis(*s.get_ref()),
             None => Duration::from_millis(default),
         };
-        let connect = ms(&raw.connect_timeout_ms, "connect_timeout_ms", 5_000, &mut cx);
+        let connect = ms(
+            &raw.connect_timeout_ms,
+            "connect_timeout_ms",
+            5_000,
+            &mut cx,
+        );
         let read = ms(&raw.read_timeout_ms, "read_timeout_ms", 60_000, &mut cx);
-        upstream_index.entry(name.clone()).or_insert(compiled_upstreams.len());
-        compiled_upstreams.push(Upstream::new(Arc::from(name.as_str()), target, connect, read));
+        upstream_index
+            .entry(name.clone())
+            .or_insert(compiled_upstreams.len());
+        compiled_upstreams.push(Upstream::new(
+            Arc::from(name.as_str()),
+            target,
+            connect,
+            read,
+        ));
     }
 
     // [[routes]]
     let mut compiled_routes: Vec<(Route, usize, usize)> = Vec::new();
     let mut route_names: HashMap<String, ()> = HashMap::new();
     for r in &routes {
-        let mut cx = Ctx { file: &files[r.file], errors: &mut errors };
+        let mut cx = Ctx {
+            file: &files[r.file],
+            errors: &mut errors,
+        };
         let at = format!("routes[{}]", r.index);
         let raw = &r.raw;
         let name = raw.name.get_ref();
         if !valid_name(name) {
-            cx.err_at(&raw.name, format!("{at}.name"), format!("invalid name {name:?}: use letters, digits, '-' and '_'"));
+            cx.err_at(
+                &raw.name,
+                format!("{at}.name"),
+                format!("invalid name {name:?}: use letters, digits, '-' and '_'"),
+            );
         } else if route_names.insert(name.clone(), ()).is_some() {
-            cx.err_at(&raw.name, format!("{at}.name"), format!("duplicate route {name:?}"));
+            cx.err_at(
+                &raw.name,
+                format!("{at}.name"),
+                format!("duplicate route {name:?}"),
+            );
         }
         let prefix = raw.path_prefix.get_ref();
         if let Err(m) = check_path(prefix) {
@@ -292,7 +377,11 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
         let mut hosts = Vec::new();
         if let Some(hs) = &raw.hosts {
             if hs.get_ref().is_empty() {
-                cx.err_at(hs, format!("{at}.hosts"), "an empty list matches nothing; leave `hosts` out to match any host");
+                cx.err_at(
+                    hs,
+                    format!("{at}.hosts"),
+                    "an empty list matches nothing; leave `hosts` out to match any host",
+                );
             }
             for (i, h) in hs.get_ref().iter().enumerate() {
                 match parse_host_pattern(h) {
@@ -304,13 +393,21 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
         let mut methods = MethodSet::ALL;
         if let Some(ms) = &raw.methods {
             if ms.get_ref().is_empty() {
-                cx.err_at(ms, format!("{at}.methods"), "an empty list allows nothing; leave `methods` out to allow all");
+                cx.err_at(
+                    ms,
+                    format!("{at}.methods"),
+                    "an empty list allows nothing; leave `methods` out to allow all",
+                );
             }
             methods = MethodSet(0);
             for (i, m) in ms.get_ref().iter().enumerate() {
                 match MethodSet::bit(m) {
                     Some(b) => methods.0 |= b,
-                    None => cx.err_at(ms, format!("{at}.methods[{i}]"), format!("unknown method {m:?} (use upper case, e.g. \"GET\")")),
+                    None => cx.err_at(
+                        ms,
+                        format!("{at}.methods[{i}]"),
+                        format!("unknown method {m:?} (use upper case, e.g. \"GET\")"),
+                    ),
                 }
             }
         }
@@ -322,7 +419,19 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
                     k.sort();
                     k
                 };
-                cx.err_at(&raw.upstream, format!("{at}.upstream"), format!("unknown upstream {:?} (defined: {})", raw.upstream.get_ref(), if known.is_empty() { "none".to_string() } else { known.join(", ") }));
+                cx.err_at(
+                    &raw.upstream,
+                    format!("{at}.upstream"),
+                    format!(
+                        "unknown upstream {:?} (defined: {})",
+                        raw.upstream.get_ref(),
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
                 usize::MAX
             }
         };
@@ -342,9 +451,15 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
             }
         };
         if raw.public && raw.auth.is_some() {
-            cx.err_at(&raw.name, format!("{at}.auth"), "a public route takes no authentication provider");
+            cx.err_at(
+                &raw.name,
+                format!("{at}.auth"),
+                "a public route takes no authentication provider",
+            );
         }
-        let is_rooms = compiled_upstreams.get(upstream).is_some_and(|u| u.target == UpstreamTarget::Rooms);
+        let is_rooms = compiled_upstreams
+            .get(upstream)
+            .is_some_and(|u| u.target == UpstreamTarget::Rooms);
         let route = Route {
             name: Arc::from(name.as_str()),
             hosts,
@@ -363,21 +478,41 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
             let (a, _, _) = &compiled_routes[j];
             let (b, fi, off) = &compiled_routes[i];
             if a.prefix == b.prefix && a.hosts == b.hosts && a.methods.0 & b.methods.0 != 0 {
-                let mut cx = Ctx { file: &files[*fi], errors: &mut errors };
+                let mut cx = Ctx {
+                    file: &files[*fi],
+                    errors: &mut errors,
+                };
                 let idx = routes[i].index;
-                cx.err(*off, format!("routes[{idx}].path_prefix"), format!("same hosts, prefix and methods as route {:?}: one of them can never match", &*a.name));
+                cx.err(
+                    *off,
+                    format!("routes[{idx}].path_prefix"),
+                    format!(
+                        "same hosts, prefix and methods as route {:?}: one of them can never match",
+                        &*a.name
+                    ),
+                );
             }
         }
     }
 
     // [blocked]
-    let mut blocked_paths = BlockedPaths { prefixes: vec![ALWAYS_BLOCKED.into()], case_sensitive: false };
+    let mut blocked_paths = BlockedPaths {
+        prefixes: vec![ALWAYS_BLOCKED.into()],
+        case_sensitive: false,
+    };
     if let Some((fi, b)) = &blocked {
-        let mut cx = Ctx { file: &files[*fi], errors: &mut errors };
+        let mut cx = Ctx {
+            file: &files[*fi],
+            errors: &mut errors,
+        };
         blocked_paths.case_sensitive = b.get_ref().case_sensitive;
         for (i, p) in b.get_ref().paths.iter().enumerate() {
             match check_path(p.get_ref()) {
-                Ok(()) if p.get_ref() == "/" => cx.err_at(p, format!("blocked.paths[{i}]"), "blocking \"/\" blocks everything"),
+                Ok(()) if p.get_ref() == "/" => cx.err_at(
+                    p,
+                    format!("blocked.paths[{i}]"),
+                    "blocking \"/\" blocks everything",
+                ),
                 Ok(()) => {
                     let v = p.get_ref().trim_end_matches('/');
                     if !blocked_paths.prefixes.iter().any(|x| &**x == v) {
@@ -392,25 +527,48 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
     // [hsts]
     let mut hsts_value = Some(hsts_header(DEFAULT_HSTS_MAX_AGE, true, false));
     if let Some((fi, h)) = &hsts {
-        let mut cx = Ctx { file: &files[*fi], errors: &mut errors };
+        let mut cx = Ctx {
+            file: &files[*fi],
+            errors: &mut errors,
+        };
         let h = h.get_ref();
-        let max_age = h.max_age.as_ref().map(|m| *m.get_ref()).unwrap_or(DEFAULT_HSTS_MAX_AGE);
+        let max_age = h
+            .max_age
+            .as_ref()
+            .map(|m| *m.get_ref())
+            .unwrap_or(DEFAULT_HSTS_MAX_AGE);
         if h.preload && (!h.include_subdomains || max_age < DEFAULT_HSTS_MAX_AGE) {
             let off = h.max_age.as_ref().map(|m| m.span().start).unwrap_or(0);
-            cx.err(off, "hsts.preload", "preload needs include_subdomains = true and max_age of at least 31536000");
+            cx.err(
+                off,
+                "hsts.preload",
+                "preload needs include_subdomains = true and max_age of at least 31536000",
+            );
         }
-        hsts_value = h.enabled.then(|| hsts_header(max_age, h.include_subdomains, h.preload));
+        hsts_value = h
+            .enabled
+            .then(|| hsts_header(max_age, h.include_subdomains, h.preload));
     }
 
     // [worker]
-    let mut worker_settings = WorkerSettings { models: Vec::new(), max_object_bytes: 8 * 1024 * 1024 };
+    let mut worker_settings = WorkerSettings {
+        models: Vec::new(),
+        max_object_bytes: 8 * 1024 * 1024,
+    };
     if let Some((fi, w)) = &worker {
-        let mut cx = Ctx { file: &files[*fi], errors: &mut errors };
+        let mut cx = Ctx {
+            file: &files[*fi],
+            errors: &mut errors,
+        };
         let w = w.get_ref();
         worker_settings.models = w.models.clone();
         if let Some(m) = &w.max_object_bytes {
             if *m.get_ref() == 0 || *m.get_ref() > 1 << 32 {
-                cx.err_at(m, "worker.max_object_bytes", "must be between 1 and 4294967296");
+                cx.err_at(
+                    m,
+                    "worker.max_object_bytes",
+                    "must be between 1 and 4294967296",
+                );
             } else {
                 worker_settings.max_object_bytes = *m.get_ref();
             }
@@ -425,22 +583,42 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
         slow_peer_timeout: Duration::from_secs(10),
     };
     if let Some((fi, r)) = &rooms {
-        let mut cx = Ctx { file: &files[*fi], errors: &mut errors };
-        let r = r.get_ref();
-        let mut bounded = |v: &Option<Spanned<u64>>, field: &str, lo: u64, hi: u64, slot: &mut u64| {
-            if let Some(s) = v {
-                if *s.get_ref() < lo || *s.get_ref() > hi {
-                    cx.err_at(s, format!("rooms.{field}"), format!("must be between {lo} and {hi}"));
-                } else {
-                    *slot = *s.get_ref();
-                }
-            }
+        let mut cx = Ctx {
+            file: &files[*fi],
+            errors: &mut errors,
         };
+        let r = r.get_ref();
+        let mut bounded =
+            |v: &Option<Spanned<u64>>, field: &str, lo: u64, hi: u64, slot: &mut u64| {
+                if let Some(s) = v {
+                    if *s.get_ref() < lo || *s.get_ref() > hi {
+                        cx.err_at(
+                            s,
+                            format!("rooms.{field}"),
+                            format!("must be between {lo} and {hi}"),
+                        );
+                    } else {
+                        *slot = *s.get_ref();
+                    }
+                }
+            };
         let (mut q, mut p, mut m, mut t) = (256u64, 64u64, 65536u64, 10_000u64);
         bounded(&r.queue_capacity, "queue_capacity", 1, 65_536, &mut q);
         bounded(&r.max_peers, "max_peers", 1, 100_000, &mut p);
-        bounded(&r.max_message_bytes, "max_message_bytes", 1, 16 << 20, &mut m);
-        bounded(&r.slow_peer_timeout_ms, "slow_peer_timeout_ms", 100, 600_000, &mut t);
+        bounded(
+            &r.max_message_bytes,
+            "max_message_bytes",
+            1,
+            16 << 20,
+            &mut m,
+        );
+        bounded(
+            &r.slow_peer_timeout_ms,
+            "slow_peer_timeout_ms",
+            100,
+            600_000,
+            &mut t,
+        );
         room_settings = RoomSettings {
             queue_capacity: q as usize,
             max_peers: p as usize,
@@ -495,7 +673,10 @@ fn hsts_header(max_age: u64, sub: bool, preload: bool) -> HeaderValue {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A policy path must be absolute and already canonical, so it compares byte-for-byte with a
@@ -522,10 +703,15 @@ fn parse_host_pattern(h: &str) -> Result<HostPattern, String> {
     let ok = !rest.is_empty()
         && rest.len() <= 253
         && rest.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         });
     if !ok {
-        return Err(format!("invalid host {h:?} (lower-case DNS name, optionally starting with \"*.\"; no port)"));
+        return Err(format!(
+            "invalid host {h:?} (lower-case DNS name, optionally starting with \"*.\"; no port)"
+        ));
     }
     Ok(if wild {
         HostPattern::Suffix(format!(".{rest}").into_boxed_str())
@@ -619,7 +805,9 @@ fn walk_value(v: &toml_edit::Value, offset: usize, path: &mut String) -> bool {
             for (key, val) in t.iter() {
                 let base = path.len();
                 push_key(path, key);
-                if covers(t.key(key).and_then(|k| k.span()), offset) || walk_value(val, offset, path) {
+                if covers(t.key(key).and_then(|k| k.span()), offset)
+                    || walk_value(val, offset, path)
+                {
                     return true;
                 }
                 path.truncate(base);

@@ -97,7 +97,10 @@ impl MethodSet {
     ];
 
     pub fn bit(method: &str) -> Option<u16> {
-        Self::NAMES.iter().position(|m| *m == method).map(|i| 1 << i)
+        Self::NAMES
+            .iter()
+            .position(|m| *m == method)
+            .map(|i| 1 << i)
     }
     pub fn allows(self, method: &http::Method) -> bool {
         self == Self::ALL || Self::bit(method.as_str()).is_some_and(|b| self.0 & b != 0)

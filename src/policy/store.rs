@@ -15,6 +15,7 @@ use crate::config::Mode;
 #[derive(Debug)]
 pub struct PolicyStore {
     dir: PathBuf,
+    allow_embedded: bool,
     mode: Mode,
     current: ArcSwap<Policy>,
     /// Serializes reloads so two events cannot race to install out of order.
@@ -34,12 +35,17 @@ pub enum ReloadOutcome {
 
 impl PolicyStore {
     /// Loads and compiles the folder; the gateway does not start on a broken policy.
-    pub fn open(dir: PathBuf, mode: Mode) -> Result<Arc<PolicyStore>, PolicyErrors> {
-        let files = read_dir(&dir)?;
+    pub fn open(
+        dir: PathBuf,
+        allow_embedded: bool,
+        mode: Mode,
+    ) -> Result<Arc<PolicyStore>, PolicyErrors> {
+        let files = read_dir(&dir, allow_embedded)?;
         let mut policy = compile(&files, mode)?;
         policy.generation = 1;
         Ok(Arc::new(PolicyStore {
             dir,
+            allow_embedded,
             mode,
             current: ArcSwap::from_pointee(policy),
             reload_lock: Mutex::new(()),
@@ -70,7 +76,8 @@ impl PolicyStore {
     /// Re-reads and compiles the folder; installs the result only if it compiles.
     pub fn reload(&self) -> ReloadOutcome {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let result = read_dir(&self.dir).and_then(|files| compile(&files, self.mode));
+        let result =
+            read_dir(&self.dir, self.allow_embedded).and_then(|files| compile(&files, self.mode));
         match result {
             Ok(mut policy) => {
                 let generation = self.current.load().generation + 1;

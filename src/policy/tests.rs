@@ -1,0 +1,111 @@
+use std::path::PathBuf;
+
+use super::compile::{compile, field_path_at, SourceFile, EMBEDDED_DEFAULT};
+use crate::config::Mode;
+
+fn files(list: &[(&str, &str)]) -> Vec<SourceFile> {
+    list.iter()
+        .map(|(p, t)| SourceFile {
+            path: PathBuf::from(p),
+            text: t.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn the_embedded_default_compiles_and_blocks_terminal() {
+    let p = compile(
+        &files(&[("default.toml", EMBEDDED_DEFAULT)]),
+        Mode::Development,
+    )
+    .unwrap();
+    assert!(p.blocked.find("/terminal").is_some());
+    assert!(p.blocked.find("/terminal/x").is_some());
+    assert!(p.blocked.find("/TERMINAL").is_some());
+    assert!(p.blocked.find("/terminals").is_none());
+    assert!(p.blocked.find("/.git/config").is_some());
+    assert_eq!(
+        p.route_for("localhost", "/v1/models").map(|r| &*r.name),
+        Some("models")
+    );
+    assert!(
+        p.route_for("localhost", "/v1").is_none(),
+        "prefix /v1/ needs the slash"
+    );
+}
+
+#[test]
+fn specific_routes_win_over_general_ones() {
+    let text = r#"
+[[upstreams]]
+name = "w"
+kind = "worker"
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "w"
+public = true
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "w"
+public = true
+
+[[routes]]
+name = "tenant"
+hosts = ["*.tenants.example"]
+path_prefix = "/"
+upstream = "w"
+public = true
+"#;
+    let p = compile(&files(&[("p.toml", text)]), Mode::Production).unwrap();
+    let name = |h: &str, path: &str| p.route_for(h, path).map(|r| r.name.to_string());
+    assert_eq!(name("x.example", "/api/v2").as_deref(), Some("api"));
+    assert_eq!(name("x.example", "/apix").as_deref(), Some("all"));
+    assert_eq!(name("a.tenants.example", "/api").as_deref(), Some("tenant"));
+    assert_eq!(name("A.Tenants.Example", "/").as_deref(), Some("tenant"));
+    assert_eq!(name("tenants.example", "/").as_deref(), Some("all"));
+}
+
+#[test]
+fn a_policy_may_be_split_across_files() {
+    let a = "[[upstreams]]\nname = \"w\"\nkind = \"worker\"\n";
+    let b = "[[routes]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"w\"\n";
+    let p = compile(&files(&[("a.toml", a), ("b.toml", b)]), Mode::Development).unwrap();
+    assert_eq!(p.routes.len(), 1);
+    assert_eq!(p.sources.len(), 2);
+}
+
+#[test]
+fn field_paths_name_nested_keys() {
+    let text = "[[routes]]\nname = \"a\"\n\n[[routes]]\nname = \"b\"\nbogus = 1\n";
+    let offset = text.find("bogus").unwrap();
+    assert_eq!(
+        field_path_at(text, offset).as_deref(),
+        Some("routes[1].bogus")
+    );
+    let text = "[rooms]\nmax_peers = \"x\"\n";
+    let offset = text.find("\"x\"").unwrap();
+    assert_eq!(
+        field_path_at(text, offset).as_deref(),
+        Some("rooms.max_peers")
+    );
+}
+
+#[test]
+fn hsts_is_rendered_once_at_compile_time() {
+    let text = "[hsts]\nmax_age = 63072000\npreload = true\n";
+    let p = compile(&files(&[("h.toml", text)]), Mode::Development).unwrap();
+    assert_eq!(
+        p.hsts.unwrap(),
+        "max-age=63072000; includeSubDomains; preload"
+    );
+    let p = compile(
+        &files(&[("h.toml", "[hsts]\nenabled = false\n")]),
+        Mode::Development,
+    )
+    .unwrap();
+    assert!(p.hsts.is_none());
+}

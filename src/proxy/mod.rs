@@ -40,7 +40,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(policy: Arc<PolicyStore>, backends: BackendAddrs, metrics: Arc<Metrics>, in_flight: Arc<AtomicUsize>) -> Self {
+    pub fn new(
+        policy: Arc<PolicyStore>,
+        backends: BackendAddrs,
+        metrics: Arc<Metrics>,
+        in_flight: Arc<AtomicUsize>,
+    ) -> Self {
         Gateway {
             policy,
             backends,
@@ -167,7 +172,13 @@ impl Gateway {
         HeaderValue::from_bytes(s).expect("hex is a valid header value")
     }
 
-    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, status: u16, body: &'static [u8]) -> Result<()> {
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        body: &'static [u8],
+    ) -> Result<()> {
         let mut resp = ResponseHeader::build(status, Some(6))?;
         resp.insert_header(header::CONTENT_TYPE, JSON)?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
@@ -180,13 +191,16 @@ impl Gateway {
         self.decorate(&mut resp, ctx)?;
         session.set_keepalive(None);
         session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(Bytes::from_static(body)), true).await?;
+        session
+            .write_response_body(Some(Bytes::from_static(body)), true)
+            .await?;
         Ok(())
     }
 
     async fn deny(&self, session: &mut Session, ctx: &mut RequestCtx, deny: Deny) -> Result<bool> {
         ctx.deny = Some(deny);
-        self.respond(session, ctx, deny.status(), deny.body()).await?;
+        self.respond(session, ctx, deny.status(), deny.body())
+            .await?;
         Ok(true)
     }
 
@@ -232,7 +246,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         ctx.policy = Some(self.policy.snapshot());
         ctx.request_id = Some(self.new_request_id());
         if ambiguous_length_in(session) {
@@ -242,7 +260,10 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         // An absolute-form target must name the same host as the Host header.
         if let (Some(auth), Some(host)) = (req.uri.authority(), req.headers.get(header::HOST)) {
-            if !host.as_bytes().eq_ignore_ascii_case(auth.as_str().as_bytes()) {
+            if !host
+                .as_bytes()
+                .eq_ignore_ascii_case(auth.as_str().as_bytes())
+            {
                 ctx.deny = Some(Deny::ForeignAbsoluteTarget);
                 return Ok(());
             }
@@ -279,7 +300,9 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let path = req.uri.path();
         // Answered by the gateway itself, always public.
-        if (path == "/health" || path == "/ping") && matches!(req.method, http::Method::GET | http::Method::HEAD) {
+        if (path == "/health" || path == "/ping")
+            && matches!(req.method, http::Method::GET | http::Method::HEAD)
+        {
             self.respond(session, ctx, 200, HEALTH_BODY).await?;
             return Ok(true);
         }
@@ -287,7 +310,11 @@ impl ProxyHttp for Gateway {
             return self.deny(session, ctx, Deny::BlockedPath).await;
         }
         let host = request_host(req);
-        let Some(idx) = policy.routes.iter().position(|r| r.matches_path(path) && r.matches_host(host)) else {
+        let Some(idx) = policy
+            .routes
+            .iter()
+            .position(|r| r.matches_path(path) && r.matches_host(host))
+        else {
             return self.deny(session, ctx, Deny::NoRoute).await;
         };
         ctx.route = Some(idx);
@@ -318,7 +345,11 @@ impl ProxyHttp for Gateway {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let (Some(policy), Some(r)) = (&ctx.policy, ctx.route) else {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
@@ -326,19 +357,33 @@ impl ProxyHttp for Gateway {
         let mut peer = match &upstream.target {
             UpstreamTarget::Worker => HttpPeer::new(self.backends.worker, false, String::new()),
             UpstreamTarget::Rooms => HttpPeer::new(self.backends.rooms, false, String::new()),
-            UpstreamTarget::External { addresses, tls, sni } => {
+            UpstreamTarget::External {
+                addresses,
+                tls,
+                sni,
+            } => {
                 let addr = &addresses[upstream.next_address(addresses)];
                 HttpPeer::new(addr.as_str(), *tls, sni.clone())
             }
         };
         peer.options.connection_timeout = Some(upstream.connect_timeout);
-        peer.options.total_connection_timeout = Some(upstream.connect_timeout + Duration::from_secs(1));
-        peer.options.read_timeout = if ctx.websocket { None } else { Some(upstream.read_timeout) };
+        peer.options.total_connection_timeout =
+            Some(upstream.connect_timeout + Duration::from_secs(1));
+        peer.options.read_timeout = if ctx.websocket {
+            None
+        } else {
+            Some(upstream.read_timeout)
+        };
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(Box::new(peer))
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, upstream_request: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let strip: Vec<HeaderName> = upstream_request
             .headers
             .keys()
@@ -354,7 +399,11 @@ impl ProxyHttp for Gateway {
             }
         }
         let host = request_host(session.req_header()).to_string();
-        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
             upstream_request.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?;
         }
         upstream_request.insert_header(X_FORWARDED_PROTO.clone(), "https")?;
@@ -373,16 +422,29 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, upstream_response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         self.decorate(upstream_response, ctx)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let deny = match e.etype() {
             ErrorType::HTTPStatus(code) => {
                 let code = *code;
                 let _ = session.respond_error(code).await;
-                return FailToProxy { error_code: code, can_reuse_downstream: false };
+                return FailToProxy {
+                    error_code: code,
+                    can_reuse_downstream: false,
+                };
             }
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if e.esource() == &ErrorSource::Upstream =>
@@ -392,10 +454,15 @@ impl ProxyHttp for Gateway {
             _ => match e.esource() {
                 ErrorSource::Upstream => Some(Deny::UpstreamUnavailable),
                 ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        None
+                    }
                     _ => {
                         let _ = session.respond_error(400).await;
-                        return FailToProxy { error_code: 400, can_reuse_downstream: false };
+                        return FailToProxy {
+                            error_code: 400,
+                            can_reuse_downstream: false,
+                        };
                     }
                 },
                 _ => Some(Deny::Internal),
@@ -404,18 +471,28 @@ impl ProxyHttp for Gateway {
         let code = match deny {
             Some(d) => {
                 ctx.deny = Some(d);
-                if self.respond(session, ctx, d.status(), d.body()).await.is_err() {
+                if self
+                    .respond(session, ctx, d.status(), d.body())
+                    .await
+                    .is_err()
+                {
                     tracing::debug!("could not write the error response; downstream gone");
                 }
                 d.status()
             }
             None => 0,
         };
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
         self.metrics.record_request(status, ctx.deny.is_some());
         let req = session.req_header();
         tracing::info!(
@@ -462,10 +539,18 @@ mod tests {
 
     #[test]
     fn raw_content_length_is_found_in_any_spelling() {
-        assert!(raw_has_content_length(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n"));
-        assert!(raw_has_content_length(b"POST / HTTP/1.1\r\ncontent-length : 4\r\n\r\n"));
-        assert!(!raw_has_content_length(b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\n\r\n"));
-        assert!(!raw_has_content_length(b"POST /content-length:1 HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(raw_has_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n"
+        ));
+        assert!(raw_has_content_length(
+            b"POST / HTTP/1.1\r\ncontent-length : 4\r\n\r\n"
+        ));
+        assert!(!raw_has_content_length(
+            b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\n\r\n"
+        ));
+        assert!(!raw_has_content_length(
+            b"POST /content-length:1 HTTP/1.1\r\nHost: a\r\n\r\n"
+        ));
     }
 
     #[test]

@@ -5,7 +5,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 
 pub const DEV_CA_FILE: &str = "dev-ca.pem";
 
@@ -19,7 +22,12 @@ pub fn write_private(path: &Path, contents: &[u8], mode: u32) -> std::io::Result
         std::process::id()
     ));
     {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(contents)?;
         f.sync_all()?;
     }
@@ -37,7 +45,8 @@ pub fn generate_dev_certs(dir: &Path) -> Result<PathBuf, String> {
 
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca.distinguished_name.push(DnType::CommonName, "Portcullis Development CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "Portcullis Development CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let now = time::OffsetDateTime::now_utc();
@@ -47,9 +56,12 @@ pub fn generate_dev_certs(dir: &Path) -> Result<PathBuf, String> {
 
     let leaf_key = KeyPair::generate().map_err(err)?;
     let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).map_err(err)?;
-    leaf.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().expect("literal")));
-    leaf.subject_alt_names.push(SanType::IpAddress("::1".parse().expect("literal")));
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().expect("literal")));
+    leaf.subject_alt_names
+        .push(SanType::IpAddress("::1".parse().expect("literal")));
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     // Within the 398-day limit browsers enforce, so the leaf works beyond curl too.
     leaf.not_before = now - time::Duration::hours(1);
@@ -60,7 +72,8 @@ pub fn generate_dev_certs(dir: &Path) -> Result<PathBuf, String> {
     let ca_path = dir.join(DEV_CA_FILE);
     let key_path = dir.join("localhost.key");
     let crt_path = dir.join("localhost.crt");
-    write_private(&key_path, leaf_key.serialize_pem().as_bytes(), 0o600).map_err(|e| io(&key_path, e))?;
+    write_private(&key_path, leaf_key.serialize_pem().as_bytes(), 0o600)
+        .map_err(|e| io(&key_path, e))?;
     write_private(&crt_path, leaf_cert.pem().as_bytes(), 0o644).map_err(|e| io(&crt_path, e))?;
     write_private(&ca_path, ca_cert.pem().as_bytes(), 0o644).map_err(|e| io(&ca_path, e))?;
     Ok(ca_path)

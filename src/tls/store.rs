@@ -19,7 +19,10 @@ use rustls::sign::CertifiedKey;
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: no PEM certificate found")]
     NoCertificate { path: String },
     #[error("{path}: {message}")]
@@ -80,7 +83,12 @@ impl CertSet {
         let default = default_name
             .and_then(|d| entries.iter().position(|e| e.name == d))
             .or(if entries.is_empty() { None } else { Some(0) });
-        CertSet { entries, exact, wildcard, default }
+        CertSet {
+            entries,
+            exact,
+            wildcard,
+            default,
+        }
     }
 
     /// The certificate for an SNI name (exact SAN, then wildcard, then the default).
@@ -95,7 +103,8 @@ impl CertSet {
                     name
                 };
                 self.exact.get(name).copied().or_else(|| {
-                    name.split_once('.').and_then(|(_, rest)| self.wildcard.get(rest).copied())
+                    name.split_once('.')
+                        .and_then(|(_, rest)| self.wildcard.get(rest).copied())
                 })
             })
             .or(self.default)?;
@@ -135,11 +144,15 @@ pub fn find_pairs(dir: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>, CertErr
     let mut pairs = Vec::new();
     for entry in rd.filter_map(|e| e.ok()) {
         let path = entry.path();
-        let Some(fname) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some(fname) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
         if fname.starts_with('.') {
             continue;
         }
-        let Some(stem) = fname.strip_suffix(".key") else { continue };
+        let Some(stem) = fname.strip_suffix(".key") else {
+            continue;
+        };
         let cert = ["crt", "pem"]
             .iter()
             .map(|ext| dir.join(format!("{stem}.{ext}")))
@@ -156,23 +169,41 @@ pub fn find_pairs(dir: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>, CertErr
 pub fn load_pair(name: &str, cert_path: &Path, key_path: &Path) -> Result<CertEntry, CertError> {
     let cp = cert_path.display().to_string();
     let kp = key_path.display().to_string();
-    let cert_pem = std::fs::read(cert_path).map_err(|e| CertError::Read { path: cp.clone(), source: e })?;
-    let key_pem = std::fs::read(key_path).map_err(|e| CertError::Read { path: kp.clone(), source: e })?;
+    let cert_pem = std::fs::read(cert_path).map_err(|e| CertError::Read {
+        path: cp.clone(),
+        source: e,
+    })?;
+    let key_pem = std::fs::read(key_path).map_err(|e| CertError::Read {
+        path: kp.clone(),
+        source: e,
+    })?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| CertError::BadCertificate { path: cp.clone(), message: format!("invalid PEM: {e}") })?;
+        .map_err(|e| CertError::BadCertificate {
+            path: cp.clone(),
+            message: format!("invalid PEM: {e}"),
+        })?;
     let Some(leaf) = chain.first() else {
         return Err(CertError::NoCertificate { path: cp });
     };
-    let (names, not_after) = inspect(leaf).map_err(|message| CertError::BadCertificate { path: cp.clone(), message })?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| CertError::BadKey { path: kp.clone(), message: e.to_string() })?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| CertError::BadKey { path: kp.clone(), message: e.to_string() })?;
+    let (names, not_after) = inspect(leaf).map_err(|message| CertError::BadCertificate {
+        path: cp.clone(),
+        message,
+    })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| CertError::BadKey {
+        path: kp.clone(),
+        message: e.to_string(),
+    })?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| CertError::BadKey {
+            path: kp.clone(),
+            message: e.to_string(),
+        })?;
     let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|_| CertError::KeyMismatch { cert: cp.clone(), key: kp.clone() })?;
+    certified.keys_match().map_err(|_| CertError::KeyMismatch {
+        cert: cp.clone(),
+        key: kp.clone(),
+    })?;
     Ok(CertEntry {
         name: name.to_string(),
         cert_path: cert_path.to_path_buf(),
@@ -185,12 +216,15 @@ pub fn load_pair(name: &str, cert_path: &Path, key_path: &Path) -> Result<CertEn
 
 /// SAN names (lower-case DNS names and textual IPs) and expiry of a DER certificate.
 fn inspect(der: &[u8]) -> Result<(Vec<String>, i64), String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
             match n {
-                x509_parser::extensions::GeneralName::DNSName(d) => names.push(d.to_ascii_lowercase()),
+                x509_parser::extensions::GeneralName::DNSName(d) => {
+                    names.push(d.to_ascii_lowercase())
+                }
                 x509_parser::extensions::GeneralName::IPAddress(ip) => {
                     if let Ok(a) = <[u8; 4]>::try_from(*ip) {
                         names.push(std::net::Ipv4Addr::from(a).to_string());
@@ -203,14 +237,20 @@ fn inspect(der: &[u8]) -> Result<(Vec<String>, i64), String> {
         }
     }
     if names.is_empty() {
-        return Err("the certificate has no subjectAltName DNS or IP entries; clients will reject it".into());
+        return Err(
+            "the certificate has no subjectAltName DNS or IP entries; clients will reject it"
+                .into(),
+        );
     }
     Ok((names, cert.validity().not_after.timestamp()))
 }
 
 impl CertStore {
     /// Loads the folder. Start-up fails if a pair is broken, so operators see it at once.
-    pub fn open(dir: PathBuf, default_name: Option<String>) -> Result<Arc<CertStore>, Vec<CertError>> {
+    pub fn open(
+        dir: PathBuf,
+        default_name: Option<String>,
+    ) -> Result<Arc<CertStore>, Vec<CertError>> {
         let store = CertStore {
             dir,
             default_name,
@@ -251,7 +291,10 @@ impl CertStore {
         for (name, cert, key) in pairs {
             match load_pair(&name, &cert, &key) {
                 Ok(e) => {
-                    let same = previous.entries.iter().find(|p| p.name == name && p.fingerprint == e.fingerprint);
+                    let same = previous
+                        .entries
+                        .iter()
+                        .find(|p| p.name == name && p.fingerprint == e.fingerprint);
                     entries.push(same.cloned().unwrap_or_else(|| Arc::new(e)));
                     report.loaded.push(name);
                 }

@@ -43,7 +43,9 @@ impl TestCa {
         for n in names {
             match n.parse::<std::net::IpAddr>() {
                 Ok(ip) => p.subject_alt_names.push(SanType::IpAddress(ip)),
-                Err(_) => p.subject_alt_names.push(SanType::DnsName((*n).try_into().unwrap())),
+                Err(_) => p
+                    .subject_alt_names
+                    .push(SanType::DnsName((*n).try_into().unwrap())),
             }
         }
         p.distinguished_name.push(DnType::CommonName, names[0]);
@@ -53,7 +55,11 @@ impl TestCa {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Options {
@@ -142,7 +148,9 @@ impl Gateway {
         }
         let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http: Option<SocketAddr> = opts.http_listener.then(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        let http: Option<SocketAddr> = opts
+            .http_listener
+            .then(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
         let config = format!(
             "mode = \"development\"\nthreads = 2\n\n[listeners]\nhttps = \"{https}\"\nhttp = \"{}\"\nadmin = \"{admin}\"\n\n[tls]\ncert_dir = \"certs\"\ndefault_cert = \"localhost\"\n\n[shutdown]\ngrace_seconds = {}\nunready_seconds = {}\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n",
             http.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
@@ -159,14 +167,30 @@ impl Gateway {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        for k in ["PORTCULLIS_CONFIG", "PORTCULLIS_MODE", "ENV", "PORTCULLIS_HTTPS_ADDR", "PORTCULLIS_HTTP_ADDR", "PORTCULLIS_ADMIN_ADDR", "PORTCULLIS_POLICY_DIR", "PORTCULLIS_CERT_DIR"] {
+        for k in [
+            "PORTCULLIS_CONFIG",
+            "PORTCULLIS_MODE",
+            "ENV",
+            "PORTCULLIS_HTTPS_ADDR",
+            "PORTCULLIS_HTTP_ADDR",
+            "PORTCULLIS_ADMIN_ADDR",
+            "PORTCULLIS_POLICY_DIR",
+            "PORTCULLIS_CERT_DIR",
+        ] {
             cmd.env_remove(k);
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let mut g = Gateway { child: Some(child), dir, https, http, admin, ca };
+        let mut g = Gateway {
+            child: Some(child),
+            dir,
+            https,
+            http,
+            admin,
+            ca,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = reqwest::Client::new();
         loop {
@@ -198,15 +222,27 @@ impl Gateway {
     }
 
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
-        reqwest::get(format!("http://{}{}", self.admin, path)).await.unwrap().json().await.unwrap()
+        reqwest::get(format!("http://{}{}", self.admin, path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.admin)).await.unwrap().text().await.unwrap()
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn generation(&self) -> u64 {
-        self.admin_json("/status").await["policy"]["generation"].as_u64().unwrap()
+        self.admin_json("/status").await["policy"]["generation"]
+            .as_u64()
+            .unwrap()
     }
 
     /// A rustls client config trusting only this test's CA.
@@ -215,7 +251,9 @@ impl Gateway {
         for c in rustls::pki_types::CertificateDer::pem_slice_iter(self.ca.pem.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
-        let mut cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let mut cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(cfg)
     }
@@ -230,7 +268,10 @@ impl Gateway {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let connector = tokio_rustls::TlsConnector::from(self.tls_client_config());
         let tcp = tokio::net::TcpStream::connect(self.https).await.unwrap();
-        let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+        let mut tls = connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
         tls.write_all(request).await.unwrap();
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
@@ -241,7 +282,9 @@ impl Gateway {
     pub async fn raw_get_status(&self, path: &str) -> u16 {
         let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let resp = self.raw(req.as_bytes()).await;
-        resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status for {path}: {resp:?}"))
+        resp.get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status for {path}: {resp:?}"))
     }
 }
 

@@ -1,0 +1,111 @@
+//! `portcullis check`: every error of a broken policy, as `file:line: field.path: message`,
+//! compared with golden files (`BLESS=1 cargo test --test check` rewrites them after review).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use portcullis::config::Mode;
+use portcullis::policy::{compile, SourceFile};
+
+fn golden(path: &Path, actual: &str) {
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(path)
+        .unwrap_or_else(|_| panic!("missing golden {}", path.display()));
+    assert_eq!(actual, expected, "golden {} differs", path.display());
+}
+
+#[test]
+fn every_bad_policy_reports_its_errors() {
+    let dir = Path::new("tests/fixtures/policy/bad");
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 5);
+    for path in fixtures {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mode = if path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("prod-")
+        {
+            Mode::Production
+        } else {
+            Mode::Development
+        };
+        let errors = compile(
+            &[SourceFile {
+                path: path.clone(),
+                text,
+            }],
+            mode,
+        )
+        .expect_err("fixture must fail");
+        let rendered = format!("{errors}\n");
+        golden(&path.with_extension("errors"), &rendered);
+    }
+}
+
+#[test]
+fn check_command_lists_every_error_across_files_and_fails() {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", "/dev/null"])
+        .env("PORTCULLIS_POLICY_DIR", "tests/fixtures/policy/bad-folder")
+        .env("PORTCULLIS_CERT_DIR", "tests/fixtures/no-such-folder")
+        .env_remove("PORTCULLIS_MODE")
+        .env_remove("ENV")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    golden(
+        Path::new("tests/fixtures/policy/bad-folder.stderr"),
+        &String::from_utf8(out.stderr).unwrap(),
+    );
+}
+
+#[test]
+fn check_command_summarises_a_good_policy() {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", "/dev/null"])
+        .env("PORTCULLIS_POLICY_DIR", "policies")
+        .env("PORTCULLIS_CERT_DIR", "tests/fixtures/no-such-folder")
+        .env_remove("PORTCULLIS_MODE")
+        .env_remove("ENV")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(4 routes, 2 upstreams)"), "{stdout}");
+    assert!(stdout.contains("rooms(rooms) auth:local +ws"), "{stdout}");
+    assert!(stdout.contains("blocked: /terminal, "), "{stdout}");
+    assert!(stdout.ends_with("ok\n"), "{stdout}");
+}
+
+#[test]
+fn production_refuses_what_development_allows() {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", "/dev/null"])
+        .env("PORTCULLIS_POLICY_DIR", "policies")
+        .env("PORTCULLIS_CERT_DIR", "tests/fixtures/no-such-folder")
+        .env("PORTCULLIS_MODE", "production")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("policies/default.toml:9: auth.default_provider: authentication provider \"local\" is allowed only in development mode"), "{stderr}");
+    assert!(
+        stderr.contains("tests/fixtures/no-such-folder: cannot read the certificate folder"),
+        "{stderr}"
+    );
+}
