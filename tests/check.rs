@@ -109,3 +109,30 @@ fn production_refuses_what_development_allows() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_example_checks_clean_and_compiles_for_production() {
+    let mut count = 0;
+    for entry in std::fs::read_dir("examples").unwrap() {
+        let dir = entry.unwrap().path();
+        let config = dir.join("portcullis.toml");
+        if !config.is_file() {
+            continue;
+        }
+        count += 1;
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("PORTCULLIS_MODE")
+            .env_remove("ENV")
+            .env_remove("PORTCULLIS_POLICY_DIR")
+            .env_remove("PORTCULLIS_CERT_DIR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", config.display(), String::from_utf8_lossy(&out.stderr));
+        let files = portcullis::policy::read_dir(&dir.join("policies"), false).unwrap();
+        compile(&files, Mode::Production).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    }
+    assert!(count >= 2);
+}
