@@ -259,7 +259,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 .await;
             }
         });
-        // Ready once the HTTPS listener accepts connections.
+        // Ready once the HTTPS listener completes a TLS handshake.
         let ready_shared = shared.clone();
         let probe = match config.https_addr {
             a if a.ip().is_unspecified() => SocketAddr::new(
@@ -272,9 +272,10 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             ),
             a => a,
         };
+        let probe_certs = certs.clone();
         aux.spawn(async move {
             loop {
-                if tokio::net::TcpStream::connect(probe).await.is_ok() {
+                if tls::probe::handshake_ok(probe, probe_certs.clone()).await {
                     ready_shared.ready.store(true, Ordering::Release);
                     tracing::info!(https = %probe, "ready");
                     return;

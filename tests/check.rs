@@ -130,7 +130,12 @@ fn every_example_checks_clean_and_compiles_for_production() {
             .env_remove("PORTCULLIS_CERT_DIR")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}: {}", config.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            config.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let files = portcullis::policy::read_dir(&dir.join("policies"), false).unwrap();
         compile(&files, Mode::Production).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     }

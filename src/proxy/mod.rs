@@ -127,6 +127,15 @@ fn strip_port(h: &str) -> &str {
     }
 }
 
+/// Whether the request announces a body (chunked, or a non-zero Content-Length).
+fn declares_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// Whether raw HTTP/1 header bytes carry a Content-Length field (any case, any spacing).
 fn raw_has_content_length(raw: &[u8]) -> bool {
     raw.split(|b| *b == b'\n').skip(1).any(|line| {
@@ -189,7 +198,12 @@ impl Gateway {
             }
         }
         self.decorate(&mut resp, ctx)?;
-        session.set_keepalive(None);
+        // Keep the connection only when no request body could be left unread on it, and never
+        // after a framing problem.
+        let framing = matches!(ctx.deny, Some(Deny::AmbiguousLength));
+        if framing || declares_body(session.req_header()) {
+            session.set_keepalive(None);
+        }
         session.write_response_header(Box::new(resp), false).await?;
         session
             .write_response_body(Some(Bytes::from_static(body)), true)

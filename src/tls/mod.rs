@@ -3,6 +3,7 @@
 //! make routing or authentication decisions.
 
 pub mod dev;
+pub mod probe;
 pub mod store;
 
 pub use store::{CertError, CertResolver, CertSet, CertStore};
