@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod backends;
 pub mod config;
 pub mod http;
@@ -39,6 +40,7 @@ pub struct Shared {
     pub config: Config,
     pub policy: Arc<PolicyStore>,
     pub certs: Arc<CertStore>,
+    pub auth: Arc<auth::AuthState>,
     pub metrics: Arc<Metrics>,
     pub rooms: Arc<RoomServer>,
     /// `/ready` answers 200 only while this is set: after the HTTPS listener accepts, until
@@ -164,7 +166,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let policy = PolicyStore::open(
         config.policy_dir.clone(),
         !config.policy_dir_explicit,
-        config.mode,
+        config.compile_options(),
     )
     .map_err(StartError::Policy)?;
     let certs = CertStore::open(config.cert_dir.clone(), config.default_cert.clone())
@@ -194,6 +196,11 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             .map_err(|e| StartError::Other(e.to_string()))?,
     };
 
+    let auth = Arc::new(auth::AuthState::new(config.token_file.clone()));
+    if policy.snapshot().auth.needs_worker_token {
+        auth.ensure_worker_token()
+            .map_err(|e| StartError::Other(e.to_string()))?;
+    }
     let metrics = Arc::new(Metrics::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
     let rooms = RoomServer::new(policy.clone());
@@ -201,6 +208,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         config: config.clone(),
         policy: policy.clone(),
         certs: certs.clone(),
+        auth: auth.clone(),
         metrics: metrics.clone(),
         rooms: rooms.clone(),
         ready: AtomicBool::new(false),
@@ -259,6 +267,21 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 .await;
             }
         });
+        // Fetch every JWKS before serving, and again whenever a reload names a new one; resolve
+        // the worker token when a reload starts using the static provider.
+        let prewarm = auth.clone();
+        let urls = policy.snapshot().auth.jwks_urls();
+        aux.spawn(async move { prewarm.jwks.prewarm(urls).await });
+        let (hook_auth, handle) = (auth.clone(), aux.handle().clone());
+        policy.set_on_applied(Box::new(move |p| {
+            if p.auth.needs_worker_token {
+                if let Err(e) = hook_auth.ensure_worker_token() {
+                    tracing::error!(error = %e, "worker token unavailable; the static provider refuses every token");
+                }
+            }
+            let (a, urls) = (hook_auth.clone(), p.auth.jwks_urls());
+            handle.spawn(async move { a.jwks.prewarm(urls).await });
+        }));
         // Ready once the HTTPS listener completes a TLS handshake.
         let ready_shared = shared.clone();
         let probe = match config.https_addr {
@@ -324,7 +347,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let gateway = Gateway::new(policy.clone(), backends, metrics, in_flight);
+    let gateway = Gateway::new(policy.clone(), auth.clone(), backends, metrics, in_flight);
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -377,7 +400,7 @@ pub fn check(config: &Config) -> CheckReport {
     ));
     match policy::read_dir(&config.policy_dir, !config.policy_dir_explicit).and_then(|files| {
         let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
-        policy::compile(&files, config.mode).map(|p| (p, names))
+        policy::compile_with(&files, &config.compile_options()).map(|p| (p, names))
     }) {
         Ok((p, names)) => {
             lines.push(format!(
@@ -407,7 +430,14 @@ pub fn check(config: &Config) -> CheckReport {
                 let access = if r.public {
                     "public".to_string()
                 } else {
-                    format!("auth:{}", r.auth.as_str())
+                    format!(
+                        "auth:{}",
+                        r.auth
+                            .iter()
+                            .map(|p| p.as_str())
+                            .collect::<Vec<_>>()
+                            .join("|")
+                    )
                 };
                 let ws = if r.websocket { " +ws" } else { "" };
                 lines.push(format!(

@@ -127,6 +127,53 @@ fn render_metrics(shared: &Shared) -> String {
         "portcullis_room_slow_closes_total {}",
         shared.rooms.slow_closes.load(Ordering::Relaxed)
     );
+    let a = &shared.auth;
+    let _ = writeln!(out, "# HELP portcullis_token_signature_checks_total Token signatures verified (cache misses reaching the crypto).");
+    let _ = writeln!(
+        out,
+        "# TYPE portcullis_token_signature_checks_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_token_signature_checks_total {}",
+        a.stats.signature_checks.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_token_cache_total Verified-token cache lookups by result."
+    );
+    let _ = writeln!(out, "# TYPE portcullis_token_cache_total counter");
+    let _ = writeln!(
+        out,
+        "portcullis_token_cache_total{{result=\"hit\"}} {}",
+        a.cache.hits.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_token_cache_total{{result=\"miss\"}} {}",
+        a.cache.misses.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_jwks_fetches_total JWKS fetches by result."
+    );
+    let _ = writeln!(out, "# TYPE portcullis_jwks_fetches_total counter");
+    for c in a.jwks.all() {
+        let total = c.fetches.load(Ordering::Relaxed);
+        let failed = c.fetch_failures.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "portcullis_jwks_fetches_total{{url=\"{}\",result=\"ok\"}} {}",
+            c.url(),
+            total - failed
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_jwks_fetches_total{{url=\"{}\",result=\"error\"}} {}",
+            c.url(),
+            failed
+        );
+    }
     out
 }
 

@@ -22,6 +22,24 @@ pub const RESYNC: &str = r#"{"type":"resync"}"#;
 struct Peer {
     tx: mpsc::Sender<Message>,
     overflow: Arc<AtomicBool>,
+    subject: Arc<str>,
+    kick: Arc<tokio::sync::Notify>,
+}
+
+/// Close code sent to a peer removed by a `kick`.
+pub const KICKED: u16 = 4003;
+
+/// What the gateway verified about a peer, from the identity headers it forwarded.
+#[derive(Debug, Clone, Default)]
+struct PeerIdentity {
+    subject: Option<String>,
+    capabilities: Vec<String>,
+}
+
+impl PeerIdentity {
+    fn has(&self, cap: &str) -> bool {
+        self.capabilities.iter().any(|c| c == "*" || c == cap)
+    }
 }
 
 #[derive(Default)]
@@ -96,12 +114,28 @@ impl RoomServer {
     async fn connection(self: Arc<Self>, stream: TcpStream) {
         let settings = self.policy.snapshot().rooms.clone();
         let mut room_name = None;
+        let mut who = PeerIdentity::default();
         // The error type is tungstenite's handshake response; its size is not ours to choose.
         #[allow(clippy::result_large_err)]
         let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
             let Some(room) = room_of(req.uri().path()) else {
                 return Err(reject(404, "no_such_room_path"));
             };
+            let h = |n: &str| {
+                req.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            who.subject = h("x-portcullis-subject");
+            who.capabilities = h("x-portcullis-capabilities")
+                .map(|c| {
+                    c.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
             if self.peers_in(room) >= settings.max_peers {
                 return Err(reject(503, "room_full"));
             }
@@ -129,6 +163,9 @@ impl RoomServer {
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::channel::<Message>(settings.queue_capacity);
         let overflow = Arc::new(AtomicBool::new(false));
+        let kick = Arc::new(tokio::sync::Notify::new());
+        let subject: Arc<str> =
+            Arc::from(who.subject.clone().unwrap_or_else(|| "anonymous".into()));
         let joined = {
             let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
             let r = rooms.entry(room.clone()).or_default();
@@ -140,6 +177,8 @@ impl RoomServer {
                     Peer {
                         tx: tx.clone(),
                         overflow: overflow.clone(),
+                        subject: subject.clone(),
+                        kick: kick.clone(),
                     },
                 );
                 true
@@ -159,8 +198,17 @@ impl RoomServer {
         // Writer: drains this peer's queue into its socket.
         let server = self.clone();
         let slow = settings.slow_peer_timeout;
+        let kicked = kick.clone();
         let mut writer = tokio::spawn(async move {
-            while let Some(msg) = rx.recv().await {
+            loop {
+                let msg = tokio::select! {
+                    m = rx.recv() => match m { Some(m) => m, None => break },
+                    _ = kicked.notified() => {
+                        let close = Message::Close(Some(CloseFrame { code: CloseCode::from(KICKED), reason: "kicked".into() }));
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.send(close)).await;
+                        return;
+                    }
+                };
                 let out = if overflow.swap(false, Ordering::AcqRel) {
                     // The queue overflowed: drop the backlog and tell the peer to resync.
                     while rx.try_recv().is_ok() {}
@@ -206,6 +254,15 @@ impl RoomServer {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => continue,
             };
+            if let Message::Text(t) = &msg {
+                if let Some(reply) = self.control(&room, &who, t) {
+                    let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(me) = rooms.get(&room).and_then(|r| r.peers.get(&id)) {
+                        let _ = me.tx.try_send(Message::Text(reply));
+                    }
+                    continue;
+                }
+            }
             let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(r) = rooms.get(&room) {
                 for (pid, peer) in &r.peers {
@@ -232,6 +289,42 @@ impl RoomServer {
         // Dropping the peer's sender ends the writer once its queue is drained.
         if !writer_done {
             let _ = writer.await;
+        }
+    }
+}
+
+impl RoomServer {
+    /// Handles a control message (`{"type":"kick","subject":"…"}`); returns the reply for the
+    /// sender, or `None` when the message is ordinary room traffic.
+    fn control(&self, room: &str, who: &PeerIdentity, text: &str) -> Option<String> {
+        if !text.starts_with('{') || !text.contains("\"type\"") {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(text).ok()?;
+        match v.get("type").and_then(|t| t.as_str())? {
+            "kick" => {
+                if !who.has("room.admin") {
+                    return Some(
+                        r#"{"type":"error","error":"capability_denied","required":"room.admin"}"#
+                            .to_string(),
+                    );
+                }
+                let target = v.get("subject").and_then(|s| s.as_str()).unwrap_or("");
+                let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+                let mut kicked = 0;
+                if let Some(r) = rooms.get(room) {
+                    for p in r.peers.values().filter(|p| &*p.subject == target) {
+                        p.kick.notify_one();
+                        kicked += 1;
+                    }
+                }
+                tracing::info!(room, target, kicked, by = ?who.subject, "rooms: kick");
+                Some(
+                    serde_json::json!({"type": "kicked", "subject": target, "peers": kicked})
+                        .to_string(),
+                )
+            }
+            _ => None,
         }
     }
 }

@@ -56,6 +56,15 @@ struct RawConfig {
     shutdown: RawShutdown,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    auth: RawAuthConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthConfig {
+    /// Where the worker token is kept (default `$XDG_CONFIG_HOME/portcullis/deployment.yaml`).
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -112,6 +121,18 @@ pub struct Config {
     pub unready_seconds: u64,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// `AUTH_PROVIDER`: replaces the policy's default provider.
+    pub auth_provider: Option<crate::auth::Provider>,
+    pub token_file: PathBuf,
+}
+
+impl Config {
+    pub fn compile_options(&self) -> crate::policy::CompileOptions {
+        crate::policy::CompileOptions {
+            mode: self.mode,
+            auth_override: self.auth_provider,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -297,6 +318,22 @@ impl Config {
             .or(raw.log.level)
             .unwrap_or_else(|| "info".to_string());
         let default_cert = env("PORTCULLIS_DEFAULT_CERT").or(raw.tls.default_cert);
+        let auth_provider = match env("AUTH_PROVIDER") {
+            Some(p) => Some(crate::auth::Provider::parse(p.trim()).ok_or_else(|| {
+                invalid(format!(
+                    "AUTH_PROVIDER: unknown provider {p:?} (expected none, local, static, jwt or supabase)"
+                ))
+            })?),
+            None => None,
+        };
+        let token_file = match env("PORTCULLIS_TOKEN_FILE") {
+            Some(p) => PathBuf::from(p),
+            None => match raw.auth.token_file {
+                Some(p) if p.is_absolute() => p,
+                Some(p) => base.join(p),
+                None => crate::auth::worker_token::default_token_file(),
+            },
+        };
 
         Ok(Config {
             source,
@@ -314,6 +351,8 @@ impl Config {
             unready_seconds,
             log_format,
             log_level,
+            auth_provider,
+            token_file,
         })
     }
 }

@@ -1,10 +1,28 @@
 //! Denials as data: each variant knows its status and its stable JSON body. Bodies are static
 //! byte strings, so answering a refusal allocates nothing and can never echo request content.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use crate::http::path::PathError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The exact 401 bodies. Clients match on these texts; do not change them.
+pub const AUTH_MISSING_BODY: &[u8] =
+    br#"{"detail": "Authorization header required. Use 'Authorization: Bearer YOUR_TOKEN'"}"#;
+pub const AUTH_MALFORMED_BODY: &[u8] =
+    br#"{"detail": "Invalid authorization header format. Use 'Authorization: Bearer YOUR_TOKEN'"}"#;
+pub const AUTH_INVALID_BODY: &[u8] = br#"{"detail": "Invalid authentication token"}"#;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deny {
+    AuthMissing,
+    AuthMalformed,
+    AuthInvalid,
+    AuthKeysUnavailable,
+    /// The capability the caller lacks (a policy-validated name).
+    CapabilityDenied(Arc<str>),
+    /// A room token for another room, or none for a locked room's member-only operation.
+    RoomDenied,
     BadPath(PathError),
     AmbiguousLength,
     ForeignAbsoluteTarget,
@@ -19,8 +37,11 @@ pub enum Deny {
 }
 
 impl Deny {
-    pub fn status(self) -> u16 {
+    pub fn status(&self) -> u16 {
         match self {
+            Deny::AuthMissing | Deny::AuthMalformed | Deny::AuthInvalid => 401,
+            Deny::AuthKeysUnavailable => 503,
+            Deny::CapabilityDenied(_) | Deny::RoomDenied => 403,
             Deny::BadPath(_) | Deny::AmbiguousLength | Deny::ForeignAbsoluteTarget => 400,
             Deny::WebSocketNotAllowed => 400,
             Deny::WebSocketRequired => 426,
@@ -34,9 +55,15 @@ impl Deny {
     }
 
     /// The stable machine-readable code, also used as the log reason.
-    pub fn code(self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
-            Deny::BadPath(e) => e.code(),
+            Deny::AuthMissing => "auth_missing",
+            Deny::AuthMalformed => "auth_malformed",
+            Deny::AuthInvalid => "auth_invalid",
+            Deny::AuthKeysUnavailable => "auth_keys_unavailable",
+            Deny::CapabilityDenied(_) => "capability_denied",
+            Deny::RoomDenied => "room_denied",
+            Deny::BadPath(e) => (*e).code(),
             Deny::AmbiguousLength => "ambiguous_length",
             Deny::ForeignAbsoluteTarget => "foreign_absolute_target",
             Deny::BlockedPath => "path_blocked",
@@ -50,9 +77,34 @@ impl Deny {
         }
     }
 
-    /// The JSON body: `{"error":"<code>"}`.
-    pub fn body(self) -> &'static [u8] {
-        match self {
+    /// The `WWW-Authenticate` challenge (RFC 6750) for authentication denials.
+    pub fn www_authenticate(&self) -> Option<Cow<'static, str>> {
+        Some(match self {
+            Deny::AuthMissing => Cow::Borrowed("Bearer realm=\"portcullis\""),
+            Deny::AuthMalformed => {
+                Cow::Borrowed("Bearer realm=\"portcullis\", error=\"invalid_request\"")
+            }
+            Deny::AuthInvalid => {
+                Cow::Borrowed("Bearer realm=\"portcullis\", error=\"invalid_token\"")
+            }
+            Deny::CapabilityDenied(c) => Cow::Owned(format!(
+                "Bearer error=\"insufficient_scope\", scope=\"{c}\""
+            )),
+            _ => return None,
+        })
+    }
+
+    /// The JSON body: `{"error":"<code>"}`, or the fixed `detail` texts for 401s.
+    pub fn body(&self) -> Cow<'static, [u8]> {
+        Cow::Borrowed(match self {
+            Deny::AuthMissing => AUTH_MISSING_BODY,
+            Deny::AuthMalformed => AUTH_MALFORMED_BODY,
+            Deny::AuthInvalid => AUTH_INVALID_BODY,
+            Deny::AuthKeysUnavailable => br#"{"error": "auth_keys_unavailable", "detail": "Authentication keys are temporarily unavailable"}"#,
+            Deny::CapabilityDenied(c) => {
+                return Cow::Owned(format!(r#"{{"error": "capability_denied", "required": "{c}"}}"#).into_bytes())
+            }
+            Deny::RoomDenied => br#"{"error": "room_denied"}"#,
             Deny::BadPath(PathError::NotAbsolute) => br#"{"error":"path_not_absolute"}"#,
             Deny::BadPath(PathError::EncodedSeparator) => br#"{"error":"path_encoded_separator"}"#,
             Deny::BadPath(PathError::EncodedDot) => br#"{"error":"path_encoded_dot"}"#,
@@ -71,7 +123,7 @@ impl Deny {
             Deny::UpstreamUnavailable => br#"{"error":"upstream_unavailable"}"#,
             Deny::UpstreamTimeout => br#"{"error":"upstream_timeout"}"#,
             Deny::Internal => br#"{"error":"internal_error"}"#,
-        }
+        })
     }
 }
 
@@ -102,8 +154,22 @@ mod tests {
             Deny::Internal,
         ];
         for d in all {
-            let v: serde_json::Value = serde_json::from_slice(d.body()).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&d.body()).unwrap();
             assert_eq!(v["error"], d.code());
         }
+        for d in [Deny::AuthMissing, Deny::AuthMalformed, Deny::AuthInvalid] {
+            let v: serde_json::Value = serde_json::from_slice(&d.body()).unwrap();
+            assert!(v["detail"].is_string());
+            assert_eq!(d.status(), 401);
+        }
+        let d = Deny::CapabilityDenied("room.admin".into());
+        assert_eq!(
+            &*d.body(),
+            br#"{"error": "capability_denied", "required": "room.admin"}"#
+        );
+        assert_eq!(
+            d.www_authenticate().unwrap(),
+            "Bearer error=\"insufficient_scope\", scope=\"room.admin\""
+        );
     }
 }

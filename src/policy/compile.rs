@@ -11,6 +11,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use toml::Spanned;
 
+use super::compile_auth::{check_provider, compile_auth, compile_room_access};
 use super::model::*;
 use super::raw::*;
 use crate::config::{line_of, Mode};
@@ -145,8 +146,28 @@ struct Pending<T> {
     raw: T,
 }
 
-/// Compiles policy files for a given mode. Returns every error found, sorted by file and line.
+/// What a compile depends on besides the files.
+#[derive(Debug, Clone, Copy)]
+pub struct CompileOptions {
+    pub mode: Mode,
+    /// `AUTH_PROVIDER` from the environment: replaces the policy's default provider.
+    pub auth_override: Option<crate::auth::Provider>,
+}
+
+/// Compiles policy files for a given mode, with no provider override.
 pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors> {
+    compile_with(
+        files,
+        &CompileOptions {
+            mode,
+            auth_override: None,
+        },
+    )
+}
+
+/// Compiles policy files. Returns every error found, sorted by file and line.
+pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Policy, PolicyErrors> {
+    let mode = opts.mode;
     let mut errors = Vec::new();
     let mut parsed: Vec<(usize, RawPolicyFile)> = Vec::new();
     for (i, file) in files.iter().enumerate() {
@@ -215,20 +236,16 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
         }
     }
 
-    // [auth]
-    let mut default_auth = AuthProvider::Local;
-    if let Some((fi, a)) = &auth {
-        let mut cx = Ctx {
-            file: &files[*fi],
-            errors: &mut errors,
-        };
-        if let Some(p) = &a.get_ref().default_provider {
-            match check_provider(p.get_ref(), mode) {
-                Ok(p) => default_auth = p,
-                Err(m) => cx.err_at(p, "auth.default_provider", m),
-            }
-        }
-    }
+    // [auth] and room keys
+    let auth_compiled = compile_auth(
+        auth.as_ref().map(|(fi, a)| (&files[*fi], a)),
+        rooms.as_ref().map(|(fi, r)| (&files[*fi], r)),
+        opts,
+        &mut errors,
+    );
+    let mut auth_settings = auth_compiled.settings;
+    let known_caps = auth_compiled.known_capabilities;
+    let default_auth = auth_settings.default_providers.clone();
 
     // [[upstreams]]
     let mut compiled_upstreams = Vec::new();
@@ -435,21 +452,37 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
                 usize::MAX
             }
         };
-        let auth = match &raw.auth {
-            Some(p) => match check_provider(p.get_ref(), mode) {
-                Ok(p) => p,
-                Err(m) => {
-                    cx.err_at(p, format!("{at}.auth"), m);
-                    default_auth
+        let is_rooms = compiled_upstreams
+            .get(upstream)
+            .is_some_and(|u| u.target == UpstreamTarget::Rooms);
+        let mut auth = Vec::new();
+        match &raw.auth {
+            Some(p) => {
+                if p.get_ref().items().is_empty() {
+                    cx.err_at(p, format!("{at}.auth"), "list at least one provider");
                 }
-            },
-            None => {
-                if !raw.public && mode != Mode::Development {
-                    cx.err_at(&raw.name, format!("{at}.auth"), format!("non-public route needs an authentication provider; \"{}\" is for development only", default_auth.as_str()));
+                for name in p.get_ref().items() {
+                    match check_provider(name, mode) {
+                        Ok(pr) if auth.contains(&pr) => cx.err_at(
+                            p,
+                            format!("{at}.auth"),
+                            format!("provider {name:?} listed twice"),
+                        ),
+                        Ok(pr) => auth.push(pr),
+                        Err(m) => cx.err_at(p, format!("{at}.auth"), m),
+                    }
                 }
-                default_auth
             }
-        };
+            None => {
+                if !raw.public
+                    && mode != Mode::Development
+                    && default_auth.iter().any(|p| p.development_only())
+                {
+                    cx.err_at(&raw.name, format!("{at}.auth"), format!("non-public route needs an authentication provider; \"{}\" is for development only", default_auth[0].as_str()));
+                }
+                auth = default_auth.clone();
+            }
+        }
         if raw.public && raw.auth.is_some() {
             cx.err_at(
                 &raw.name,
@@ -457,9 +490,51 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
                 "a public route takes no authentication provider",
             );
         }
-        let is_rooms = compiled_upstreams
-            .get(upstream)
-            .is_some_and(|u| u.target == UpstreamTarget::Rooms);
+        if auth.contains(&crate::auth::Provider::Room) && !is_rooms && upstream != usize::MAX {
+            cx.err_at(
+                &raw.name,
+                format!("{at}.auth"),
+                "the room provider is only for routes to a `rooms` upstream",
+            );
+        }
+        if auth.contains(&crate::auth::Provider::Jwt) && auth_settings.issuers.is_empty() {
+            cx.err_at(
+                &raw.name,
+                format!("{at}.auth"),
+                "the jwt provider needs at least one [[auth.issuers]]",
+            );
+        }
+        if !raw.public && auth.contains(&crate::auth::Provider::Static) {
+            auth_settings.needs_worker_token = true;
+        }
+        let mut capabilities: Vec<Box<str>> = Vec::new();
+        if let Some(cs) = &raw.capabilities {
+            for (i, c) in cs.get_ref().iter().enumerate() {
+                if known_caps.contains(c) {
+                    capabilities.push(c.as_str().into());
+                } else {
+                    cx.err_at(
+                        cs,
+                        format!("{at}.capabilities[{i}]"),
+                        format!("unknown capability {c:?} (declare it in auth.capabilities)"),
+                    );
+                }
+            }
+            if raw.public && !capabilities.is_empty() {
+                cx.err_at(
+                    cs,
+                    format!("{at}.capabilities"),
+                    "a public route has no identity to hold capabilities",
+                );
+            }
+        }
+        if raw.query_token && !raw.websocket.unwrap_or(is_rooms) {
+            cx.err_at(
+                &raw.name,
+                format!("{at}.query_token"),
+                "query-string tokens are accepted only on WebSocket routes",
+            );
+        }
         let route = Route {
             name: Arc::from(name.as_str()),
             hosts,
@@ -468,6 +543,9 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
             upstream,
             public: raw.public,
             auth,
+            capabilities,
+            query_token: raw.query_token,
+            forward_authorization: raw.forward_authorization,
             websocket: raw.websocket.unwrap_or(is_rooms),
         };
         compiled_routes.push((route, r.file, raw.path_prefix.span().start));
@@ -576,11 +654,19 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
     }
 
     // [rooms]
+    let (default_locked, access) = compile_room_access(
+        rooms.as_ref().map(|(fi, r)| (&files[*fi], r)),
+        &known_caps,
+        !auth_settings.room_keys.keys.is_empty(),
+        &mut errors,
+    );
     let mut room_settings = RoomSettings {
         queue_capacity: 256,
         max_peers: 64,
         max_message_bytes: 64 * 1024,
         slow_peer_timeout: Duration::from_secs(10),
+        default_locked,
+        access: access.clone(),
     };
     if let Some((fi, r)) = &rooms {
         let mut cx = Ctx {
@@ -624,6 +710,8 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
             max_peers: p as usize,
             max_message_bytes: m as usize,
             slow_peer_timeout: Duration::from_millis(t),
+            default_locked,
+            access,
         };
     }
 
@@ -643,22 +731,9 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
         hsts: hsts_value,
         worker: worker_settings,
         rooms: room_settings,
-        default_auth,
+        auth: auth_settings,
         sources: files.iter().map(|f| f.path.clone()).collect(),
     })
-}
-
-fn check_provider(name: &str, mode: Mode) -> Result<AuthProvider, String> {
-    let p = AuthProvider::parse(name).ok_or_else(|| {
-        format!("unknown authentication provider {name:?} (available: none, local)")
-    })?;
-    if mode != Mode::Development {
-        return Err(format!(
-            "authentication provider {name:?} is allowed only in development mode (mode is {})",
-            mode.as_str()
-        ));
-    }
-    Ok(p)
 }
 
 fn hsts_header(max_age: u64, sub: bool, preload: bool) -> HeaderValue {

@@ -4,11 +4,14 @@
 //! `crate::config`, never here.
 
 pub mod compile;
+mod compile_auth;
 pub mod model;
 pub mod raw;
 pub mod store;
 
-pub use compile::{compile, read_dir, PolicyError, PolicyErrors, SourceFile};
+pub use compile::{
+    compile, compile_with, read_dir, CompileOptions, PolicyError, PolicyErrors, SourceFile,
+};
 pub use model::Policy;
 pub use store::{PolicyStore, ReloadOutcome};
 

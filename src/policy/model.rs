@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
+use crate::auth::jwt::{Issuer, RoomKeys};
+pub use crate::auth::Provider;
 use crate::config::Mode;
 
 #[derive(Debug)]
@@ -24,33 +26,32 @@ pub struct Policy {
     pub hsts: Option<HeaderValue>,
     pub worker: WorkerSettings,
     pub rooms: RoomSettings,
-    pub default_auth: AuthProvider,
+    pub auth: AuthSettings,
     pub sources: Vec<PathBuf>,
 }
 
-/// How a non-public route authenticates. Only the development providers exist in the skeleton;
-/// `static` and `jwt` join them with the authentication issue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthProvider {
-    /// No check; the request runs as subject `"1"`. Development mode only.
-    None,
-    /// Local development identity; subject `"1"`. Development mode only.
-    Local,
+/// Compiled authentication settings.
+#[derive(Debug)]
+pub struct AuthSettings {
+    pub default_providers: Vec<Provider>,
+    pub issuers: Vec<Issuer>,
+    pub room_keys: RoomKeys,
+    pub cache_ttl: Duration,
+    pub cache_max_entries: usize,
+    /// Extra client headers to strip, lower-case.
+    pub strip_headers: Vec<HeaderName>,
+    /// Whether any route uses the `static` provider (the worker token must be resolved).
+    pub needs_worker_token: bool,
+    /// Leeway for room tokens' `exp`/`nbf`, seconds.
+    pub room_leeway: u64,
 }
 
-impl AuthProvider {
-    pub fn parse(s: &str) -> Option<AuthProvider> {
-        match s {
-            "none" => Some(AuthProvider::None),
-            "local" => Some(AuthProvider::Local),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthProvider::None => "none",
-            AuthProvider::Local => "local",
-        }
+impl AuthSettings {
+    pub fn jwks_urls(&self) -> Vec<String> {
+        self.issuers
+            .iter()
+            .filter_map(|i| i.jwks.as_ref().map(|j| j.0.clone()))
+            .collect()
     }
 }
 
@@ -62,7 +63,12 @@ pub struct Route {
     pub methods: MethodSet,
     pub upstream: usize,
     pub public: bool,
-    pub auth: AuthProvider,
+    /// Providers tried in order for a non-public route.
+    pub auth: Vec<Provider>,
+    /// Capabilities required (all).
+    pub capabilities: Vec<Box<str>>,
+    pub query_token: bool,
+    pub forward_authorization: bool,
     pub websocket: bool,
 }
 
@@ -225,6 +231,37 @@ pub struct RoomSettings {
     pub max_message_bytes: usize,
     /// A peer whose socket accepts nothing for this long is closed with 1013.
     pub slow_peer_timeout: Duration,
+    pub default_locked: bool,
+    pub access: Vec<RoomAccess>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoomAccess {
+    /// Exact name, or a prefix when `prefix` is set.
+    pub room: Box<str>,
+    pub prefix: bool,
+    pub locked: bool,
+    pub capabilities: Vec<Box<str>>,
+}
+
+impl RoomSettings {
+    /// Whether `room` is locked, and the capabilities a token needs to join it.
+    pub fn access_for(&self, room: &str) -> (bool, &[Box<str>]) {
+        let rule = self
+            .access
+            .iter()
+            .find(|a| !a.prefix && &*a.room == room)
+            .or_else(|| {
+                self.access
+                    .iter()
+                    .filter(|a| a.prefix && room.starts_with(&*a.room))
+                    .max_by_key(|a| a.room.len())
+            });
+        match rule {
+            Some(r) => (r.locked, &r.capabilities),
+            None => (self.default_locked, &[]),
+        }
+    }
 }
 
 impl Policy {

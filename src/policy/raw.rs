@@ -34,10 +34,36 @@ pub struct RawRoute {
     /// A public route needs no authentication.
     #[serde(default)]
     pub public: bool,
-    /// Authentication provider for a non-public route; absent = the policy's default.
-    pub auth: Option<Spanned<String>>,
+    /// Authentication provider(s) for a non-public route, tried in order (`"jwt"` or
+    /// `["static", "jwt"]`); absent = the policy's default.
+    pub auth: Option<Spanned<OneOrMany>>,
+    /// Capabilities a caller must hold (all of them).
+    pub capabilities: Option<Spanned<Vec<String>>>,
+    /// Accept `?access_token=` (for browsers' WebSocket handshakes). Removed before forwarding.
+    #[serde(default)]
+    pub query_token: bool,
+    /// Forward the client's `Authorization` header upstream (default: removed).
+    #[serde(default)]
+    pub forward_authorization: bool,
     /// Whether WebSocket upgrades are allowed; absent = allowed when the upstream is `rooms`.
     pub websocket: Option<bool>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(|s| s.as_str()).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,12 +119,93 @@ pub struct RawRooms {
     pub max_peers: Option<Spanned<u64>>,
     pub max_message_bytes: Option<Spanned<u64>>,
     pub slow_peer_timeout_ms: Option<Spanned<u64>>,
+    /// `open` (no token needed to join) or `locked`; default `open`.
+    pub default_access: Option<Spanned<String>>,
+    /// `iss` of room tokens; default `portcullis-rooms`.
+    pub token_issuer: Option<String>,
+    /// Room-token keys by `kid`; several may be active at once for rotation.
+    #[serde(default)]
+    pub keys: Vec<RawRoomKey>,
+    /// Per-room access rules.
+    #[serde(default)]
+    pub access: Vec<RawRoomAccess>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoomKey {
+    pub kid: Spanned<String>,
+    /// `HS256`/`HS384`/`HS512`, `ES256`/`ES384`, `RS*`/`PS*`, `EdDSA`.
+    pub algorithm: Spanned<String>,
+    /// HMAC secret (or `env:NAME` / `file:/path`).
+    pub secret: Option<Spanned<String>>,
+    /// PEM public key for asymmetric algorithms.
+    pub public_key_file: Option<Spanned<String>>,
+    /// PEM private key: lets `portcullis token mint` sign with this key.
+    pub private_key_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoomAccess {
+    /// A room name, or a prefix ending in `*` (`ops-*`).
+    pub room: Spanned<String>,
+    /// `open` or `locked`.
+    pub mode: Spanned<String>,
+    /// Capabilities a room token needs to join.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     pub default_provider: Option<Spanned<String>>,
+    /// Verified-token cache: how long an entry lives (never past the token's `exp`).
+    pub cache_ttl_seconds: Option<Spanned<u64>>,
+    pub cache_max_entries: Option<Spanned<u64>>,
+    /// Capability names beyond the built-in ones.
+    #[serde(default)]
+    pub capabilities: Vec<Spanned<String>>,
+    /// Further client-sent headers to remove before forwarding (`X-Portcullis-*` always are).
+    #[serde(default)]
+    pub strip_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub name: Spanned<String>,
+    /// Expected `iss` claim.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; absent = `aud` not checked.
+    pub audiences: Option<Vec<String>>,
+    /// Allowed algorithms. Never `none`; never HS* together with public keys.
+    pub algorithms: Spanned<Vec<String>>,
+    /// HMAC secret for HS* (or `env:NAME` / `file:/path`).
+    pub secret: Option<Spanned<String>>,
+    /// PEM public keys.
+    #[serde(default)]
+    pub keys: Vec<RawPublicKey>,
+    pub jwks_url: Option<Spanned<String>>,
+    pub jwks_ttl_seconds: Option<u64>,
+    pub jwks_refetch_interval_seconds: Option<u64>,
+    pub jwks_max_stale_seconds: Option<u64>,
+    pub leeway_seconds: Option<u64>,
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    pub subject_claim: Option<String>,
+    pub capabilities_claim: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublicKey {
+    pub kid: Option<String>,
+    pub algorithm: Spanned<String>,
+    pub pem_file: Spanned<String>,
 }
 
 fn yes() -> bool {

@@ -8,22 +8,34 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::compile::{compile, read_dir, PolicyErrors};
+use super::compile::{compile_with, read_dir, CompileOptions, PolicyErrors};
 use super::model::Policy;
-use crate::config::Mode;
 
-#[derive(Debug)]
 pub struct PolicyStore {
     dir: PathBuf,
     allow_embedded: bool,
-    mode: Mode,
+    options: CompileOptions,
     current: ArcSwap<Policy>,
     /// Serializes reloads so two events cannot race to install out of order.
     reload_lock: Mutex<()>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Called with each newly applied policy (JWKS prewarm, worker token resolution).
+    on_applied: std::sync::OnceLock<AppliedHook>,
 }
+
+impl std::fmt::Debug for PolicyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyStore")
+            .field("dir", &self.dir)
+            .field("generation", &self.generation())
+            .finish()
+    }
+}
+
+/// Runs for each policy about to be applied.
+pub type AppliedHook = Box<dyn Fn(&Arc<Policy>) + Send + Sync>;
 
 /// What a reload did.
 #[derive(Debug)]
@@ -38,21 +50,27 @@ impl PolicyStore {
     pub fn open(
         dir: PathBuf,
         allow_embedded: bool,
-        mode: Mode,
+        options: CompileOptions,
     ) -> Result<Arc<PolicyStore>, PolicyErrors> {
         let files = read_dir(&dir, allow_embedded)?;
-        let mut policy = compile(&files, mode)?;
+        let mut policy = compile_with(&files, &options)?;
         policy.generation = 1;
         Ok(Arc::new(PolicyStore {
             dir,
             allow_embedded,
-            mode,
+            options,
             current: ArcSwap::from_pointee(policy),
             reload_lock: Mutex::new(()),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            on_applied: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Registers the hook run for every policy about to be applied (once).
+    pub fn set_on_applied(&self, hook: AppliedHook) {
+        let _ = self.on_applied.set(hook);
     }
 
     /// The snapshot a request works against.
@@ -76,13 +94,17 @@ impl PolicyStore {
     /// Re-reads and compiles the folder; installs the result only if it compiles.
     pub fn reload(&self) -> ReloadOutcome {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let result =
-            read_dir(&self.dir, self.allow_embedded).and_then(|files| compile(&files, self.mode));
+        let result = read_dir(&self.dir, self.allow_embedded)
+            .and_then(|files| compile_with(&files, &self.options));
         match result {
             Ok(mut policy) => {
                 let generation = self.current.load().generation + 1;
                 policy.generation = generation;
-                self.current.store(Arc::new(policy));
+                let policy = Arc::new(policy);
+                if let Some(hook) = self.on_applied.get() {
+                    hook(&policy);
+                }
+                self.current.store(policy);
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut e) = self.last_error.lock() {
                     *e = None;

@@ -1,7 +1,9 @@
 //! The `ProxyHttp` implementation: the request's path through the gateway, phase by phase
 //! (see ARCHITECTURE.md). Each request takes ONE policy snapshot in `early_request_filter` and
 //! decides everything against it. Denials are `Deny` values written as JSON and stop the request.
-//! Authentication, limits, CORS and CSRF plug into `request_filter` at the marked seams.
+//! Limits, CORS and CSRF plug into `request_filter` at the marked seams.
+
+mod authn;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,6 +19,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
+use crate::auth::{AuthState, Identity};
 use crate::http::deny::Deny;
 use crate::http::path::canonicalize;
 use crate::observability::Metrics;
@@ -32,6 +35,7 @@ pub struct BackendAddrs {
 
 pub struct Gateway {
     pub policy: Arc<PolicyStore>,
+    pub auth: Arc<AuthState>,
     pub backends: BackendAddrs,
     pub metrics: Arc<Metrics>,
     pub in_flight: Arc<AtomicUsize>,
@@ -42,12 +46,14 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         policy: Arc<PolicyStore>,
+        auth: Arc<AuthState>,
         backends: BackendAddrs,
         metrics: Arc<Metrics>,
         in_flight: Arc<AtomicUsize>,
     ) -> Self {
         Gateway {
             policy,
+            auth,
             backends,
             metrics,
             in_flight,
@@ -71,7 +77,7 @@ pub struct RequestCtx {
     _in_flight: InFlight,
     pub policy: Option<Arc<Policy>>,
     pub route: Option<usize>,
-    pub subject: Option<&'static str>,
+    pub identity: Option<Arc<Identity>>,
     pub deny: Option<Deny>,
     pub request_id: Option<HeaderValue>,
     pub websocket: bool,
@@ -92,6 +98,9 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_SUBJECT: HeaderName = HeaderName::from_static("x-portcullis-subject");
+static X_CAPABILITIES: HeaderName = HeaderName::from_static("x-portcullis-capabilities");
+static X_ROOM: HeaderName = HeaderName::from_static("x-portcullis-room");
+static X_AUTH: HeaderName = HeaderName::from_static("x-portcullis-auth");
 static X_ROUTE: HeaderName = HeaderName::from_static("x-portcullis-route");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
@@ -186,9 +195,9 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         status: u16,
-        body: &'static [u8],
+        body: Bytes,
     ) -> Result<()> {
-        let mut resp = ResponseHeader::build(status, Some(6))?;
+        let mut resp = ResponseHeader::build(status, Some(7))?;
         resp.insert_header(header::CONTENT_TYPE, JSON)?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
         resp.insert_header(header::CACHE_CONTROL, NO_STORE)?;
@@ -196,6 +205,9 @@ impl Gateway {
             if let (Some(p), Some(r)) = (&ctx.policy, ctx.route) {
                 resp.insert_header(header::ALLOW, p.routes[r].methods.names().join(", "))?;
             }
+        }
+        if let Some(challenge) = ctx.deny.as_ref().and_then(|d| d.www_authenticate()) {
+            resp.insert_header(header::WWW_AUTHENTICATE, challenge.as_ref())?;
         }
         self.decorate(&mut resp, ctx)?;
         // Keep the connection only when no request body could be left unread on it, and never
@@ -205,16 +217,18 @@ impl Gateway {
             session.set_keepalive(None);
         }
         session.write_response_header(Box::new(resp), false).await?;
-        session
-            .write_response_body(Some(Bytes::from_static(body)), true)
-            .await?;
+        session.write_response_body(Some(body), true).await?;
         Ok(())
     }
 
     async fn deny(&self, session: &mut Session, ctx: &mut RequestCtx, deny: Deny) -> Result<bool> {
+        let status = deny.status();
+        let body = match deny.body() {
+            std::borrow::Cow::Borrowed(b) => Bytes::from_static(b),
+            std::borrow::Cow::Owned(v) => Bytes::from(v),
+        };
         ctx.deny = Some(deny);
-        self.respond(session, ctx, deny.status(), deny.body())
-            .await?;
+        self.respond(session, ctx, status, body).await?;
         Ok(true)
     }
 
@@ -252,7 +266,7 @@ impl ProxyHttp for Gateway {
             _in_flight: InFlight(self.in_flight.clone()),
             policy: None,
             route: None,
-            subject: None,
+            identity: None,
             deny: None,
             request_id: None,
             websocket: false,
@@ -305,7 +319,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if let Some(d) = ctx.deny {
+        if let Some(d) = ctx.deny.take() {
             return self.deny(session, ctx, d).await;
         }
         let Some(policy) = ctx.policy.clone() else {
@@ -317,7 +331,8 @@ impl ProxyHttp for Gateway {
         if (path == "/health" || path == "/ping")
             && matches!(req.method, http::Method::GET | http::Method::HEAD)
         {
-            self.respond(session, ctx, 200, HEALTH_BODY).await?;
+            self.respond(session, ctx, 200, Bytes::from_static(HEALTH_BODY))
+                .await?;
             return Ok(true);
         }
         if policy.blocked.find(path).is_some() {
@@ -340,21 +355,26 @@ impl ProxyHttp for Gateway {
         if ctx.websocket && !route.websocket {
             return self.deny(session, ctx, Deny::WebSocketNotAllowed).await;
         }
-        if !ctx.websocket && policy.upstreams[route.upstream].target == UpstreamTarget::Rooms {
+        let to_rooms = policy.upstreams[route.upstream].target == UpstreamTarget::Rooms;
+        if !ctx.websocket && to_rooms {
             // The room server speaks only WebSocket.
             return self.deny(session, ctx, Deny::WebSocketRequired).await;
         }
         // Seam: network ACL and rate limits (ip, route) go here.
-        // Seam: authentication. Only the development providers exist so far; compile refuses
-        // them outside development mode, so a non-public route here is a development request.
         if !route.public {
-            ctx.subject = Some("1");
+            match authn::authenticate(self, session, &policy, route, to_rooms).await {
+                Ok(identity) => ctx.identity = Some(identity),
+                Err(d) => return self.deny(session, ctx, d).await,
+            }
         }
-        // Seam: capabilities, CSRF, signed URLs, per-subject limits.
+        // Seam: CSRF, signed URLs, per-subject limits.
         if ctx.websocket {
             // Upgraded tunnels are long-lived; Pingora's 60 s default read timeout would cut
             // idle peers. Budgets and token expiry re-arm this later.
             session.set_read_timeout(None);
+        }
+        if route.query_token {
+            authn::strip_query_token(session);
         }
         Ok(false)
     }
@@ -398,14 +418,22 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let policy = ctx.policy.as_ref();
+        let route = policy.zip(ctx.route).map(|(p, r)| &p.routes[r]);
         let strip: Vec<HeaderName> = upstream_request
             .headers
             .keys()
-            .filter(|k| is_identity_header(k.as_str()))
+            .filter(|k| {
+                is_identity_header(k.as_str())
+                    || policy.is_some_and(|p| p.auth.strip_headers.contains(k))
+            })
             .cloned()
             .collect();
         for name in strip {
             upstream_request.remove_header(&name);
+        }
+        if !route.is_some_and(|r| r.public || r.forward_authorization) {
+            upstream_request.remove_header(&header::AUTHORIZATION);
         }
         if !upstream_request.headers.contains_key(header::HOST) {
             if let Some(a) = upstream_request.uri.authority().cloned() {
@@ -427,11 +455,16 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header(X_REQUEST_ID.clone(), id.clone())?;
         }
-        if let Some(subject) = ctx.subject {
-            upstream_request.insert_header(X_SUBJECT.clone(), subject)?;
+        if let Some(identity) = &ctx.identity {
+            upstream_request.insert_header(X_SUBJECT.clone(), &*identity.subject)?;
+            upstream_request.insert_header(X_CAPABILITIES.clone(), identity.capability_header())?;
+            upstream_request.insert_header(X_AUTH.clone(), identity.provider.as_str())?;
+            if let Some(room) = &identity.room {
+                upstream_request.insert_header(X_ROOM.clone(), &**room)?;
+            }
         }
-        if let (Some(p), Some(r)) = (&ctx.policy, ctx.route) {
-            upstream_request.insert_header(X_ROUTE.clone(), &*p.routes[r].name)?;
+        if let Some(r) = route {
+            upstream_request.insert_header(X_ROUTE.clone(), &*r.name)?;
         }
         Ok(())
     }
@@ -484,15 +517,11 @@ impl ProxyHttp for Gateway {
         };
         let code = match deny {
             Some(d) => {
-                ctx.deny = Some(d);
-                if self
-                    .respond(session, ctx, d.status(), d.body())
-                    .await
-                    .is_err()
-                {
+                let status = d.status();
+                if self.deny(session, ctx, d).await.is_err() {
                     tracing::debug!("could not write the error response; downstream gone");
                 }
-                d.status()
+                status
             }
             None => 0,
         };
@@ -500,6 +529,18 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// Pingora's error logs use this summary; ours never includes the query string, so tokens
+    /// passed as `?access_token=` cannot leak through it.
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {}, Host: {}",
+            req.method,
+            req.uri.path(),
+            request_host(req)
+        )
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -518,8 +559,10 @@ impl ProxyHttp for Gateway {
             route = ctx.route_name(),
             status,
             decision = if ctx.deny.is_some() { "deny" } else { "allow" },
-            reason = ctx.deny.map(|d| d.code()).unwrap_or("-"),
-            subject = ctx.subject.unwrap_or("-"),
+            reason = ctx.deny.as_ref().map(|d| d.code()).unwrap_or("-"),
+            subject = ctx.identity.as_ref().map(|i| &*i.subject).unwrap_or("-"),
+            auth = ctx.identity.as_ref().map(|i| i.provider.as_str()).unwrap_or("-"),
+            key = ctx.identity.as_ref().and_then(|i| i.verified_by.as_deref()).unwrap_or("-"),
             generation = ctx.policy.as_ref().map(|p| p.generation).unwrap_or(0),
             duration_us = ctx.started.elapsed().as_micros() as u64,
             error = e.map(|e| e.etype().as_str()).unwrap_or("-"),

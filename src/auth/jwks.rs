@@ -1,0 +1,192 @@
+//! JWKS key sets: fetched at start (prewarm), cached with a TTL, refetched on an unknown `kid` at
+//! most once per refetch interval, and served stale up to a max-stale window while the identity
+//! provider is unreachable. Caches are keyed by URL and outlive policy reloads, so a reload
+//! neither drops keys nor triggers a fetch storm.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use super::AuthFailure;
+
+/// Timing of one JWKS source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksSettings {
+    pub ttl: Duration,
+    pub refetch_interval: Duration,
+    pub max_stale: Duration,
+}
+
+pub struct JwksKey {
+    pub key: DecodingKey,
+    /// The algorithm the JWK pins (`alg`), if it names one.
+    pub alg: Option<Algorithm>,
+}
+
+struct KeySet {
+    keys: HashMap<String, Arc<JwksKey>>,
+    fetched_at: Instant,
+}
+
+pub struct JwksCache {
+    url: String,
+    state: ArcSwapOption<KeySet>,
+    /// Serializes fetches; holds the time of the last attempt.
+    fetch: tokio::sync::Mutex<Option<Instant>>,
+    client: reqwest::Client,
+    pub fetches: AtomicU64,
+    pub fetch_failures: AtomicU64,
+}
+
+impl JwksCache {
+    fn new(url: String) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .connect_timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("the HTTP client builds with static settings");
+        JwksCache {
+            url,
+            state: ArcSwapOption::empty(),
+            fetch: tokio::sync::Mutex::new(None),
+            client,
+            fetches: AtomicU64::new(0),
+            fetch_failures: AtomicU64::new(0),
+        }
+    }
+
+    async fn fetch_now(&self) -> Result<(), String> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let result = async {
+            let resp = self
+                .client
+                .get(&self.url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("HTTP {}", resp.status()));
+            }
+            let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+            if bytes.len() > 1 << 20 {
+                return Err("key set larger than 1 MiB".into());
+            }
+            let set: JwkSet =
+                serde_json::from_slice(&bytes).map_err(|e| format!("not a JWK set: {e}"))?;
+            let mut keys = HashMap::new();
+            for jwk in &set.keys {
+                let Some(kid) = jwk.common.key_id.clone() else {
+                    continue;
+                };
+                let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                    continue;
+                };
+                let alg = jwk
+                    .common
+                    .key_algorithm
+                    .and_then(|a| a.to_string().parse::<Algorithm>().ok());
+                keys.insert(kid, Arc::new(JwksKey { key, alg }));
+            }
+            Ok(keys)
+        }
+        .await;
+        match result {
+            Ok(keys) => {
+                tracing::info!(url = %self.url, kids = ?keys.keys().collect::<Vec<_>>(), "JWKS fetched");
+                self.state.store(Some(Arc::new(KeySet {
+                    keys,
+                    fetched_at: Instant::now(),
+                })));
+                Ok(())
+            }
+            Err(e) => {
+                self.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Fetches unless one was attempted within `min_interval`.
+    async fn maybe_fetch(&self, min_interval: Duration, fetched_before: Option<Instant>) {
+        let mut last = self.fetch.lock().await;
+        // Someone else fetched while we waited for the lock.
+        let current = self.state.load().as_ref().map(|s| s.fetched_at);
+        if current.is_some() && current != fetched_before {
+            return;
+        }
+        if last.is_some_and(|t| t.elapsed() < min_interval) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let _ = self.fetch_now().await;
+    }
+
+    /// The key for `kid`, fetching as the settings allow.
+    pub async fn key(&self, kid: &str, s: JwksSettings) -> Result<Arc<JwksKey>, AuthFailure> {
+        let snapshot = self.state.load_full();
+        if let Some(set) = &snapshot {
+            let age = set.fetched_at.elapsed();
+            if age < s.ttl {
+                if let Some(k) = set.keys.get(kid) {
+                    return Ok(k.clone());
+                }
+            }
+        }
+        // Stale, missing, or unknown kid: one fetch per refetch interval at most.
+        self.maybe_fetch(s.refetch_interval, snapshot.as_ref().map(|s| s.fetched_at))
+            .await;
+        match self.state.load_full() {
+            Some(set) if set.fetched_at.elapsed() < s.ttl + s.max_stale => {
+                set.keys.get(kid).cloned().ok_or(AuthFailure::Invalid)
+            }
+            _ => Err(AuthFailure::KeysUnavailable),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// Every JWKS source in use, by URL.
+#[derive(Default)]
+pub struct JwksRegistry {
+    caches: Mutex<HashMap<String, Arc<JwksCache>>>,
+}
+
+impl JwksRegistry {
+    pub fn get(&self, url: &str) -> Arc<JwksCache> {
+        let mut m = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(url.to_string())
+            .or_insert_with(|| Arc::new(JwksCache::new(url.to_string())))
+            .clone()
+    }
+
+    /// Fetches every URL that has no keys yet (start-up and after a reload adds an issuer).
+    pub async fn prewarm(&self, urls: impl IntoIterator<Item = String>) {
+        for url in urls {
+            let cache = self.get(&url);
+            if cache.state.load().is_none() {
+                let mut last = cache.fetch.lock().await;
+                if cache.state.load().is_none() {
+                    *last = Some(Instant::now());
+                    let _ = cache.fetch_now().await;
+                }
+            }
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<JwksCache>> {
+        self.caches
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,253 @@
+//! The `static` provider's worker token. Resolution order: `PORTCULLIS_WORKER_TOKEN`, then
+//! `WORKER_AUTH_TOKEN`, then the token file (`worker_auth_token:` in
+//! `$XDG_CONFIG_HOME/portcullis/deployment.yaml` unless overridden), then a freshly generated
+//! 32-byte token saved to that file with mode 0600. A token file readable by group or others is
+//! refused. Comparison is constant-time.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use subtle::ConstantTimeEq;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    Env(&'static str),
+    File,
+    Generated,
+}
+
+#[derive(Clone)]
+pub struct WorkerToken {
+    token: String,
+    pub source: TokenSource,
+    pub file: PathBuf,
+}
+
+impl fmt::Debug for WorkerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerToken")
+            .field("token", &self.masked())
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{0}: the token file is readable by group or others (mode {1:o}); run: chmod 600 {0}")]
+    Permissions(String, u32),
+    #[error("{0}: cannot read the token file: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}: cannot write the token file: {1}")]
+    Write(String, std::io::Error),
+    #[error("{0}: the worker token is too short ({1} characters; at least 16)")]
+    TooShort(String, usize),
+}
+
+/// The default token file: `$XDG_CONFIG_HOME/portcullis/deployment.yaml`, else
+/// `$HOME/.config/portcullis/deployment.yaml`.
+pub fn default_token_file() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("portcullis").join("deployment.yaml")
+}
+
+/// 32 random bytes, URL-safe base64 without padding.
+pub fn generate() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Reads `worker_auth_token:` from a small YAML file (one `key: value` per line).
+fn read_token_file(path: &Path) -> Result<Option<String>, TokenError> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = path.display().to_string();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(TokenError::Read(p, e)),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(TokenError::Permissions(p, mode));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| TokenError::Read(p.clone(), e))?;
+    for line in text.lines() {
+        if let Some(v) = line.trim().strip_prefix("worker_auth_token:") {
+            let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+            if !v.is_empty() {
+                return Ok(Some(v.to_string()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn write_token_file(path: &Path, token: &str) -> Result<(), TokenError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let p = path.display().to_string();
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| TokenError::Write(p.clone(), e))?;
+    }
+    let tmp = path.with_extension("yaml.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| TokenError::Write(p.clone(), e))?;
+    writeln!(
+        f,
+        "# Portcullis deployment settings. Keep this file private (mode 0600)."
+    )
+    .and_then(|_| writeln!(f, "worker_auth_token: \"{token}\""))
+    .and_then(|_| f.sync_all())
+    .map_err(|e| TokenError::Write(p.clone(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TokenError::Write(p, e))
+}
+
+impl WorkerToken {
+    /// Resolves the token: environment, then file, then generated (and saved).
+    pub fn resolve(
+        env: &dyn Fn(&str) -> Option<String>,
+        file: PathBuf,
+    ) -> Result<WorkerToken, TokenError> {
+        for name in ["PORTCULLIS_WORKER_TOKEN", "WORKER_AUTH_TOKEN"] {
+            if let Some(t) = env(name) {
+                let t = t.trim().to_string();
+                if t.len() < 16 {
+                    return Err(TokenError::TooShort(name.to_string(), t.len()));
+                }
+                return Ok(WorkerToken {
+                    token: t,
+                    source: TokenSource::Env(name),
+                    file,
+                });
+            }
+        }
+        if let Some(t) = read_token_file(&file)? {
+            if t.len() < 16 {
+                return Err(TokenError::TooShort(file.display().to_string(), t.len()));
+            }
+            return Ok(WorkerToken {
+                token: t,
+                source: TokenSource::File,
+                file,
+            });
+        }
+        let token = generate();
+        write_token_file(&file, &token)?;
+        Ok(WorkerToken {
+            token,
+            source: TokenSource::Generated,
+            file,
+        })
+    }
+
+    /// Constant-time comparison with a presented token.
+    pub fn matches(&self, presented: &str) -> bool {
+        self.token.len() == presented.len()
+            && bool::from(self.token.as_bytes().ct_eq(presented.as_bytes()))
+    }
+
+    /// First and last four characters.
+    pub fn masked(&self) -> String {
+        let t = &self.token;
+        if t.len() < 12 {
+            return "****".into();
+        }
+        format!("{}…{}", &t[..4], &t[t.len() - 4..])
+    }
+
+    pub fn source_description(&self) -> String {
+        match self.source {
+            TokenSource::Env(name) => format!("environment variable {name}"),
+            TokenSource::File => format!("token file {}", self.file.display()),
+            TokenSource::Generated => {
+                format!("generated and saved to {} (mode 0600)", self.file.display())
+            }
+        }
+    }
+
+    /// The start-up banner. The full `Authorization` line is shown only when the token was just
+    /// generated, so it is printed once in the token's life.
+    pub fn banner(&self) -> String {
+        let mut s = format!(
+            "portcullis: auth provider static: worker token {} from {}",
+            self.masked(),
+            self.source_description()
+        );
+        if self.source == TokenSource::Generated {
+            s.push_str(&format!(
+                "\n  use it as:  Authorization: Bearer {}",
+                self.token
+            ));
+        }
+        s
+    }
+
+    /// The token itself, for the CLI that generated it.
+    pub fn expose(&self) -> &str {
+        &self.token
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn env_wins_over_file_and_file_over_generated() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p/deployment.yaml");
+        let gen = WorkerToken::resolve(&|_| None, file.clone()).unwrap();
+        assert_eq!(gen.source, TokenSource::Generated);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = WorkerToken::resolve(&|_| None, file.clone()).unwrap();
+        assert_eq!(again.source, TokenSource::File);
+        assert!(again.matches(gen.expose()));
+        let env =
+            |k: &str| (k == "WORKER_AUTH_TOKEN").then(|| "from-the-environment-0123".to_string());
+        let e = WorkerToken::resolve(&env, file.clone()).unwrap();
+        assert_eq!(e.source, TokenSource::Env("WORKER_AUTH_TOKEN"));
+        assert!(e.matches("from-the-environment-0123"));
+        assert!(!e.matches("from-the-environment-0124"));
+        assert!(!e.matches("short"));
+    }
+
+    #[test]
+    fn a_readable_token_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("deployment.yaml");
+        std::fs::write(&file, "worker_auth_token: abcdefghijklmnopqrstuvwxyz\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = WorkerToken::resolve(&|_| None, file).unwrap_err();
+        assert!(e.to_string().contains("readable by group or others"), "{e}");
+    }
+
+    #[test]
+    fn the_banner_masks_a_known_token() {
+        let t = WorkerToken {
+            token: "abcdEFGHijklMNOPqrst".into(),
+            source: TokenSource::File,
+            file: "/x".into(),
+        };
+        let b = t.banner();
+        assert!(b.contains("abcd…qrst"));
+        assert!(!b.contains("EFGH"));
+    }
+}

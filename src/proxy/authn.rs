@@ -1,0 +1,170 @@
+//! The authentication phase of `request_filter`: find the credentials, try the route's providers
+//! in order (through the verified-token cache), then check capabilities and room access. Returns
+//! a verified identity or the one `Deny` that explains the refusal.
+
+use std::sync::Arc;
+
+use http::header;
+use pingora::proxy::Session;
+
+use super::Gateway;
+use crate::auth::cache::token_hash;
+use crate::auth::{self, jwt, AuthFailure, Identity, Provider};
+use crate::backends::rooms::room_of;
+use crate::http::deny::Deny;
+use crate::policy::model::{Policy, Route};
+
+fn failure(f: AuthFailure) -> Deny {
+    match f {
+        AuthFailure::Missing => Deny::AuthMissing,
+        AuthFailure::Malformed => Deny::AuthMalformed,
+        AuthFailure::Invalid => Deny::AuthInvalid,
+        AuthFailure::KeysUnavailable => Deny::AuthKeysUnavailable,
+    }
+}
+
+/// The presented token: `Authorization: Bearer`, else `?access_token=` where the route allows.
+fn credentials<'s>(session: &'s Session, route: &Route) -> Result<Option<&'s str>, AuthFailure> {
+    let req = session.req_header();
+    if let Some(h) = req.headers.get(header::AUTHORIZATION) {
+        return auth::bearer(h.as_bytes()).map(Some);
+    }
+    if route.query_token {
+        if let Some(t) = req.uri.query().and_then(auth::query_token) {
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
+}
+
+pub(super) async fn authenticate(
+    gw: &Gateway,
+    session: &Session,
+    policy: &Policy,
+    route: &Route,
+    to_rooms: bool,
+) -> Result<Arc<Identity>, Deny> {
+    let identity = verify(gw, session, policy, route, to_rooms).await?;
+    if let Some(missing) = identity.missing(&route.capabilities) {
+        return Err(Deny::CapabilityDenied(Arc::from(missing)));
+    }
+    if to_rooms && route.auth.contains(&Provider::Room) {
+        let room = room_of(session.req_header().uri.path()).unwrap_or("");
+        let (locked, caps) = policy.rooms.access_for(room);
+        if locked && !identity.all_capabilities {
+            match &identity.room {
+                Some(r) if &**r == room => {}
+                Some(_) => return Err(Deny::RoomDenied),
+                None if identity.provider == Provider::Room => return Err(Deny::AuthMissing),
+                None => return Err(Deny::RoomDenied),
+            }
+        } else if let Some(r) = &identity.room {
+            // A room token is only good for its own room, open or locked.
+            if &**r != room {
+                return Err(Deny::RoomDenied);
+            }
+        }
+        if locked {
+            if let Some(missing) = identity.missing(caps) {
+                return Err(Deny::CapabilityDenied(Arc::from(missing)));
+            }
+        }
+    }
+    Ok(identity)
+}
+
+async fn verify(
+    gw: &Gateway,
+    session: &Session,
+    policy: &Policy,
+    route: &Route,
+    to_rooms: bool,
+) -> Result<Arc<Identity>, Deny> {
+    if route.auth.iter().any(|p| p.development_only()) {
+        return Ok(Arc::new(Identity::development()));
+    }
+    let token = credentials(session, route).map_err(failure)?;
+    let Some(token) = token else {
+        if to_rooms && route.auth.contains(&Provider::Room) {
+            let room = room_of(session.req_header().uri.path()).unwrap_or("");
+            if !policy.rooms.access_for(room).0 {
+                return Ok(Arc::new(Identity::anonymous()));
+            }
+        }
+        return Err(Deny::AuthMissing);
+    };
+    if token.len() > auth::MAX_TOKEN_BYTES {
+        return Err(Deny::AuthInvalid);
+    }
+    let settings = &policy.auth;
+    let key = token_hash(token);
+    if let Some(hit) = gw
+        .auth
+        .cache
+        .get(&key, settings.cache_ttl, policy.generation)
+    {
+        if route.auth.contains(&hit.provider) {
+            return Ok(hit);
+        }
+    }
+    let mut unavailable = false;
+    for provider in &route.auth {
+        let result = match provider {
+            Provider::Static => match gw.auth.worker.load().as_ref() {
+                Some(w) if w.matches(token) => return Ok(Arc::new(Identity::worker())),
+                Some(_) => Err(AuthFailure::Invalid),
+                None => {
+                    tracing::error!("static provider without a worker token; refusing");
+                    Err(AuthFailure::Invalid)
+                }
+            },
+            Provider::Jwt => {
+                jwt::verify_jwt(token, &settings.issuers, &gw.auth.jwks, &gw.auth.stats).await
+            }
+            Provider::Room => jwt::verify_room_token(
+                token,
+                &settings.room_keys,
+                settings.room_leeway,
+                &gw.auth.stats,
+            ),
+            Provider::None | Provider::Local => unreachable!("handled above"),
+        };
+        match result {
+            Ok(identity) => {
+                let identity = Arc::new(identity);
+                gw.auth.cache.insert(
+                    key,
+                    identity.clone(),
+                    policy.generation,
+                    settings.cache_max_entries,
+                );
+                return Ok(identity);
+            }
+            Err(AuthFailure::KeysUnavailable) => unavailable = true,
+            Err(_) => {}
+        }
+    }
+    Err(if unavailable {
+        Deny::AuthKeysUnavailable
+    } else {
+        Deny::AuthInvalid
+    })
+}
+
+/// Removes `access_token` from the request target so it is never forwarded.
+pub(super) fn strip_query_token(session: &mut Session) {
+    let req = session.req_header();
+    let Some(q) = req.uri.query() else { return };
+    if auth::query_token(q).is_none() && !q.split('&').any(|kv| kv == "access_token") {
+        return;
+    }
+    let rest = auth::strip_query_token(q);
+    let target = if rest.is_empty() {
+        req.uri.path().to_string()
+    } else {
+        format!("{}?{rest}", req.uri.path())
+    };
+    if let Ok(uri) = http::Uri::builder().path_and_query(target).build() {
+        session.req_header_mut().set_uri(uri);
+    }
+}
