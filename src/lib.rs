@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod auth;
 pub mod backends;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod observability;

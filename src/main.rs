@@ -30,11 +30,97 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Worker tokens and room tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random worker token (32 bytes, URL-safe base64). Nothing is saved.
+    Generate,
+    /// Sign a room token with one of the policy's room keys.
+    Mint {
+        /// The room the token admits to.
+        #[arg(long)]
+        room: String,
+        /// A capability to grant; repeat for several.
+        #[arg(long = "cap")]
+        caps: Vec<String>,
+        /// Lifetime: 90s, 15m, 2h, 1d.
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        /// Key id; default: the last signing key by name.
+        #[arg(long)]
+        kid: Option<String>,
+        /// Subject.
+        #[arg(long, default_value = "cli")]
+        sub: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Decode a token, verify it against the configured keys, and explain the result.
+    Inspect {
+        token: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(config: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(config).map_err(|e| {
+        eprintln!("portcullis: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Token { command } => match command {
+            TokenCommand::Generate => {
+                println!("{}", portcullis::auth::worker_token::generate());
+                ExitCode::SUCCESS
+            }
+            TokenCommand::Mint {
+                room,
+                caps,
+                ttl,
+                kid,
+                sub,
+                config,
+            } => {
+                let config = match load(config.as_deref()) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                match portcullis::cli::mint(&config, &room, &caps, &ttl, kid.as_deref(), &sub) {
+                    Ok(token) => {
+                        println!("{token}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("portcullis: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            TokenCommand::Inspect { token, config } => {
+                let config = match load(config.as_deref()) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let (report, ok) = portcullis::cli::inspect(&config, token.trim());
+                print!("{report}");
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+        },
         Command::Serve { config } => {
             let config = match Config::load(config.as_deref()) {
                 Ok(c) => c,

@@ -87,7 +87,7 @@ fn check_command_summarises_a_good_policy() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("(4 routes, 2 upstreams)"), "{stdout}");
-    assert!(stdout.contains("rooms(rooms) auth:local +ws"), "{stdout}");
+    assert!(stdout.contains("rooms(rooms) auth:room +ws"), "{stdout}");
     assert!(stdout.contains("blocked: /terminal, "), "{stdout}");
     assert!(stdout.ends_with("ok\n"), "{stdout}");
 }
@@ -103,7 +103,7 @@ fn production_refuses_what_development_allows() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("policies/default.toml:9: auth.default_provider: authentication provider \"local\" is allowed only in development mode"), "{stderr}");
+    assert!(stderr.contains("policies/default.toml:10: auth.default_provider: authentication provider \"local\" is allowed only in development mode"), "{stderr}");
     assert!(
         stderr.contains("tests/fixtures/no-such-folder: cannot read the certificate folder"),
         "{stderr}"

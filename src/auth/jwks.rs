@@ -28,6 +28,22 @@ pub struct JwksKey {
     pub alg: Option<Algorithm>,
 }
 
+#[derive(Default)]
+struct FetchTimes {
+    /// Any fetch (prewarm, TTL expiry, refetch).
+    last_attempt: Option<Instant>,
+    /// The last refetch caused by an unknown `kid`.
+    last_kid_refetch: Option<Instant>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// No keys yet, or keys past their TTL.
+    Refresh,
+    /// A token names a `kid` the cached set lacks.
+    UnknownKid,
+}
+
 struct KeySet {
     keys: HashMap<String, Arc<JwksKey>>,
     fetched_at: Instant,
@@ -36,8 +52,8 @@ struct KeySet {
 pub struct JwksCache {
     url: String,
     state: ArcSwapOption<KeySet>,
-    /// Serializes fetches; holds the time of the last attempt.
-    fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Serializes fetches; remembers when they happened.
+    fetch: tokio::sync::Mutex<FetchTimes>,
     client: reqwest::Client,
     pub fetches: AtomicU64,
     pub fetch_failures: AtomicU64,
@@ -54,7 +70,7 @@ impl JwksCache {
         JwksCache {
             url,
             state: ArcSwapOption::empty(),
-            fetch: tokio::sync::Mutex::new(None),
+            fetch: tokio::sync::Mutex::new(FetchTimes::default()),
             client,
             fetches: AtomicU64::new(0),
             fetch_failures: AtomicU64::new(0),
@@ -113,35 +129,45 @@ impl JwksCache {
         }
     }
 
-    /// Fetches unless one was attempted within `min_interval`.
-    async fn maybe_fetch(&self, min_interval: Duration, fetched_before: Option<Instant>) {
-        let mut last = self.fetch.lock().await;
+    /// Fetches unless the interval forbids it: at most one unknown-`kid` refetch per
+    /// interval, and no more than one refresh attempt per interval while fetches fail.
+    async fn maybe_fetch(&self, why: Why, interval: Duration, fetched_before: Option<Instant>) {
+        let mut times = self.fetch.lock().await;
         // Someone else fetched while we waited for the lock.
         let current = self.state.load().as_ref().map(|s| s.fetched_at);
         if current.is_some() && current != fetched_before {
             return;
         }
-        if last.is_some_and(|t| t.elapsed() < min_interval) {
-            return;
+        let recent = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < interval);
+        match why {
+            Why::UnknownKid if recent(times.last_kid_refetch) => return,
+            Why::Refresh if recent(times.last_attempt) => return,
+            _ => {}
         }
-        *last = Some(Instant::now());
+        let now = Instant::now();
+        times.last_attempt = Some(now);
+        if why == Why::UnknownKid {
+            times.last_kid_refetch = Some(now);
+        }
         let _ = self.fetch_now().await;
     }
 
     /// The key for `kid`, fetching as the settings allow.
     pub async fn key(&self, kid: &str, s: JwksSettings) -> Result<Arc<JwksKey>, AuthFailure> {
         let snapshot = self.state.load_full();
-        if let Some(set) = &snapshot {
-            let age = set.fetched_at.elapsed();
-            if age < s.ttl {
-                if let Some(k) = set.keys.get(kid) {
-                    return Ok(k.clone());
-                }
-            }
-        }
-        // Stale, missing, or unknown kid: one fetch per refetch interval at most.
-        self.maybe_fetch(s.refetch_interval, snapshot.as_ref().map(|s| s.fetched_at))
-            .await;
+        let why = match &snapshot {
+            Some(set) if set.fetched_at.elapsed() < s.ttl => match set.keys.get(kid) {
+                Some(k) => return Ok(k.clone()),
+                None => Why::UnknownKid,
+            },
+            _ => Why::Refresh,
+        };
+        self.maybe_fetch(
+            why,
+            s.refetch_interval,
+            snapshot.as_ref().map(|s| s.fetched_at),
+        )
+        .await;
         match self.state.load_full() {
             Some(set) if set.fetched_at.elapsed() < s.ttl + s.max_stale => {
                 set.keys.get(kid).cloned().ok_or(AuthFailure::Invalid)
@@ -174,9 +200,9 @@ impl JwksRegistry {
         for url in urls {
             let cache = self.get(&url);
             if cache.state.load().is_none() {
-                let mut last = cache.fetch.lock().await;
+                let mut times = cache.fetch.lock().await;
                 if cache.state.load().is_none() {
-                    *last = Some(Instant::now());
+                    times.last_attempt = Some(Instant::now());
                     let _ = cache.fetch_now().await;
                 }
             }

@@ -428,6 +428,11 @@ pub(crate) fn compile_auth(
             strip_headers: strip,
             needs_worker_token: false,
             room_leeway: 30,
+            extra_capabilities: known
+                .iter()
+                .filter(|c| !BUILTIN_CAPABILITIES.contains(&c.as_str()))
+                .map(|c| c.as_str().into())
+                .collect(),
         },
         known_capabilities: known,
     }

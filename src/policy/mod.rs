@@ -17,3 +17,13 @@ pub use store::{PolicyStore, ReloadOutcome};
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `capability` is declared by the policy (`auth.capabilities`) or built in.
+pub fn compile_auth_known(capability: &str, policy: &Policy) -> bool {
+    crate::auth::BUILTIN_CAPABILITIES.contains(&capability)
+        || policy
+            .auth
+            .extra_capabilities
+            .iter()
+            .any(|c| &**c == capability)
+}

@@ -44,6 +44,8 @@ pub struct AuthSettings {
     pub needs_worker_token: bool,
     /// Leeway for room tokens' `exp`/`nbf`, seconds.
     pub room_leeway: u64,
+    /// Capability names the policy declares beyond the built-in ones.
+    pub extra_capabilities: Vec<Box<str>>,
 }
 
 impl AuthSettings {

@@ -1,0 +1,240 @@
+//! The `token` subcommands' logic, kept in the library so tests drive it: minting room tokens
+//! from the policy's keys and explaining why a token passes or fails. Never prints key material.
+
+use std::fmt::Write;
+
+use crate::auth::jwt::{self, VerifyStats};
+use crate::auth::{now_unix, AuthFailure, JwksRegistry, WorkerToken};
+use crate::config::Config;
+use crate::policy::{self, Policy};
+
+/// `90s`, `15m`, `2h`, `1d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (e.g. 90s, 15m, 2h, 1d)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("invalid duration unit in {s:?} (s, m, h, d)")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("duration {s:?} out of range"))
+}
+
+fn load_policy(config: &Config) -> Result<Policy, String> {
+    let files = policy::read_dir(&config.policy_dir, !config.policy_dir_explicit)
+        .map_err(|e| e.to_string())?;
+    policy::compile_with(&files, &config.compile_options()).map_err(|e| e.to_string())
+}
+
+pub fn mint(
+    config: &Config,
+    room: &str,
+    caps: &[String],
+    ttl: &str,
+    kid: Option<&str>,
+    sub: &str,
+) -> Result<String, String> {
+    if crate::backends::rooms::room_of(&format!("/rooms/{room}/ws")).is_none() {
+        return Err(format!(
+            "invalid room name {room:?} (letters, digits, '-', '_'; up to 64)"
+        ));
+    }
+    let policy = load_policy(config)?;
+    for c in caps {
+        if !crate::auth::BUILTIN_CAPABILITIES.contains(&c.as_str())
+            && !crate::policy::compile_auth_known(c, &policy)
+        {
+            return Err(format!("unknown capability {c:?}"));
+        }
+    }
+    let ttl = parse_duration(ttl)?;
+    jwt::mint_room_token(&policy.auth.room_keys, kid, sub, room, caps, ttl)
+}
+
+fn when(ts: Option<u64>) -> String {
+    match ts {
+        None => "-".into(),
+        Some(t) => {
+            let now = now_unix() as i64;
+            let d = t as i64 - now;
+            if d >= 0 {
+                format!("{t} (in {d}s)")
+            } else {
+                format!("{t} ({}s ago)", -d)
+            }
+        }
+    }
+}
+
+/// Decodes, verifies and explains. Returns the report and whether the token would pass.
+pub fn inspect(config: &Config, token: &str) -> (String, bool) {
+    let mut out = String::new();
+    let (header, claims) = match jwt::inspect(token) {
+        Ok(hc) => hc,
+        Err(e) => {
+            // Perhaps the worker token (never created here: environment or file only).
+            let env = |k: &str| crate::config::env_var(k);
+            let worker = std::fs::metadata(&config.token_file)
+                .ok()
+                .and_then(|_| WorkerToken::resolve(&env, config.token_file.clone()).ok())
+                .or_else(|| {
+                    ["PORTCULLIS_WORKER_TOKEN", "WORKER_AUTH_TOKEN"]
+                        .iter()
+                        .find_map(|k| env(k))
+                        .and_then(|_| WorkerToken::resolve(&env, config.token_file.clone()).ok())
+                });
+            if worker.as_ref().is_some_and(|w| w.matches(token)) {
+                let w = worker.expect("checked");
+                let _ = writeln!(
+                    out,
+                    "worker token from {}: PASS (static provider)",
+                    w.source_description()
+                );
+                return (out, true);
+            }
+            let _ = writeln!(out, "{e}; not the worker token either: FAIL");
+            return (out, false);
+        }
+    };
+    let _ = writeln!(out, "header:  {header}");
+    let get = |k: &str| claims.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    let _ = writeln!(out, "subject: {}", get("sub"));
+    let _ = writeln!(out, "issuer:  {}", get("iss"));
+    let _ = writeln!(out, "room:    {}", get("room"));
+    let _ = writeln!(
+        out,
+        "caps:    {}",
+        claims
+            .get("caps")
+            .or(claims.get("scope"))
+            .cloned()
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "expires: {}",
+        when(claims.get("exp").and_then(|v| v.as_u64()))
+    );
+    let _ = writeln!(
+        out,
+        "not before: {}",
+        when(claims.get("nbf").and_then(|v| v.as_u64()))
+    );
+    let policy = match load_policy(config) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(out, "cannot load the policy to verify: {e}");
+            return (out, false);
+        }
+    };
+    let stats = VerifyStats::default();
+    let room = jwt::verify_room_token(
+        token,
+        &policy.auth.room_keys,
+        policy.auth.room_leeway,
+        &stats,
+    );
+    if room.is_ok() {
+        let _ = writeln!(
+            out,
+            "verdict: PASS as a room token (key {})",
+            header.get("kid").and_then(|k| k.as_str()).unwrap_or("-")
+        );
+        return (out, true);
+    }
+    let jwt_result = if policy.auth.issuers.is_empty() {
+        Err(AuthFailure::Invalid)
+    } else {
+        let registry = JwksRegistry::default();
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(jwt::verify_jwt(
+                token,
+                &policy.auth.issuers,
+                &registry,
+                &stats,
+            )),
+            Err(_) => Err(AuthFailure::KeysUnavailable),
+        }
+    };
+    match jwt_result {
+        Ok(id) => {
+            let _ = writeln!(
+                out,
+                "verdict: PASS as a JWT from issuer {}",
+                id.verified_by.as_deref().unwrap_or("-")
+            );
+            (out, true)
+        }
+        Err(f) => {
+            let mut reasons = Vec::new();
+            let now = now_unix();
+            if claims
+                .get("exp")
+                .and_then(|v| v.as_u64())
+                .is_some_and(|e| e < now)
+            {
+                reasons.push("expired".to_string());
+            }
+            if claims
+                .get("nbf")
+                .and_then(|v| v.as_u64())
+                .is_some_and(|n| n > now)
+            {
+                reasons.push("not yet valid".to_string());
+            }
+            let alg = header.get("alg").and_then(|a| a.as_str()).unwrap_or("");
+            if alg.eq_ignore_ascii_case("none") {
+                reasons.push("alg none is never accepted".into());
+            }
+            if let Some(kid) = header.get("kid").and_then(|k| k.as_str()) {
+                let known = policy.auth.room_keys.keys.contains_key(kid)
+                    || policy.auth.issuers.iter().any(|i| {
+                        i.keys.iter().any(|k| k.0.as_deref() == Some(kid)) || i.jwks.is_some()
+                    });
+                if !known {
+                    reasons.push(format!("kid {kid:?} is not a configured key"));
+                }
+            }
+            let iss = claims.get("iss").and_then(|v| v.as_str());
+            let iss_known = iss == Some(policy.auth.room_keys.issuer.as_str())
+                || policy
+                    .auth
+                    .issuers
+                    .iter()
+                    .any(|i| i.iss.as_deref() == iss || i.iss.is_none());
+            if !iss_known {
+                reasons.push(format!("issuer {iss:?} matches no configured issuer"));
+            }
+            if f == AuthFailure::KeysUnavailable {
+                reasons.push("keys unavailable (JWKS unreachable)".into());
+            }
+            if reasons.is_empty() {
+                reasons.push("signature, audience or required claims do not verify".into());
+            }
+            let _ = writeln!(out, "verdict: FAIL: {}", reasons.join("; "));
+            (out, false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("15m"), Ok(900));
+        assert_eq!(super::parse_duration("90"), Ok(90));
+        assert_eq!(super::parse_duration("1d"), Ok(86_400));
+        assert!(super::parse_duration("0s").is_err());
+        assert!(super::parse_duration("5y").is_err());
+    }
+}
