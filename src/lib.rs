@@ -156,6 +156,12 @@ impl ShutdownSignalWatch for DrainFirst {
 /// Starts the gateway and blocks until it shuts down.
 pub fn serve(config: Config) -> Result<(), StartError> {
     install_crypto_provider();
+    let policy = PolicyStore::open(
+        config.policy_dir.clone(),
+        !config.policy_dir_explicit,
+        config.compile_options(),
+    )
+    .map_err(StartError::Policy)?;
     if let Some(ca) = ensure_dev_certs(&config)? {
         eprintln!(
             "portcullis: generated a development CA: {}\n  try: curl --cacert {} https://localhost:{}/health",
@@ -164,12 +170,6 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             config.https_addr.port()
         );
     }
-    let policy = PolicyStore::open(
-        config.policy_dir.clone(),
-        !config.policy_dir_explicit,
-        config.compile_options(),
-    )
-    .map_err(StartError::Policy)?;
     let certs = CertStore::open(config.cert_dir.clone(), config.default_cert.clone())
         .map_err(StartError::Certs)?;
     if certs.snapshot().entries.is_empty() {

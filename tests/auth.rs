@@ -631,3 +631,43 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     let who: serde_json::Value = r.json().await.unwrap();
     assert_eq!(who["subject"], "alice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_provider_in_the_environment_overrides_the_policy_default() {
+    let token_dir = tempfile::tempdir().unwrap();
+    let g = Gateway::start(Options {
+        env: vec![
+            ("AUTH_PROVIDER".into(), "static".into()),
+            ("PORTCULLIS_WORKER_TOKEN".into(), "override-token-0123456789".into()),
+            ("PORTCULLIS_TOKEN_FILE".into(), token_dir.path().join("t.yaml").display().to_string()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let c = g.client(true);
+    assert_eq!(status_and_body(&c, &g.url("/whoami"), None).await.1, MISSING);
+    let (s, body, _) = status_and_body(&c, &g.url("/whoami"), Some("Bearer override-token-0123456789")).await;
+    assert_eq!(s, 200);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["subject"], "worker");
+    // Public paths stay public.
+    assert_eq!(status_and_body(&c, &g.url("/health"), None).await.0, 200);
+}
+
+#[test]
+fn development_providers_are_refused_at_start_outside_development() {
+    let dir = tempfile::tempdir().unwrap();
+    for (mode_var, mode) in [("PORTCULLIS_MODE", "production"), ("ENV", "staging")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config", "/dev/null"])
+            .env_remove("PORTCULLIS_MODE")
+            .env_remove("ENV")
+            .env(mode_var, mode)
+            .env("PORTCULLIS_POLICY_DIR", std::fs::canonicalize("policies").unwrap())
+            .env("PORTCULLIS_CERT_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is allowed only in development mode"), "{err}");
+    }
+}
