@@ -638,17 +638,34 @@ async fn auth_provider_in_the_environment_overrides_the_policy_default() {
     let g = Gateway::start(Options {
         env: vec![
             ("AUTH_PROVIDER".into(), "static".into()),
-            ("PORTCULLIS_WORKER_TOKEN".into(), "override-token-0123456789".into()),
-            ("PORTCULLIS_TOKEN_FILE".into(), token_dir.path().join("t.yaml").display().to_string()),
+            (
+                "PORTCULLIS_WORKER_TOKEN".into(),
+                "override-token-0123456789".into(),
+            ),
+            (
+                "PORTCULLIS_TOKEN_FILE".into(),
+                token_dir.path().join("t.yaml").display().to_string(),
+            ),
         ],
         ..Default::default()
     })
     .await;
     let c = g.client(true);
-    assert_eq!(status_and_body(&c, &g.url("/whoami"), None).await.1, MISSING);
-    let (s, body, _) = status_and_body(&c, &g.url("/whoami"), Some("Bearer override-token-0123456789")).await;
+    assert_eq!(
+        status_and_body(&c, &g.url("/whoami"), None).await.1,
+        MISSING
+    );
+    let (s, body, _) = status_and_body(
+        &c,
+        &g.url("/whoami"),
+        Some("Bearer override-token-0123456789"),
+    )
+    .await;
     assert_eq!(s, 200);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["subject"], "worker");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["subject"],
+        "worker"
+    );
     // Public paths stay public.
     assert_eq!(status_and_body(&c, &g.url("/health"), None).await.0, 200);
 }
@@ -662,7 +679,10 @@ fn development_providers_are_refused_at_start_outside_development() {
             .env_remove("PORTCULLIS_MODE")
             .env_remove("ENV")
             .env(mode_var, mode)
-            .env("PORTCULLIS_POLICY_DIR", std::fs::canonicalize("policies").unwrap())
+            .env(
+                "PORTCULLIS_POLICY_DIR",
+                std::fs::canonicalize("policies").unwrap(),
+            )
             .env("PORTCULLIS_CERT_DIR", dir.path())
             .output()
             .unwrap();

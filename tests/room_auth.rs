@@ -17,7 +17,9 @@ const K2: &str = "room-key-two-0123456789abcdefghijklmnop";
 fn policy(keys: &[(&str, &str)]) -> String {
     let keys: Vec<String> = keys
         .iter()
-        .map(|(kid, secret)| format!("{{ kid = \"{kid}\", algorithm = \"HS256\", secret = \"{secret}\" }}"))
+        .map(|(kid, secret)| {
+            format!("{{ kid = \"{kid}\", algorithm = \"HS256\", secret = \"{secret}\" }}")
+        })
         .collect();
     format!(
         r#"
@@ -59,19 +61,28 @@ fn token(kid: &str, secret: &str, sub: &str, room: &str, caps: &[&str]) -> Strin
     jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// Opens a WebSocket; returns the HTTP status of a refused handshake as `Err`.
-async fn ws(g: &Gateway, host: &str, path_and_query: &str, bearer: Option<&str>) -> Result<Ws, u16> {
+async fn ws(
+    g: &Gateway,
+    host: &str,
+    path_and_query: &str,
+    bearer: Option<&str>,
+) -> Result<Ws, u16> {
     let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(g.tls_client_config())
         .connect(host.to_string().try_into().unwrap(), tcp)
         .await
         .unwrap();
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("wss://{host}:{}{path_and_query}", g.https.port()).into_client_request().unwrap();
+    let mut req = format!("wss://{host}:{}{path_and_query}", g.https.port())
+        .into_client_request()
+        .unwrap();
     if let Some(t) = bearer {
-        req.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
     }
     match tokio_tungstenite::client_async(req, tls).await {
         Ok((s, _)) => Ok(s),
@@ -91,15 +102,41 @@ fn opts(p: String) -> Options {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locked_rooms_need_a_token_for_that_room_with_the_capability() {
     let g = Gateway::start(opts(policy(&[("k1", K1)]))).await;
-    assert_eq!(ws(&g, "localhost", "/rooms/ops/ws", None).await.err(), Some(401));
+    assert_eq!(
+        ws(&g, "localhost", "/rooms/ops/ws", None).await.err(),
+        Some(401)
+    );
     let other_room = token("k1", K1, "eve", "lobby", &["query.read"]);
-    assert_eq!(ws(&g, "localhost", "/rooms/ops/ws", Some(&other_room)).await.err(), Some(403));
+    assert_eq!(
+        ws(&g, "localhost", "/rooms/ops/ws", Some(&other_room))
+            .await
+            .err(),
+        Some(403)
+    );
     let no_cap = token("k1", K1, "eve", "ops", &["archive.read"]);
-    assert_eq!(ws(&g, "localhost", "/rooms/ops/ws", Some(&no_cap)).await.err(), Some(403));
-    let forged = token("k1", "not-the-key-0123456789abcdefghijklmnop", "eve", "ops", &["query.read"]);
-    assert_eq!(ws(&g, "localhost", "/rooms/ops/ws", Some(&forged)).await.err(), Some(401));
+    assert_eq!(
+        ws(&g, "localhost", "/rooms/ops/ws", Some(&no_cap))
+            .await
+            .err(),
+        Some(403)
+    );
+    let forged = token(
+        "k1",
+        "not-the-key-0123456789abcdefghijklmnop",
+        "eve",
+        "ops",
+        &["query.read"],
+    );
+    assert_eq!(
+        ws(&g, "localhost", "/rooms/ops/ws", Some(&forged))
+            .await
+            .err(),
+        Some(401)
+    );
     let good = token("k1", K1, "olivia", "ops", &["query.read"]);
-    assert!(ws(&g, "localhost", "/rooms/ops/ws", Some(&good)).await.is_ok());
+    assert!(ws(&g, "localhost", "/rooms/ops/ws", Some(&good))
+        .await
+        .is_ok());
     // The capability denial is the documented body.
     let r = g
         .client(true)
@@ -113,25 +150,66 @@ async fn locked_rooms_need_a_token_for_that_room_with_the_capability() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(r.text().await.unwrap(), r#"{"error": "capability_denied", "required": "query.read"}"#);
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"error": "capability_denied", "required": "query.read"}"#
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_rooms_admit_and_query_tokens_work_only_where_allowed_and_never_reach_the_log() {
     let g = Gateway::start(opts(policy(&[("k1", K1)]))).await;
-    assert!(ws(&g, "localhost", "/rooms/lobby/ws", None).await.is_ok(), "open room admits anonymously");
+    assert!(
+        ws(&g, "localhost", "/rooms/lobby/ws", None).await.is_ok(),
+        "open room admits anonymously"
+    );
     let t = token("k1", K1, "quinn", "ops", &["query.read"]);
-    assert!(ws(&g, "localhost", &format!("/rooms/ops/ws?access_token={t}"), None).await.is_ok());
-    assert_eq!(ws(&g, "strict.test", &format!("/rooms/ops/ws?access_token={t}"), None).await.err(), Some(401));
-    assert!(ws(&g, "strict.test", "/rooms/ops/ws", Some(&t)).await.is_ok());
+    assert!(ws(
+        &g,
+        "localhost",
+        &format!("/rooms/ops/ws?access_token={t}"),
+        None
+    )
+    .await
+    .is_ok());
+    assert_eq!(
+        ws(
+            &g,
+            "strict.test",
+            &format!("/rooms/ops/ws?access_token={t}"),
+            None
+        )
+        .await
+        .err(),
+        Some(401)
+    );
+    assert!(ws(&g, "strict.test", "/rooms/ops/ws", Some(&t))
+        .await
+        .is_ok());
     // A bad query token is refused, with the token kept out of every log line too.
     let bad = format!("{t}x");
-    assert_eq!(ws(&g, "localhost", &format!("/rooms/ops/ws?access_token={bad}"), None).await.err(), Some(401));
+    assert_eq!(
+        ws(
+            &g,
+            "localhost",
+            &format!("/rooms/ops/ws?access_token={bad}"),
+            None
+        )
+        .await
+        .err(),
+        Some(401)
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = g.log();
-    assert!(log.contains("\"path\":\"/rooms/ops/ws\""), "access log present");
+    assert!(
+        log.contains("\"path\":\"/rooms/ops/ws\""),
+        "access log present"
+    );
     assert!(!log.contains(&t), "token leaked into the log");
-    assert!(!log.contains("access_token"), "query string leaked into the log");
+    assert!(
+        !log.contains("access_token"),
+        "query string leaked into the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,19 +217,43 @@ async fn room_keys_rotate_by_hot_reload() {
     let g = Gateway::start(opts(policy(&[("k1", K1)]))).await;
     let t1 = token("k1", K1, "rita", "ops", &["query.read"]);
     let t2 = token("k2", K2, "rita", "ops", &["query.read"]);
-    assert!(ws(&g, "localhost", "/rooms/ops/ws", Some(&t1)).await.is_ok());
-    assert_eq!(ws(&g, "localhost", "/rooms/ops/ws", Some(&t2)).await.err(), Some(401));
+    assert!(ws(&g, "localhost", "/rooms/ops/ws", Some(&t1))
+        .await
+        .is_ok());
+    assert_eq!(
+        ws(&g, "localhost", "/rooms/ops/ws", Some(&t2)).await.err(),
+        Some(401)
+    );
     let generation = g.generation().await;
-    std::fs::write(g.policy_dir().join("p.toml"), policy(&[("k1", K1), ("k2", K2)])).unwrap();
-    eventually(Duration::from_secs(2), "k2 added", || async { (g.generation().await > generation).then_some(()) }).await;
-    assert!(ws(&g, "localhost", "/rooms/ops/ws", Some(&t2)).await.is_ok());
-    assert!(ws(&g, "localhost", "/rooms/ops/ws", Some(&t1)).await.is_ok());
+    std::fs::write(
+        g.policy_dir().join("p.toml"),
+        policy(&[("k1", K1), ("k2", K2)]),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(2), "k2 added", || async {
+        (g.generation().await > generation).then_some(())
+    })
+    .await;
+    assert!(ws(&g, "localhost", "/rooms/ops/ws", Some(&t2))
+        .await
+        .is_ok());
+    assert!(ws(&g, "localhost", "/rooms/ops/ws", Some(&t1))
+        .await
+        .is_ok());
     let generation = g.generation().await;
     std::fs::write(g.policy_dir().join("p.toml"), policy(&[("k2", K2)])).unwrap();
-    eventually(Duration::from_secs(2), "k1 removed", || async { (g.generation().await > generation).then_some(()) }).await;
+    eventually(Duration::from_secs(2), "k1 removed", || async {
+        (g.generation().await > generation).then_some(())
+    })
+    .await;
     // Verified (and cached) before; refused now that its key is gone.
-    assert_eq!(ws(&g, "localhost", "/rooms/ops/ws", Some(&t1)).await.err(), Some(401));
-    assert!(ws(&g, "localhost", "/rooms/ops/ws", Some(&t2)).await.is_ok());
+    assert_eq!(
+        ws(&g, "localhost", "/rooms/ops/ws", Some(&t1)).await.err(),
+        Some(401)
+    );
+    assert!(ws(&g, "localhost", "/rooms/ops/ws", Some(&t2))
+        .await
+        .is_ok());
     assert!(g.log().contains("\"key\":\"k2\""), "key ids are logged");
     assert!(!g.log().contains(K2), "key material never is");
 }
@@ -161,11 +263,29 @@ async fn minted_tokens_pass_and_inspect_explains_failures() {
     let g = Gateway::start(opts(policy(&[("k1", K1)]))).await;
     let config = g.dir.path().join("portcullis.toml");
     let mint = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["token", "mint", "--room", "ops", "--cap", "query.read", "--ttl", "15m", "--kid", "k1", "--sub", "sam", "--config"])
+        .args([
+            "token",
+            "mint",
+            "--room",
+            "ops",
+            "--cap",
+            "query.read",
+            "--ttl",
+            "15m",
+            "--kid",
+            "k1",
+            "--sub",
+            "sam",
+            "--config",
+        ])
         .arg(&config)
         .output()
         .unwrap();
-    assert!(mint.status.success(), "{}", String::from_utf8_lossy(&mint.stderr));
+    assert!(
+        mint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mint.stderr)
+    );
     let t = String::from_utf8(mint.stdout).unwrap().trim().to_string();
     assert!(ws(&g, "localhost", "/rooms/ops/ws", Some(&t)).await.is_ok());
 
@@ -179,7 +299,10 @@ async fn minted_tokens_pass_and_inspect_explains_failures() {
     };
     let (ok, report) = inspect(t);
     assert!(ok, "{report}");
-    assert!(report.contains("verdict: PASS as a room token (key k1)"), "{report}");
+    assert!(
+        report.contains("verdict: PASS as a room token (key k1)"),
+        "{report}"
+    );
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some("k1".into());
     let expired = jsonwebtoken::encode(
@@ -193,8 +316,14 @@ async fn minted_tokens_pass_and_inspect_explains_failures() {
     assert!(report.contains("verdict: FAIL: expired"), "{report}");
     let (ok, report) = inspect(token("k9", K1, "x", "ops", &[]));
     assert!(!ok);
-    assert!(report.contains("kid \"k9\" is not a configured key"), "{report}");
-    let gen = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["token", "generate"]).output().unwrap();
+    assert!(
+        report.contains("kid \"k9\" is not a configured key"),
+        "{report}"
+    );
+    let gen = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["token", "generate"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8(gen.stdout).unwrap().trim().len(), 43);
 }
 
@@ -203,29 +332,45 @@ async fn only_a_room_admin_can_kick() {
     let g = Gateway::start(opts(policy(&[("k1", K1)]))).await;
     let admin = token("k1", K1, "ada", "lobby", &["room.admin"]);
     let plain = token("k1", K1, "bob", "lobby", &[]);
-    let mut a = ws(&g, "localhost", "/rooms/lobby/ws", Some(&admin)).await.unwrap();
-    let mut b = ws(&g, "localhost", "/rooms/lobby/ws", Some(&plain)).await.unwrap();
+    let mut a = ws(&g, "localhost", "/rooms/lobby/ws", Some(&admin))
+        .await
+        .unwrap();
+    let mut b = ws(&g, "localhost", "/rooms/lobby/ws", Some(&plain))
+        .await
+        .unwrap();
     // Wait until both are in the room.
     for i in 0.. {
         a.send(Message::Text(format!("hi{i}"))).await.unwrap();
-        if let Ok(Some(Ok(Message::Text(_)))) = tokio::time::timeout(Duration::from_millis(200), b.next()).await {
+        if let Ok(Some(Ok(Message::Text(_)))) =
+            tokio::time::timeout(Duration::from_millis(200), b.next()).await
+        {
             break;
         }
         assert!(i < 50);
     }
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), b.next()).await {}
-    b.send(Message::Text(r#"{"type":"kick","subject":"ada"}"#.into())).await.unwrap();
+    b.send(Message::Text(r#"{"type":"kick","subject":"ada"}"#.into()))
+        .await
+        .unwrap();
     let reply = loop {
-        match tokio::time::timeout(Duration::from_secs(5), b.next()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(5), b.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Text(t))) if t.contains("\"type\":\"error\"") => break t,
             Some(Ok(_)) => continue,
             other => panic!("{other:?}"),
         }
     };
     assert!(reply.contains("\"required\":\"room.admin\""), "{reply}");
-    a.send(Message::Text(r#"{"type":"kick","subject":"bob"}"#.into())).await.unwrap();
+    a.send(Message::Text(r#"{"type":"kick","subject":"bob"}"#.into()))
+        .await
+        .unwrap();
     let code = loop {
-        match tokio::time::timeout(Duration::from_secs(5), b.next()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(5), b.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
             Some(Ok(_)) => continue,
             other => panic!("{other:?}"),
