@@ -550,8 +550,11 @@ async fn jwks_is_prewarmed_refetched_once_per_unknown_kid_and_served_stale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_keys_at_all_is_503_not_401() {
-    let dead = format!("http://127.0.0.1:{}/jwks.json", free_port());
-    let s = jwt_gateway(Some(&dead)).await;
+    // A real JWKS server that is down before the gateway ever reaches it.
+    let server = JwksServer::start(jwks_body(&[])).await;
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let s = jwt_gateway(Some(&server.url())).await;
     let idp = EcKey::new();
     let t = idp.sign(
         Some("j1"),
