@@ -12,6 +12,7 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod observability;
 pub mod policy;
 pub mod proxy;
@@ -42,6 +43,9 @@ pub struct Shared {
     pub policy: Arc<PolicyStore>,
     pub certs: Arc<CertStore>,
     pub auth: Arc<auth::AuthState>,
+    pub limiters: Arc<limits::LimiterRegistry>,
+    pub backoff: Arc<limits::AuthBackoff>,
+    pub connections: Arc<limits::connections::ConnectionCounts>,
     pub metrics: Arc<Metrics>,
     pub rooms: Arc<RoomServer>,
     /// `/ready` answers 200 only while this is set: after the HTTPS listener accepts, until
@@ -202,6 +206,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         auth.ensure_worker_token()
             .map_err(|e| StartError::Other(e.to_string()))?;
     }
+    let limiters = Arc::new(limits::LimiterRegistry::default());
+    let backoff = Arc::new(limits::AuthBackoff::new(100_000));
+    let connections = limits::connections::ConnectionCounts::new();
     let metrics = Arc::new(Metrics::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
     let rooms = RoomServer::new(policy.clone());
@@ -210,6 +217,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         policy: policy.clone(),
         certs: certs.clone(),
         auth: auth.clone(),
+        limiters: limiters.clone(),
+        backoff: backoff.clone(),
+        connections: connections.clone(),
         metrics: metrics.clone(),
         rooms: rooms.clone(),
         ready: AtomicBool::new(false),
@@ -283,6 +293,16 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             let (a, urls) = (hook_auth.clone(), p.auth.jwks_urls());
             handle.spawn(async move { a.jwks.prewarm(urls).await });
         }));
+        // Limiter upkeep: evict idle buckets and stale backoff entries every second.
+        let (l, b) = (limiters.clone(), backoff.clone());
+        aux.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                l.maintain();
+                b.evict_idle(Duration::from_secs(3600), std::time::Instant::now());
+            }
+        });
         // Ready once the HTTPS listener completes a TLS handshake.
         let ready_shared = shared.clone();
         let probe = match config.https_addr {
@@ -348,7 +368,14 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let gateway = Gateway::new(policy.clone(), auth.clone(), backends, metrics, in_flight);
+    let gateway = Gateway::new(
+        policy.clone(),
+        auth.clone(),
+        (limiters, backoff),
+        backends,
+        metrics,
+        in_flight,
+    );
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -358,6 +385,12 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         TlsSettings::intermediate("", "").map_err(|e| StartError::Other(e.to_string()))?;
     tls.set_cert_resolver(Arc::new(CertResolver(certs.clone())));
     tls.enable_h2();
+    service
+        .endpoints()
+        .set_pre_tls_callback(Arc::new(limits::connections::ConnectionCaps {
+            policy: policy.clone(),
+            counts: connections,
+        }));
     service.add_tls_with_settings(&config.https_addr.to_string(), None, tls);
     server.add_service(service);
 

@@ -60,7 +60,7 @@ fn opts(policy: String, env: Vec<(&str, String)>) -> Options {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_token_from_the_environment_and_the_exact_401_bodies() {
     let token_dir = tempfile::tempdir().unwrap();
-    let policy = base_policy("[[routes]]\nname = \"whoami\"\npath_prefix = \"/whoami\"\nupstream = \"worker\"\nauth = \"static\"\n");
+    let policy = base_policy("[auth]\nbackoff = { max_failures = 0 }\n\n[[routes]]\nname = \"whoami\"\npath_prefix = \"/whoami\"\nupstream = \"worker\"\nauth = \"static\"\n");
     let g = Gateway::start(opts(
         policy,
         vec![
@@ -221,6 +221,8 @@ fn jwt_policy(es_pem_path: &str, rsa_pem_path: &str, jwks_url: Option<&str>) -> 
 [auth]
 default_provider = "jwt"
 cache_ttl_seconds = 300
+# These tests send many bad tokens on purpose; lockouts are tested on their own.
+backoff = {{ max_failures = 0 }}
 
 [[auth.issuers]]
 name = "hs"

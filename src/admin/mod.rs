@@ -127,6 +127,61 @@ fn render_metrics(shared: &Shared) -> String {
         "portcullis_room_slow_closes_total {}",
         shared.rooms.slow_closes.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_rate_limited_total Requests refused by a rate limit."
+    );
+    let _ = writeln!(out, "# TYPE portcullis_rate_limited_total counter");
+    let stats = shared.limiters.stats();
+    for (name, _, limited, _) in &stats {
+        let _ = writeln!(
+            out,
+            "portcullis_rate_limited_total{{limit=\"{name}\"}} {limited}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_rate_limit_keys Distinct keys a limit holds (bounded by its max_keys)."
+    );
+    let _ = writeln!(out, "# TYPE portcullis_rate_limit_keys gauge");
+    for (name, keys, _, _) in &stats {
+        let _ = writeln!(out, "portcullis_rate_limit_keys{{limit=\"{name}\"}} {keys}");
+    }
+    let _ = writeln!(out, "# HELP portcullis_rate_limit_overflow_total Requests counted in a limit's shared overflow bucket.");
+    let _ = writeln!(out, "# TYPE portcullis_rate_limit_overflow_total counter");
+    for (name, _, _, overflow) in &stats {
+        let _ = writeln!(
+            out,
+            "portcullis_rate_limit_overflow_total{{limit=\"{name}\"}} {overflow}"
+        );
+    }
+    let _ = writeln!(out, "# HELP portcullis_auth_lockouts_total Lockouts started after repeated authentication failures.");
+    let _ = writeln!(out, "# TYPE portcullis_auth_lockouts_total counter");
+    let _ = writeln!(
+        out,
+        "portcullis_auth_lockouts_total {}",
+        shared.backoff.lockouts.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_connections_refused_total Connections dropped by a connection cap."
+    );
+    let _ = writeln!(out, "# TYPE portcullis_connections_refused_total counter");
+    let _ = writeln!(
+        out,
+        "portcullis_connections_refused_total {}",
+        shared.connections.refused.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP portcullis_connections Connections open on the HTTPS listener."
+    );
+    let _ = writeln!(out, "# TYPE portcullis_connections gauge");
+    let _ = writeln!(
+        out,
+        "portcullis_connections {}",
+        shared.connections.total.load(Ordering::Relaxed)
+    );
     let a = &shared.auth;
     let _ = writeln!(out, "# HELP portcullis_token_signature_checks_total Token signatures verified (cache misses reaching the crypto).");
     let _ = writeln!(

@@ -23,6 +23,18 @@ pub enum Deny {
     CapabilityDenied(Arc<str>),
     /// A room token for another room, or none for a locked room's member-only operation.
     RoomDenied,
+    /// Over a rate limit: which one, when to retry, and its burst size.
+    RateLimited {
+        limit: Arc<str>,
+        retry_after_secs: u64,
+        burst: u32,
+    },
+    /// Locked out after repeated authentication failures.
+    AuthLockedOut {
+        retry_after_secs: u64,
+    },
+    HeadersTooLarge,
+    BodyTooLarge,
     BadPath(PathError),
     AmbiguousLength,
     ForeignAbsoluteTarget,
@@ -42,6 +54,9 @@ impl Deny {
             Deny::AuthMissing | Deny::AuthMalformed | Deny::AuthInvalid => 401,
             Deny::AuthKeysUnavailable => 503,
             Deny::CapabilityDenied(_) | Deny::RoomDenied => 403,
+            Deny::RateLimited { .. } | Deny::AuthLockedOut { .. } => 429,
+            Deny::HeadersTooLarge => 431,
+            Deny::BodyTooLarge => 413,
             Deny::BadPath(_) | Deny::AmbiguousLength | Deny::ForeignAbsoluteTarget => 400,
             Deny::WebSocketNotAllowed => 400,
             Deny::WebSocketRequired => 426,
@@ -63,6 +78,10 @@ impl Deny {
             Deny::AuthKeysUnavailable => "auth_keys_unavailable",
             Deny::CapabilityDenied(_) => "capability_denied",
             Deny::RoomDenied => "room_denied",
+            Deny::RateLimited { .. } => "rate_limited",
+            Deny::AuthLockedOut { .. } => "too_many_auth_failures",
+            Deny::HeadersTooLarge => "headers_too_large",
+            Deny::BodyTooLarge => "body_too_large",
             Deny::BadPath(e) => (*e).code(),
             Deny::AmbiguousLength => "ambiguous_length",
             Deny::ForeignAbsoluteTarget => "foreign_absolute_target",
@@ -74,6 +93,26 @@ impl Deny {
             Deny::UpstreamUnavailable => "upstream_unavailable",
             Deny::UpstreamTimeout => "upstream_timeout",
             Deny::Internal => "internal_error",
+        }
+    }
+
+    /// Further headers: `Retry-After` and the `RateLimit-*` set on 429s.
+    pub fn extra_headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Deny::RateLimited {
+                retry_after_secs,
+                burst,
+                ..
+            } => vec![
+                ("retry-after", retry_after_secs.to_string()),
+                ("ratelimit-limit", burst.to_string()),
+                ("ratelimit-remaining", "0".to_string()),
+                ("ratelimit-reset", retry_after_secs.to_string()),
+            ],
+            Deny::AuthLockedOut { retry_after_secs } => {
+                vec![("retry-after", retry_after_secs.to_string())]
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -105,6 +144,18 @@ impl Deny {
                 return Cow::Owned(format!(r#"{{"error": "capability_denied", "required": "{c}"}}"#).into_bytes())
             }
             Deny::RoomDenied => br#"{"error": "room_denied"}"#,
+            Deny::RateLimited { limit, retry_after_secs, .. } => {
+                return Cow::Owned(
+                    format!(r#"{{"error": "rate_limited", "limit": "{limit}", "retry_after": {retry_after_secs}}}"#).into_bytes(),
+                )
+            }
+            Deny::AuthLockedOut { retry_after_secs } => {
+                return Cow::Owned(
+                    format!(r#"{{"error": "too_many_auth_failures", "retry_after": {retry_after_secs}}}"#).into_bytes(),
+                )
+            }
+            Deny::HeadersTooLarge => br#"{"error":"headers_too_large"}"#,
+            Deny::BodyTooLarge => br#"{"error":"body_too_large"}"#,
             Deny::BadPath(PathError::NotAbsolute) => br#"{"error":"path_not_absolute"}"#,
             Deny::BadPath(PathError::EncodedSeparator) => br#"{"error":"path_encoded_separator"}"#,
             Deny::BadPath(PathError::EncodedDot) => br#"{"error":"path_encoded_dot"}"#,
@@ -149,6 +200,16 @@ mod tests {
             Deny::MethodNotAllowed,
             Deny::WebSocketNotAllowed,
             Deny::WebSocketRequired,
+            Deny::RateLimited {
+                limit: "l".into(),
+                retry_after_secs: 1,
+                burst: 2,
+            },
+            Deny::AuthLockedOut {
+                retry_after_secs: 3,
+            },
+            Deny::HeadersTooLarge,
+            Deny::BodyTooLarge,
             Deny::UpstreamUnavailable,
             Deny::UpstreamTimeout,
             Deny::Internal,

@@ -12,6 +12,7 @@ use http::HeaderValue;
 use toml::Spanned;
 
 use super::compile_auth::{check_provider, compile_auth, compile_room_access};
+use super::compile_limits::{compile_limits, compile_network};
 use super::model::*;
 use super::raw::*;
 use crate::config::{line_of, Mode};
@@ -191,6 +192,8 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
     let mut worker = None;
     let mut rooms = None;
     let mut auth = None;
+    let mut network = None;
+    let mut raw_limits: Vec<(usize, usize, RawLimit)> = Vec::new();
     let mut routes = Vec::new();
     let mut upstreams = Vec::new();
     for (fi, raw) in parsed {
@@ -220,6 +223,10 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         take(&mut cx, &mut worker, fi, raw.worker, "worker", files);
         take(&mut cx, &mut rooms, fi, raw.rooms, "rooms", files);
         take(&mut cx, &mut auth, fi, raw.auth, "auth", files);
+        take(&mut cx, &mut network, fi, raw.network, "network", files);
+        for (index, l) in raw.limits.into_iter().enumerate() {
+            raw_limits.push((fi, index, l));
+        }
         for (index, r) in raw.routes.into_iter().enumerate() {
             routes.push(Pending {
                 file: fi,
@@ -546,6 +553,18 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
             capabilities,
             query_token: raw.query_token,
             forward_authorization: raw.forward_authorization,
+            max_body_bytes: match &raw.max_body_bytes {
+                Some(m) if *m.get_ref() > 1 << 34 => {
+                    cx.err_at(
+                        m,
+                        format!("{at}.max_body_bytes"),
+                        "must be at most 17179869184",
+                    );
+                    16 << 20
+                }
+                Some(m) => *m.get_ref(),
+                None => 16 << 20,
+            },
             websocket: raw.websocket.unwrap_or(is_rooms),
         };
         compiled_routes.push((route, r.file, raw.path_prefix.span().start));
@@ -715,6 +734,20 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         };
     }
 
+    let network_settings = compile_network(
+        network.as_ref().map(|(fi, n)| (&files[*fi], n)),
+        &mut errors,
+    );
+    let limit_refs: Vec<(&SourceFile, usize, &RawLimit)> = raw_limits
+        .iter()
+        .map(|(fi, i, l)| (&files[*fi], *i, l))
+        .collect();
+    let limits = compile_limits(
+        &limit_refs,
+        &route_names.keys().cloned().collect(),
+        &mut errors,
+    );
+
     if !errors.is_empty() {
         errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
         return Err(PolicyErrors(errors));
@@ -732,6 +765,8 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         worker: worker_settings,
         rooms: room_settings,
         auth: auth_settings,
+        network: network_settings,
+        limits,
         sources: files.iter().map(|f| f.path.clone()).collect(),
     })
 }

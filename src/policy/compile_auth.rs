@@ -96,6 +96,12 @@ pub(crate) fn compile_auth(
     let mut cache_ttl = Duration::from_secs(300);
     let mut cache_max = 10_000usize;
     let mut strip = Vec::new();
+    let mut backoff = crate::limits::BackoffSpec {
+        max_failures: 5,
+        window: Duration::from_secs(60),
+        base_lockout: Duration::from_secs(1),
+        max_lockout: Duration::from_secs(900),
+    };
 
     if let Some((file, a)) = auth {
         let mut e = Errs { file, errors };
@@ -105,6 +111,15 @@ pub(crate) fn compile_auth(
                 Ok(p) => default_providers = vec![p],
                 Err(m) => e.at(p, "auth.default_provider", m),
             }
+        }
+        if let Some(b) = &a.backoff {
+            backoff.max_failures = b.max_failures.unwrap_or(5);
+            backoff.window = Duration::from_secs(b.window_seconds.unwrap_or(60).clamp(1, 86_400));
+            backoff.base_lockout =
+                Duration::from_secs(b.lockout_seconds.unwrap_or(1).clamp(1, 86_400));
+            backoff.max_lockout =
+                Duration::from_secs(b.max_lockout_seconds.unwrap_or(900).clamp(1, 86_400))
+                    .max(backoff.base_lockout);
         }
         if let Some(t) = &a.cache_ttl_seconds {
             if *t.get_ref() > 86_400 {
@@ -428,6 +443,7 @@ pub(crate) fn compile_auth(
             strip_headers: strip,
             needs_worker_token: false,
             room_leeway: 30,
+            backoff: (backoff.max_failures > 0).then_some(backoff),
             extra_capabilities: known
                 .iter()
                 .filter(|c| !BUILTIN_CAPABILITIES.contains(&c.as_str()))

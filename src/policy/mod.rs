@@ -5,6 +5,7 @@
 
 pub mod compile;
 mod compile_auth;
+mod compile_limits;
 pub mod model;
 pub mod raw;
 pub mod store;

@@ -12,6 +12,7 @@ use http::{HeaderName, HeaderValue};
 use crate::auth::jwt::{Issuer, RoomKeys};
 pub use crate::auth::Provider;
 use crate::config::Mode;
+use crate::limits::{BackoffSpec, LimitSpec};
 
 #[derive(Debug)]
 pub struct Policy {
@@ -27,7 +28,30 @@ pub struct Policy {
     pub worker: WorkerSettings,
     pub rooms: RoomSettings,
     pub auth: AuthSettings,
+    pub network: NetworkSettings,
+    pub limits: Vec<LimitSpec>,
     pub sources: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkSettings {
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub ipv6_prefix: u8,
+    pub max_header_bytes: usize,
+    pub max_connections_per_ip: usize,
+    pub max_connections: usize,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            trusted_proxies: Vec::new(),
+            ipv6_prefix: 64,
+            max_header_bytes: 32 * 1024,
+            max_connections_per_ip: 256,
+            max_connections: 10_000,
+        }
+    }
 }
 
 /// Compiled authentication settings.
@@ -46,6 +70,8 @@ pub struct AuthSettings {
     pub room_leeway: u64,
     /// Capability names the policy declares beyond the built-in ones.
     pub extra_capabilities: Vec<Box<str>>,
+    /// Lockouts after repeated failures; `None` = off.
+    pub backoff: Option<BackoffSpec>,
 }
 
 impl AuthSettings {
@@ -71,6 +97,7 @@ pub struct Route {
     pub capabilities: Vec<Box<str>>,
     pub query_token: bool,
     pub forward_authorization: bool,
+    pub max_body_bytes: u64,
     pub websocket: bool,
 }
 

@@ -19,6 +19,44 @@ pub struct RawPolicyFile {
     pub worker: Option<Spanned<RawWorker>>,
     pub rooms: Option<Spanned<RawRooms>>,
     pub auth: Option<Spanned<RawAuth>>,
+    pub network: Option<Spanned<RawNetwork>>,
+    #[serde(default)]
+    pub limits: Vec<RawLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    /// CIDRs of proxies whose `X-Forwarded-For` is believed. Never "trust all".
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// IPv6 clients are limited per prefix of this length (default 64).
+    pub ipv6_prefix: Option<Spanned<u8>>,
+    /// Total size of request header names and values; larger gets 431 (default 32768).
+    pub max_header_bytes: Option<Spanned<u64>>,
+    /// Concurrent connections per client IP, enforced before TLS (default 256; trusted proxies
+    /// are exempt).
+    pub max_connections_per_ip: Option<Spanned<u64>>,
+    /// Concurrent connections in all (default 10000).
+    pub max_connections: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    pub name: Spanned<String>,
+    /// What a bucket is per: any of `ip`, `subject`, `route`; empty = one bucket for all.
+    #[serde(default)]
+    pub key: Vec<Spanned<String>>,
+    /// Sustained rate: `requests` per `per_seconds`.
+    pub requests: Spanned<u64>,
+    pub per_seconds: Option<Spanned<u64>>,
+    /// Requests allowed at once (default `requests`).
+    pub burst: Option<Spanned<u64>>,
+    /// Route names; absent = every route.
+    pub routes: Option<Spanned<Vec<String>>>,
+    /// Distinct keys held before newcomers share one bucket (default 100000).
+    pub max_keys: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +83,8 @@ pub struct RawRoute {
     /// Forward the client's `Authorization` header upstream (default: removed).
     #[serde(default)]
     pub forward_authorization: bool,
+    /// Largest request body; larger gets 413 (default 16 MiB).
+    pub max_body_bytes: Option<Spanned<u64>>,
     /// Whether WebSocket upgrades are allowed; absent = allowed when the upstream is `rooms`.
     pub websocket: Option<bool>,
 }
@@ -172,6 +212,18 @@ pub struct RawAuth {
     pub strip_headers: Vec<Spanned<String>>,
     #[serde(default)]
     pub issuers: Vec<RawIssuer>,
+    pub backoff: Option<RawBackoff>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackoff {
+    /// Failed authentications within the window that start a lockout (default 5; 0 disables).
+    pub max_failures: Option<u32>,
+    pub window_seconds: Option<u64>,
+    /// First lockout; each repeat doubles it (default 1).
+    pub lockout_seconds: Option<u64>,
+    pub max_lockout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,7 @@
 
 mod authn;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::auth::{AuthState, Identity};
 use crate::http::deny::Deny;
 use crate::http::path::canonicalize;
+use crate::limits::{client_ip, AuthBackoff, LimiterRegistry, Verdict};
 use crate::observability::Metrics;
 use crate::policy::model::{Policy, UpstreamTarget};
 use crate::policy::PolicyStore;
@@ -36,6 +37,8 @@ pub struct BackendAddrs {
 pub struct Gateway {
     pub policy: Arc<PolicyStore>,
     pub auth: Arc<AuthState>,
+    pub limiters: Arc<LimiterRegistry>,
+    pub backoff: Arc<AuthBackoff>,
     pub backends: BackendAddrs,
     pub metrics: Arc<Metrics>,
     pub in_flight: Arc<AtomicUsize>,
@@ -47,6 +50,7 @@ impl Gateway {
     pub fn new(
         policy: Arc<PolicyStore>,
         auth: Arc<AuthState>,
+        limits: (Arc<LimiterRegistry>, Arc<AuthBackoff>),
         backends: BackendAddrs,
         metrics: Arc<Metrics>,
         in_flight: Arc<AtomicUsize>,
@@ -54,6 +58,8 @@ impl Gateway {
         Gateway {
             policy,
             auth,
+            limiters: limits.0,
+            backoff: limits.1,
             backends,
             metrics,
             in_flight,
@@ -82,6 +88,12 @@ pub struct RequestCtx {
     pub request_id: Option<HeaderValue>,
     pub websocket: bool,
     pub started: Instant,
+    /// The client: the TCP peer, or the forwarded address when the peer is a trusted proxy.
+    pub client: Option<IpAddr>,
+    /// The client's limiting key (IPv6 bucketed by prefix).
+    pub client_key: Option<IpAddr>,
+    /// Request body bytes seen (for the route's body limit on chunked uploads).
+    pub body_bytes: u64,
 }
 
 impl RequestCtx {
@@ -183,6 +195,36 @@ fn ambiguous_length(req: &RequestHeader) -> bool {
 }
 
 impl Gateway {
+    /// Checks the limits that apply to route `idx`: those keyed by subject only after
+    /// authentication (`post_auth`), the others before it.
+    fn check_limits(
+        &self,
+        policy: &Policy,
+        idx: usize,
+        client: IpAddr,
+        subject: Option<&str>,
+        post_auth: bool,
+    ) -> Option<Deny> {
+        let route = &policy.routes[idx];
+        for spec in &policy.limits {
+            if spec.by_subject != post_auth || !spec.applies_to(&route.name) {
+                continue;
+            }
+            let Some(key) = self.limiters.key(spec, client, subject, &route.name) else {
+                continue;
+            };
+            if let Verdict::Limited { retry_after } = spec.limiter(&self.limiters).check(key) {
+                let retry_after_secs = (retry_after.as_millis() as u64).div_ceil(1000).max(1);
+                return Some(Deny::RateLimited {
+                    limit: spec.name.clone(),
+                    retry_after_secs,
+                    burst: spec.burst,
+                });
+            }
+        }
+        None
+    }
+
     fn new_request_id(&self) -> HeaderValue {
         let n = self.request_seq.fetch_add(1, Ordering::Relaxed);
         let mut buf = [0u8; 24];
@@ -206,8 +248,13 @@ impl Gateway {
                 resp.insert_header(header::ALLOW, p.routes[r].methods.names().join(", "))?;
             }
         }
-        if let Some(challenge) = ctx.deny.as_ref().and_then(|d| d.www_authenticate()) {
-            resp.insert_header(header::WWW_AUTHENTICATE, challenge.as_ref())?;
+        if let Some(d) = &ctx.deny {
+            if let Some(challenge) = d.www_authenticate() {
+                resp.insert_header(header::WWW_AUTHENTICATE, challenge.as_ref())?;
+            }
+            for (name, value) in d.extra_headers() {
+                resp.insert_header(name, value)?;
+            }
         }
         self.decorate(&mut resp, ctx)?;
         // Keep the connection only when no request body could be left unread on it, and never
@@ -271,6 +318,9 @@ impl ProxyHttp for Gateway {
             request_id: None,
             websocket: false,
             started: Instant::now(),
+            client: None,
+            client_key: None,
+            body_bytes: 0,
         }
     }
 
@@ -279,8 +329,31 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.policy = Some(self.policy.snapshot());
+        let policy = self.policy.snapshot();
         ctx.request_id = Some(self.new_request_id());
+        if let Some(peer) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let net = &policy.network;
+            let client =
+                client_ip::resolve(peer, &session.req_header().headers, &net.trusted_proxies);
+            ctx.client = Some(client);
+            ctx.client_key = Some(client_ip::bucket(client, net.ipv6_prefix));
+        }
+        let header_bytes: usize = session
+            .req_header()
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        let too_large = header_bytes > policy.network.max_header_bytes;
+        ctx.policy = Some(policy);
+        if too_large {
+            ctx.deny = Some(Deny::HeadersTooLarge);
+            return Ok(());
+        }
         if ambiguous_length_in(session) {
             ctx.deny = Some(Deny::AmbiguousLength);
             return Ok(());
@@ -360,11 +433,59 @@ impl ProxyHttp for Gateway {
             // The room server speaks only WebSocket.
             return self.deny(session, ctx, Deny::WebSocketRequired).await;
         }
-        // Seam: network ACL and rate limits (ip, route) go here.
+        if !ctx.websocket {
+            let declared = req
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > route.max_body_bytes) {
+                return self.deny(session, ctx, Deny::BodyTooLarge).await;
+            }
+        }
+        // Seam: network ACL goes here.
+        let client_key = ctx
+            .client_key
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        if let Some(d) = self.check_limits(&policy, idx, client_key, None, false) {
+            return self.deny(session, ctx, d).await;
+        }
         if !route.public {
+            let backoff = policy.auth.backoff.as_ref();
+            if backoff.is_some() {
+                if let Some(left) = self.backoff.locked(client_key, Instant::now()) {
+                    let retry_after_secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                    return self
+                        .deny(session, ctx, Deny::AuthLockedOut { retry_after_secs })
+                        .await;
+                }
+            }
             match authn::authenticate(self, session, &policy, route, to_rooms).await {
-                Ok(identity) => ctx.identity = Some(identity),
-                Err(d) => return self.deny(session, ctx, d).await,
+                Ok(identity) => {
+                    if backoff.is_some() && !self.backoff.is_empty() {
+                        self.backoff.success(client_key);
+                    }
+                    ctx.identity = Some(identity);
+                }
+                Err(d) => {
+                    if let (Some(spec), Deny::AuthInvalid | Deny::AuthMalformed) = (backoff, &d) {
+                        if let Some(lockout) =
+                            self.backoff.failure(client_key, spec, Instant::now())
+                        {
+                            tracing::warn!(
+                                target: "portcullis::security",
+                                client = %client_key,
+                                lockout_seconds = lockout.as_secs(),
+                                "authentication lockout"
+                            );
+                        }
+                    }
+                    return self.deny(session, ctx, d).await;
+                }
+            }
+            let subject = ctx.identity.as_ref().map(|i| i.subject.clone());
+            if let Some(d) = self.check_limits(&policy, idx, client_key, subject.as_deref(), true) {
+                return self.deny(session, ctx, d).await;
             }
         }
         // Seam: CSRF, signed URLs, per-subject limits.
@@ -377,6 +498,29 @@ impl ProxyHttp for Gateway {
             authn::strip_query_token(session);
         }
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.websocket {
+            return Ok(());
+        }
+        if let (Some(b), Some(p), Some(r)) = (body.as_ref(), &ctx.policy, ctx.route) {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > p.routes[r].max_body_bytes {
+                ctx.deny = Some(Deny::BodyTooLarge);
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over the route's limit",
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -441,11 +585,7 @@ impl ProxyHttp for Gateway {
             }
         }
         let host = request_host(session.req_header()).to_string();
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
+        if let Some(ip) = ctx.client {
             upstream_request.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?;
         }
         upstream_request.insert_header(X_FORWARDED_PROTO.clone(), "https")?;
@@ -485,6 +625,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let deny = match e.etype() {
+            ErrorType::HTTPStatus(413) if matches!(ctx.deny, Some(Deny::BodyTooLarge)) => {
+                Some(Deny::BodyTooLarge)
+            }
             ErrorType::HTTPStatus(code) => {
                 let code = *code;
                 let _ = session.respond_error(code).await;

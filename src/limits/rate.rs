@@ -1,0 +1,315 @@
+//! Rate limits (GCRA via `governor`), declared in policy and keyed by client IP, subject, route
+//! or a combination. Limiter *state* lives in a registry outside the policy, keyed by the limit's
+//! definition, so a reload that leaves a limit unchanged keeps its buckets. Memory is bounded per
+//! limit: past `max_keys` distinct keys, newcomers share one overflow bucket until idle keys are
+//! evicted (every second), so a flood of forged keys is limited as one client, never unbounded.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+type Keyed =
+    RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock, StateInformationMiddleware>;
+
+const OVERFLOW_KEY: u64 = u64::MAX;
+
+/// A compiled limit from the policy.
+#[derive(Debug)]
+pub struct LimitSpec {
+    pub name: Arc<str>,
+    pub by_ip: bool,
+    pub by_subject: bool,
+    pub by_route: bool,
+    /// Requests allowed per `per` (sustained rate).
+    pub requests: u32,
+    pub per: Duration,
+    pub burst: u32,
+    /// Route names this limit applies to; `None` = every route.
+    pub routes: Option<Vec<Arc<str>>>,
+    pub max_keys: usize,
+    limiter: OnceLock<Arc<Limiter>>,
+}
+
+impl LimitSpec {
+    #[allow(clippy::too_many_arguments)] // One argument per policy field; a builder adds nothing.
+    pub fn new(
+        name: Arc<str>,
+        by_ip: bool,
+        by_subject: bool,
+        by_route: bool,
+        requests: u32,
+        per: Duration,
+        burst: u32,
+        routes: Option<Vec<Arc<str>>>,
+        max_keys: usize,
+    ) -> Self {
+        LimitSpec {
+            name,
+            by_ip,
+            by_subject,
+            by_route,
+            requests,
+            per,
+            burst,
+            routes,
+            max_keys,
+            limiter: OnceLock::new(),
+        }
+    }
+
+    fn fingerprint(&self) -> String {
+        format!(
+            "{}|{}{}{}|{}/{:?}|{}|{}",
+            self.name,
+            self.by_ip as u8,
+            self.by_subject as u8,
+            self.by_route as u8,
+            self.requests,
+            self.per,
+            self.burst,
+            self.max_keys
+        )
+    }
+
+    pub fn applies_to(&self, route: &str) -> bool {
+        self.routes
+            .as_ref()
+            .is_none_or(|rs| rs.iter().any(|r| &**r == route))
+    }
+
+    /// The shared limiter for this definition.
+    pub fn limiter(&self, registry: &LimiterRegistry) -> &Arc<Limiter> {
+        self.limiter.get_or_init(|| registry.get(self))
+    }
+}
+
+/// What a check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed { remaining: u32 },
+    Limited { retry_after: Duration },
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("burst", &self.burst)
+            .field("keys", &self.len())
+            .finish()
+    }
+}
+
+pub struct Limiter {
+    rl: Keyed,
+    pub burst: u32,
+    pub max_keys: usize,
+    pub limited: AtomicU64,
+    pub overflowed: AtomicU64,
+}
+
+impl Limiter {
+    fn new(spec: &LimitSpec) -> Limiter {
+        let burst = NonZeroU32::new(spec.burst.max(1)).expect("non-zero");
+        let period = spec.per / spec.requests.max(1);
+        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+            .expect("positive period")
+            .allow_burst(burst);
+        Limiter {
+            rl: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            burst: spec.burst,
+            max_keys: spec.max_keys,
+            limited: AtomicU64::new(0),
+            overflowed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn check(&self, key: u64) -> Verdict {
+        let key = if self.rl.len() >= self.max_keys {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+            OVERFLOW_KEY
+        } else {
+            key
+        };
+        match self.rl.check_key(&key) {
+            Ok(snapshot) => Verdict::Allowed {
+                remaining: snapshot.remaining_burst_capacity(),
+            },
+            Err(not_until) => {
+                self.limited.fetch_add(1, Ordering::Relaxed);
+                Verdict::Limited {
+                    retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                }
+            }
+        }
+    }
+
+    /// Distinct keys held.
+    pub fn len(&self) -> usize {
+        self.rl.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops keys whose bucket is full again (indistinguishable from a new key).
+    pub fn evict_idle(&self) {
+        self.rl.retain_recent();
+        self.rl.shrink_to_fit();
+    }
+}
+
+type NamedLimiter = (Arc<str>, Arc<Limiter>);
+
+/// Limiters by definition, shared across policy generations.
+#[derive(Default)]
+pub struct LimiterRegistry {
+    /// Definition fingerprint → (limit name, limiter).
+    limiters: Mutex<HashMap<String, NamedLimiter>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl LimiterRegistry {
+    fn get(&self, spec: &LimitSpec) -> Arc<Limiter> {
+        let mut m = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(spec.fingerprint())
+            .or_insert_with(|| (spec.name.clone(), Arc::new(Limiter::new(spec))))
+            .1
+            .clone()
+    }
+
+    /// The bucket key for a request under `spec`; `None` when the limit cannot apply (a subject
+    /// limit on an anonymous request).
+    pub fn key(
+        &self,
+        spec: &LimitSpec,
+        ip: IpAddr,
+        subject: Option<&str>,
+        route: &str,
+    ) -> Option<u64> {
+        let mut h = self.hasher.build_hasher();
+        if spec.by_ip {
+            ip.hash(&mut h);
+        }
+        if spec.by_subject {
+            subject?.hash(&mut h);
+        }
+        if spec.by_route {
+            route.hash(&mut h);
+        }
+        Some(h.finish() & !1) // never the overflow key
+    }
+
+    /// Evicts idle keys everywhere and forgets limiters no policy uses any more.
+    pub fn maintain(&self) {
+        let mut m = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, (_, l)| Arc::strong_count(l) > 1);
+        for (_, l) in m.values() {
+            l.evict_idle();
+        }
+    }
+
+    /// (limit name, keys held, requests limited, overflow hits) for metrics.
+    pub fn stats(&self) -> Vec<(Arc<str>, usize, u64, u64)> {
+        let m = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = m
+            .values()
+            .map(|(n, l)| {
+                (
+                    n.clone(),
+                    l.len(),
+                    l.limited.load(Ordering::Relaxed),
+                    l.overflowed.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(requests: u32, burst: u32, max_keys: usize) -> LimitSpec {
+        LimitSpec::new(
+            "t".into(),
+            true,
+            false,
+            false,
+            requests,
+            Duration::from_secs(1),
+            burst,
+            None,
+            max_keys,
+        )
+    }
+
+    #[test]
+    fn a_burst_over_the_limit_is_refused_with_a_retry_time() {
+        let reg = LimiterRegistry::default();
+        let s = spec(2, 3, 1000);
+        let l = s.limiter(&reg);
+        let k = reg
+            .key(&s, "192.0.2.1".parse().unwrap(), None, "r")
+            .unwrap();
+        for expected in [2, 1, 0] {
+            assert_eq!(
+                l.check(k),
+                Verdict::Allowed {
+                    remaining: expected
+                }
+            );
+        }
+        match l.check(k) {
+            Verdict::Limited { retry_after } => {
+                assert!(retry_after <= Duration::from_millis(500) && retry_after > Duration::ZERO)
+            }
+            v => panic!("{v:?}"),
+        }
+        // Another key is unaffected.
+        let other = reg
+            .key(&s, "192.0.2.2".parse().unwrap(), None, "r")
+            .unwrap();
+        assert!(matches!(l.check(other), Verdict::Allowed { .. }));
+    }
+
+    #[test]
+    fn a_flood_of_distinct_keys_stays_within_the_bound() {
+        let reg = LimiterRegistry::default();
+        let s = spec(1, 1, 10_000);
+        let l = s.limiter(&reg);
+        let mut limited = 0;
+        for i in 0..100_000u32 {
+            let ip = IpAddr::V4(i.into());
+            if let Verdict::Limited { .. } = l.check(reg.key(&s, ip, None, "r").unwrap()) {
+                limited += 1;
+            }
+        }
+        // Bounded: the table never exceeds max_keys (+1 for the shared overflow bucket), and the
+        // ~90k keys past the bound were limited together as one client.
+        assert!(l.len() <= 10_001, "{}", l.len());
+        assert!(limited > 89_000, "{limited}");
+        assert!(l.overflowed.load(Ordering::Relaxed) >= 89_999);
+    }
+
+    #[test]
+    fn unchanged_limits_keep_their_state_across_reloads() {
+        let reg = LimiterRegistry::default();
+        let a = spec(1, 1, 10);
+        let b = spec(1, 1, 10);
+        assert!(Arc::ptr_eq(a.limiter(&reg), b.limiter(&reg)));
+        let c = spec(5, 5, 10);
+        assert!(!Arc::ptr_eq(a.limiter(&reg), c.limiter(&reg)));
+    }
+}

@@ -1,0 +1,221 @@
+//! The `[network]` and `[[limits]]` parts of the compile step: trusted proxies as CIDRs (never
+//! "trust all"), connection and header caps, and rate-limit definitions checked against routes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::compile::{PolicyError, SourceFile};
+use super::model::NetworkSettings;
+use super::raw::{RawLimit, RawNetwork};
+use crate::config::line_of;
+use crate::limits::LimitSpec;
+
+fn err<T>(
+    file: &SourceFile,
+    errors: &mut Vec<PolicyError>,
+    at: &Spanned<T>,
+    field: String,
+    message: String,
+) {
+    errors.push(PolicyError {
+        file: file.path.display().to_string(),
+        line: line_of(&file.text, at.span().start),
+        field,
+        message,
+    });
+}
+
+pub(crate) fn compile_network(
+    net: Option<(&SourceFile, &Spanned<RawNetwork>)>,
+    errors: &mut Vec<PolicyError>,
+) -> NetworkSettings {
+    let mut out = NetworkSettings::default();
+    let Some((file, n)) = net else { return out };
+    let n = n.get_ref();
+    for (i, p) in n.trusted_proxies.iter().enumerate() {
+        let text = p.get_ref();
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) if net.prefix_len() == 0 => err(
+                file,
+                errors,
+                p,
+                format!("network.trusted_proxies[{i}]"),
+                format!("{text:?} trusts every address; list your proxies' CIDRs"),
+            ),
+            Ok(net) => out.trusted_proxies.push(net.trunc()),
+            Err(_) => err(
+                file,
+                errors,
+                p,
+                format!("network.trusted_proxies[{i}]"),
+                format!("{text:?} is not an IP address or CIDR"),
+            ),
+        }
+    }
+    if let Some(p) = &n.ipv6_prefix {
+        if !(16..=128).contains(p.get_ref()) {
+            err(
+                file,
+                errors,
+                p,
+                "network.ipv6_prefix".into(),
+                "must be between 16 and 128".into(),
+            );
+        } else {
+            out.ipv6_prefix = *p.get_ref();
+        }
+    }
+    let mut bounded =
+        |v: &Option<Spanned<u64>>, field: &str, lo: u64, hi: u64, slot: &mut usize| {
+            if let Some(s) = v {
+                if *s.get_ref() < lo || *s.get_ref() > hi {
+                    err(
+                        file,
+                        errors,
+                        s,
+                        format!("network.{field}"),
+                        format!("must be between {lo} and {hi}"),
+                    );
+                } else {
+                    *slot = *s.get_ref() as usize;
+                }
+            }
+        };
+    bounded(
+        &n.max_header_bytes,
+        "max_header_bytes",
+        1024,
+        1 << 20,
+        &mut out.max_header_bytes,
+    );
+    bounded(
+        &n.max_connections_per_ip,
+        "max_connections_per_ip",
+        1,
+        1_000_000,
+        &mut out.max_connections_per_ip,
+    );
+    bounded(
+        &n.max_connections,
+        "max_connections",
+        1,
+        10_000_000,
+        &mut out.max_connections,
+    );
+    out
+}
+
+pub(crate) fn compile_limits(
+    limits: &[(&SourceFile, usize, &RawLimit)],
+    route_names: &HashSet<String>,
+    errors: &mut Vec<PolicyError>,
+) -> Vec<LimitSpec> {
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (file, index, l) in limits {
+        let at = format!("limits[{index}]");
+        let name = l.name.get_ref();
+        if !names.insert(name.clone()) {
+            err(
+                file,
+                errors,
+                &l.name,
+                format!("{at}.name"),
+                format!("duplicate limit {name:?}"),
+            );
+        }
+        let (mut ip, mut subject, mut route) = (false, false, false);
+        for (i, k) in l.key.iter().enumerate() {
+            match k.get_ref().as_str() {
+                "ip" => ip = true,
+                "subject" => subject = true,
+                "route" => route = true,
+                other => err(
+                    file,
+                    errors,
+                    k,
+                    format!("{at}.key[{i}]"),
+                    format!("unknown key {other:?} (ip, subject, route)"),
+                ),
+            }
+        }
+        let requests = *l.requests.get_ref();
+        if requests == 0 || requests > 1_000_000_000 {
+            err(
+                file,
+                errors,
+                &l.requests,
+                format!("{at}.requests"),
+                "must be between 1 and 1000000000".into(),
+            );
+        }
+        let per = l.per_seconds.as_ref().map(|p| *p.get_ref()).unwrap_or(1);
+        if per == 0 || per > 86_400 {
+            if let Some(p) = &l.per_seconds {
+                err(
+                    file,
+                    errors,
+                    p,
+                    format!("{at}.per_seconds"),
+                    "must be between 1 and 86400".into(),
+                );
+            }
+        }
+        let burst = l.burst.as_ref().map(|b| *b.get_ref()).unwrap_or(requests);
+        if burst == 0 || burst > 1_000_000_000 {
+            if let Some(b) = &l.burst {
+                err(
+                    file,
+                    errors,
+                    b,
+                    format!("{at}.burst"),
+                    "must be between 1 and 1000000000".into(),
+                );
+            }
+        }
+        let routes = l.routes.as_ref().map(|rs| {
+            for (i, r) in rs.get_ref().iter().enumerate() {
+                if !route_names.contains(r) {
+                    err(
+                        file,
+                        errors,
+                        rs,
+                        format!("{at}.routes[{i}]"),
+                        format!("unknown route {r:?}"),
+                    );
+                }
+            }
+            rs.get_ref().iter().map(|r| Arc::from(r.as_str())).collect()
+        });
+        let max_keys = l.max_keys.as_ref().map(|m| *m.get_ref()).unwrap_or(100_000);
+        if !(1..=10_000_000).contains(&max_keys) {
+            if let Some(m) = &l.max_keys {
+                err(
+                    file,
+                    errors,
+                    m,
+                    format!("{at}.max_keys"),
+                    "must be between 1 and 10000000".into(),
+                );
+            }
+        }
+        out.push(LimitSpec::new(
+            Arc::from(name.as_str()),
+            ip,
+            subject,
+            route,
+            requests.clamp(1, 1_000_000_000) as u32,
+            Duration::from_secs(per.clamp(1, 86_400)),
+            burst.clamp(1, 1_000_000_000) as u32,
+            routes,
+            max_keys.clamp(1, 10_000_000) as usize,
+        ));
+    }
+    out
+}

@@ -1,0 +1,295 @@
+//! Abuse controls through the gateway: client identity behind trusted proxies, rate limits with
+//! 429 headers and recovery, bounded limiter memory, auth-failure lockouts, body/header caps and
+//! per-IP connection caps.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn policy(network: &str, limits: &str, extra: &str) -> Options {
+    let p = format!(
+        r#"
+[auth]
+default_provider = "local"
+
+[[upstreams]]
+name = "worker"
+kind = "worker"
+
+[[routes]]
+name = "whoami"
+path_prefix = "/whoami"
+upstream = "worker"
+
+[[routes]]
+name = "admin"
+path_prefix = "/admin/"
+upstream = "worker"
+max_body_bytes = 1000
+
+[network]
+{network}
+
+{limits}
+{extra}
+"#
+    );
+    Options {
+        policy: vec![("p.toml".into(), p)],
+        ..Default::default()
+    }
+}
+
+const TWO_PER_SECOND: &str = "[[limits]]\nname = \"per-ip\"\nkey = [\"ip\"]\nrequests = 2\nper_seconds = 1\nburst = 2\nroutes = [\"whoami\"]\n";
+
+async fn get(c: &reqwest::Client, g: &Gateway, xff: Option<&str>) -> reqwest::Response {
+    let mut r = c.get(g.url("/whoami"));
+    if let Some(x) = xff {
+        r = r.header("x-forwarded-for", x);
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_limits_apply_to_the_forwarded_client() {
+    let g = Gateway::start(policy(
+        "trusted_proxies = [\"127.0.0.1/32\"]",
+        TWO_PER_SECOND,
+        "",
+    ))
+    .await;
+    let c = g.client(true);
+    let who: serde_json::Value = get(&c, &g, Some("198.51.100.1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["forwarded_for"], "198.51.100.1");
+    assert_eq!(get(&c, &g, Some("198.51.100.1")).await.status(), 200);
+    let limited = get(&c, &g, Some("198.51.100.1")).await;
+    assert_eq!(limited.status(), 429);
+    let h = limited.headers();
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=1).contains(&retry), "{retry}");
+    assert_eq!(h["ratelimit-limit"], "2");
+    assert_eq!(h["ratelimit-remaining"], "0");
+    assert_eq!(h["ratelimit-reset"], retry.to_string().as_str());
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    assert_eq!(body["limit"], "per-ip");
+    // Another forwarded client is its own bucket.
+    assert_eq!(get(&c, &g, Some("198.51.100.2")).await.status(), 200);
+    // After Retry-After, the first client passes again.
+    tokio::time::sleep(Duration::from_millis(retry * 1000 + 50)).await;
+    assert_eq!(get(&c, &g, Some("198.51.100.1")).await.status(), 200);
+    assert!(g
+        .metrics()
+        .await
+        .contains("portcullis_rate_limited_total{limit=\"per-ip\"} 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_forwarded_for_from_an_untrusted_peer_changes_nothing() {
+    let g = Gateway::start(policy("", TWO_PER_SECOND, "")).await;
+    let c = g.client(true);
+    let who: serde_json::Value = get(&c, &g, Some("203.0.113.50"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        who["forwarded_for"], "127.0.0.1",
+        "the forged header is overwritten upstream"
+    );
+    assert_eq!(get(&c, &g, Some("203.0.113.51")).await.status(), 200);
+    assert_eq!(get(&c, &g, Some("203.0.113.52")).await.status(), 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_distinct_client_keys_stays_within_the_bound() {
+    let limits = "[[limits]]\nname = \"flood\"\nkey = [\"ip\"]\nrequests = 100\nburst = 100\nmax_keys = 50\n";
+    let g = Gateway::start(policy("trusted_proxies = [\"127.0.0.1/32\"]", limits, "")).await;
+    let c = g.client(false);
+    let mut tasks = Vec::new();
+    for t in 0..4u32 {
+        let (c, url) = (c.clone(), g.url("/whoami"));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100u32 {
+                let ip = format!("10.{t}.{}.{}", i / 250, i % 250 + 1);
+                let _ = c
+                    .get(&url)
+                    .header("x-forwarded-for", ip)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let m = g.metrics().await;
+    let keys: usize = m
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_rate_limit_keys{limit=\"flood\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let overflow: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_rate_limit_overflow_total{limit=\"flood\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        keys <= 51,
+        "{keys} keys held for a bound of 50 (+1 overflow bucket)"
+    );
+    assert!(overflow >= 300, "{overflow}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_bad_tokens_lock_out_with_growing_lockouts_reset_by_success() {
+    let extra = "[auth.backoff]\nmax_failures = 3\nlockout_seconds = 1\nmax_lockout_seconds = 4\n";
+    let mut opts = policy("", "", extra);
+    opts.policy[0].1 = opts.policy[0].1.replace(
+        "default_provider = \"local\"",
+        "default_provider = \"static\"",
+    );
+    let token_dir = tempfile::tempdir().unwrap();
+    opts.env = vec![
+        (
+            "PORTCULLIS_WORKER_TOKEN".into(),
+            "the-real-worker-token-0123".into(),
+        ),
+        (
+            "PORTCULLIS_TOKEN_FILE".into(),
+            token_dir.path().join("t").display().to_string(),
+        ),
+    ];
+    let g = Gateway::start(opts).await;
+    let c = g.client(true);
+    let call = |token: &'static str| {
+        let (c, url) = (c.clone(), g.url("/whoami"));
+        async move {
+            let r = c
+                .get(url)
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, retry)
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(call("wrong-token-wrong-token").await.0, 401);
+    }
+    // Locked: even the right token waits.
+    assert_eq!(
+        call("the-real-worker-token-0123").await,
+        (429, Some("1".into()))
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..3 {
+        assert_eq!(call("wrong-token-wrong-token").await.0, 401);
+    }
+    assert_eq!(
+        call("wrong-token-wrong-token").await,
+        (429, Some("2".into())),
+        "the second lockout is twice as long"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(call("the-real-worker-token-0123").await.0, 200);
+    // Success reset the record: two more failures do not lock.
+    for _ in 0..2 {
+        assert_eq!(call("wrong-token-wrong-token").await.0, 401);
+    }
+    assert_eq!(call("the-real-worker-token-0123").await.0, 200);
+    assert!(g
+        .metrics()
+        .await
+        .contains("portcullis_auth_lockouts_total 2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_and_headers_over_their_limits_are_refused() {
+    let g = Gateway::start(policy("max_header_bytes = 2048", "", "")).await;
+    let c = g.client(true);
+    let r = c
+        .put(g.url("/admin/storage/b/k"))
+        .body(vec![0u8; 2000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "body_too_large"
+    );
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..4).map(|_| Ok(vec![1u8; 500])).collect();
+    let r = c
+        .put(g.url("/admin/storage/b/k"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(!g.data_dir().join("storage/b/k").exists());
+    assert_eq!(
+        c.put(g.url("/admin/storage/b/k"))
+            .body(vec![0u8; 1000])
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let r = c
+        .get(g.url("/whoami"))
+        .header("x-big", "a".repeat(4096))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_connections_per_ip_are_capped_before_tls() {
+    let g = Gateway::start(policy("max_connections_per_ip = 3", "", "")).await;
+    let connector = tokio_rustls::TlsConnector::from(g.tls_client_config());
+    let connect = || {
+        let connector = connector.clone();
+        let addr = g.https;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            connector
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await
+        }
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect().await.expect("within the cap"));
+    }
+    // The readiness probe and the admin client use other paths; the fourth TLS connection from
+    // this address is dropped before its handshake.
+    assert!(connect().await.is_err(), "fourth connection admitted");
+    held.pop();
+    let (ok, _) = eventually(Duration::from_secs(3), "slot released", || async {
+        connect().await.ok()
+    })
+    .await;
+    drop(ok);
+    assert!(g
+        .metrics()
+        .await
+        .contains("portcullis_connections_refused_total"));
+}
