@@ -12,7 +12,7 @@ use http::HeaderValue;
 use toml::Spanned;
 
 use super::compile_auth::{check_provider, compile_auth, compile_room_access};
-use super::compile_limits::{compile_limits, compile_network};
+use super::compile_limits::{compile_limits, compile_network, compile_websocket};
 use super::model::*;
 use super::raw::*;
 use crate::config::{line_of, Mode};
@@ -193,6 +193,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
     let mut rooms = None;
     let mut auth = None;
     let mut network = None;
+    let mut websocket = None;
     let mut raw_limits: Vec<(usize, usize, RawLimit)> = Vec::new();
     let mut routes = Vec::new();
     let mut upstreams = Vec::new();
@@ -224,6 +225,14 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         take(&mut cx, &mut rooms, fi, raw.rooms, "rooms", files);
         take(&mut cx, &mut auth, fi, raw.auth, "auth", files);
         take(&mut cx, &mut network, fi, raw.network, "network", files);
+        take(
+            &mut cx,
+            &mut websocket,
+            fi,
+            raw.websocket,
+            "websocket",
+            files,
+        );
         for (index, l) in raw.limits.into_iter().enumerate() {
             raw_limits.push((fi, index, l));
         }
@@ -738,6 +747,10 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         network.as_ref().map(|(fi, n)| (&files[*fi], n)),
         &mut errors,
     );
+    let ws_budget = compile_websocket(
+        websocket.as_ref().map(|(fi, w)| (&files[*fi], w)),
+        &mut errors,
+    );
     let limit_refs: Vec<(&SourceFile, usize, &RawLimit)> = raw_limits
         .iter()
         .map(|(fi, i, l)| (&files[*fi], *i, l))
@@ -767,6 +780,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         auth: auth_settings,
         network: network_settings,
         limits,
+        websocket: ws_budget,
         sources: files.iter().map(|f| f.path.clone()).collect(),
     })
 }

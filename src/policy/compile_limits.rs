@@ -219,3 +219,58 @@ pub(crate) fn compile_limits(
     }
     out
 }
+
+pub(crate) fn compile_websocket(
+    ws: Option<(&SourceFile, &Spanned<super::raw::RawWebSocket>)>,
+    errors: &mut Vec<PolicyError>,
+) -> crate::proxy::websocket::WsBudget {
+    let mut out = crate::proxy::websocket::WsBudget::default();
+    let Some((file, w)) = ws else { return out };
+    let w = w.get_ref();
+    let mut bounded = |v: &Option<Spanned<u64>>, field: &str, lo: u64, hi: u64, slot: &mut u64| {
+        if let Some(s) = v {
+            if *s.get_ref() < lo || *s.get_ref() > hi {
+                err(
+                    file,
+                    errors,
+                    s,
+                    format!("websocket.{field}"),
+                    format!("must be between {lo} and {hi}"),
+                );
+            } else {
+                *slot = *s.get_ref();
+            }
+        }
+    };
+    bounded(
+        &w.bytes_per_second,
+        "bytes_per_second",
+        1024,
+        1 << 34,
+        &mut out.bytes_per_second,
+    );
+    bounded(
+        &w.messages_per_second,
+        "messages_per_second",
+        1,
+        1_000_000,
+        &mut out.messages_per_second,
+    );
+    bounded(
+        &w.max_message_bytes,
+        "max_message_bytes",
+        16,
+        1 << 30,
+        &mut out.max_message_bytes,
+    );
+    let mut idle = out.idle_timeout.as_secs();
+    bounded(
+        &w.idle_timeout_seconds,
+        "idle_timeout_seconds",
+        1,
+        86_400,
+        &mut idle,
+    );
+    out.idle_timeout = Duration::from_secs(idle);
+    out
+}

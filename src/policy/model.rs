@@ -30,6 +30,7 @@ pub struct Policy {
     pub auth: AuthSettings,
     pub network: NetworkSettings,
     pub limits: Vec<LimitSpec>,
+    pub websocket: crate::proxy::websocket::WsBudget,
     pub sources: Vec<PathBuf>,
 }
 

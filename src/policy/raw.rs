@@ -20,6 +20,7 @@ pub struct RawPolicyFile {
     pub rooms: Option<Spanned<RawRooms>>,
     pub auth: Option<Spanned<RawAuth>>,
     pub network: Option<Spanned<RawNetwork>>,
+    pub websocket: Option<Spanned<RawWebSocket>>,
     #[serde(default)]
     pub limits: Vec<RawLimit>,
 }
@@ -39,6 +40,17 @@ pub struct RawNetwork {
     pub max_connections_per_ip: Option<Spanned<u64>>,
     /// Concurrent connections in all (default 10000).
     pub max_connections: Option<Spanned<u64>>,
+}
+
+/// Budgets for each WebSocket client connection, enforced by the gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebSocket {
+    pub bytes_per_second: Option<Spanned<u64>>,
+    pub messages_per_second: Option<Spanned<u64>>,
+    pub max_message_bytes: Option<Spanned<u64>>,
+    /// A client silent this long is closed (1001).
+    pub idle_timeout_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

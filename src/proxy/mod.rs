@@ -4,6 +4,7 @@
 //! Limits, CORS and CSRF plug into `request_filter` at the marked seams.
 
 mod authn;
+pub mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -94,6 +95,11 @@ pub struct RequestCtx {
     pub client_key: Option<IpAddr>,
     /// Request body bytes seen (for the route's body limit on chunked uploads).
     pub body_bytes: u64,
+    /// Client→server frame accounting on an upgraded WebSocket.
+    pub ws_meter: Option<websocket::FrameMeter>,
+    /// When the session's token expires.
+    pub ws_deadline: Option<Instant>,
+    pub ws_idle: Duration,
 }
 
 impl RequestCtx {
@@ -279,6 +285,22 @@ impl Gateway {
         Ok(true)
     }
 
+    /// Sends a close frame to the WebSocket client (best effort: it may be gone already).
+    async fn close_websocket(&self, session: &mut Session, close: websocket::Close) {
+        tracing::info!(
+            target: "portcullis::security",
+            code = close.code(),
+            reason = close.reason(),
+            "closing WebSocket session"
+        );
+        let frame = Bytes::from(close.frame());
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            session.write_response_body(Some(frame), false),
+        )
+        .await;
+    }
+
     /// Headers every HTTPS response carries.
     fn decorate(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
         if let Some(hsts) = ctx.policy.as_ref().and_then(|p| p.hsts.clone()) {
@@ -289,6 +311,18 @@ impl Gateway {
         }
         resp.remove_header(&header::SERVER);
         Ok(())
+    }
+}
+
+/// The read timeout of a WebSocket tunnel: idle timeout or token expiry, whichever is sooner.
+fn ws_timeout(ctx: &RequestCtx, now: Instant) -> Duration {
+    let idle = ctx.ws_idle;
+    match ctx.ws_deadline {
+        Some(d) => d
+            .saturating_duration_since(now)
+            .min(idle)
+            .max(Duration::from_millis(1)),
+        None => idle,
     }
 }
 
@@ -321,6 +355,9 @@ impl ProxyHttp for Gateway {
             client: None,
             client_key: None,
             body_bytes: 0,
+            ws_meter: None,
+            ws_deadline: None,
+            ws_idle: Duration::from_secs(300),
         }
     }
 
@@ -490,9 +527,18 @@ impl ProxyHttp for Gateway {
         }
         // Seam: CSRF, signed URLs, per-subject limits.
         if ctx.websocket {
-            // Upgraded tunnels are long-lived; Pingora's 60 s default read timeout would cut
-            // idle peers. Budgets and token expiry re-arm this later.
-            session.set_read_timeout(None);
+            // Upgraded tunnels are long-lived: the read timeout is the policy's idle timeout or
+            // the time left on the token, whichever is sooner, re-armed on every client frame.
+            let now = Instant::now();
+            ctx.ws_meter = Some(websocket::FrameMeter::new(policy.websocket, now));
+            ctx.ws_idle = policy.websocket.idle_timeout;
+            ctx.ws_deadline = ctx.identity.as_ref().and_then(|i| i.expires_at).map(|exp| {
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                now + Duration::from_secs(exp).saturating_sub(wall)
+            });
+            session.set_read_timeout(Some(ws_timeout(ctx, now)));
         }
         if route.query_token {
             authn::strip_query_token(session);
@@ -502,12 +548,26 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if ctx.websocket {
+            let now = Instant::now();
+            let verdict = if ctx.ws_deadline.is_some_and(|d| now >= d) {
+                Err(websocket::Close::TokenExpired)
+            } else {
+                match (body.as_ref(), ctx.ws_meter.as_mut()) {
+                    (Some(b), Some(m)) => m.feed(b, now),
+                    _ => Ok(()),
+                }
+            };
+            if let Err(close) = verdict {
+                self.close_websocket(session, close).await;
+                return Error::e_explain(ErrorType::Custom("websocket closed"), close.reason());
+            }
+            session.set_read_timeout(Some(ws_timeout(ctx, now)));
             return Ok(());
         }
         if let (Some(b), Some(p), Some(r)) = (body.as_ref(), &ctx.policy, ctx.route) {
@@ -624,6 +684,27 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if ctx.websocket && ctx.ws_meter.is_some() {
+            // The tunnel ended with an error: a client silent past its token's expiry or the
+            // idle timeout gets a close frame saying which, if it can still be written.
+            if matches!(e.etype(), ErrorType::ReadTimedout)
+                && e.esource() == &ErrorSource::Downstream
+            {
+                let close = if ctx
+                    .ws_deadline
+                    .is_some_and(|d| Instant::now() + Duration::from_millis(50) >= d)
+                {
+                    websocket::Close::TokenExpired
+                } else {
+                    websocket::Close::Idle
+                };
+                self.close_websocket(session, close).await;
+            }
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let deny = match e.etype() {
             ErrorType::HTTPStatus(413) if matches!(ctx.deny, Some(Deny::BodyTooLarge)) => {
                 Some(Deny::BodyTooLarge)
