@@ -17,6 +17,7 @@ pub mod observability;
 pub mod policy;
 pub mod proxy;
 pub mod tls;
+pub mod upstreams;
 pub mod watch;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -46,6 +47,7 @@ pub struct Shared {
     pub limiters: Arc<limits::LimiterRegistry>,
     pub backoff: Arc<limits::AuthBackoff>,
     pub connections: Arc<limits::connections::ConnectionCounts>,
+    pub resilience: Arc<upstreams::Resilience>,
     pub metrics: Arc<Metrics>,
     pub rooms: Arc<RoomServer>,
     /// `/ready` answers 200 only while this is set: after the HTTPS listener accepts, until
@@ -209,6 +211,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let limiters = Arc::new(limits::LimiterRegistry::default());
     let backoff = Arc::new(limits::AuthBackoff::new(100_000));
     let connections = limits::connections::ConnectionCounts::new();
+    let resilience = Arc::new(upstreams::Resilience::default());
     let metrics = Arc::new(Metrics::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
     let rooms = RoomServer::new(policy.clone());
@@ -220,6 +223,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         limiters: limiters.clone(),
         backoff: backoff.clone(),
         connections: connections.clone(),
+        resilience: resilience.clone(),
         metrics: metrics.clone(),
         rooms: rooms.clone(),
         ready: AtomicBool::new(false),
@@ -303,6 +307,16 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 b.evict_idle(Duration::from_secs(3600), std::time::Instant::now());
             }
         });
+        // Active health checks for external upstream pools.
+        let (r, p) = (resilience.clone(), policy.clone());
+        aux.spawn(async move {
+            let mut last = std::collections::HashMap::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                r.check_health(&p.snapshot(), &mut last).await;
+            }
+        });
         // Ready once the HTTPS listener completes a TLS handshake.
         let ready_shared = shared.clone();
         let probe = match config.https_addr {
@@ -372,6 +386,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         policy.clone(),
         auth.clone(),
         (limiters, backoff),
+        resilience,
         backends,
         metrics,
         in_flight,

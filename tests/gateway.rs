@@ -128,7 +128,7 @@ async fn terminal_is_refused_in_every_spelling() {
 async fn health_and_ping_answer_with_no_upstream_running() {
     let dead = free_port();
     let policy = format!(
-        "[[upstreams]]\nname = \"gone\"\nkind = \"external\"\naddresses = [\"127.0.0.1:{dead}\"]\nconnect_timeout_ms = 500\n\n[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = \"gone\"\npublic = true\n"
+        "[[upstreams]]\nname = \"gone\"\nkind = \"external\"\naddresses = [\"127.0.0.1:{dead}\"]\nconnect_timeout_ms = 500\nhealth_check_interval_seconds = 0\n\n[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = \"gone\"\npublic = true\n"
     );
     let g = Gateway::start(Options {
         policy: vec![("p.toml".into(), policy)],

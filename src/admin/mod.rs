@@ -182,6 +182,15 @@ fn render_metrics(shared: &Shared) -> String {
         "portcullis_connections {}",
         shared.connections.total.load(Ordering::Relaxed)
     );
+    let _ = writeln!(out, "# HELP portcullis_circuit_open Whether an upstream address's circuit is open (1) or closed (0).");
+    let _ = writeln!(out, "# TYPE portcullis_circuit_open gauge");
+    for (u, a, open) in shared.resilience.open_circuits() {
+        let _ = writeln!(
+            out,
+            "portcullis_circuit_open{{upstream=\"{u}\",address=\"{a}\"}} {}",
+            open as u8
+        );
+    }
     let a = &shared.auth;
     let _ = writeln!(out, "# HELP portcullis_token_signature_checks_total Token signatures verified (cache misses reaching the crypto).");
     let _ = writeln!(

@@ -45,6 +45,8 @@ pub enum Deny {
     WebSocketRequired,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// Every address of the upstream has an open circuit or failed its health check.
+    CircuitOpen,
     Internal,
 }
 
@@ -65,6 +67,7 @@ impl Deny {
             Deny::MethodNotAllowed => 405,
             Deny::UpstreamUnavailable => 502,
             Deny::UpstreamTimeout => 504,
+            Deny::CircuitOpen => 503,
             Deny::Internal => 500,
         }
     }
@@ -92,6 +95,7 @@ impl Deny {
             Deny::WebSocketRequired => "websocket_required",
             Deny::UpstreamUnavailable => "upstream_unavailable",
             Deny::UpstreamTimeout => "upstream_timeout",
+            Deny::CircuitOpen => "upstream_circuit_open",
             Deny::Internal => "internal_error",
         }
     }
@@ -173,6 +177,7 @@ impl Deny {
             Deny::WebSocketRequired => br#"{"error":"websocket_required"}"#,
             Deny::UpstreamUnavailable => br#"{"error":"upstream_unavailable"}"#,
             Deny::UpstreamTimeout => br#"{"error":"upstream_timeout"}"#,
+            Deny::CircuitOpen => br#"{"error":"upstream_circuit_open"}"#,
             Deny::Internal => br#"{"error":"internal_error"}"#,
         })
     }
@@ -212,6 +217,7 @@ mod tests {
             Deny::BodyTooLarge,
             Deny::UpstreamUnavailable,
             Deny::UpstreamTimeout,
+            Deny::CircuitOpen,
             Deny::Internal,
         ];
         for d in all {

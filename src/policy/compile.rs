@@ -371,12 +371,42 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         upstream_index
             .entry(name.clone())
             .or_insert(compiled_upstreams.len());
-        compiled_upstreams.push(Upstream::new(
-            Arc::from(name.as_str()),
-            target,
-            connect,
-            read,
-        ));
+        let mut compiled = Upstream::new(Arc::from(name.as_str()), target, connect, read);
+        if let Some(f) = &raw.circuit_failures {
+            if !(1..=1000).contains(f.get_ref()) {
+                cx.err_at(
+                    f,
+                    format!("{at}.circuit_failures"),
+                    "must be between 1 and 1000",
+                );
+            } else {
+                compiled.breaker.failures = *f.get_ref() as u32;
+            }
+        }
+        if let Some(o) = &raw.circuit_open_ms {
+            if !(10..=3_600_000).contains(o.get_ref()) {
+                cx.err_at(
+                    o,
+                    format!("{at}.circuit_open_ms"),
+                    "must be between 10 and 3600000",
+                );
+            } else {
+                compiled.breaker.open_for = Duration::from_millis(*o.get_ref());
+            }
+        }
+        if let Some(h) = &raw.health_check_interval_seconds {
+            if *h.get_ref() > 3600 {
+                cx.err_at(
+                    h,
+                    format!("{at}.health_check_interval_seconds"),
+                    "must be at most 3600",
+                );
+            } else {
+                compiled.health_interval =
+                    (*h.get_ref() > 0).then(|| Duration::from_secs(*h.get_ref()));
+            }
+        }
+        compiled_upstreams.push(compiled);
     }
 
     // [[routes]]

@@ -185,6 +185,8 @@ pub struct Upstream {
     pub target: UpstreamTarget,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    pub breaker: crate::upstreams::BreakerSpec,
+    pub health_interval: Option<Duration>,
     next: AtomicUsize,
 }
 
@@ -200,6 +202,11 @@ impl Upstream {
             target,
             connect_timeout,
             read_timeout,
+            breaker: crate::upstreams::BreakerSpec {
+                failures: 5,
+                open_for: Duration::from_secs(10),
+            },
+            health_interval: Some(Duration::from_secs(5)),
             next: AtomicUsize::new(0),
         }
     }

@@ -132,6 +132,12 @@ pub struct RawUpstream {
     pub sni: Option<String>,
     pub connect_timeout_ms: Option<Spanned<u64>>,
     pub read_timeout_ms: Option<Spanned<u64>>,
+    /// Consecutive failures that open an address's circuit (default 5).
+    pub circuit_failures: Option<Spanned<u64>>,
+    /// How long an open circuit answers 503 before one probe is let through (default 10000).
+    pub circuit_open_ms: Option<Spanned<u64>>,
+    /// Active TCP health check period for external addresses (default 5; 0 = off).
+    pub health_check_interval_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,7 @@ use crate::limits::{client_ip, AuthBackoff, LimiterRegistry, Verdict};
 use crate::observability::Metrics;
 use crate::policy::model::{Policy, UpstreamTarget};
 use crate::policy::PolicyStore;
+use crate::upstreams::{AddressState, Admit, Resilience};
 
 /// Addresses of the in-process backends, bound before the proxy starts.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +41,7 @@ pub struct Gateway {
     pub auth: Arc<AuthState>,
     pub limiters: Arc<LimiterRegistry>,
     pub backoff: Arc<AuthBackoff>,
+    pub resilience: Arc<Resilience>,
     pub backends: BackendAddrs,
     pub metrics: Arc<Metrics>,
     pub in_flight: Arc<AtomicUsize>,
@@ -52,6 +54,7 @@ impl Gateway {
         policy: Arc<PolicyStore>,
         auth: Arc<AuthState>,
         limits: (Arc<LimiterRegistry>, Arc<AuthBackoff>),
+        resilience: Arc<Resilience>,
         backends: BackendAddrs,
         metrics: Arc<Metrics>,
         in_flight: Arc<AtomicUsize>,
@@ -61,6 +64,7 @@ impl Gateway {
             auth,
             limiters: limits.0,
             backoff: limits.1,
+            resilience,
             backends,
             metrics,
             in_flight,
@@ -100,6 +104,8 @@ pub struct RequestCtx {
     /// When the session's token expires.
     pub ws_deadline: Option<Instant>,
     pub ws_idle: Duration,
+    /// The external address chosen (index) and its breaker state.
+    pub upstream_addr: Option<(usize, Arc<AddressState>)>,
 }
 
 impl RequestCtx {
@@ -358,6 +364,7 @@ impl ProxyHttp for Gateway {
             ws_meter: None,
             ws_deadline: None,
             ws_idle: Duration::from_secs(300),
+            upstream_addr: None,
         }
     }
 
@@ -543,6 +550,20 @@ impl ProxyHttp for Gateway {
         if route.query_token {
             authn::strip_query_token(session);
         }
+        // Pick an external address whose circuit admits the request; all open = 503 at once.
+        let upstream = &policy.upstreams[route.upstream];
+        if let UpstreamTarget::External { addresses, .. } = &upstream.target {
+            let start = upstream.next_address(addresses);
+            let picked = (0..addresses.len()).find_map(|i| {
+                let idx = (start + i) % addresses.len();
+                let state = self.resilience.state(&upstream.name, &addresses[idx]);
+                (self.resilience.admit(&state) != Admit::No).then_some((idx, state))
+            });
+            match picked {
+                Some(p) => ctx.upstream_addr = Some(p),
+                None => return self.deny(session, ctx, Deny::CircuitOpen).await,
+            }
+        }
         Ok(false)
     }
 
@@ -600,8 +621,11 @@ impl ProxyHttp for Gateway {
                 tls,
                 sni,
             } => {
-                let addr = &addresses[upstream.next_address(addresses)];
-                HttpPeer::new(addr.as_str(), *tls, sni.clone())
+                let idx = match &ctx.upstream_addr {
+                    Some((i, _)) => *i,
+                    None => upstream.next_address(addresses),
+                };
+                HttpPeer::new(addresses[idx].as_str(), *tls, sni.clone())
             }
         };
         peer.options.connection_timeout = Some(upstream.connect_timeout);
@@ -739,6 +763,9 @@ impl ProxyHttp for Gateway {
                 _ => Some(Deny::Internal),
             },
         };
+        // The connection is not reused after a failure: say so, so clients do not send the
+        // next request into a closing socket.
+        session.set_keepalive(None);
         let code = match deny {
             Some(d) => {
                 let status = d.status();
@@ -773,6 +800,27 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         self.metrics.record_request(status, ctx.deny.is_some());
+        if let (Some((idx, state)), Some(policy), Some(r)) =
+            (&ctx.upstream_addr, &ctx.policy, ctx.route)
+        {
+            let upstream = &policy.upstreams[policy.routes[r].upstream];
+            let failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
+                || matches!(
+                    ctx.deny,
+                    Some(Deny::UpstreamUnavailable | Deny::UpstreamTimeout)
+                )
+                || (ctx.deny.is_none() && matches!(status, 502..=504));
+            let address = match &upstream.target {
+                UpstreamTarget::External { addresses, .. } => addresses[*idx].as_str(),
+                _ => "",
+            };
+            if failed {
+                self.resilience
+                    .failure(state, upstream.breaker, &upstream.name, address);
+            } else if status != 0 {
+                self.resilience.success(state);
+            }
+        }
         let req = session.req_header();
         tracing::info!(
             target: "portcullis::access",
