@@ -76,13 +76,12 @@ async fn metric(g: &Gateway, name: &str) -> u64 {
 
 async fn wait_peers(g: &Gateway, a: &mut Ws, b: &mut Ws) {
     // A join is complete once a message crosses; retry until the room has both.
-    let mut last = String::new();
     for i in 0.. {
         a.send(Message::Text(format!("hello-{i}"))).await.unwrap();
-        match tokio::time::timeout(Duration::from_millis(200), b.next()).await {
+        let last = match tokio::time::timeout(Duration::from_millis(200), b.next()).await {
             Ok(Some(Ok(Message::Text(t)))) if t.starts_with("hello-") => return,
-            other => last = format!("{other:?}"),
-        }
+            other => format!("{other:?}"),
+        };
         assert!(i < 150, "peers never met; last: {last}\n{}", g.log());
     }
 }
