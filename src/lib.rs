@@ -48,6 +48,7 @@ pub struct Shared {
     pub backoff: Arc<limits::AuthBackoff>,
     pub connections: Arc<limits::connections::ConnectionCounts>,
     pub resilience: Arc<upstreams::Resilience>,
+    pub header_deadline: Arc<limits::connections::HeaderDeadline>,
     pub metrics: Arc<Metrics>,
     pub rooms: Arc<RoomServer>,
     /// `/ready` answers 200 only while this is set: after the HTTPS listener accepts, until
@@ -212,6 +213,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let backoff = Arc::new(limits::AuthBackoff::new(100_000));
     let connections = limits::connections::ConnectionCounts::new();
     let resilience = Arc::new(upstreams::Resilience::default());
+    let header_deadline = limits::connections::HeaderDeadline::new();
     let metrics = Arc::new(Metrics::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
     let rooms = RoomServer::new(policy.clone());
@@ -224,6 +226,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         backoff: backoff.clone(),
         connections: connections.clone(),
         resilience: resilience.clone(),
+        header_deadline: header_deadline.clone(),
         metrics: metrics.clone(),
         rooms: rooms.clone(),
         ready: AtomicBool::new(false),
@@ -307,6 +310,15 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 b.evict_idle(Duration::from_secs(3600), std::time::Instant::now());
             }
         });
+        // Cut connections that have not sent a request header in time (slowloris).
+        let (d, p) = (header_deadline.clone(), policy.clone());
+        aux.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                d.reap(p.snapshot().network.header_timeout);
+            }
+        });
         // Active health checks for external upstream pools.
         let (r, p) = (resilience.clone(), policy.clone());
         aux.spawn(async move {
@@ -387,6 +399,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         auth.clone(),
         (limiters, backoff),
         resilience,
+        header_deadline.clone(),
         backends,
         metrics,
         in_flight,
@@ -405,6 +418,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         .set_pre_tls_callback(Arc::new(limits::connections::ConnectionCaps {
             policy: policy.clone(),
             counts: connections,
+            deadline: header_deadline.clone(),
         }));
     service.add_tls_with_settings(&config.https_addr.to_string(), None, tls);
     server.add_service(service);

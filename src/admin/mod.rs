@@ -172,6 +172,13 @@ fn render_metrics(shared: &Shared) -> String {
         "portcullis_connections_refused_total {}",
         shared.connections.refused.load(Ordering::Relaxed)
     );
+    let _ = writeln!(out, "# HELP portcullis_slow_clients_cut_total Connections cut for not sending a request header in time.");
+    let _ = writeln!(out, "# TYPE portcullis_slow_clients_cut_total counter");
+    let _ = writeln!(
+        out,
+        "portcullis_slow_clients_cut_total {}",
+        shared.header_deadline.cut.load(Ordering::Relaxed)
+    );
     let _ = writeln!(
         out,
         "# HELP portcullis_connections Connections open on the HTTPS listener."

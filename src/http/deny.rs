@@ -37,6 +37,8 @@ pub enum Deny {
     BodyTooLarge,
     BadPath(PathError),
     AmbiguousLength,
+    /// No `Host` on HTTP/1.1, or more than one.
+    BadHost,
     ForeignAbsoluteTarget,
     BlockedPath,
     NoRoute,
@@ -59,7 +61,10 @@ impl Deny {
             Deny::RateLimited { .. } | Deny::AuthLockedOut { .. } => 429,
             Deny::HeadersTooLarge => 431,
             Deny::BodyTooLarge => 413,
-            Deny::BadPath(_) | Deny::AmbiguousLength | Deny::ForeignAbsoluteTarget => 400,
+            Deny::BadPath(_)
+            | Deny::AmbiguousLength
+            | Deny::ForeignAbsoluteTarget
+            | Deny::BadHost => 400,
             Deny::WebSocketNotAllowed => 400,
             Deny::WebSocketRequired => 426,
             Deny::BlockedPath => 403,
@@ -87,6 +92,7 @@ impl Deny {
             Deny::BodyTooLarge => "body_too_large",
             Deny::BadPath(e) => (*e).code(),
             Deny::AmbiguousLength => "ambiguous_length",
+            Deny::BadHost => "bad_host",
             Deny::ForeignAbsoluteTarget => "foreign_absolute_target",
             Deny::BlockedPath => "path_blocked",
             Deny::NoRoute => "no_route",
@@ -169,6 +175,7 @@ impl Deny {
             Deny::BadPath(PathError::Backslash) => br#"{"error":"path_backslash"}"#,
             Deny::BadPath(PathError::InvalidUtf8) => br#"{"error":"path_invalid_utf8"}"#,
             Deny::AmbiguousLength => br#"{"error":"ambiguous_length"}"#,
+            Deny::BadHost => br#"{"error":"bad_host"}"#,
             Deny::ForeignAbsoluteTarget => br#"{"error":"foreign_absolute_target"}"#,
             Deny::BlockedPath => br#"{"error":"path_blocked"}"#,
             Deny::NoRoute => br#"{"error":"no_route"}"#,
@@ -199,6 +206,7 @@ mod tests {
             Deny::BadPath(PathError::Backslash),
             Deny::BadPath(PathError::InvalidUtf8),
             Deny::AmbiguousLength,
+            Deny::BadHost,
             Deny::ForeignAbsoluteTarget,
             Deny::BlockedPath,
             Deny::NoRoute,

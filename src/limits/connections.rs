@@ -4,9 +4,11 @@
 //! `on_disconnected`, which gives the slot back.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::listeners::PreTlsProcess;
@@ -84,11 +86,82 @@ impl ConnectionCounts {
     }
 }
 
+/// One connection that has not yet sent a complete request header.
+#[derive(Debug)]
+struct Pending {
+    accepted: Instant,
+    fd: RawFd,
+    /// Set (under the lock) when the stream is dropped, so the fd is never touched after close.
+    closed: Mutex<bool>,
+}
+
+/// The header deadline: a connection must complete its TLS handshake and first request header
+/// within the policy's `header_timeout_ms`, or it is shut down (slowloris). Pingora only times
+/// individual reads, so a client trickling one byte at a time would otherwise hold its slot.
+#[derive(Default)]
+pub struct HeaderDeadline {
+    pending: Vec<Mutex<HashMap<SocketAddr, Arc<Pending>>>>,
+    pub cut: AtomicU64,
+}
+
+impl HeaderDeadline {
+    pub fn new() -> Arc<Self> {
+        Arc::new(HeaderDeadline {
+            pending: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            cut: AtomicU64::new(0),
+        })
+    }
+
+    fn shard(&self, peer: &SocketAddr) -> &Mutex<HashMap<SocketAddr, Arc<Pending>>> {
+        &self.pending[peer.port() as usize % SHARDS]
+    }
+
+    /// The first request header from `peer` arrived: its connection is no longer watched.
+    pub fn request_seen(&self, peer: &SocketAddr) {
+        let mut m = self.shard(peer).lock().unwrap_or_else(|p| p.into_inner());
+        if !m.is_empty() {
+            m.remove(peer);
+        }
+    }
+
+    /// Shuts down connections past `timeout` without a request header. Run periodically.
+    pub fn reap(&self, timeout: Duration) {
+        let now = Instant::now();
+        for shard in &self.pending {
+            let late: Vec<Arc<Pending>> = {
+                let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
+                let late: Vec<SocketAddr> = m
+                    .iter()
+                    .filter(|(_, p)| now.duration_since(p.accepted) >= timeout)
+                    .map(|(k, _)| *k)
+                    .collect();
+                late.iter().filter_map(|k| m.remove(k)).collect()
+            };
+            for p in late {
+                let closed = p.closed.lock().unwrap_or_else(|e| e.into_inner());
+                if !*closed {
+                    // The stream cannot close while we hold its lock, so the fd is still ours.
+                    let _ = nix::sys::socket::shutdown(p.fd, nix::sys::socket::Shutdown::Both);
+                    self.cut.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(target: "portcullis::security", "connection cut: no request header within the header timeout");
+                }
+            }
+        }
+    }
+}
+
 /// Gives the slot back when the connection's stream is dropped.
 #[derive(Debug)]
 struct SlotGuard {
     ip: IpAddr,
     counts: Arc<ConnectionCounts>,
+    pending: Option<(SocketAddr, Arc<Pending>, Arc<HeaderDeadline>)>,
+}
+
+impl std::fmt::Debug for HeaderDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderDeadline").finish()
+    }
 }
 
 impl std::fmt::Debug for ConnectionCounts {
@@ -113,6 +186,10 @@ impl Tracing for Noop {
 impl Tracing for SlotGuard {
     fn on_connected(&self) {}
     fn on_disconnected(&self) {
+        if let Some((peer, p, deadline)) = &self.pending {
+            *p.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            deadline.request_seen(peer);
+        }
         self.counts.release(self.ip);
     }
     fn boxed_clone(&self) -> Box<dyn Tracing> {
@@ -125,17 +202,19 @@ impl Tracing for SlotGuard {
 pub struct ConnectionCaps {
     pub policy: Arc<PolicyStore>,
     pub counts: Arc<ConnectionCounts>,
+    pub deadline: Arc<HeaderDeadline>,
 }
 
 #[async_trait]
 impl PreTlsProcess for ConnectionCaps {
     async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
-        let Some(ip) = stream
+        let Some(peer) = stream
             .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied())
         else {
             return Ok(());
         };
+        let ip = peer.ip();
         let policy = self.policy.snapshot();
         let net = &policy.network;
         let exempt = net.trusted_proxies.iter().any(|n| n.contains(&ip));
@@ -147,9 +226,20 @@ impl PreTlsProcess for ConnectionCaps {
                 "connection cap reached",
             );
         }
+        let pending = Arc::new(Pending {
+            accepted: Instant::now(),
+            fd: stream.as_raw_fd(),
+            closed: Mutex::new(false),
+        });
+        self.deadline
+            .shard(&peer)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, pending.clone());
         stream.tracer = Some(Tracer(Box::new(SlotGuard {
             ip,
             counts: self.counts.clone(),
+            pending: Some((peer, pending, self.deadline.clone())),
         })));
         Ok(())
     }

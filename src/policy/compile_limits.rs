@@ -108,6 +108,15 @@ pub(crate) fn compile_network(
         10_000_000,
         &mut out.max_connections,
     );
+    let mut header_ms = out.header_timeout.as_millis() as usize;
+    bounded(
+        &n.header_timeout_ms,
+        "header_timeout_ms",
+        100,
+        600_000,
+        &mut header_ms,
+    );
+    out.header_timeout = Duration::from_millis(header_ms as u64);
     out
 }
 

@@ -41,6 +41,7 @@ pub struct NetworkSettings {
     pub max_header_bytes: usize,
     pub max_connections_per_ip: usize,
     pub max_connections: usize,
+    pub header_timeout: Duration,
 }
 
 impl Default for NetworkSettings {
@@ -51,6 +52,7 @@ impl Default for NetworkSettings {
             max_header_bytes: 32 * 1024,
             max_connections_per_ip: 256,
             max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }

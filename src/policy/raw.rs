@@ -40,6 +40,9 @@ pub struct RawNetwork {
     pub max_connections_per_ip: Option<Spanned<u64>>,
     /// Concurrent connections in all (default 10000).
     pub max_connections: Option<Spanned<u64>>,
+    /// A new connection must finish TLS and send its first request header within this
+    /// (default 10000); slower clients (slowloris) are cut off.
+    pub header_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// Budgets for each WebSocket client connection, enforced by the gateway.

@@ -23,6 +23,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::auth::{AuthState, Identity};
 use crate::http::deny::Deny;
 use crate::http::path::canonicalize;
+use crate::limits::connections::HeaderDeadline;
 use crate::limits::{client_ip, AuthBackoff, LimiterRegistry, Verdict};
 use crate::observability::Metrics;
 use crate::policy::model::{Policy, UpstreamTarget};
@@ -42,6 +43,7 @@ pub struct Gateway {
     pub limiters: Arc<LimiterRegistry>,
     pub backoff: Arc<AuthBackoff>,
     pub resilience: Arc<Resilience>,
+    pub header_deadline: Arc<HeaderDeadline>,
     pub backends: BackendAddrs,
     pub metrics: Arc<Metrics>,
     pub in_flight: Arc<AtomicUsize>,
@@ -50,11 +52,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    // One argument per shared component, all built once in `serve`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         policy: Arc<PolicyStore>,
         auth: Arc<AuthState>,
         limits: (Arc<LimiterRegistry>, Arc<AuthBackoff>),
         resilience: Arc<Resilience>,
+        header_deadline: Arc<HeaderDeadline>,
         backends: BackendAddrs,
         metrics: Arc<Metrics>,
         in_flight: Arc<AtomicUsize>,
@@ -65,6 +70,7 @@ impl Gateway {
             limiters: limits.0,
             backoff: limits.1,
             resilience,
+            header_deadline,
             backends,
             metrics,
             in_flight,
@@ -375,11 +381,10 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let policy = self.policy.snapshot();
         ctx.request_id = Some(self.new_request_id());
-        if let Some(peer) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
+        if let Some(peer_addr) = session.client_addr().and_then(|a| a.as_inet()) {
+            // The connection delivered a request header: it is off the slowloris watch.
+            self.header_deadline.request_seen(peer_addr);
+            let peer = peer_addr.ip();
             let net = &policy.network;
             let client =
                 client_ip::resolve(peer, &session.req_header().headers, &net.trusted_proxies);
@@ -403,6 +408,12 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         let req = session.req_header();
+        // HTTP/1.1 requires exactly one Host (RFC 9112 §3.2); HTTP/2 carries :authority instead.
+        let hosts = req.headers.get_all(header::HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && req.version == http::Version::HTTP_11) {
+            ctx.deny = Some(Deny::BadHost);
+            return Ok(());
+        }
         // An absolute-form target must name the same host as the Host header.
         if let (Some(auth), Some(host)) = (req.uri.authority(), req.headers.get(header::HOST)) {
             if !host

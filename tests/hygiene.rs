@@ -1,0 +1,215 @@
+//! Request hygiene over raw sockets: classic smuggling and framing tricks never reach the
+//! upstream, and a slowloris client is cut off at the header timeout while others are served.
+
+mod common;
+
+use common::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An upstream that records every request head it receives and answers 200.
+async fn recording_upstream() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = s2.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&got[..end]).to_string();
+                        got.drain(..end + 4);
+                        seen.lock().unwrap().push(head);
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn opts(port: u16) -> Options {
+    let p = format!(
+        r#"
+[[upstreams]]
+name = "app"
+kind = "external"
+addresses = ["127.0.0.1:{port}"]
+health_check_interval_seconds = 0
+
+[[routes]]
+name = "app"
+path_prefix = "/"
+upstream = "app"
+public = true
+
+[network]
+header_timeout_ms = 1000
+"#
+    );
+    Options {
+        policy: vec![("p.toml".into(), p)],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_and_framing_tricks_never_reach_the_upstream() {
+    let (port, seen) = recording_upstream().await;
+    let g = Gateway::start(opts(port)).await;
+    // A well-formed request reaches it, as a control.
+    let ok = g
+        .raw(b"GET /control HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    seen.lock().unwrap().clear();
+
+    let cases: &[(&str, &[u8])] = &[
+        ("CL+TE", b"POST /a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+        ("TE+CL", b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGPOST /smuggled HTTP/1.1\r\n\r\n0\r\n\r\n"),
+        ("duplicate differing CL", b"POST /a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc"),
+        ("CL list", b"POST /a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3, 30\r\n\r\nabc"),
+        ("obfuscated TE: xchunked", b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+        ("TE: chunked, identity", b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+        ("TE with space before colon", b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+        ("obs-fold", b"GET /a HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n b\r\n\r\n"),
+        ("obs-fold TE", b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n"),
+        ("NUL in header", b"GET /a HTTP/1.1\r\nHost: localhost\r\nX-A: a\x00b\r\n\r\n"),
+        ("CR in header value", b"GET /a HTTP/1.1\r\nHost: localhost\r\nX-A: a\rb\r\n\r\n"),
+        ("no Host on HTTP/1.1", b"GET /a HTTP/1.1\r\nX-A: b\r\n\r\n"),
+    ];
+    // Malformed chunk framing: Pingora streams the request head before it reaches the bad
+    // chunk, so the upstream sees a head whose body is then aborted (no request completes, no
+    // second request follows); the client gets 400.
+    let aborted: &[(&str, &[u8])] = &[
+        ("bad chunk size", b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+        ("negative chunk size", b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n"),
+        ("oversized chunk size", b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+    ];
+    let more: &[(&str, &[u8])] = &[
+        (
+            "two Host headers",
+            b"GET /a HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n",
+        ),
+        (
+            "absolute-form for another host",
+            b"GET http://evil.example/a HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        ),
+        (
+            "TE on HTTP/1.0",
+            b"POST /a HTTP/1.0\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "space in header name",
+            b"GET /a HTTP/1.1\r\nHost: localhost\r\nX A: b\r\n\r\n",
+        ),
+    ];
+    let mut leaked = Vec::new();
+    for (name, req) in cases.iter().chain(more.iter()) {
+        let resp = g.raw(req).await;
+        let status = resp.get(9..12).unwrap_or("---").to_string();
+        let reached = std::mem::take(&mut *seen.lock().unwrap());
+        if !reached.is_empty() || status.starts_with('2') {
+            leaked.push(format!("{name}: status {status}, upstream saw {reached:?}"));
+        }
+    }
+    for (name, req) in aborted {
+        let resp = g.raw(req).await;
+        let status = resp.get(9..12).unwrap_or("---").to_string();
+        let reached = std::mem::take(&mut *seen.lock().unwrap());
+        if reached.len() > 1 || !status.starts_with('4') {
+            leaked.push(format!("{name}: status {status}, upstream saw {reached:?}"));
+        }
+    }
+    assert!(
+        leaked.is_empty(),
+        "reached the upstream:\n{}",
+        leaked.join("\n")
+    );
+
+    // Known Pingora 0.9 behaviour, pinned here so a change shows up: a bare LF inside a chunk
+    // extension is accepted (nginx refuses it). The body is decoded and re-framed, so the
+    // upstream receives clean chunking and cannot be desynchronised by it.
+    let resp = g
+        .raw(b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n")
+        .await;
+    let reached = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(reached.len(), 2, "{reached:?}");
+    assert_eq!(
+        reached[1], "5\r\nhello\r\n0",
+        "re-framed without the extension"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_client_is_cut_off_while_others_are_served() {
+    let (port, _) = recording_upstream().await;
+    let g = Gateway::start(opts(port)).await;
+    // Completes TLS, then trickles its request header one byte every 200 ms.
+    let connector = tokio_rustls::TlsConnector::from(g.tls_client_config());
+    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+    let mut slow = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for b in b"GET /slow HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+            if slow.write_all(&[*b]).await.is_err() || slow.flush().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf)).await;
+        (
+            start.elapsed(),
+            n.map(|r| r.unwrap_or(0)).unwrap_or(usize::MAX),
+        )
+    });
+    // A TCP client that never even starts TLS is cut too.
+    let mut idle = tokio::net::TcpStream::connect(g.https).await.unwrap();
+    // Meanwhile, a normal client is served on one keep-alive connection that outlives the
+    // header deadline: only connections that never send a request are cut.
+    let c = g.client(true);
+    for _ in 0..8 {
+        assert_eq!(c.get(g.url("/normal")).send().await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (took, n) = trickle.await.unwrap();
+    assert_eq!(
+        n, 0,
+        "the slow connection should be closed without an answer"
+    );
+    assert!(took < Duration::from_millis(2500), "cut after {took:?}");
+    let mut b = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut b))
+        .await
+        .expect("idle TCP cut");
+    assert!(matches!(r, Ok(0) | Err(_)));
+    let m = g.metrics().await;
+    let cut: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_slow_clients_cut_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(cut, 2, "only the slow and the idle connection are cut");
+}
