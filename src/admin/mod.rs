@@ -52,199 +52,186 @@ fn status(shared: &Shared) -> serde_json::Value {
     })
 }
 
+/// Appends one metric family: its HELP and TYPE lines, then one sample per `(labels, value)`.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+fn one(value: u64) -> Vec<(String, u64)> {
+    vec![(String::new(), value)]
+}
+
 fn render_metrics(shared: &Shared) -> String {
-    let mut out = String::with_capacity(2048);
-    shared.metrics.render(&mut out);
+    let mut out = String::with_capacity(4096);
+    let o = &mut out;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    shared.metrics.render(o);
     let p = &shared.policy;
-    let _ = writeln!(
-        out,
-        "# HELP portcullis_policy_generation Generation of the running policy."
+    family(
+        o,
+        "portcullis_policy_generation",
+        "gauge",
+        "Generation of the running policy.",
+        &one(p.generation()),
     );
-    let _ = writeln!(out, "# TYPE portcullis_policy_generation gauge");
-    let _ = writeln!(out, "portcullis_policy_generation {}", p.generation());
-    let _ = writeln!(
-        out,
-        "# HELP portcullis_policy_reloads_total Policy reloads by result."
-    );
-    let _ = writeln!(out, "# TYPE portcullis_policy_reloads_total counter");
-    let _ = writeln!(
-        out,
-        "portcullis_policy_reloads_total{{result=\"ok\"}} {}",
-        p.reloads_ok.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "portcullis_policy_reloads_total{{result=\"error\"}} {}",
-        p.reloads_failed.load(Ordering::Relaxed)
+    family(
+        o,
+        "portcullis_policy_reloads_total",
+        "counter",
+        "Policy reloads by result.",
+        &[
+            ("result=\"ok\"".into(), load(&p.reloads_ok)),
+            ("result=\"error\"".into(), load(&p.reloads_failed)),
+        ],
     );
     let c = &shared.certs;
-    let _ = writeln!(
-        out,
-        "# HELP portcullis_cert_reloads_total Certificate folder reloads by result."
+    family(
+        o,
+        "portcullis_cert_reloads_total",
+        "counter",
+        "Certificate folder reloads by result.",
+        &[
+            ("result=\"ok\"".into(), load(&c.reloads_ok)),
+            ("result=\"error\"".into(), load(&c.reloads_failed)),
+        ],
     );
-    let _ = writeln!(out, "# TYPE portcullis_cert_reloads_total counter");
-    let _ = writeln!(
-        out,
-        "portcullis_cert_reloads_total{{result=\"ok\"}} {}",
-        c.reloads_ok.load(Ordering::Relaxed)
+    family(
+        o,
+        "portcullis_in_flight_requests",
+        "gauge",
+        "Requests being handled.",
+        &one(shared.in_flight.load(Ordering::Relaxed) as u64),
     );
-    let _ = writeln!(
-        out,
-        "portcullis_cert_reloads_total{{result=\"error\"}} {}",
-        c.reloads_failed.load(Ordering::Relaxed)
+    let r = &shared.rooms;
+    family(
+        o,
+        "portcullis_room_overflows_total",
+        "counter",
+        "Room peer queues found full; their backlog is dropped.",
+        &one(load(&r.overflows)),
     );
-    let _ = writeln!(
-        out,
-        "# HELP portcullis_in_flight_requests Requests being handled."
+    family(
+        o,
+        "portcullis_room_resyncs_total",
+        "counter",
+        "Room peers told to resync after their queue overflowed.",
+        &one(load(&r.resyncs)),
     );
-    let _ = writeln!(out, "# TYPE portcullis_in_flight_requests gauge");
-    let _ = writeln!(
-        out,
-        "portcullis_in_flight_requests {}",
-        shared.in_flight.load(Ordering::Relaxed)
+    family(
+        o,
+        "portcullis_room_slow_closes_total",
+        "counter",
+        "Room peers closed with 1013 for not reading.",
+        &one(load(&r.slow_closes)),
     );
-    let _ = writeln!(out, "# HELP portcullis_room_overflows_total Room peer queues found full; their backlog is dropped.");
-    let _ = writeln!(out, "# TYPE portcullis_room_overflows_total counter");
-    let _ = writeln!(
-        out,
-        "portcullis_room_overflows_total {}",
-        shared.rooms.overflows.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(out, "# HELP portcullis_room_resyncs_total Room peers told to resync after their queue overflowed.");
-    let _ = writeln!(out, "# TYPE portcullis_room_resyncs_total counter");
-    let _ = writeln!(
-        out,
-        "portcullis_room_resyncs_total {}",
-        shared.rooms.resyncs.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP portcullis_room_slow_closes_total Room peers closed with 1013 for not reading."
-    );
-    let _ = writeln!(out, "# TYPE portcullis_room_slow_closes_total counter");
-    let _ = writeln!(
-        out,
-        "portcullis_room_slow_closes_total {}",
-        shared.rooms.slow_closes.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP portcullis_rate_limited_total Requests refused by a rate limit."
-    );
-    let _ = writeln!(out, "# TYPE portcullis_rate_limited_total counter");
     let stats = shared.limiters.stats();
-    for (name, _, limited, _) in &stats {
-        let _ = writeln!(
-            out,
-            "portcullis_rate_limited_total{{limit=\"{name}\"}} {limited}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP portcullis_rate_limit_keys Distinct keys a limit holds (bounded by its max_keys)."
+    let per_limit = |f: &dyn Fn(&crate::limits::rate::LimitStat) -> u64| -> Vec<(String, u64)> {
+        stats
+            .iter()
+            .map(|s| (format!("limit=\"{}\"", s.0), f(s)))
+            .collect()
+    };
+    family(
+        o,
+        "portcullis_rate_limited_total",
+        "counter",
+        "Requests refused by a rate limit.",
+        &per_limit(&|s| s.2),
     );
-    let _ = writeln!(out, "# TYPE portcullis_rate_limit_keys gauge");
-    for (name, keys, _, _) in &stats {
-        let _ = writeln!(out, "portcullis_rate_limit_keys{{limit=\"{name}\"}} {keys}");
-    }
-    let _ = writeln!(out, "# HELP portcullis_rate_limit_overflow_total Requests counted in a limit's shared overflow bucket.");
-    let _ = writeln!(out, "# TYPE portcullis_rate_limit_overflow_total counter");
-    for (name, _, _, overflow) in &stats {
-        let _ = writeln!(
-            out,
-            "portcullis_rate_limit_overflow_total{{limit=\"{name}\"}} {overflow}"
-        );
-    }
-    let _ = writeln!(out, "# HELP portcullis_auth_lockouts_total Lockouts started after repeated authentication failures.");
-    let _ = writeln!(out, "# TYPE portcullis_auth_lockouts_total counter");
-    let _ = writeln!(
-        out,
-        "portcullis_auth_lockouts_total {}",
-        shared.backoff.lockouts.load(Ordering::Relaxed)
+    family(
+        o,
+        "portcullis_rate_limit_keys",
+        "gauge",
+        "Distinct keys a limit holds (bounded by its max_keys).",
+        &per_limit(&|s| s.1 as u64),
     );
-    let _ = writeln!(
-        out,
-        "# HELP portcullis_connections_refused_total Connections dropped by a connection cap."
+    family(
+        o,
+        "portcullis_rate_limit_overflow_total",
+        "counter",
+        "Requests counted in a limit's shared overflow bucket.",
+        &per_limit(&|s| s.3),
     );
-    let _ = writeln!(out, "# TYPE portcullis_connections_refused_total counter");
-    let _ = writeln!(
-        out,
-        "portcullis_connections_refused_total {}",
-        shared.connections.refused.load(Ordering::Relaxed)
+    family(
+        o,
+        "portcullis_auth_lockouts_total",
+        "counter",
+        "Lockouts started after repeated authentication failures.",
+        &one(load(&shared.backoff.lockouts)),
     );
-    let _ = writeln!(out, "# HELP portcullis_slow_clients_cut_total Connections cut for not sending a request header in time.");
-    let _ = writeln!(out, "# TYPE portcullis_slow_clients_cut_total counter");
-    let _ = writeln!(
-        out,
-        "portcullis_slow_clients_cut_total {}",
-        shared.header_deadline.cut.load(Ordering::Relaxed)
+    family(
+        o,
+        "portcullis_connections_refused_total",
+        "counter",
+        "Connections dropped by a connection cap.",
+        &one(load(&shared.connections.refused)),
     );
-    let _ = writeln!(
-        out,
-        "# HELP portcullis_connections Connections open on the HTTPS listener."
+    family(
+        o,
+        "portcullis_slow_clients_cut_total",
+        "counter",
+        "Connections cut for not sending a request header in time.",
+        &one(load(&shared.header_deadline.cut)),
     );
-    let _ = writeln!(out, "# TYPE portcullis_connections gauge");
-    let _ = writeln!(
-        out,
-        "portcullis_connections {}",
-        shared.connections.total.load(Ordering::Relaxed)
+    family(
+        o,
+        "portcullis_connections",
+        "gauge",
+        "Connections open on the HTTPS listener.",
+        &one(shared.connections.total.load(Ordering::Relaxed) as u64),
     );
-    let _ = writeln!(out, "# HELP portcullis_circuit_open Whether an upstream address's circuit is open (1) or closed (0).");
-    let _ = writeln!(out, "# TYPE portcullis_circuit_open gauge");
-    for (u, a, open) in shared.resilience.open_circuits() {
-        let _ = writeln!(
-            out,
-            "portcullis_circuit_open{{upstream=\"{u}\",address=\"{a}\"}} {}",
-            open as u8
-        );
-    }
+    let circuits: Vec<(String, u64)> = shared
+        .resilience
+        .open_circuits()
+        .into_iter()
+        .map(|(u, a, open)| (format!("upstream=\"{u}\",address=\"{a}\""), open as u64))
+        .collect();
+    family(
+        o,
+        "portcullis_circuit_open",
+        "gauge",
+        "Whether an upstream address's circuit is open (1) or closed (0).",
+        &circuits,
+    );
     let a = &shared.auth;
-    let _ = writeln!(out, "# HELP portcullis_token_signature_checks_total Token signatures verified (cache misses reaching the crypto).");
-    let _ = writeln!(
-        out,
-        "# TYPE portcullis_token_signature_checks_total counter"
+    family(
+        o,
+        "portcullis_token_signature_checks_total",
+        "counter",
+        "Token signatures verified (cache misses reaching the crypto).",
+        &one(load(&a.stats.signature_checks)),
     );
-    let _ = writeln!(
-        out,
-        "portcullis_token_signature_checks_total {}",
-        a.stats.signature_checks.load(Ordering::Relaxed)
+    family(
+        o,
+        "portcullis_token_cache_total",
+        "counter",
+        "Verified-token cache lookups by result.",
+        &[
+            ("result=\"hit\"".into(), load(&a.cache.hits)),
+            ("result=\"miss\"".into(), load(&a.cache.misses)),
+        ],
     );
-    let _ = writeln!(
-        out,
-        "# HELP portcullis_token_cache_total Verified-token cache lookups by result."
-    );
-    let _ = writeln!(out, "# TYPE portcullis_token_cache_total counter");
-    let _ = writeln!(
-        out,
-        "portcullis_token_cache_total{{result=\"hit\"}} {}",
-        a.cache.hits.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "portcullis_token_cache_total{{result=\"miss\"}} {}",
-        a.cache.misses.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP portcullis_jwks_fetches_total JWKS fetches by result."
-    );
-    let _ = writeln!(out, "# TYPE portcullis_jwks_fetches_total counter");
+    let mut jwks = Vec::new();
     for c in a.jwks.all() {
-        let total = c.fetches.load(Ordering::Relaxed);
-        let failed = c.fetch_failures.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "portcullis_jwks_fetches_total{{url=\"{}\",result=\"ok\"}} {}",
-            c.url(),
-            total - failed
-        );
-        let _ = writeln!(
-            out,
-            "portcullis_jwks_fetches_total{{url=\"{}\",result=\"error\"}} {}",
-            c.url(),
-            failed
-        );
+        let (total, failed) = (load(&c.fetches), load(&c.fetch_failures));
+        jwks.push((format!("url=\"{}\",result=\"ok\"", c.url()), total - failed));
+        jwks.push((format!("url=\"{}\",result=\"error\"", c.url()), failed));
     }
+    family(
+        o,
+        "portcullis_jwks_fetches_total",
+        "counter",
+        "JWKS fetches by result.",
+        &jwks,
+    );
     out
 }
 

@@ -111,6 +111,16 @@ fn names_its_own_key(token: &str) -> bool {
     }
 }
 
+/// The header of a structurally sound token that names no key of its own. Keys named or
+/// embedded by the token itself are never trusted, and `crit` extensions are not understood, so
+/// such tokens are refused (RFC 7515 §4.1.11).
+fn checked_header(token: &str) -> Result<Header, AuthFailure> {
+    if !well_formed(token) || names_its_own_key(token) {
+        return Err(AuthFailure::Invalid);
+    }
+    jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Invalid)
+}
+
 /// The unverified payload, only to route the token to its issuer.
 fn peek_claims(token: &str) -> Option<Value> {
     let payload = token.split('.').nth(1)?;
@@ -164,15 +174,7 @@ pub async fn verify_jwt(
     jwks: &JwksRegistry,
     stats: &VerifyStats,
 ) -> Result<Identity, AuthFailure> {
-    if !well_formed(token) {
-        return Err(AuthFailure::Invalid);
-    }
-    let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Invalid)?;
-    if names_its_own_key(token) {
-        // Keys named or embedded by the token itself are never trusted; `crit` extensions are
-        // not understood, so such tokens must be refused (RFC 7515 §4.1.11).
-        return Err(AuthFailure::Invalid);
-    }
+    let header = checked_header(token)?;
     let claimed_iss =
         peek_claims(token).and_then(|c| c.get("iss").and_then(|v| v.as_str()).map(str::to_string));
     let issuer = match issuers {
@@ -272,13 +274,7 @@ pub fn verify_room_token(
     leeway: u64,
     stats: &VerifyStats,
 ) -> Result<Identity, AuthFailure> {
-    if !well_formed(token) {
-        return Err(AuthFailure::Invalid);
-    }
-    let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Invalid)?;
-    if names_its_own_key(token) {
-        return Err(AuthFailure::Invalid);
-    }
+    let header = checked_header(token)?;
     let kid = header.kid.as_deref().ok_or(AuthFailure::Invalid)?;
     let key = keys.keys.get(kid).ok_or(AuthFailure::Invalid)?;
     if key.algorithm != header.alg {

@@ -170,6 +170,9 @@ impl Limiter {
 
 type NamedLimiter = (Arc<str>, Arc<Limiter>);
 
+/// (limit name, keys held, requests limited, overflow hits).
+pub type LimitStat = (Arc<str>, usize, u64, u64);
+
 /// Limiters by definition, shared across policy generations.
 #[derive(Default)]
 pub struct LimiterRegistry {
@@ -219,7 +222,7 @@ impl LimiterRegistry {
     }
 
     /// (limit name, keys held, requests limited, overflow hits) for metrics.
-    pub fn stats(&self) -> Vec<(Arc<str>, usize, u64, u64)> {
+    pub fn stats(&self) -> Vec<LimitStat> {
         let m = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<_> = m
             .values()
