@@ -110,6 +110,9 @@ pub struct RequestCtx {
     /// When the session's token expires.
     pub ws_deadline: Option<Instant>,
     pub ws_idle: Duration,
+    /// The gateway has sent its close frame and waits (briefly) for the client's reply, dropping
+    /// data both ways, so the close frame is read before the TCP connection goes.
+    pub ws_closing: bool,
     /// The external address chosen (index) and its breaker state.
     pub upstream_addr: Option<(usize, Arc<AddressState>)>,
 }
@@ -370,6 +373,7 @@ impl ProxyHttp for Gateway {
             ws_meter: None,
             ws_deadline: None,
             ws_idle: Duration::from_secs(300),
+            ws_closing: false,
             upstream_addr: None,
         }
     }
@@ -585,6 +589,21 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.websocket && ctx.ws_closing {
+            // Closing handshake: discard what the client still sends until its close frame.
+            let now = Instant::now();
+            let done = match (body.take(), ctx.ws_meter.as_mut()) {
+                (Some(b), Some(m)) => m.await_close(&b, now),
+                _ => true,
+            };
+            if done {
+                return Error::e_explain(
+                    ErrorType::Custom("websocket closed"),
+                    "closing handshake done",
+                );
+            }
+            return Ok(());
+        }
         if ctx.websocket {
             let now = Instant::now();
             let verdict = if ctx.ws_deadline.is_some_and(|d| now >= d) {
@@ -597,7 +616,12 @@ impl ProxyHttp for Gateway {
             };
             if let Err(close) = verdict {
                 self.close_websocket(session, close).await;
-                return Error::e_explain(ErrorType::Custom("websocket closed"), close.reason());
+                // Wait up to a second for the client's close reply: closing the socket with the
+                // client's data unread would reset it, and a reset can discard our close frame.
+                ctx.ws_closing = true;
+                *body = None;
+                session.set_read_timeout(Some(Duration::from_secs(1)));
+                return Ok(());
             }
             session.set_read_timeout(Some(ws_timeout(ctx, now)));
             return Ok(());
@@ -722,7 +746,8 @@ impl ProxyHttp for Gateway {
         if ctx.websocket && ctx.ws_meter.is_some() {
             // The tunnel ended with an error: a client silent past its token's expiry or the
             // idle timeout gets a close frame saying which, if it can still be written.
-            if matches!(e.etype(), ErrorType::ReadTimedout)
+            if !ctx.ws_closing
+                && matches!(e.etype(), ErrorType::ReadTimedout)
                 && e.esource() == &ErrorSource::Downstream
             {
                 let close = if ctx
@@ -791,6 +816,20 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if ctx.ws_closing {
+            // Nothing may follow our close frame.
+            *body = None;
+        }
+        Ok(None)
     }
 
     /// Pingora's error logs use this summary; ours never includes the query string, so tokens

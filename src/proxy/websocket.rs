@@ -117,6 +117,8 @@ pub struct FrameMeter {
     bytes: Bucket,
     messages: Bucket,
     pub messages_seen: u64,
+    /// The client sent a close frame.
+    pub close_seen: bool,
 }
 
 impl FrameMeter {
@@ -131,7 +133,18 @@ impl FrameMeter {
             bytes: Bucket::new(budget.bytes_per_second, now),
             messages: Bucket::new(budget.messages_per_second, now),
             messages_seen: 0,
+            close_seen: false,
         }
+    }
+
+    /// After the gateway sent its close frame: watches for the client's close reply, ignoring
+    /// budgets (the data is being discarded anyway). Parse errors end the wait.
+    pub fn await_close(&mut self, data: &[u8], now: Instant) -> bool {
+        self.bytes.rate = f64::MAX;
+        self.bytes.tokens = f64::MAX;
+        self.messages.rate = f64::MAX;
+        self.messages.tokens = f64::MAX;
+        self.feed(data, now).is_err() || self.close_seen
     }
 
     /// Accounts for one chunk of client→server bytes.
@@ -201,6 +214,9 @@ impl FrameMeter {
                 // Control frames: never fragmented, at most 125 bytes; they count as messages.
                 if !fin || len > 125 {
                     return Err(Close::Protocol);
+                }
+                if opcode == 0x8 {
+                    self.close_seen = true;
                 }
                 self.count_message(now)?;
             }
