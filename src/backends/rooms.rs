@@ -251,7 +251,11 @@ impl RoomServer {
             };
             let msg = match msg {
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m,
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    tracing::info!(room = %room, error = %e, "rooms: peer connection failed");
+                    break;
+                }
                 Some(Ok(_)) => continue,
             };
             if let Message::Text(t) = &msg {
