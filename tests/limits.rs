@@ -142,10 +142,9 @@ async fn a_flood_of_distinct_client_keys_stays_within_the_bound() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(
-        keys <= 51,
-        "{keys} keys held for a bound of 50 (+1 overflow bucket)"
-    );
+    // The bound: max_keys, +1 shared overflow bucket, + at most one key per proxy thread racing
+    // past the size check at the same moment (2 threads here).
+    assert!(keys <= 53, "{keys} keys held for a bound of 50");
     assert!(overflow >= 300, "{overflow}");
 }
 

@@ -3,6 +3,8 @@
 //! definition, so a reload that leaves a limit unchanged keeps its buckets. Memory is bounded per
 //! limit: past `max_keys` distinct keys, newcomers share one overflow bucket until idle keys are
 //! evicted (every second), so a flood of forged keys is limited as one client, never unbounded.
+//! The bound is soft by the number of proxy threads: threads checking new keys at the same
+//! moment may each add one before the size check sees the others.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
