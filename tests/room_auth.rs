@@ -341,12 +341,11 @@ async fn only_a_room_admin_can_kick() {
     // Wait until both are in the room.
     for i in 0.. {
         a.send(Message::Text(format!("hi{i}"))).await.unwrap();
-        if let Ok(Some(Ok(Message::Text(_)))) =
-            tokio::time::timeout(Duration::from_millis(200), b.next()).await
-        {
+        let got = tokio::time::timeout(Duration::from_millis(200), b.next()).await;
+        if let Ok(Some(Ok(Message::Text(_)))) = got {
             break;
         }
-        assert!(i < 50);
+        assert!(i < 50, "never joined: {got:?}\n{}", g.log());
     }
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), b.next()).await {}
     b.send(Message::Text(r#"{"type":"kick","subject":"ada"}"#.into()))

@@ -10,6 +10,10 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
+/// These tests push tens of megabytes through one machine's loopback; run them one at a time so
+/// they measure the room server, not each other.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
@@ -99,6 +103,7 @@ async fn join(g: &Gateway, a: &mut Ws, room: &str, small_buffer: bool) -> Ws {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_see_each_others_messages() {
+    let _serial = SERIAL.lock().await;
     let g = Gateway::start(Options::default()).await;
     let mut a = connect(&g, "lobby", false).await.unwrap();
     let mut b = join(&g, &mut a, "lobby", false).await;
@@ -119,6 +124,7 @@ async fn two_peers_see_each_others_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_gets_resync_while_others_keep_pace() {
+    let _serial = SERIAL.lock().await;
     let g = Gateway::start(rooms_policy(8, 60_000, 64)).await;
     let mut a = connect(&g, "busy", false).await.unwrap();
     let mut b = join(&g, &mut a, "busy", false).await;
@@ -167,6 +173,7 @@ async fn a_peer_that_stops_reading_gets_resync_while_others_keep_pace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_is_closed_with_1013() {
+    let _serial = SERIAL.lock().await;
     let g = Gateway::start(rooms_policy(4, 300, 64)).await;
     let mut a = connect(&g, "r", false).await.unwrap();
     let mut c = join(&g, &mut a, "r", true).await;
@@ -195,6 +202,7 @@ async fn a_peer_that_never_reads_is_closed_with_1013() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_room_refuses_newcomers() {
+    let _serial = SERIAL.lock().await;
     let g = Gateway::start(rooms_policy(8, 10_000, 2)).await;
     let mut a = connect(&g, "small", false).await.unwrap();
     let _b = join(&g, &mut a, "small", false).await;
