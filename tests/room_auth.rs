@@ -61,8 +61,7 @@ fn token(kid: &str, secret: &str, sub: &str, room: &str, caps: &[&str]) -> Strin
     jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+use common::ws::Ws;
 
 /// Opens a WebSocket; returns the HTTP status of a refused handshake as `Err`.
 async fn ws(
@@ -71,24 +70,7 @@ async fn ws(
     path_and_query: &str,
     bearer: Option<&str>,
 ) -> Result<Ws, u16> {
-    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(g.tls_client_config())
-        .connect(host.to_string().try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("wss://{host}:{}{path_and_query}", g.https.port())
-        .into_client_request()
-        .unwrap();
-    if let Some(t) = bearer {
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    match tokio_tungstenite::client_async(req, tls).await {
-        Ok((s, _)) => Ok(s),
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("handshake failed: {e}"),
-    }
+    common::ws::open(g, host, path_and_query, bearer, false).await
 }
 
 fn opts(p: String) -> Options {

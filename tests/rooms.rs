@@ -14,27 +14,27 @@ use tokio_tungstenite::tungstenite::Message;
 /// they measure the room server, not each other.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+use common::ws::Ws;
 
 async fn connect(
     g: &Gateway,
     room: &str,
     small_buffer: bool,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    if small_buffer {
-        socket.set_recv_buffer_size(4096).unwrap();
+    match common::ws::open(
+        g,
+        "localhost",
+        &format!("/rooms/{room}/ws"),
+        None,
+        small_buffer,
+    )
+    .await
+    {
+        Ok(ws) => Ok(ws),
+        Err(status) => Err(tokio_tungstenite::tungstenite::Error::Http(
+            http::Response::builder().status(status).body(None).unwrap(),
+        )),
     }
-    let tcp = socket.connect(g.https).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(g.tls_client_config())
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    let url = format!("wss://localhost:{}/rooms/{room}/ws", g.https.port());
-    tokio_tungstenite::client_async(url, tls)
-        .await
-        .map(|(ws, _)| ws)
 }
 
 async fn next_text(ws: &mut Ws) -> String {

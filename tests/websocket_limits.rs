@@ -41,24 +41,12 @@ idle_timeout_seconds = 60
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+use common::ws::Ws;
 
 async fn connect(g: &Gateway, room: &str, token: Option<&str>) -> Ws {
-    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(g.tls_client_config())
-        .connect("localhost".try_into().unwrap(), tcp)
+    common::ws::open(g, "localhost", &format!("/rooms/{room}/ws"), token, false)
         .await
-        .unwrap();
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("wss://localhost:{}/rooms/{room}/ws", g.https.port())
-        .into_client_request()
-        .unwrap();
-    if let Some(t) = token {
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    tokio_tungstenite::client_async(req, tls).await.unwrap().0
+        .unwrap()
 }
 
 /// Reads until a close frame; returns its code.
