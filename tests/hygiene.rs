@@ -4,44 +4,8 @@
 mod common;
 
 use common::*;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// An upstream that records every request head it receives and answers 200.
-async fn recording_upstream() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s2 = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let seen = s2.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&got[..end]).to_string();
-                        got.drain(..end + 4);
-                        seen.lock().unwrap().push(head);
-                        let _ = s
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                            .await;
-                    }
-                }
-            });
-        }
-    });
-    (port, seen)
-}
 
 fn opts(port: u16) -> Options {
     let p = format!(
@@ -70,7 +34,8 @@ header_timeout_ms = 1000
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_and_framing_tricks_never_reach_the_upstream() {
-    let (port, seen) = recording_upstream().await;
+    let up = common::upstream::TestUpstream::start(0).await;
+    let (port, seen) = (up.port, up.seen.clone());
     let g = Gateway::start(opts(port)).await;
     // A well-formed request reaches it, as a control.
     let ok = g
@@ -160,7 +125,8 @@ async fn smuggling_and_framing_tricks_never_reach_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowloris_client_is_cut_off_while_others_are_served() {
-    let (port, _) = recording_upstream().await;
+    let up = common::upstream::TestUpstream::start(0).await;
+    let port = up.port;
     let g = Gateway::start(opts(port)).await;
     // Completes TLS, then trickles its request header one byte every 200 ms.
     let connector = tokio_rustls::TlsConnector::from(g.tls_client_config());

@@ -7,61 +7,7 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// A minimal HTTP/1.1 upstream answering 200 "ok" to everything.
-struct Upstream {
-    task: tokio::task::JoinHandle<()>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Upstream {
-    async fn start(port: u16) -> Upstream {
-        let listener = loop {
-            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-                Ok(l) => break l,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        };
-        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let held = conns.clone();
-        let task = tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    return;
-                };
-                let h = tokio::spawn(async move {
-                    let mut buf = vec![0u8; 8192];
-                    let mut got = Vec::new();
-                    loop {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                            got.drain(..end + 4);
-                            if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    }
-                });
-                held.lock().unwrap().push(h.abort_handle());
-            }
-        });
-        Upstream { task, conns }
-    }
-
-    /// Stops listening and drops every open connection, like a crashed process.
-    fn kill(self) {
-        self.task.abort();
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-}
+use common::upstream::TestUpstream as Upstream;
 
 fn opts(port: u16, health: u64) -> Options {
     let p = format!(

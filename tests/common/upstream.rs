@@ -1,0 +1,77 @@
+//! A plain HTTP/1.1 upstream for tests: answers `200 ok` to every request head it reads,
+//! records each `\r\n\r\n`-terminated block it receives (heads, and chunked bodies), and can be
+//! killed like a crashed process (listener and every open connection dropped).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub struct TestUpstream {
+    pub port: u16,
+    /// Every block received, in order.
+    pub seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl TestUpstream {
+    /// Listens on `port` (0 = any), retrying while a previous listener's port is released.
+    pub async fn start(port: u16) -> TestUpstream {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (s2, c2) = (seen.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = s2.clone();
+                let h = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let mut got = Vec::new();
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.lock()
+                                .unwrap()
+                                .push(String::from_utf8_lossy(&got[..end]).to_string());
+                            got.drain(..end + 4);
+                            if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                });
+                c2.lock().unwrap().push(h.abort_handle());
+            }
+        });
+        TestUpstream {
+            port,
+            seen,
+            task,
+            conns,
+        }
+    }
+
+    /// Stops listening and drops every open connection.
+    pub fn kill(self) {
+        self.task.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
