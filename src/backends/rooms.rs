@@ -241,6 +241,8 @@ impl RoomServer {
 
         // Reader: broadcasts what this peer sends, until it leaves or its writer gives up.
         let mut writer_done = false;
+        let joined_at = std::time::Instant::now();
+        let mut why = "writer finished";
         loop {
             let msg = tokio::select! {
                 m = stream.next() => m,
@@ -251,9 +253,17 @@ impl RoomServer {
             };
             let msg = match msg {
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m,
-                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Close(_))) => {
+                    why = "close frame";
+                    break;
+                }
+                None => {
+                    why = "end of stream";
+                    break;
+                }
                 Some(Err(e)) => {
                     tracing::info!(room = %room, error = %e, "rooms: peer connection failed");
+                    why = "error";
                     break;
                 }
                 Some(Ok(_)) => continue,
@@ -281,6 +291,7 @@ impl RoomServer {
                 }
             }
         }
+        tracing::debug!(room = %room, why, after_ms = joined_at.elapsed().as_millis() as u64, "rooms: peer left");
         {
             let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(r) = rooms.get_mut(&room) {
