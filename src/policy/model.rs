@@ -190,6 +190,9 @@ pub struct Upstream {
     pub breaker: crate::upstreams::BreakerSpec,
     pub health_interval: Option<Duration>,
     next: AtomicUsize,
+    /// Breaker state per external address, looked up in the registry once per policy
+    /// generation instead of once per request.
+    address_states: Vec<std::sync::OnceLock<Arc<crate::upstreams::AddressState>>>,
 }
 
 impl Upstream {
@@ -199,6 +202,13 @@ impl Upstream {
         connect_timeout: Duration,
         read_timeout: Duration,
     ) -> Self {
+        let address_states = match &target {
+            UpstreamTarget::External { addresses, .. } => addresses
+                .iter()
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            _ => Vec::new(),
+        };
         Upstream {
             name,
             target,
@@ -209,9 +219,24 @@ impl Upstream {
                 open_for: Duration::from_secs(10),
             },
             health_interval: Some(Duration::from_secs(5)),
+            address_states,
             next: AtomicUsize::new(0),
         }
     }
+    /// The breaker state of external address `idx`, shared with the health checker.
+    pub fn address_state(
+        &self,
+        idx: usize,
+        registry: &crate::upstreams::Resilience,
+    ) -> &Arc<crate::upstreams::AddressState> {
+        self.address_states[idx].get_or_init(|| match &self.target {
+            UpstreamTarget::External { addresses, .. } => {
+                registry.state(&self.name, &addresses[idx])
+            }
+            _ => Arc::default(),
+        })
+    }
+
     /// Round-robin over an external upstream's addresses.
     pub fn next_address(&self, addresses: &[String]) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % addresses.len().max(1)

@@ -44,13 +44,17 @@ pub(super) async fn authenticate(
     route: &Route,
     to_rooms: bool,
 ) -> Result<Arc<Identity>, Deny> {
-    let identity = verify(gw, session, policy, route, to_rooms).await?;
+    // The room and its access rule, decided once for both verification and room checks.
+    let room_access = (to_rooms && route.auth.contains(&Provider::Room)).then(|| {
+        let room = room_of(session.req_header().uri.path()).unwrap_or("");
+        (room, policy.rooms.access_for(room))
+    });
+    let open_room = room_access.is_some_and(|(_, (locked, _))| !locked);
+    let identity = verify(gw, session, policy, route, open_room).await?;
     if let Some(missing) = identity.missing(&route.capabilities) {
         return Err(Deny::CapabilityDenied(Arc::from(missing)));
     }
-    if to_rooms && route.auth.contains(&Provider::Room) {
-        let room = room_of(session.req_header().uri.path()).unwrap_or("");
-        let (locked, caps) = policy.rooms.access_for(room);
+    if let Some((room, (locked, caps))) = room_access {
         if locked && !identity.all_capabilities {
             match &identity.room {
                 Some(r) if &**r == room => {}
@@ -73,23 +77,21 @@ pub(super) async fn authenticate(
     Ok(identity)
 }
 
+/// Verifies the presented credentials; `open_room` admits a request without any as anonymous.
 async fn verify(
     gw: &Gateway,
     session: &Session,
     policy: &Policy,
     route: &Route,
-    to_rooms: bool,
+    open_room: bool,
 ) -> Result<Arc<Identity>, Deny> {
     if route.auth.iter().any(|p| p.development_only()) {
         return Ok(Arc::new(Identity::development()));
     }
     let token = credentials(session, route).map_err(failure)?;
     let Some(token) = token else {
-        if to_rooms && route.auth.contains(&Provider::Room) {
-            let room = room_of(session.req_header().uri.path()).unwrap_or("");
-            if !policy.rooms.access_for(room).0 {
-                return Ok(Arc::new(Identity::anonymous()));
-            }
+        if open_room {
+            return Ok(Arc::new(Identity::anonymous()));
         }
         return Err(Deny::AuthMissing);
     };

@@ -571,7 +571,7 @@ impl ProxyHttp for Gateway {
             let start = upstream.next_address(addresses);
             let picked = (0..addresses.len()).find_map(|i| {
                 let idx = (start + i) % addresses.len();
-                let state = self.resilience.state(&upstream.name, &addresses[idx]);
+                let state = upstream.address_state(idx, &self.resilience).clone();
                 (self.resilience.admit(&state) != Admit::No).then_some((idx, state))
             });
             match picked {
