@@ -227,6 +227,113 @@ pub fn inspect(config: &Config, token: &str) -> (String, bool) {
     }
 }
 
+/// `portcullis selftest paths`: runs the bypass corpus against the compiled policy. Returns the
+/// report and whether every variant of every blocked prefix is refused (or opened on purpose
+/// by an unexpired exception).
+pub fn selftest_paths(config: &Config) -> Result<(String, bool), String> {
+    let policy = load_policy(config)?;
+    let mut out = String::new();
+    let mut ok = true;
+    let reports = crate::policy::paths::selftest(&policy, now_unix());
+    for r in &reports {
+        let total = r.refused + r.opened.len() + r.leaked.len();
+        if r.leaked.is_empty() {
+            let _ = writeln!(
+                out,
+                "PASS {}: {}/{} variants refused{}",
+                r.prefix,
+                r.refused,
+                total,
+                if r.opened.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} opened by exception", r.opened.len())
+                }
+            );
+        } else {
+            ok = false;
+            let _ = writeln!(
+                out,
+                "FAIL {}: {} of {} variants reach an upstream",
+                r.prefix,
+                r.leaked.len(),
+                total
+            );
+            for (v, route) in &r.leaked {
+                let _ = writeln!(out, "     {v}  → route {route:?}");
+            }
+        }
+        for (v, route, reason, until) in &r.opened {
+            let _ = writeln!(
+                out,
+                "     {v}  → route {route:?} by exception until {until} ({reason})"
+            );
+        }
+        if r.case_skipped {
+            let _ = writeln!(
+                out,
+                "     (case variants skipped: blocked.case_sensitive = true)"
+            );
+        }
+    }
+    let variants: usize = reports
+        .iter()
+        .map(|r| r.refused + r.opened.len() + r.leaked.len())
+        .sum();
+    let _ = writeln!(
+        out,
+        "{} blocked prefixes, {variants} variants: {}",
+        reports.len(),
+        if ok { "all refused" } else { "BYPASSES FOUND" }
+    );
+    Ok((out, ok))
+}
+
+/// `portcullis url sign`: a signed URL (path and query) for `path`, valid for `ttl`.
+pub fn sign_url(
+    config: &Config,
+    method: &str,
+    path: &str,
+    ttl: &str,
+    kid: Option<&str>,
+) -> Result<String, String> {
+    let policy = load_policy(config)?;
+    let Some(keys) = &policy.signed_urls else {
+        return Err(
+            "the policy has no [signed_urls] keys; add one, e.g.\n\n[signed_urls]\nkeys = [{ id = \"k1\", secret = \"env:PORTCULLIS_URL_KEY\" }]\n\n(a secret of at least 32 bytes; see docs/policy.md)"
+                .into(),
+        );
+    };
+    let canonical =
+        crate::http::path::canonicalize(path).map_err(|e| format!("path {path:?} {e}"))?;
+    if canonical != path {
+        return Err(format!(
+            "path {path:?} is not canonical; the gateway would check {canonical:?}"
+        ));
+    }
+    let method = method.to_ascii_uppercase();
+    let ttl = parse_duration(ttl)?;
+    if ttl > keys.max_ttl {
+        return Err(format!(
+            "ttl {ttl}s is longer than signed_urls.max_ttl_seconds ({}s)",
+            keys.max_ttl
+        ));
+    }
+    let route = policy
+        .routes
+        .iter()
+        .find(|r| r.matches_path(path))
+        .ok_or_else(|| format!("no route serves {path:?}"))?;
+    if !route.signed_urls {
+        return Err(format!(
+            "route {:?} serving {path:?} does not accept signed URLs (signed_urls = true)",
+            &*route.name
+        ));
+    }
+    let query = keys.sign(&method, path, now_unix() + ttl, kid)?;
+    Ok(format!("{path}?{query}"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

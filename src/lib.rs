@@ -291,7 +291,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         let urls = policy.snapshot().auth.jwks_urls();
         aux.spawn(async move { prewarm.jwks.prewarm(urls).await });
         let (hook_auth, handle) = (auth.clone(), aux.handle().clone());
+        log_exceptions(&policy.snapshot());
         policy.set_on_applied(Box::new(move |p| {
+            log_exceptions(p);
             if p.auth.needs_worker_token {
                 if let Err(e) = hook_auth.ensure_worker_token() {
                     tracing::error!(error = %e, "worker token unavailable; the static provider refuses every token");
@@ -301,11 +303,12 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             handle.spawn(async move { a.jwks.prewarm(urls).await });
         }));
         // Limiter upkeep: evict idle buckets and stale backoff entries every second.
-        let (l, b) = (limiters.clone(), backoff.clone());
+        let (l, b, pol) = (limiters.clone(), backoff.clone(), policy.clone());
         aux.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
+                close_expired_exceptions(&pol.snapshot(), auth::now_unix());
                 l.maintain();
                 b.evict_idle(Duration::from_secs(3600), std::time::Instant::now());
             }
@@ -573,6 +576,44 @@ fn format_epoch(secs: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Logs the blocked paths a policy opens, and those whose exception has already expired.
+fn log_exceptions(p: &policy::Policy) {
+    let now = auth::now_unix();
+    for e in &p.blocked.exceptions {
+        if now < e.expires_at {
+            tracing::warn!(
+                target: "portcullis::security",
+                path = &*e.path,
+                route = &*e.route,
+                reason = &*e.reason,
+                expires_at = &*e.expires_text,
+                "blocked path opened by a policy exception"
+            );
+        }
+    }
+    close_expired_exceptions(p, now);
+}
+
+/// Logs, once each, the exceptions that have expired: their paths are blocked again.
+fn close_expired_exceptions(p: &policy::Policy, now: u64) {
+    for e in &p.blocked.exceptions {
+        if now >= e.expires_at
+            && !e
+                .closed_logged
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                target: "portcullis::security",
+                path = &*e.path,
+                route = &*e.route,
+                reason = &*e.reason,
+                expired_at = &*e.expires_text,
+                "blocked-path exception expired: the path is blocked again"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

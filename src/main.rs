@@ -35,6 +35,46 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Built-in self-tests against the compiled policy.
+    Selftest {
+        #[command(subcommand)]
+        command: SelftestCommand,
+    },
+    /// Signed URLs for routes with `signed_urls = true`.
+    Url {
+        #[command(subcommand)]
+        command: UrlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SelftestCommand {
+    /// Sends a corpus of known bypass spellings of every blocked prefix through the policy's
+    /// path decision and prints, per prefix, that each is refused. Exits 1 on any bypass.
+    Paths {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UrlCommand {
+    /// Prints `PATH?expires=…&kid=…&sig=…`, valid for TTL.
+    Sign {
+        /// The canonical path, e.g. /admin/storage/assets/a.png
+        #[arg(long)]
+        path: String,
+        /// Lifetime: 90s, 10m, 2h, 1d.
+        #[arg(long, default_value = "10m")]
+        ttl: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Key id (default: signed_urls.sign_with).
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -121,6 +161,53 @@ fn main() -> ExitCode {
                 }
             }
         },
+        Command::Selftest {
+            command: SelftestCommand::Paths { config },
+        } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match portcullis::cli::selftest_paths(&config) {
+                Ok((report, ok)) => {
+                    print!("{report}");
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Url {
+            command:
+                UrlCommand::Sign {
+                    path,
+                    ttl,
+                    method,
+                    key,
+                    config,
+                },
+        } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match portcullis::cli::sign_url(&config, &method, &path, &ttl, key.as_deref()) {
+                Ok(url) => {
+                    println!("{url}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config } => {
             let config = match Config::load(config.as_deref()) {
                 Ok(c) => c,

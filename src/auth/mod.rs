@@ -43,6 +43,8 @@ pub enum Provider {
     Jwt,
     /// Room tokens signed by the policy's room keys; open rooms admit without one.
     Room,
+    /// A signed URL (not configurable as a provider: routes opt in with `signed_urls`).
+    SignedUrl,
 }
 
 impl Provider {
@@ -63,6 +65,7 @@ impl Provider {
             Provider::Static => "static",
             Provider::Jwt => "jwt",
             Provider::Room => "room",
+            Provider::SignedUrl => "signed_url",
         }
     }
     pub fn development_only(self) -> bool {
@@ -108,6 +111,19 @@ impl Identity {
             room: None,
             expires_at: None,
             verified_by: Some(Arc::from("worker-token")),
+        }
+    }
+
+    /// A request admitted by a valid signed URL: no capabilities beyond the signed path.
+    pub fn signed_url() -> Identity {
+        Identity {
+            subject: Arc::from("signed-url"),
+            provider: Provider::SignedUrl,
+            all_capabilities: false,
+            capabilities: Arc::from(Vec::new()),
+            room: None,
+            expires_at: None,
+            verified_by: None,
         }
     }
 

@@ -4,7 +4,10 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::http::cors::PreflightDenied;
+use crate::http::csrf::CsrfFailure;
 use crate::http::path::PathError;
+use crate::http::signed::SignatureFailure;
 
 /// The exact 401 bodies. Clients match on these texts; do not change them.
 pub const AUTH_MISSING_BODY: &[u8] =
@@ -41,6 +44,13 @@ pub enum Deny {
     BadHost,
     ForeignAbsoluteTarget,
     BlockedPath,
+    /// A `;` path parameter whose removal (as some backends do) yields a blocked path.
+    PathParameterOnBlocked,
+    /// An admin path without the admin capability or an admin network.
+    AdminRequired,
+    CorsDenied(PreflightDenied),
+    Csrf(CsrfFailure),
+    Signature(SignatureFailure),
     NoRoute,
     MethodNotAllowed,
     WebSocketNotAllowed,
@@ -67,7 +77,12 @@ impl Deny {
             | Deny::BadHost => 400,
             Deny::WebSocketNotAllowed => 400,
             Deny::WebSocketRequired => 426,
-            Deny::BlockedPath => 403,
+            Deny::BlockedPath
+            | Deny::AdminRequired
+            | Deny::CorsDenied(_)
+            | Deny::Csrf(_)
+            | Deny::Signature(_) => 403,
+            Deny::PathParameterOnBlocked => 400,
             Deny::NoRoute => 404,
             Deny::MethodNotAllowed => 405,
             Deny::UpstreamUnavailable => 502,
@@ -95,6 +110,11 @@ impl Deny {
             Deny::BadHost => "bad_host",
             Deny::ForeignAbsoluteTarget => "foreign_absolute_target",
             Deny::BlockedPath => "path_blocked",
+            Deny::PathParameterOnBlocked => "path_parameter_on_blocked",
+            Deny::AdminRequired => "admin_required",
+            Deny::CorsDenied(_) => "cors_denied",
+            Deny::Csrf(_) => "csrf_failed",
+            Deny::Signature(f) => f.code(),
             Deny::NoRoute => "no_route",
             Deny::MethodNotAllowed => "method_not_allowed",
             Deny::WebSocketNotAllowed => "websocket_not_allowed",
@@ -178,6 +198,11 @@ impl Deny {
             Deny::BadHost => br#"{"error":"bad_host"}"#,
             Deny::ForeignAbsoluteTarget => br#"{"error":"foreign_absolute_target"}"#,
             Deny::BlockedPath => br#"{"error":"path_blocked"}"#,
+            Deny::PathParameterOnBlocked => br#"{"error":"path_parameter_on_blocked"}"#,
+            Deny::AdminRequired => br#"{"error":"admin_required"}"#,
+            Deny::CorsDenied(d) => d.body(),
+            Deny::Csrf(f) => f.body(),
+            Deny::Signature(f) => f.body(),
             Deny::NoRoute => br#"{"error":"no_route"}"#,
             Deny::MethodNotAllowed => br#"{"error":"method_not_allowed"}"#,
             Deny::WebSocketNotAllowed => br#"{"error":"websocket_not_allowed"}"#,
@@ -209,6 +234,10 @@ mod tests {
             Deny::BadHost,
             Deny::ForeignAbsoluteTarget,
             Deny::BlockedPath,
+            Deny::PathParameterOnBlocked,
+            Deny::AdminRequired,
+            Deny::Csrf(CsrfFailure::TokenMismatch),
+            Deny::Signature(SignatureFailure::Expired),
             Deny::NoRoute,
             Deny::MethodNotAllowed,
             Deny::WebSocketNotAllowed,

@@ -1,5 +1,10 @@
-//! HTTP helpers that face attacker input: path canonicalization, request-target checks and the
-//! JSON denial bodies. Pure functions, no I/O, no policy state.
+//! HTTP helpers that face attacker input: path canonicalization, request-target checks, the
+//! JSON denial bodies, security-header profiles, CORS, CSRF and signed URLs. Pure functions, no
+//! I/O, no policy state.
 
+pub mod cors;
+pub mod csrf;
 pub mod deny;
+pub mod headers;
 pub mod path;
+pub mod signed;

@@ -187,6 +187,30 @@ pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(out))
 }
 
+/// The path with `;` parameters removed from every segment (`/a;x/b;y=1` → `/a/b`), re-canonicalized,
+/// or `None` when the path has none. Some servers (Tomcat, Jetty) drop them before routing, so a
+/// backend may read `/..;/terminal` as `/terminal`: the gateway checks this view against its
+/// blocked prefixes too.
+pub fn without_params(path: &str) -> Option<String> {
+    if !path.contains(';') {
+        return None;
+    }
+    let stripped: String = path
+        .split('/')
+        .map(|seg| seg.split(';').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("/");
+    let stripped = if stripped.is_empty() {
+        "/".to_string()
+    } else {
+        stripped
+    };
+    Some(match canonicalize(&stripped) {
+        Ok(c) => c.into_owned(),
+        Err(_) => stripped,
+    })
+}
+
 fn decodes_to_utf8(bytes: &[u8]) -> bool {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -253,6 +277,53 @@ mod tests {
         assert_eq!(canonicalize("/%ff%fe"), Err(PathError::InvalidUtf8));
         assert_eq!(canonicalize("x"), Err(PathError::NotAbsolute));
         assert_eq!(canonicalize("*"), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn path_parameters_are_stripped_for_the_blocked_check() {
+        assert_eq!(without_params("/v1/models"), None);
+        assert_eq!(without_params("/terminal;a").as_deref(), Some("/terminal"));
+        assert_eq!(
+            without_params("/v1/..;/terminal").as_deref(),
+            Some("/terminal")
+        );
+        assert_eq!(
+            without_params("/ter;x/minal").as_deref(),
+            Some("/ter/minal")
+        );
+        assert_eq!(without_params("/;/terminal").as_deref(), Some("/terminal"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+
+        /// The canonicalizer's fuzz property: any input either is refused or yields a path that
+        /// is absolute, has no empty, `.` or `..` segments, no control bytes or backslashes, no
+        /// encoded separator or dot, and canonicalizes to itself.
+        #[test]
+        fn canonical_output_is_clean_and_stable(raw in r"(/|[a-zA-Z.%;\\]|%[0-9a-fA-F]{2}|\PC)*") {
+            if let Ok(c) = canonicalize(&raw) {
+                proptest::prop_assert!(c.starts_with('/'));
+                proptest::prop_assert!(!c.contains("//"), "{c}");
+                for seg in c.split('/').skip(1) {
+                    proptest::prop_assert!(seg != "." && seg != "..", "{c}");
+                }
+                proptest::prop_assert!(!c.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\'));
+                let upper = c.to_ascii_uppercase();
+                for bad in ["%2F", "%5C", "%2E"] {
+                    proptest::prop_assert!(!upper.contains(bad), "{c}");
+                }
+                let again = canonicalize(&c);
+                proptest::prop_assert_eq!(again.as_deref().ok(), Some(&*c));
+            }
+        }
+
+        /// Arbitrary bytes never panic it.
+        #[test]
+        fn arbitrary_input_never_panics(raw in r"\PC*") {
+            let _ = canonicalize(&raw);
+            let _ = without_params(&raw);
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub struct Metrics {
     /// Responses by status class: 1xx..5xx, and 0 for none written.
     by_class: [AtomicU64; 6],
     denied: AtomicU64,
+    csrf_failures: [AtomicU64; 4],
 }
 
 impl Metrics {
@@ -21,6 +22,10 @@ impl Metrics {
         if denied {
             self.denied.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub fn csrf_failure(&self, f: crate::http::csrf::CsrfFailure) {
+        self.csrf_failures[f as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn requests_total(&self) -> u64 {
@@ -53,6 +58,18 @@ impl Metrics {
             "portcullis_denied_total {}",
             self.denied.load(Ordering::Relaxed)
         );
+        out.push_str(
+            "# HELP portcullis_csrf_failures_total Unsafe requests refused by the CSRF check, by reason.\n",
+        );
+        out.push_str("# TYPE portcullis_csrf_failures_total counter\n");
+        for f in crate::http::csrf::CsrfFailure::ALL {
+            let _ = writeln!(
+                out,
+                "portcullis_csrf_failures_total{{reason=\"{}\"}} {}",
+                f.reason(),
+                self.csrf_failures[f as usize].load(Ordering::Relaxed)
+            );
+        }
     }
 }
 

@@ -12,6 +12,10 @@ use http::HeaderValue;
 use toml::Spanned;
 
 use super::compile_auth::{check_provider, compile_auth, compile_room_access};
+use super::compile_http::{
+    compile_admin, compile_cors, compile_csrf, compile_exceptions, compile_headers,
+    compile_signed_urls, valid_cookie_name, Errs,
+};
 use super::compile_limits::{compile_limits, compile_network, compile_websocket};
 use super::model::*;
 use super::raw::*;
@@ -194,6 +198,9 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
     let mut auth = None;
     let mut network = None;
     let mut websocket = None;
+    let mut admin = None;
+    let mut headers = None;
+    let mut signed_urls = None;
     let mut raw_limits: Vec<(usize, usize, RawLimit)> = Vec::new();
     let mut routes = Vec::new();
     let mut upstreams = Vec::new();
@@ -231,6 +238,16 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
             fi,
             raw.websocket,
             "websocket",
+            files,
+        );
+        take(&mut cx, &mut admin, fi, raw.admin, "admin", files);
+        take(&mut cx, &mut headers, fi, raw.headers, "headers", files);
+        take(
+            &mut cx,
+            &mut signed_urls,
+            fi,
+            raw.signed_urls,
+            "signed_urls",
             files,
         );
         for (index, l) in raw.limits.into_iter().enumerate() {
@@ -409,6 +426,16 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         compiled_upstreams.push(compiled);
     }
 
+    let (header_settings, profile_index) = compile_headers(
+        headers.as_ref().map(|(fi, h)| (&files[*fi], h)),
+        &mut errors,
+    );
+    let signed = compile_signed_urls(
+        signed_urls.as_ref().map(|(fi, s)| (&files[*fi], s)),
+        mode,
+        &mut errors,
+    );
+
     // [[routes]]
     let mut compiled_routes: Vec<(Route, usize, usize)> = Vec::new();
     let mut route_names: HashMap<String, ()> = HashMap::new();
@@ -581,6 +608,79 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
                 "query-string tokens are accepted only on WebSocket routes",
             );
         }
+        let headers_idx = match &raw.headers {
+            Some(h) => match profile_index.get(h.get_ref()) {
+                Some(i) => *i,
+                None => {
+                    let mut known: Vec<&str> = profile_index.keys().map(|s| s.as_str()).collect();
+                    known.sort();
+                    cx.err_at(
+                        h,
+                        format!("{at}.headers"),
+                        format!(
+                            "unknown header profile {:?} (defined: {})",
+                            h.get_ref(),
+                            known.join(", ")
+                        ),
+                    );
+                    header_settings.default
+                }
+            },
+            None => header_settings.default,
+        };
+        let session_cookie = match &raw.session_cookie {
+            Some(c) if !valid_cookie_name(c.get_ref()) => {
+                cx.err_at(c, format!("{at}.session_cookie"), "not a valid cookie name");
+                None
+            }
+            Some(c) if raw.public => {
+                cx.err_at(
+                    c,
+                    format!("{at}.session_cookie"),
+                    "a public route does not authenticate",
+                );
+                None
+            }
+            Some(c) => Some(c.get_ref().as_str().into()),
+            None => None,
+        };
+        if session_cookie.is_some() && raw.csrf.is_none() {
+            cx.err_at(
+                &raw.name,
+                format!("{at}.csrf"),
+                "a cookie-authenticated route needs [routes.csrf] (cookies ride along on cross-site requests)",
+            );
+        }
+        if raw.signed_urls && signed.is_none() {
+            cx.err_at(
+                &raw.name,
+                format!("{at}.signed_urls"),
+                "signed URLs need [signed_urls] keys in the policy",
+            );
+        }
+        let mut e = Errs {
+            file: cx.file,
+            errors: cx.errors,
+        };
+        let csrf = raw
+            .csrf
+            .as_ref()
+            .and_then(|c| compile_csrf(&mut e, &at, c, raw.cors.as_ref()));
+        let cors = raw.cors.as_ref().and_then(|c| {
+            compile_cors(
+                &mut e,
+                &at,
+                c,
+                methods,
+                raw.public,
+                csrf.as_ref().map(|c| &c.header),
+                mode,
+            )
+        });
+        let mut cx = Ctx {
+            file: e.file,
+            errors: e.errors,
+        };
         let route = Route {
             name: Arc::from(name.as_str()),
             hosts,
@@ -605,6 +705,12 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
                 None => 16 << 20,
             },
             websocket: raw.websocket.unwrap_or(is_rooms),
+            case_sensitive: raw.case_sensitive.unwrap_or(true),
+            headers: headers_idx,
+            cors,
+            csrf,
+            session_cookie,
+            signed_urls: raw.signed_urls,
         };
         compiled_routes.push((route, r.file, raw.path_prefix.span().start));
     }
@@ -635,6 +741,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
     let mut blocked_paths = BlockedPaths {
         prefixes: vec![ALWAYS_BLOCKED.into()],
         case_sensitive: false,
+        exceptions: Vec::new(),
     };
     if let Some((fi, b)) = &blocked {
         let mut cx = Ctx {
@@ -658,7 +765,25 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
                 Err(m) => cx.err_at(p, format!("blocked.paths[{i}]"), m),
             }
         }
+        let names: std::collections::HashSet<String> = route_names.keys().cloned().collect();
+        let (prefixes, cs) = (&blocked_paths.prefixes, blocked_paths.case_sensitive);
+        let is_blocked = |p: &str| prefixes.iter().any(|x| prefix_matches(x, p, cs));
+        let exceptions = compile_exceptions(
+            &files[*fi],
+            &b.get_ref().exceptions,
+            &names,
+            &is_blocked,
+            check_path,
+            &mut errors,
+        );
+        blocked_paths.exceptions = exceptions;
     }
+    let admin_paths = compile_admin(
+        admin.as_ref().map(|(fi, a)| (&files[*fi], a)),
+        &known_caps,
+        check_path,
+        &mut errors,
+    );
 
     // [hsts]
     let mut hsts_value = Some(hsts_header(DEFAULT_HSTS_MAX_AGE, true, false));
@@ -804,6 +929,9 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         routes,
         upstreams: compiled_upstreams,
         blocked: blocked_paths,
+        admin: admin_paths,
+        headers: header_settings,
+        signed_urls: signed,
         hsts: hsts_value,
         worker: worker_settings,
         rooms: room_settings,

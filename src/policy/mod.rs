@@ -5,8 +5,10 @@
 
 pub mod compile;
 mod compile_auth;
+mod compile_http;
 mod compile_limits;
 pub mod model;
+pub mod paths;
 pub mod raw;
 pub mod store;
 

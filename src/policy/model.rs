@@ -23,6 +23,12 @@ pub struct Policy {
     pub routes: Vec<Route>,
     pub upstreams: Vec<Upstream>,
     pub blocked: BlockedPaths,
+    /// Paths that need the admin capability or an admin network, whatever route serves them.
+    pub admin: AdminPaths,
+    /// Security-header profiles; routes refer to them by index.
+    pub headers: HeaderSettings,
+    /// Keys for signed URLs; `None` when the policy has none.
+    pub signed_urls: Option<crate::http::signed::SignedUrls>,
     /// The `Strict-Transport-Security` value, or `None` when disabled.
     pub hsts: Option<HeaderValue>,
     pub worker: WorkerSettings,
@@ -102,6 +108,16 @@ pub struct Route {
     pub forward_authorization: bool,
     pub max_body_bytes: u64,
     pub websocket: bool,
+    /// Whether `prefix` matches case-sensitively (default true).
+    pub case_sensitive: bool,
+    /// Index into `Policy::headers.profiles`.
+    pub headers: usize,
+    pub cors: Option<crate::http::cors::Cors>,
+    pub csrf: Option<crate::http::csrf::Csrf>,
+    /// A cookie carrying the bearer token (cookie sessions); such requests need CSRF checks.
+    pub session_cookie: Option<Box<str>>,
+    /// A valid signed URL admits a request in place of authentication.
+    pub signed_urls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +178,7 @@ impl Route {
     }
     /// Segment-aware prefix match: `/v1` matches `/v1` and `/v1/x`, not `/v1x`.
     pub fn matches_path(&self, path: &str) -> bool {
-        prefix_matches(&self.prefix, path, true)
+        prefix_matches(&self.prefix, path, self.case_sensitive)
     }
 }
 
@@ -270,6 +286,21 @@ impl UpstreamTarget {
 pub struct BlockedPaths {
     pub prefixes: Vec<Box<str>>,
     pub case_sensitive: bool,
+    pub exceptions: Vec<BlockException>,
+}
+
+/// A blocked path opened for one route until a deadline, with the reason it was opened.
+#[derive(Debug)]
+pub struct BlockException {
+    pub path: Box<str>,
+    pub route: Arc<str>,
+    pub reason: Box<str>,
+    /// Unix seconds; the exception closes by itself at this time.
+    pub expires_at: u64,
+    /// As written in the policy (RFC 3339), for logs.
+    pub expires_text: Box<str>,
+    /// Set once the expiry has been logged.
+    pub closed_logged: std::sync::atomic::AtomicBool,
 }
 
 impl BlockedPaths {
@@ -280,6 +311,59 @@ impl BlockedPaths {
             .find(|p| prefix_matches(p, path, self.case_sensitive))
             .map(|p| &**p)
     }
+
+    /// Whether `path` is refused for `route` at `now` (unix seconds): `Ok(None)` when not
+    /// blocked, `Ok(Some(exception))` when blocked but opened for this route, `Err(prefix)`
+    /// when refused.
+    pub fn decide(
+        &self,
+        path: &str,
+        route: Option<&str>,
+        now: u64,
+    ) -> Result<Option<&BlockException>, &str> {
+        let Some(prefix) = self.find(path) else {
+            return Ok(None);
+        };
+        let opened = route.and_then(|r| {
+            self.exceptions.iter().find(|e| {
+                &*e.route == r
+                    && now < e.expires_at
+                    && prefix_matches(&e.path, path, self.case_sensitive)
+            })
+        });
+        match opened {
+            Some(e) => Ok(Some(e)),
+            None => Err(prefix),
+        }
+    }
+}
+
+/// Admin paths: whatever route serves them, a caller needs `capability` or a client address in
+/// `networks`.
+#[derive(Debug)]
+pub struct AdminPaths {
+    pub prefixes: Vec<Box<str>>,
+    pub capability: Box<str>,
+    pub networks: Vec<ipnet::IpNet>,
+}
+
+impl AdminPaths {
+    pub fn covers(&self, path: &str) -> bool {
+        self.prefixes.iter().any(|p| prefix_matches(p, path, false))
+    }
+    pub fn network_allows(&self, ip: std::net::IpAddr) -> bool {
+        self.networks.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Compiled security-header profiles.
+#[derive(Debug)]
+pub struct HeaderSettings {
+    pub profiles: Vec<crate::http::headers::HeaderProfile>,
+    /// Profile used by routes that name none, and by answers with no route.
+    pub default: usize,
+    /// Response headers removed from upstream responses, lower-case.
+    pub remove: Vec<HeaderName>,
 }
 
 #[derive(Debug, Clone)]

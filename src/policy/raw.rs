@@ -23,6 +23,95 @@ pub struct RawPolicyFile {
     pub websocket: Option<Spanned<RawWebSocket>>,
     #[serde(default)]
     pub limits: Vec<RawLimit>,
+    pub admin: Option<Spanned<RawAdmin>>,
+    pub headers: Option<Spanned<RawHeaders>>,
+    pub signed_urls: Option<Spanned<RawSignedUrls>>,
+}
+
+/// Admin paths: reachable only with the admin capability or from an admin network.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Path prefixes (default `["/admin/"]`), matched case-insensitively.
+    pub paths: Option<Spanned<Vec<String>>>,
+    /// The capability that opens them (default `policy.admin`).
+    pub capability: Option<Spanned<String>>,
+    /// Client networks (CIDRs) that may reach them without the capability.
+    #[serde(default)]
+    pub networks: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    /// Profile for routes that name none (default `api-strict`).
+    pub default_profile: Option<Spanned<String>>,
+    /// Response headers removed from upstream responses besides `Server` and `X-Powered-By`.
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
+    /// Policy-defined profiles, by name.
+    #[serde(default)]
+    pub profiles: std::collections::BTreeMap<String, Spanned<RawHeaderProfile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderProfile {
+    /// A built-in or earlier-defined profile whose values this one starts from.
+    pub extends: Option<String>,
+    pub content_security_policy: Option<String>,
+    pub csp_nonce: Option<bool>,
+    pub content_type_options: Option<bool>,
+    pub frame_options: Option<String>,
+    pub referrer_policy: Option<String>,
+    pub permissions_policy: Option<String>,
+    pub cross_origin_opener_policy: Option<String>,
+    pub cross_origin_resource_policy: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignedUrls {
+    /// HMAC keys; secrets may be `env:NAME` or `file:/path`.
+    pub keys: Vec<RawSigningKey>,
+    /// Key id new URLs are signed with (default: the first).
+    pub sign_with: Option<Spanned<String>>,
+    /// Longest lifetime of a signed URL (default 604800, a week).
+    pub max_ttl_seconds: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigningKey {
+    pub id: Spanned<String>,
+    pub secret: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Exact origins (`https://app.example.com`), or `"*"`.
+    pub origins: Spanned<Vec<String>>,
+    /// Methods a preflight may ask for (default: the route's methods).
+    pub methods: Option<Spanned<Vec<String>>>,
+    /// Request headers a preflight may ask for (default `content-type`, `authorization`).
+    pub headers: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub credentials: bool,
+    pub max_age_seconds: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCsrf {
+    /// Origins allowed besides the request's own (default: the route's CORS origins).
+    pub origins: Option<Spanned<Vec<String>>>,
+    /// The double-submit cookie (default `__Host-csrf`).
+    pub cookie: Option<Spanned<String>>,
+    /// The header that must repeat it (default `x-csrf-token`).
+    pub header: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +191,17 @@ pub struct RawRoute {
     pub max_body_bytes: Option<Spanned<u64>>,
     /// Whether WebSocket upgrades are allowed; absent = allowed when the upstream is `rooms`.
     pub websocket: Option<bool>,
+    /// Whether `path_prefix` matches case-sensitively (default true).
+    pub case_sensitive: Option<bool>,
+    /// Security-header profile (default: `headers.default_profile`).
+    pub headers: Option<Spanned<String>>,
+    pub cors: Option<Spanned<RawCors>>,
+    pub csrf: Option<Spanned<RawCsrf>>,
+    /// Cookie carrying the bearer token for browser sessions; unsafe requests then need CSRF.
+    pub session_cookie: Option<Spanned<String>>,
+    /// Admit a request with a valid signed URL in place of authentication.
+    #[serde(default)]
+    pub signed_urls: bool,
 }
 
 /// A string or a list of strings.
@@ -151,6 +251,19 @@ pub struct RawBlocked {
     pub paths: Vec<Spanned<String>>,
     #[serde(default)]
     pub case_sensitive: bool,
+    /// Blocked paths opened for one route, each with a reason and an expiry.
+    #[serde(default)]
+    pub exceptions: Vec<RawBlockException>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlockException {
+    pub path: Spanned<String>,
+    pub route: Spanned<String>,
+    pub reason: Spanned<String>,
+    /// RFC 3339 time (quoted or a TOML date-time) after which the path is blocked again.
+    pub expires_at: Spanned<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

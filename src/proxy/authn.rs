@@ -23,7 +23,8 @@ fn failure(f: AuthFailure) -> Deny {
     }
 }
 
-/// The presented token: `Authorization: Bearer`, else `?access_token=` where the route allows.
+/// The presented token: `Authorization: Bearer`, else `?access_token=` or the session cookie
+/// where the route allows.
 fn credentials<'s>(session: &'s Session, route: &Route) -> Result<Option<&'s str>, AuthFailure> {
     let req = session.req_header();
     if let Some(h) = req.headers.get(header::AUTHORIZATION) {
@@ -31,6 +32,11 @@ fn credentials<'s>(session: &'s Session, route: &Route) -> Result<Option<&'s str
     }
     if route.query_token {
         if let Some(t) = req.uri.query().and_then(auth::query_token) {
+            return Ok(Some(t));
+        }
+    }
+    if let Some(name) = &route.session_cookie {
+        if let Some(t) = crate::http::csrf::cookie(&req.headers, name).filter(|t| !t.is_empty()) {
             return Ok(Some(t));
         }
     }
@@ -130,6 +136,7 @@ async fn verify(
                 &gw.auth.stats,
             ),
             Provider::None | Provider::Local => unreachable!("handled above"),
+            Provider::SignedUrl => Err(AuthFailure::Invalid),
         };
         match result {
             Ok(identity) => {

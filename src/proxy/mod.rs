@@ -22,11 +22,12 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::auth::{AuthState, Identity};
 use crate::http::deny::Deny;
-use crate::http::path::canonicalize;
+use crate::http::{cors, csrf, headers as profiles, signed};
 use crate::limits::connections::HeaderDeadline;
 use crate::limits::{client_ip, AuthBackoff, LimiterRegistry, Verdict};
 use crate::observability::Metrics;
 use crate::policy::model::{Policy, UpstreamTarget};
+use crate::policy::paths::{origin_form, PathVerdict};
 use crate::policy::PolicyStore;
 use crate::upstreams::{AddressState, Admit, Resilience};
 
@@ -115,6 +116,10 @@ pub struct RequestCtx {
     pub ws_closing: bool,
     /// The external address chosen (index) and its breaker state.
     pub upstream_addr: Option<(usize, Arc<AddressState>)>,
+    /// This response's CSP nonce (routes whose header profile asks for one).
+    pub csp_nonce: Option<String>,
+    /// A safe request on a CSRF route without the CSRF cookie: the response issues one.
+    pub issue_csrf: bool,
 }
 
 impl RequestCtx {
@@ -135,9 +140,37 @@ static X_CAPABILITIES: HeaderName = HeaderName::from_static("x-portcullis-capabi
 static X_ROOM: HeaderName = HeaderName::from_static("x-portcullis-room");
 static X_AUTH: HeaderName = HeaderName::from_static("x-portcullis-auth");
 static X_ROUTE: HeaderName = HeaderName::from_static("x-portcullis-route");
+static X_CSP_NONCE: HeaderName = HeaderName::from_static("x-portcullis-csp-nonce");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const HEALTH_BODY: &[u8] = br#"{"status":"ok"}"#;
+
+/// Drops the query string (a verified signed URL's parameters are not forwarded).
+fn strip_query(session: &mut Session) {
+    let path = session.req_header().uri.path().to_string();
+    if let Ok(uri) = http::Uri::builder().path_and_query(path).build() {
+        session.req_header_mut().set_uri(uri);
+    }
+}
+
+/// Removes cookie `name` from the request's `Cookie` headers, keeping the others.
+fn strip_cookie(req: &mut RequestHeader, name: &str) -> Result<()> {
+    let kept: Vec<String> = req
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some(name))
+        .map(str::to_string)
+        .collect();
+    req.remove_header(&header::COOKIE);
+    if !kept.is_empty() {
+        req.insert_header(header::COOKIE, kept.join("; "))?;
+    }
+    Ok(())
+}
 
 /// Headers a client may not set: identity and forwarding headers are the gateway's to write.
 fn is_identity_header(name: &str) -> bool {
@@ -277,7 +310,7 @@ impl Gateway {
                 resp.insert_header(name, value)?;
             }
         }
-        self.decorate(&mut resp, ctx)?;
+        self.decorate(&mut resp, ctx, session.req_header())?;
         // Keep the connection only when no request body could be left unread on it, and never
         // after a framing problem.
         let framing = matches!(ctx.deny, Some(Deny::AmbiguousLength));
@@ -316,15 +349,75 @@ impl Gateway {
         .await;
     }
 
-    /// Headers every HTTPS response carries.
-    fn decorate(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
-        if let Some(hsts) = ctx.policy.as_ref().and_then(|p| p.hsts.clone()) {
-            resp.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts)?;
-        }
+    /// Headers every HTTPS response carries: HSTS, the request id, the route's security-header
+    /// profile (replacing upstream values), CORS for an allowed origin, a CSRF cookie when one is
+    /// due; `Server`, `X-Powered-By` and the policy's other removals go.
+    fn decorate(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &RequestCtx,
+        req: &RequestHeader,
+    ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             resp.insert_header(X_REQUEST_ID.clone(), id.clone())?;
         }
-        resp.remove_header(&header::SERVER);
+        let Some(policy) = ctx.policy.as_ref() else {
+            resp.remove_header(&header::SERVER);
+            return Ok(());
+        };
+        if let Some(hsts) = &policy.hsts {
+            resp.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+        }
+        for name in &policy.headers.remove {
+            resp.remove_header(name);
+        }
+        let route = ctx.route.map(|r| &policy.routes[r]);
+        let profile = &policy.headers.profiles[route.map_or(policy.headers.default, |r| r.headers)];
+        for (name, value) in &profile.set {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
+        if let Some((name, value)) = ctx.csp_nonce.as_deref().and_then(|n| profile.csp_with(n)) {
+            resp.insert_header(name, value)?;
+        }
+        let Some(route) = route else {
+            return Ok(());
+        };
+        if let Some(rule) = &route.cors {
+            // A preflight's own answer carries its headers; a refused one gets none.
+            if !cors::is_preflight(&req.method, &req.headers) {
+                resp.append_header(header::VARY, cors::VARY_ORIGIN)?;
+                for (name, value) in rule.actual(req.headers.get(header::ORIGIN)) {
+                    resp.insert_header(name, value)?;
+                }
+            } else if resp.status != http::StatusCode::NO_CONTENT {
+                resp.append_header(header::VARY, cors::VARY_PREFLIGHT)?;
+            }
+        }
+        if ctx.issue_csrf {
+            if let Some(rule) = &route.csrf {
+                resp.append_header(header::SET_COOKIE, rule.issue())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers an allowed CORS preflight with 204.
+    async fn respond_preflight(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Result<()> {
+        let mut resp = ResponseHeader::build(204, Some(8))?;
+        for (name, value) in headers {
+            resp.insert_header(name, value)?;
+        }
+        resp.insert_header(header::CONTENT_LENGTH, 0)?;
+        self.decorate(&mut resp, ctx, session.req_header())?;
+        if declares_body(session.req_header()) {
+            session.set_keepalive(None);
+        }
+        session.write_response_header(Box::new(resp), true).await?;
         Ok(())
     }
 }
@@ -375,6 +468,8 @@ impl ProxyHttp for Gateway {
             ws_idle: Duration::from_secs(300),
             ws_closing: false,
             upstream_addr: None,
+            csp_nonce: None,
+            issue_csrf: false,
         }
     }
 
@@ -428,12 +523,29 @@ impl ProxyHttp for Gateway {
                 return Ok(());
             }
         }
-        let path = req.uri.path();
-        let rewritten = match canonicalize(path) {
-            Err(e) => {
-                ctx.deny = Some(Deny::BadPath(e));
+        // What goes on the wire upstream is the raw target unless the URI is replaced, and
+        // Pingora keeps a target that is not origin-form verbatim while giving the URI only
+        // its path (or "/"): check the raw bytes, so the gateway never judges one path and
+        // forwards another.
+        let host = req.headers.get(header::HOST).map(|h| h.as_bytes());
+        let raw_is_uri = match origin_form(req.raw_path(), host) {
+            Err(d) => {
+                ctx.deny = Some(d);
                 return Ok(());
             }
+            Ok(same) => same,
+        };
+        let path = req.uri.path();
+        let policy = ctx.policy.as_ref().expect("set above");
+        let rewritten = match policy.screen_path(path) {
+            Err(d) => {
+                ctx.deny = Some(d);
+                return Ok(());
+            }
+            Ok(std::borrow::Cow::Borrowed(c)) if !raw_is_uri => Some(match req.uri.query() {
+                Some(q) => format!("{c}?{q}"),
+                None => c.to_string(),
+            }),
             Ok(std::borrow::Cow::Borrowed(_)) => None,
             Ok(std::borrow::Cow::Owned(c)) => Some(match req.uri.query() {
                 Some(q) => format!("{c}?{q}"),
@@ -467,19 +579,34 @@ impl ProxyHttp for Gateway {
                 .await?;
             return Ok(true);
         }
-        if policy.blocked.find(path).is_some() {
-            return self.deny(session, ctx, Deny::BlockedPath).await;
-        }
         let host = request_host(req);
-        let Some(idx) = policy
-            .routes
-            .iter()
-            .position(|r| r.matches_path(path) && r.matches_host(host))
-        else {
-            return self.deny(session, ctx, Deny::NoRoute).await;
+        let idx = match policy.decide_path(host, path, crate::auth::now_unix()) {
+            PathVerdict::Refused(d) => {
+                if d == Deny::BlockedPath {
+                    tracing::info!(
+                        target: "portcullis::security",
+                        path,
+                        client = %ctx.client.map(|c| c.to_string()).unwrap_or_default(),
+                        "blocked path refused"
+                    );
+                }
+                return self.deny(session, ctx, d).await;
+            }
+            PathVerdict::Routed(idx, _) => idx,
         };
         ctx.route = Some(idx);
         let route = &policy.routes[idx];
+        if let Some(rule) = &route.cors {
+            if cors::is_preflight(&req.method, &req.headers) {
+                return match rule.preflight(&req.headers) {
+                    Ok(headers) => {
+                        self.respond_preflight(session, ctx, headers).await?;
+                        Ok(true)
+                    }
+                    Err(d) => self.deny(session, ctx, Deny::CorsDenied(d)).await,
+                };
+            }
+        }
         if !route.methods.allows(&req.method) {
             return self.deny(session, ctx, Deny::MethodNotAllowed).await;
         }
@@ -509,7 +636,28 @@ impl ProxyHttp for Gateway {
         if let Some(d) = self.check_limits(&policy, idx, client_key, None, false) {
             return self.deny(session, ctx, d).await;
         }
-        if !route.public {
+        if route.signed_urls && signed::has_signature(req.uri.query()) {
+            let Some(keys) = &policy.signed_urls else {
+                return self.deny(session, ctx, Deny::Internal).await;
+            };
+            let query = req.uri.query().unwrap_or("");
+            match keys.verify(req.method.as_str(), path, query, crate::auth::now_unix()) {
+                Ok(()) => {
+                    ctx.identity = Some(Arc::new(crate::auth::Identity::signed_url()));
+                    strip_query(session);
+                }
+                Err(f) => {
+                    tracing::info!(
+                        target: "portcullis::security",
+                        reason = f.code(),
+                        client = %client_key,
+                        "signed URL refused"
+                    );
+                    return self.deny(session, ctx, Deny::Signature(f)).await;
+                }
+            }
+        }
+        if !route.public && ctx.identity.is_none() {
             let backoff = policy.auth.backoff.as_ref();
             if backoff.is_some() {
                 if let Some(left) = self.backoff.locked(client_key, Instant::now()) {
@@ -547,7 +695,57 @@ impl ProxyHttp for Gateway {
                 return self.deny(session, ctx, d).await;
             }
         }
-        // Seam: CSRF, signed URLs, per-subject limits.
+        let req = session.req_header();
+        let path = req.uri.path();
+        if policy.admin.covers(path) {
+            let admitted = ctx.identity.as_ref().is_some_and(|i| {
+                i.has(&policy.admin.capability) || i.provider == crate::auth::Provider::SignedUrl
+            }) || ctx.client.is_some_and(|c| policy.admin.network_allows(c));
+            if !admitted {
+                tracing::info!(
+                    target: "portcullis::security",
+                    path,
+                    client = %client_key,
+                    "admin path refused"
+                );
+                return self.deny(session, ctx, Deny::AdminRequired).await;
+            }
+        }
+        if let Some(rule) = &route.csrf {
+            if csrf::is_unsafe(&req.method) {
+                let bearer = req.headers.get(header::AUTHORIZATION).is_some_and(|v| {
+                    v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer ")
+                });
+                let signed = ctx
+                    .identity
+                    .as_ref()
+                    .is_some_and(|i| i.provider == crate::auth::Provider::SignedUrl);
+                if !bearer && !signed {
+                    let host = req
+                        .headers
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+                        .unwrap_or("");
+                    if let Err(f) = rule.check(&req.headers, host) {
+                        self.metrics.csrf_failure(f);
+                        tracing::info!(
+                            target: "portcullis::security",
+                            reason = f.reason(),
+                            client = %client_key,
+                            route = &*route.name,
+                            "CSRF check failed"
+                        );
+                        return self.deny(session, ctx, Deny::Csrf(f)).await;
+                    }
+                }
+            } else if csrf::cookie(&req.headers, &rule.cookie).is_none() {
+                ctx.issue_csrf = true;
+            }
+        }
+        if policy.headers.profiles[route.headers].csp_nonce.is_some() {
+            ctx.csp_nonce = Some(profiles::new_nonce());
+        }
         if ctx.websocket {
             // Upgraded tunnels are long-lived: the read timeout is the policy's idle timeout or
             // the time left on the token, whichever is sooner, re-armed on every client frame.
@@ -697,6 +895,10 @@ impl ProxyHttp for Gateway {
         }
         if !route.is_some_and(|r| r.public || r.forward_authorization) {
             upstream_request.remove_header(&header::AUTHORIZATION);
+            // A session cookie is a bearer token too: it stays at the gateway.
+            if let Some(name) = route.and_then(|r| r.session_cookie.as_deref()) {
+                strip_cookie(upstream_request, name)?;
+            }
         }
         if !upstream_request.headers.contains_key(header::HOST) {
             if let Some(a) = upstream_request.uri.authority().cloned() {
@@ -725,16 +927,19 @@ impl ProxyHttp for Gateway {
         if let Some(r) = route {
             upstream_request.insert_header(X_ROUTE.clone(), &*r.name)?;
         }
+        if let Some(n) = &ctx.csp_nonce {
+            upstream_request.insert_header(X_CSP_NONCE.clone(), n.as_str())?;
+        }
         Ok(())
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.decorate(upstream_response, ctx)
+        self.decorate(upstream_response, ctx, session.req_header())
     }
 
     async fn fail_to_proxy(

@@ -18,6 +18,11 @@ pub struct TestUpstream {
 impl TestUpstream {
     /// Listens on `port` (0 = any), retrying while a previous listener's port is released.
     pub async fn start(port: u16) -> TestUpstream {
+        Self::start_with(port, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await
+    }
+
+    /// Like `start`, answering every request head with `response`.
+    pub async fn start_with(port: u16, response: &'static [u8]) -> TestUpstream {
         let listener = loop {
             match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
                 Ok(l) => break l,
@@ -47,10 +52,7 @@ impl TestUpstream {
                                 .unwrap()
                                 .push(String::from_utf8_lossy(&got[..end]).to_string());
                             got.drain(..end + 4);
-                            if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                                .await
-                                .is_err()
-                            {
+                            if s.write_all(response).await.is_err() {
                                 return;
                             }
                         }
