@@ -505,14 +505,26 @@ pub fn check(config: &Config) -> CheckReport {
                             .join("|")
                     )
                 };
-                let ws = if r.websocket { " +ws" } else { "" };
+                let mut extras = String::new();
+                for (on, tag) in [
+                    (r.websocket, " +ws"),
+                    (r.signed_urls, " +signed-urls"),
+                    (r.session_cookie.is_some(), " +cookie"),
+                    (r.cors.is_some(), " +cors"),
+                    (r.csrf.is_some(), " +csrf"),
+                ] {
+                    if on {
+                        extras.push_str(tag);
+                    }
+                }
                 lines.push(format!(
-                    "  {:<16} {:<22} {:<18} {:<14} {:<12} {access}{ws}",
+                    "  {:<16} {:<22} {:<18} {:<14} {:<12} {access}{extras} headers:{}",
                     &*r.name,
                     hosts,
                     &*r.prefix,
                     r.methods.names().join(","),
                     format!("{}({})", up.name, up.target.kind()),
+                    p.headers.profiles[r.headers].name,
                 ));
             }
             lines.push(format!(
@@ -523,6 +535,40 @@ pub fn check(config: &Config) -> CheckReport {
                     .map(|b| &**b)
                     .collect::<Vec<_>>()
                     .join(", ")
+            ));
+            for e in &p.blocked.exceptions {
+                let state = if auth::now_unix() < e.expires_at {
+                    "open"
+                } else {
+                    "expired"
+                };
+                lines.push(format!(
+                    "  exception ({state}): {} for route {} until {} — {}",
+                    e.path, e.route, e.expires_text, e.reason
+                ));
+            }
+            lines.push(format!(
+                "admin paths: {} (need {}{})",
+                p.admin
+                    .prefixes
+                    .iter()
+                    .map(|b| &**b)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                p.admin.capability,
+                if p.admin.networks.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " or a client in {}",
+                        p.admin
+                            .networks
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
             ));
         }
         Err(e) => errors.extend(e.0.iter().map(|e| e.to_string())),

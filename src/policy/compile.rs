@@ -68,6 +68,21 @@ impl std::error::Error for PolicyErrors {}
 
 pub const DEFAULT_HSTS_MAX_AGE: u64 = 31_536_000;
 pub const ALWAYS_BLOCKED: &str = "/terminal";
+/// Paths that leak source, secrets or internals when a backend exposes them by accident; blocked
+/// unless `[blocked] builtin = false`.
+pub const DANGEROUS_PATHS: &[&str] = &[
+    "/.git",
+    "/.env",
+    "/.svn",
+    "/.hg",
+    "/.DS_Store",
+    "/debug/pprof",
+    "/actuator",
+    "/server-status",
+    "/server-info",
+    "/phpinfo.php",
+    "/wp-admin",
+];
 /// The policy shipped inside the binary, used when the policy folder does not exist.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../policies/default.toml");
 
@@ -738,8 +753,12 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
     }
 
     // [blocked]
+    let builtin = blocked.as_ref().is_none_or(|(_, b)| b.get_ref().builtin);
     let mut blocked_paths = BlockedPaths {
-        prefixes: vec![ALWAYS_BLOCKED.into()],
+        prefixes: std::iter::once(ALWAYS_BLOCKED)
+            .chain(DANGEROUS_PATHS.iter().copied().filter(|_| builtin))
+            .map(Into::into)
+            .collect(),
         case_sensitive: false,
         exceptions: Vec::new(),
     };

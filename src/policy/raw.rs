@@ -251,6 +251,9 @@ pub struct RawBlocked {
     pub paths: Vec<Spanned<String>>,
     #[serde(default)]
     pub case_sensitive: bool,
+    /// Include the built-in dangerous-paths registry (default true).
+    #[serde(default = "yes")]
+    pub builtin: bool,
     /// Blocked paths opened for one route, each with a reason and an expiry.
     #[serde(default)]
     pub exceptions: Vec<RawBlockException>,
