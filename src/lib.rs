@@ -78,7 +78,21 @@ pub enum StartError {
 
 /// Makes rustls use ring, the provider Pingora's rustls integration is built on. Idempotent.
 pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider_for(config::TlsVersion::V12);
+}
+
+/// Installs ring as the process-wide provider; for a TLS 1.3 floor, with TLS 1.3 cipher suites
+/// only. Pingora fixes the protocol versions at 1.2 + 1.3 when it builds its TLS configs, so the
+/// provider's suites are what decide: with no 1.2 suite, a TLS 1.2 handshake (client or server
+/// side) finds nothing in common and fails. Call before anything builds a TLS config.
+pub fn install_crypto_provider_for(min: config::TlsVersion) {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if min == config::TlsVersion::V13 {
+        provider
+            .cipher_suites
+            .retain(|s| s.version() == &rustls::version::TLS13);
+    }
+    let _ = provider.install_default();
 }
 
 /// In development mode with no certificate pairs, generates a development CA and leaf.
@@ -162,7 +176,7 @@ impl ShutdownSignalWatch for DrainFirst {
 
 /// Starts the gateway and blocks until it shuts down.
 pub fn serve(config: Config) -> Result<(), StartError> {
-    install_crypto_provider();
+    install_crypto_provider_for(config.tls_min_version);
     let policy = PolicyStore::open(
         config.policy_dir.clone(),
         !config.policy_dir_explicit,

@@ -81,6 +81,10 @@ struct RawListeners {
 struct RawTls {
     cert_dir: Option<PathBuf>,
     default_cert: Option<String>,
+    /// `"1.2"` (default: TLS 1.2 and 1.3) or `"1.3"` (TLS 1.3 only).
+    min_version: Option<String>,
+    /// Warn about certificates with fewer days left (default 21).
+    expiry_warn_days: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -124,6 +128,36 @@ pub struct Config {
     /// `AUTH_PROVIDER`: replaces the policy's default provider.
     pub auth_provider: Option<crate::auth::Provider>,
     pub token_file: PathBuf,
+    /// The lowest TLS version the listener (and upstream connections) accept.
+    pub tls_min_version: TlsVersion,
+    pub cert_expiry_warn_days: u64,
+}
+
+/// A TLS protocol version floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    V12,
+    V13,
+}
+
+impl TlsVersion {
+    pub fn parse(s: &str) -> Option<TlsVersion> {
+        match s
+            .trim()
+            .trim_start_matches("TLSv")
+            .trim_start_matches("tls")
+        {
+            "1.2" | "1_2" => Some(TlsVersion::V12),
+            "1.3" | "1_3" => Some(TlsVersion::V13),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V12 => "1.2",
+            TlsVersion::V13 => "1.3",
+        }
+    }
 }
 
 impl Config {
@@ -335,6 +369,16 @@ impl Config {
             },
         };
 
+        let tls_min_version = match env("PORTCULLIS_TLS_MIN_VERSION").or(raw.tls.min_version) {
+            Some(v) => TlsVersion::parse(&v).ok_or_else(|| {
+                invalid(format!(
+                    "tls.min_version: {v:?} (expected \"1.2\" or \"1.3\")"
+                ))
+            })?,
+            None => TlsVersion::V12,
+        };
+        let cert_expiry_warn_days = raw.tls.expiry_warn_days.unwrap_or(21);
+
         Ok(Config {
             source,
             mode,
@@ -353,6 +397,8 @@ impl Config {
             log_level,
             auth_provider,
             token_file,
+            tls_min_version,
+            cert_expiry_warn_days,
         })
     }
 }

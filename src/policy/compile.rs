@@ -404,6 +404,54 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
             .entry(name.clone())
             .or_insert(compiled_upstreams.len());
         let mut compiled = Upstream::new(Arc::from(name.as_str()), target, connect, read);
+        let is_tls = matches!(compiled.target, UpstreamTarget::External { tls: true, .. });
+        match (&raw.ca_file, raw.system_roots, is_tls) {
+            (Some(f), _, false) | (Some(f), true, _) => cx.err_at(
+                f,
+                format!("{at}.ca_file"),
+                "a CA bundle is for an external upstream with tls = true and without system_roots",
+            ),
+            (Some(f), false, true) => {
+                let base = files[u.file].path.parent().unwrap_or(Path::new("."));
+                match load_ca_bundle(&base.join(f.get_ref())) {
+                    Ok(ca) => compiled.tls_ca = Some(ca),
+                    Err(m) => cx.err_at(f, format!("{at}.ca_file"), m),
+                }
+            }
+            (None, false, true) => cx.err_at(
+                &raw.name,
+                format!("{at}.ca_file"),
+                "an upstream over TLS needs ca_file (a pinned CA bundle) or system_roots = true",
+            ),
+            _ => {}
+        }
+        if is_tls {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            if let Some(ca) = &compiled.tls_ca {
+                for c in ca.iter() {
+                    c.borrow_raw_cert().hash(&mut h);
+                }
+            } else {
+                "system".hash(&mut h);
+            }
+            raw.min_tls_version
+                .as_ref()
+                .map(|v| v.get_ref().clone())
+                .hash(&mut h);
+            compiled.tls_group = h.finish();
+        }
+        if let Some(v) = &raw.min_tls_version {
+            match crate::config::TlsVersion::parse(v.get_ref()) {
+                Some(crate::config::TlsVersion::V13) => compiled.tls13_only = true,
+                Some(_) => {}
+                None => cx.err_at(
+                    v,
+                    format!("{at}.min_tls_version"),
+                    format!("{:?} (expected \"1.2\" or \"1.3\")", v.get_ref()),
+                ),
+            }
+        }
         if let Some(f) = &raw.circuit_failures {
             if !(1..=1000).contains(f.get_ref()) {
                 cx.err_at(
@@ -960,6 +1008,27 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         websocket: ws_budget,
         sources: files.iter().map(|f| f.path.clone()).collect(),
     })
+}
+
+/// Reads a PEM bundle of CA certificates for upstream verification.
+fn load_ca_bundle(path: &Path) -> Result<Arc<pingora::protocols::tls::CaType>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let c = c.map_err(|e| format!("{}: {e}", path.display()))?;
+        if x509_parser::parse_x509_certificate(&c).is_err() {
+            return Err(format!("{}: not an X.509 certificate", path.display()));
+        }
+        out.push(pingora::utils::tls::WrappedX509::new(
+            c.to_vec(),
+            pingora::utils::tls::parse_x509,
+        ));
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no certificates in the bundle", path.display()));
+    }
+    Ok(Arc::from(out.into_boxed_slice()))
 }
 
 fn hsts_header(max_age: u64, sub: bool, preload: bool) -> HeaderValue {

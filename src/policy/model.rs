@@ -205,6 +205,14 @@ pub struct Upstream {
     pub read_timeout: Duration,
     pub breaker: crate::upstreams::BreakerSpec,
     pub health_interval: Option<Duration>,
+    /// Pinned CAs for an upstream over TLS; `None` = the system store.
+    pub tls_ca: Option<Arc<pingora::protocols::tls::CaType>>,
+    /// Refuse upstream TLS below 1.3.
+    pub tls13_only: bool,
+    /// Keeps pooled upstream connections apart by trust settings: Pingora's connection pool
+    /// ignores the CA bundle, so a connection verified against one CA would otherwise be reused
+    /// for an upstream that pins another.
+    pub tls_group: u64,
     next: AtomicUsize,
     /// Breaker state per external address, looked up in the registry once per policy
     /// generation instead of once per request.
@@ -235,6 +243,9 @@ impl Upstream {
                 open_for: Duration::from_secs(10),
             },
             health_interval: Some(Duration::from_secs(5)),
+            tls_ca: None,
+            tls13_only: false,
+            tls_group: 0,
             address_states,
             next: AtomicUsize::new(0),
         }

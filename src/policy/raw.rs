@@ -233,6 +233,14 @@ pub struct RawUpstream {
     pub tls: bool,
     /// TLS server name for `external` upstreams over TLS; default: the first address's host.
     pub sni: Option<String>,
+    /// PEM bundle of the CAs an upstream's certificate must chain to (relative to the policy
+    /// file). Required with `tls` unless `system_roots`.
+    pub ca_file: Option<Spanned<String>>,
+    /// Verify against the system's trust store instead of a pinned bundle.
+    #[serde(default)]
+    pub system_roots: bool,
+    /// Lowest TLS version accepted from the upstream: "1.2" (default) or "1.3".
+    pub min_tls_version: Option<Spanned<String>>,
     pub connect_timeout_ms: Option<Spanned<u64>>,
     pub read_timeout_ms: Option<Spanned<u64>>,
     /// Consecutive failures that open an address's circuit (default 5).

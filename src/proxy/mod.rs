@@ -870,7 +870,50 @@ impl ProxyHttp for Gateway {
             Some(upstream.read_timeout)
         };
         peer.options.idle_timeout = Some(Duration::from_secs(60));
+        if let Some(ca) = &upstream.tls_ca {
+            peer.options.ca = Some(ca.clone());
+        }
+        peer.group_key = upstream.tls_group;
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
         Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(policy), Some(r)) = (&ctx.policy, ctx.route) else {
+            return Ok(());
+        };
+        let upstream = &policy.upstreams[policy.routes[r].upstream];
+        if !upstream.tls13_only {
+            return Ok(());
+        }
+        let version = digest
+            .and_then(|d| d.ssl_digest.as_ref())
+            .map(|s| s.version.to_string())
+            .unwrap_or_default();
+        if version != "TLSv1_3" && version != "TLSv1.3" {
+            tracing::warn!(
+                upstream = &*upstream.name,
+                address = %peer._address,
+                negotiated = if version.is_empty() { "none" } else { version.as_str() },
+                "upstream TLS refused: below the minimum TLS 1.3"
+            );
+            let mut e = Error::new_up(ErrorType::TLSHandshakeFailure);
+            e.set_context(format!(
+                "upstream negotiated {version}, below the minimum TLS 1.3"
+            ));
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -988,7 +1031,25 @@ impl ProxyHttp for Gateway {
                 Some(Deny::UpstreamTimeout)
             }
             _ => match e.esource() {
-                ErrorSource::Upstream => Some(Deny::UpstreamUnavailable),
+                ErrorSource::Upstream => {
+                    if matches!(
+                        e.etype(),
+                        ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert
+                    ) {
+                        let upstream = ctx
+                            .policy
+                            .as_ref()
+                            .zip(ctx.route)
+                            .map(|(p, r)| p.upstreams[p.routes[r].upstream].name.to_string())
+                            .unwrap_or_default();
+                        tracing::warn!(
+                            upstream,
+                            reason = %e,
+                            "upstream TLS failed; answering 502"
+                        );
+                    }
+                    Some(Deny::UpstreamUnavailable)
+                }
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                         None
