@@ -426,9 +426,14 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         gateway,
         "portcullis-https",
     );
-    let mut tls =
-        TlsSettings::intermediate("", "").map_err(|e| StartError::Other(e.to_string()))?;
+    let mut tls = TlsSettings::with_callbacks(Box::new(tls::client_auth::HandshakeCallbacks))
+        .map_err(|e| StartError::Other(e.to_string()))?;
     tls.set_cert_resolver(Arc::new(CertResolver(certs.clone())));
+    // Asks for client certificates only while the policy has an [mtls] bundle.
+    tls.set_client_cert_verifier(Arc::new(tls::client_auth::PolicyClientVerifier {
+        store: policy.clone(),
+        provider: Arc::new(rustls::crypto::ring::default_provider()),
+    }));
     tls.enable_h2();
     service
         .endpoints()

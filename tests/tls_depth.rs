@@ -190,3 +190,168 @@ async fn a_tls13_only_listener_refuses_tls12_clients() {
     assert!(ok, "{text}");
     let _ = Duration::from_secs(0);
 }
+
+fn sha256_hex(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn client_with(g: &Gateway, identity: Option<(&str, &str)>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(g.ca.pem.as_bytes()).unwrap())
+        .resolve("localhost", g.https)
+        .http1_only()
+        .timeout(Duration::from_secs(10));
+    if let Some((cert, key)) = identity {
+        let pem = format!("{cert}{key}");
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_routes_take_verified_client_certificates_and_pass_their_identity() {
+    let agents = TestCa::new("Agent CA");
+    let stranger = TestCa::new("Stranger CA");
+    let (a1_cert, a1_key, a1_der) = agents.client_leaf("agent-1.internal");
+    let (a2_cert, a2_key, _) = agents.client_leaf("agent-2.internal");
+    let (x_cert, x_key, _) = stranger.client_leaf("agent-1.internal");
+    let fp = sha256_hex(&a1_der);
+    let policy = format!(
+        r#"
+[mtls]
+ca_file = "agents-ca.pem"
+
+[[upstreams]]
+name = "worker"
+kind = "worker"
+
+[[routes]]
+name = "agents"
+path_prefix = "/whoami"
+upstream = "worker"
+auth = "mtls"
+client_cert_allow = ["sha256:{fp}", "san:agent-9.internal"]
+
+[[routes]]
+name = "models"
+path_prefix = "/v1/"
+upstream = "worker"
+public = true
+"#
+    );
+    let g = Gateway::start(Options {
+        policy: vec![
+            ("p.toml".into(), policy),
+            ("agents-ca.pem".into(), agents.pem.clone()),
+        ],
+        ..Options::default()
+    })
+    .await;
+
+    // No certificate: refused on the mTLS route, fine on a normal one.
+    let anon = client_with(&g, None);
+    let r = anon.get(g.url("/whoami")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"error":"client_certificate_required"}"#
+    );
+    assert_eq!(
+        anon.get(g.url("/v1/models")).send().await.unwrap().status(),
+        200
+    );
+
+    // The allowed agent: its identity reaches the worker.
+    let a1 = client_with(&g, Some((&a1_cert, &a1_key)));
+    let r = a1.get(g.url("/whoami")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let who: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(who["subject"], "agent-1.internal");
+    assert_eq!(who["auth"], "mtls");
+    assert_eq!(who["client_cert"], format!("sha256:{fp}"));
+
+    // Same CA, not on the allow-list.
+    let a2 = client_with(&g, Some((&a2_cert, &a2_key)));
+    let r = a2.get(g.url("/whoami")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"error":"client_certificate_denied"}"#
+    );
+    assert_eq!(
+        a2.get(g.url("/v1/models")).send().await.unwrap().status(),
+        200
+    );
+
+    // A certificate from another CA: the handshake itself is refused.
+    let x = client_with(&g, Some((&x_cert, &x_key)));
+    let err = x.get(g.url("/v1/models")).send().await;
+    assert!(err.is_err(), "a foreign client certificate was accepted");
+
+    // A client certificate forged with a self-made identity does not help either, and the
+    // gateway's own identity headers cannot be sent in.
+    let r = anon
+        .get(g.url("/whoami"))
+        .header("x-portcullis-client-cert", format!("sha256:{fp}"))
+        .header("x-portcullis-subject", "agent-1.internal")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_mtls_listener_refuses_handshakes_without_a_valid_unrevoked_certificate() {
+    let agents = TestCa::new("Agent CA");
+    let (good_cert, good_key, _) = agents.client_leaf_serial("agent-1.internal", 1001);
+    let (bad_cert, bad_key, _) = agents.client_leaf_serial("agent-2.internal", 1002);
+    let policy = r#"
+[mtls]
+ca_file = "agents-ca.pem"
+crl_files = ["agents.crl"]
+required = true
+
+[[upstreams]]
+name = "worker"
+kind = "worker"
+
+[[routes]]
+name = "models"
+path_prefix = "/v1/"
+upstream = "worker"
+public = true
+"#;
+    let g = Gateway::start(Options {
+        policy: vec![
+            ("p.toml".into(), policy.into()),
+            ("agents-ca.pem".into(), agents.pem.clone()),
+            ("agents.crl".into(), agents.crl(&[1002])),
+        ],
+        ..Options::default()
+    })
+    .await;
+    assert!(client_with(&g, None)
+        .get(g.url("/v1/models"))
+        .send()
+        .await
+        .is_err());
+    assert!(
+        client_with(&g, Some((&bad_cert, &bad_key)))
+            .get(g.url("/v1/models"))
+            .send()
+            .await
+            .is_err(),
+        "a revoked certificate was accepted"
+    );
+    let r = client_with(&g, Some((&good_cert, &good_key)))
+        .get(g.url("/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -45,6 +45,8 @@ pub enum Provider {
     Room,
     /// A signed URL (not configurable as a provider: routes opt in with `signed_urls`).
     SignedUrl,
+    /// A client certificate verified against the policy's `[mtls]` CA bundle.
+    Mtls,
 }
 
 impl Provider {
@@ -55,6 +57,7 @@ impl Provider {
             "static" => Some(Provider::Static),
             "jwt" | "supabase" => Some(Provider::Jwt),
             "room" => Some(Provider::Room),
+            "mtls" => Some(Provider::Mtls),
             _ => None,
         }
     }
@@ -66,6 +69,7 @@ impl Provider {
             Provider::Jwt => "jwt",
             Provider::Room => "room",
             Provider::SignedUrl => "signed_url",
+            Provider::Mtls => "mtls",
         }
     }
     pub fn development_only(self) -> bool {

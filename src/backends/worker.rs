@@ -91,6 +91,9 @@ impl Worker {
                     200,
                     &serde_json::json!({
                         "subject": h("x-portcullis-subject"),
+                        "auth": h("x-portcullis-auth"),
+                        "capabilities": h("x-portcullis-capabilities"),
+                        "client_cert": h("x-portcullis-client-cert"),
                         "route": h("x-portcullis-route"),
                         "request_id": h("x-request-id"),
                         "forwarded_for": h("x-forwarded-for"),

@@ -51,6 +51,10 @@ pub enum Deny {
     CorsDenied(PreflightDenied),
     Csrf(CsrfFailure),
     Signature(SignatureFailure),
+    /// An mTLS route reached without a client certificate.
+    ClientCertRequired,
+    /// A verified client certificate not on the route's allow-list.
+    ClientCertDenied,
     NoRoute,
     MethodNotAllowed,
     WebSocketNotAllowed,
@@ -81,7 +85,9 @@ impl Deny {
             | Deny::AdminRequired
             | Deny::CorsDenied(_)
             | Deny::Csrf(_)
-            | Deny::Signature(_) => 403,
+            | Deny::Signature(_)
+            | Deny::ClientCertRequired
+            | Deny::ClientCertDenied => 403,
             Deny::PathParameterOnBlocked => 400,
             Deny::NoRoute => 404,
             Deny::MethodNotAllowed => 405,
@@ -115,6 +121,8 @@ impl Deny {
             Deny::CorsDenied(_) => "cors_denied",
             Deny::Csrf(_) => "csrf_failed",
             Deny::Signature(f) => f.code(),
+            Deny::ClientCertRequired => "client_certificate_required",
+            Deny::ClientCertDenied => "client_certificate_denied",
             Deny::NoRoute => "no_route",
             Deny::MethodNotAllowed => "method_not_allowed",
             Deny::WebSocketNotAllowed => "websocket_not_allowed",
@@ -203,6 +211,8 @@ impl Deny {
             Deny::CorsDenied(d) => d.body(),
             Deny::Csrf(f) => f.body(),
             Deny::Signature(f) => f.body(),
+            Deny::ClientCertRequired => br#"{"error":"client_certificate_required"}"#,
+            Deny::ClientCertDenied => br#"{"error":"client_certificate_denied"}"#,
             Deny::NoRoute => br#"{"error":"no_route"}"#,
             Deny::MethodNotAllowed => br#"{"error":"method_not_allowed"}"#,
             Deny::WebSocketNotAllowed => br#"{"error":"websocket_not_allowed"}"#,
@@ -236,6 +246,8 @@ mod tests {
             Deny::BlockedPath,
             Deny::PathParameterOnBlocked,
             Deny::AdminRequired,
+            Deny::ClientCertRequired,
+            Deny::ClientCertDenied,
             Deny::Csrf(CsrfFailure::TokenMismatch),
             Deny::Signature(SignatureFailure::Expired),
             Deny::NoRoute,

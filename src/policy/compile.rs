@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::compile_auth::{check_provider, compile_auth, compile_room_access};
 use super::compile_http::{
-    compile_admin, compile_cors, compile_csrf, compile_exceptions, compile_headers,
+    compile_admin, compile_cors, compile_csrf, compile_exceptions, compile_headers, compile_mtls,
     compile_signed_urls, valid_cookie_name, Errs,
 };
 use super::compile_limits::{compile_limits, compile_network, compile_websocket};
@@ -216,6 +216,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
     let mut admin = None;
     let mut headers = None;
     let mut signed_urls = None;
+    let mut mtls = None;
     let mut raw_limits: Vec<(usize, usize, RawLimit)> = Vec::new();
     let mut routes = Vec::new();
     let mut upstreams = Vec::new();
@@ -257,6 +258,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         );
         take(&mut cx, &mut admin, fi, raw.admin, "admin", files);
         take(&mut cx, &mut headers, fi, raw.headers, "headers", files);
+        take(&mut cx, &mut mtls, fi, raw.mtls, "mtls", files);
         take(
             &mut cx,
             &mut signed_urls,
@@ -499,6 +501,14 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         &mut errors,
     );
 
+    let mtls_settings = mtls.as_ref().and_then(|(fi, m)| {
+        let mut e = Errs {
+            file: &files[*fi],
+            errors: &mut errors,
+        };
+        compile_mtls(&mut e, m)
+    });
+
     // [[routes]]
     let mut compiled_routes: Vec<(Route, usize, usize)> = Vec::new();
     let mut route_names: HashMap<String, ()> = HashMap::new();
@@ -721,6 +731,29 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
                 "signed URLs need [signed_urls] keys in the policy",
             );
         }
+        let mut client_cert_allow = Vec::new();
+        if let Some(list) = &raw.client_cert_allow {
+            if !auth.contains(&crate::auth::Provider::Mtls) {
+                cx.err_at(
+                    list,
+                    format!("{at}.client_cert_allow"),
+                    "an allow-list of client certificates needs auth = \"mtls\"",
+                );
+            }
+            for (i, entry) in list.get_ref().iter().enumerate() {
+                match crate::tls::client_auth::AllowEntry::parse(entry) {
+                    Ok(a) => client_cert_allow.push(a),
+                    Err(m) => cx.err_at(list, format!("{at}.client_cert_allow[{i}]"), m),
+                }
+            }
+        }
+        if auth.contains(&crate::auth::Provider::Mtls) && mtls.is_none() {
+            cx.err_at(
+                &raw.name,
+                format!("{at}.auth"),
+                "the mtls provider needs an [mtls] section with the client CA bundle",
+            );
+        }
         let mut e = Errs {
             file: cx.file,
             errors: cx.errors,
@@ -774,6 +807,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
             csrf,
             session_cookie,
             signed_urls: raw.signed_urls,
+            client_cert_allow,
         };
         compiled_routes.push((route, r.file, raw.path_prefix.span().start));
     }
@@ -999,6 +1033,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         admin: admin_paths,
         headers: header_settings,
         signed_urls: signed,
+        mtls: mtls_settings,
         hsts: hsts_value,
         worker: worker_settings,
         rooms: room_settings,

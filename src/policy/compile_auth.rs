@@ -40,7 +40,7 @@ impl Errs<'_> {
 pub(crate) fn check_provider(name: &str, mode: Mode) -> Result<Provider, String> {
     let p = Provider::parse(name).ok_or_else(|| {
         format!(
-            "unknown authentication provider {name:?} (available: none, local, static, jwt, room)"
+            "unknown authentication provider {name:?} (available: none, local, static, jwt, room, mtls)"
         )
     })?;
     if p.development_only() && mode != Mode::Development {

@@ -12,7 +12,8 @@ use toml::Spanned;
 use super::compile::{PolicyError, SourceFile};
 use super::model::{AdminPaths, BlockException, HeaderSettings, MethodSet};
 use super::raw::{
-    RawAdmin, RawBlockException, RawCors, RawCsrf, RawHeaderProfile, RawHeaders, RawSignedUrls,
+    RawAdmin, RawBlockException, RawCors, RawCsrf, RawHeaderProfile, RawHeaders, RawMtls,
+    RawSignedUrls,
 };
 use crate::auth::secret;
 use crate::config::{line_of, Mode};
@@ -651,4 +652,45 @@ pub(crate) fn compile_exceptions(
         }
     }
     out
+}
+
+/// Compiles `[mtls]`: the client CA bundle and CRLs, read now (and on every reload).
+pub(crate) fn compile_mtls(
+    e: &mut Errs<'_>,
+    raw: &Spanned<RawMtls>,
+) -> Option<crate::tls::client_auth::MtlsSettings> {
+    let m = raw.get_ref();
+    let base = e.base().to_path_buf();
+    let ca = match std::fs::read(base.join(m.ca_file.get_ref())) {
+        Ok(b) => b,
+        Err(err) => {
+            e.at(
+                &m.ca_file,
+                "mtls.ca_file",
+                format!("cannot read {}: {err}", m.ca_file.get_ref()),
+            );
+            return None;
+        }
+    };
+    let mut crls = Vec::new();
+    for (i, c) in m.crl_files.iter().enumerate() {
+        match std::fs::read(base.join(c.get_ref())) {
+            Ok(b) => crls.push(b),
+            Err(err) => e.at(
+                c,
+                format!("mtls.crl_files[{i}]"),
+                format!("cannot read {}: {err}", c.get_ref()),
+            ),
+        }
+    }
+    match crate::tls::client_auth::build_verifier(&ca, &crls) {
+        Ok(verifier) => Some(crate::tls::client_auth::MtlsSettings {
+            verifier,
+            required: m.required,
+        }),
+        Err(msg) => {
+            e.at(&m.ca_file, "mtls.ca_file", msg);
+            None
+        }
+    }
 }

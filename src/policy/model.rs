@@ -29,6 +29,8 @@ pub struct Policy {
     pub headers: HeaderSettings,
     /// Keys for signed URLs; `None` when the policy has none.
     pub signed_urls: Option<crate::http::signed::SignedUrls>,
+    /// Client-certificate verification; `None` = no client certificates asked for.
+    pub mtls: Option<crate::tls::client_auth::MtlsSettings>,
     /// The `Strict-Transport-Security` value, or `None` when disabled.
     pub hsts: Option<HeaderValue>,
     pub worker: WorkerSettings,
@@ -118,6 +120,8 @@ pub struct Route {
     pub session_cookie: Option<Box<str>>,
     /// A valid signed URL admits a request in place of authentication.
     pub signed_urls: bool,
+    /// Client certificates admitted by `auth = "mtls"`; empty = any verified one.
+    pub client_cert_allow: Vec<crate::tls::client_auth::AllowEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// One `policies/*.toml` file. Every section is optional so a policy can be split across files;
-/// singleton sections (`blocked`, `hsts`, `worker`, `rooms`, `auth`) may appear in one file only.
+/// singleton sections (`blocked`, `hsts`, `worker`, `rooms`, `auth`, `admin`, `headers`,
+/// `signed_urls`, `mtls`, …) may appear in one file only.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicyFile {
@@ -26,6 +27,21 @@ pub struct RawPolicyFile {
     pub admin: Option<Spanned<RawAdmin>>,
     pub headers: Option<Spanned<RawHeaders>>,
     pub signed_urls: Option<Spanned<RawSignedUrls>>,
+    pub mtls: Option<Spanned<RawMtls>>,
+}
+
+/// Client certificates: the CA bundle they must chain to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMtls {
+    /// PEM bundle of the CAs client certificates must chain to (relative to the policy file).
+    pub ca_file: Spanned<String>,
+    /// PEM CRLs checked for revoked client certificates.
+    #[serde(default)]
+    pub crl_files: Vec<Spanned<String>>,
+    /// Refuse every handshake without a valid client certificate (the whole listener).
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// Admin paths: reachable only with the admin capability or from an admin network.
@@ -202,6 +218,9 @@ pub struct RawRoute {
     /// Admit a request with a valid signed URL in place of authentication.
     #[serde(default)]
     pub signed_urls: bool,
+    /// With `auth = "mtls"`: the client certificates admitted (`sha256:…`, `san:…`, `cn:…`);
+    /// absent = any certificate the `[mtls]` bundle verifies.
+    pub client_cert_allow: Option<Spanned<Vec<String>>>,
 }
 
 /// A string or a list of strings.

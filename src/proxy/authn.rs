@@ -94,6 +94,22 @@ async fn verify(
     if route.auth.iter().any(|p| p.development_only()) {
         return Ok(Arc::new(Identity::development()));
     }
+    if route.auth.contains(&Provider::Mtls) {
+        let cert = crate::tls::client_auth::handshake_info(session).and_then(|h| h.client.as_ref());
+        match cert {
+            Some(c) => {
+                if route.client_cert_allow.is_empty()
+                    || route.client_cert_allow.iter().any(|a| c.matches(a))
+                {
+                    return Ok(c.identity.clone());
+                }
+                return Err(Deny::ClientCertDenied);
+            }
+            // Other providers on the route may still take a token.
+            None if route.auth.len() == 1 => return Err(Deny::ClientCertRequired),
+            None => {}
+        }
+    }
     let token = credentials(session, route).map_err(failure)?;
     let Some(token) = token else {
         if open_room {
@@ -136,7 +152,7 @@ async fn verify(
                 &gw.auth.stats,
             ),
             Provider::None | Provider::Local => unreachable!("handled above"),
-            Provider::SignedUrl => Err(AuthFailure::Invalid),
+            Provider::SignedUrl | Provider::Mtls => Err(AuthFailure::Invalid),
         };
         match result {
             Ok(identity) => {

@@ -140,6 +140,7 @@ static X_CAPABILITIES: HeaderName = HeaderName::from_static("x-portcullis-capabi
 static X_ROOM: HeaderName = HeaderName::from_static("x-portcullis-room");
 static X_AUTH: HeaderName = HeaderName::from_static("x-portcullis-auth");
 static X_ROUTE: HeaderName = HeaderName::from_static("x-portcullis-route");
+static X_CLIENT_CERT: HeaderName = HeaderName::from_static("x-portcullis-client-cert");
 static X_CSP_NONCE: HeaderName = HeaderName::from_static("x-portcullis-csp-nonce");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
@@ -965,6 +966,11 @@ impl ProxyHttp for Gateway {
             upstream_request.insert_header(X_AUTH.clone(), identity.provider.as_str())?;
             if let Some(room) = &identity.room {
                 upstream_request.insert_header(X_ROOM.clone(), &**room)?;
+            }
+            if identity.provider == crate::auth::Provider::Mtls {
+                if let Some(fp) = &identity.verified_by {
+                    upstream_request.insert_header(X_CLIENT_CERT.clone(), &**fp)?;
+                }
             }
         }
         if let Some(r) = route {

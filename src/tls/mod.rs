@@ -1,7 +1,8 @@
 //! TLS termination: the certificate store and SNI resolver (hot: the folder is watched), and
-//! development certificate generation. OCSP stapling and mTLS verifiers join here later. Must not
-//! make routing or authentication decisions.
+//! development certificate generation, client-certificate verification (mTLS). Must not make
+//! routing or authentication decisions.
 
+pub mod client_auth;
 pub mod dev;
 pub mod probe;
 pub mod store;

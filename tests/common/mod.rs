@@ -40,6 +40,48 @@ impl TestCa {
         TestCa { cert, key, pem }
     }
 
+    /// A client certificate (EKU clientAuth) for `name` as a DNS SAN: (certificate PEM, key PEM,
+    /// certificate DER).
+    pub fn client_leaf(&self, name: &str) -> (String, String, Vec<u8>) {
+        self.client_leaf_serial(name, rand::random::<u32>() as u64 + 1)
+    }
+
+    /// `client_leaf` with a chosen serial number (for CRLs).
+    pub fn client_leaf_serial(&self, name: &str, serial: u64) -> (String, String, Vec<u8>) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.serial_number = Some(rcgen::SerialNumber::from(serial));
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    /// A PEM CRL revoking `serials`, valid for a day.
+    pub fn crl(&self, serials: &[u64]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(5),
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: now - time::Duration::minutes(1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.cert, &self.key)
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+
     /// A leaf for `names` (DNS names or IPs): (certificate PEM, key PEM).
     pub fn leaf(&self, names: &[&str]) -> (String, String) {
         let key = KeyPair::generate().unwrap();

@@ -1,0 +1,322 @@
+//! Client certificates (mTLS). The listener's verifier follows the live policy: it asks for a
+//! certificate only while the policy has an `[mtls]` CA bundle, verifies against that bundle
+//! (and its CRLs), and demands one only when `[mtls] required = true`; routes decide the rest
+//! (`auth = "mtls"`, `client_cert_allow`). After the handshake the verified certificate's
+//! SHA-256 fingerprint, subject and SANs are kept with the connection for the request phase.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::auth::{Identity, Provider};
+use crate::policy::PolicyStore;
+
+/// What a finished handshake tells the request phase.
+#[derive(Debug)]
+pub struct HandshakeInfo {
+    pub sni: Option<Box<str>>,
+    pub version: &'static str,
+    /// The verified client certificate's identity, when one was presented.
+    pub client: Option<Arc<ClientCert>>,
+}
+
+#[derive(Debug)]
+pub struct ClientCert {
+    /// Lower-case hex SHA-256 of the leaf certificate (DER).
+    pub sha256: String,
+    /// Subject common name, if any.
+    pub common_name: Option<String>,
+    /// DNS, URI, e-mail and IP subject alternative names, as text.
+    pub sans: Vec<String>,
+    /// The identity a route with `auth = "mtls"` gives the request.
+    pub identity: Arc<Identity>,
+}
+
+impl ClientCert {
+    pub fn from_der(der: &[u8]) -> ClientCert {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        let sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let (common_name, sans) = match x509_parser::parse_x509_certificate(der) {
+            Ok((_, c)) => {
+                let cn = c
+                    .subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|a| a.as_str().ok())
+                    .map(str::to_string);
+                let sans = c
+                    .subject_alternative_name()
+                    .ok()
+                    .flatten()
+                    .map(|ext| {
+                        ext.value
+                            .general_names
+                            .iter()
+                            .filter_map(|g| {
+                                use x509_parser::extensions::GeneralName;
+                                match g {
+                                    GeneralName::DNSName(d) => Some(d.to_string()),
+                                    GeneralName::URI(u) => Some(u.to_string()),
+                                    GeneralName::RFC822Name(e) => Some(e.to_string()),
+                                    GeneralName::IPAddress(ip) => match ip.len() {
+                                        4 => Some(
+                                            std::net::Ipv4Addr::from(
+                                                <[u8; 4]>::try_from(*ip).unwrap_or_default(),
+                                            )
+                                            .to_string(),
+                                        ),
+                                        16 => Some(
+                                            std::net::Ipv6Addr::from(
+                                                <[u8; 16]>::try_from(*ip).unwrap_or_default(),
+                                            )
+                                            .to_string(),
+                                        ),
+                                        _ => None,
+                                    },
+                                    _ => None,
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (cn, sans)
+            }
+            Err(_) => (None, Vec::new()),
+        };
+        let subject = sans
+            .first()
+            .cloned()
+            .or_else(|| common_name.clone())
+            .unwrap_or_else(|| format!("sha256:{sha256}"));
+        let identity = Arc::new(Identity {
+            subject: Arc::from(subject.as_str()),
+            provider: Provider::Mtls,
+            all_capabilities: false,
+            capabilities: Arc::from(Vec::new()),
+            room: None,
+            expires_at: None,
+            verified_by: Some(Arc::from(format!("sha256:{sha256}").as_str())),
+        });
+        ClientCert {
+            sha256,
+            common_name,
+            sans,
+            identity,
+        }
+    }
+
+    /// Whether an allow-list entry (`sha256:HEX`, `san:NAME`, `cn:NAME`) names this certificate.
+    pub fn matches(&self, entry: &AllowEntry) -> bool {
+        match entry {
+            AllowEntry::Sha256(h) => *h == self.sha256,
+            AllowEntry::San(s) => self.sans.iter().any(|x| x.eq_ignore_ascii_case(s)),
+            AllowEntry::Cn(c) => self.common_name.as_deref() == Some(c.as_str()),
+        }
+    }
+}
+
+/// One `client_cert_allow` entry of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowEntry {
+    Sha256(String),
+    San(String),
+    Cn(String),
+}
+
+impl AllowEntry {
+    pub fn parse(s: &str) -> Result<AllowEntry, String> {
+        if let Some(h) = s.strip_prefix("sha256:") {
+            let hex: String = h.chars().filter(|c| *c != ':').collect();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("{s:?}: a SHA-256 fingerprint is 64 hex digits"));
+            }
+            return Ok(AllowEntry::Sha256(hex.to_ascii_lowercase()));
+        }
+        if let Some(n) = s.strip_prefix("san:").filter(|n| !n.is_empty()) {
+            return Ok(AllowEntry::San(n.to_string()));
+        }
+        if let Some(n) = s.strip_prefix("cn:").filter(|n| !n.is_empty()) {
+            return Ok(AllowEntry::Cn(n.to_string()));
+        }
+        Err(format!(
+            "{s:?}: use sha256:<fingerprint>, san:<name> or cn:<name>"
+        ))
+    }
+}
+
+/// Keeps SNI, version and the client certificate with the connection.
+pub struct HandshakeCallbacks;
+
+#[async_trait]
+impl TlsAccept for HandshakeCallbacks {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        let info = HandshakeInfo {
+            sni: tls.server_name().map(Into::into),
+            version: tls.version().unwrap_or(""),
+            client: tls
+                .peer_certificate_der()
+                .map(|der| Arc::new(ClientCert::from_der(der))),
+        };
+        Some(Arc::new(info))
+    }
+}
+
+/// The handshake information of a request's connection.
+pub fn handshake_info(session: &pingora::proxy::Session) -> Option<&HandshakeInfo> {
+    session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|s| s.extension.get::<HandshakeInfo>())
+}
+
+/// The listener's client-certificate verifier, following the live policy.
+#[derive(Debug)]
+pub struct PolicyClientVerifier {
+    pub store: Arc<PolicyStore>,
+    pub provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ClientCertVerifier for PolicyClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.store.snapshot().mtls.is_some()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.store
+            .snapshot()
+            .mtls
+            .as_ref()
+            .is_some_and(|m| m.required)
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // The hints would have to outlive the policy generation; an empty list lets the client
+        // offer any certificate, which is then verified against the current bundle.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match &self.store.snapshot().mtls {
+            Some(m) => m
+                .verifier
+                .verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::General(
+                "client certificates are not configured".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Compiled `[mtls]`.
+pub struct MtlsSettings {
+    pub verifier: Arc<dyn ClientCertVerifier>,
+    pub required: bool,
+}
+
+impl std::fmt::Debug for MtlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MtlsSettings")
+            .field("required", &self.required)
+            .finish()
+    }
+}
+
+/// Builds the verifier for a CA bundle and CRLs (PEM bytes).
+pub fn build_verifier(
+    ca_pem: &[u8],
+    crl_pems: &[Vec<u8>],
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        let c = c.map_err(|e| format!("CA bundle: {e}"))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("CA bundle: unusable certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("CA bundle: no certificates".into());
+    }
+    let mut crls = Vec::new();
+    for pem in crl_pems {
+        for c in rustls::pki_types::CertificateRevocationListDer::pem_slice_iter(pem) {
+            crls.push(c.map_err(|e| format!("CRL: {e}"))?);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .with_crls(crls)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| format!("cannot build the client verifier: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_entries_parse() {
+        let h = "AB:".repeat(31) + "AB";
+        assert_eq!(
+            AllowEntry::parse(&format!("sha256:{h}")).unwrap(),
+            AllowEntry::Sha256("ab".repeat(32))
+        );
+        assert_eq!(
+            AllowEntry::parse("san:agent-1.internal").unwrap(),
+            AllowEntry::San("agent-1.internal".into())
+        );
+        assert!(AllowEntry::parse("sha256:abc").is_err());
+        assert!(AllowEntry::parse("agent").is_err());
+        assert!(AllowEntry::parse("san:").is_err());
+    }
+}
