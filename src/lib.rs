@@ -316,6 +316,15 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             let (a, urls) = (hook_auth.clone(), p.auth.jwks_urls());
             handle.spawn(async move { a.jwks.prewarm(urls).await });
         }));
+        // Certificate expiry: warned about at start and daily when under the threshold.
+        let (expiry_certs, warn_days) = (certs.clone(), config.cert_expiry_warn_days);
+        aux.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(86_400));
+            loop {
+                tick.tick().await;
+                warn_expiring(&expiry_certs, warn_days);
+            }
+        });
         // Limiter upkeep: evict idle buckets and stale backoff entries every second.
         let (l, b, pol) = (limiters.clone(), backoff.clone(), policy.clone());
         aux.spawn(async move {
@@ -393,12 +402,15 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         tracing::warn!(dir = %config.policy_dir.display(), "policy folder missing: running the embedded default policy (not reloadable)");
         None
     };
-    let c = certs.clone();
+    let (c, warn_days) = (certs.clone(), config.cert_expiry_warn_days);
     let _cert_watch = watch::watch_folder(
         certs.dir(),
         Duration::from_millis(150),
         "certs",
-        move || c.reload_and_log(),
+        move || {
+            c.reload_and_log();
+            warn_expiring(&c, warn_days);
+        },
     )
     .map_err(|e| StartError::Other(format!("{}: cannot watch: {e}", config.cert_dir.display())))?;
 
@@ -641,6 +653,19 @@ fn format_epoch(secs: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Warns about certificates with fewer than `warn_days` days left (error once expired).
+fn warn_expiring(certs: &CertStore, warn_days: u64) {
+    let now = auth::now_unix() as i64;
+    for e in &certs.snapshot().entries {
+        let days_left = (e.not_after - now).div_euclid(86_400);
+        if e.not_after <= now {
+            tracing::error!(target: "portcullis::tls", certificate = %e.name, "certificate has expired: clients refuse it; replace it");
+        } else if days_left < warn_days as i64 {
+            tracing::warn!(target: "portcullis::tls", certificate = %e.name, days_left, "certificate expires soon; renew it");
+        }
+    }
 }
 
 /// Logs the blocked paths a policy opens, and those whose exception has already expired.

@@ -183,6 +183,27 @@ async fn a_tls13_only_listener_refuses_tls12_clients() {
     assert!(text.contains("TLSv1.3"), "{text}");
     let (ok, text) = openssl_connects(g.https.port(), "-tls1_2", &g.ca.pem);
     assert!(!ok, "TLS 1.2 was accepted: {text}");
+    eventually(
+        Duration::from_secs(5),
+        "protocol_version counted",
+        || async {
+            (metric(
+                &g,
+                "portcullis_tls_handshake_failures_total{reason=\"protocol_version\"}",
+            )
+            .await
+                >= 1)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        g.log().lines().any(|l| l.contains("TLS handshake failed")
+            && l.contains("\"reason\":\"protocol_version\"")
+            && l.contains("\"sni\":\"localhost\"")),
+        "{}",
+        g.log()
+    );
 
     // The default listener takes both.
     let g12 = Gateway::start(Options::default()).await;
@@ -292,6 +313,20 @@ public = true
     let x = client_with(&g, Some((&x_cert, &x_key)));
     let err = x.get(g.url("/v1/models")).send().await;
     assert!(err.is_err(), "a foreign client certificate was accepted");
+    eventually(
+        Duration::from_secs(5),
+        "bad client certificate counted",
+        || async {
+            (metric(
+                &g,
+                "portcullis_tls_handshake_failures_total{reason=\"client_certificate_invalid\"}",
+            )
+            .await
+                >= 1)
+                .then_some(())
+        },
+    )
+    .await;
 
     // A client certificate forged with a self-made identity does not help either, and the
     // gateway's own identity headers cannot be sent in.
@@ -354,4 +389,115 @@ public = true
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+async fn metric(g: &Gateway, series: &str) -> u64 {
+    g.metrics()
+        .await
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_handshakes_are_counted_and_logged_with_reason_client_and_sni() {
+    let g = Gateway::start(Options::default()).await;
+    // A client that does not trust the gateway's CA aborts the handshake with an alert.
+    let stranger = TestCa::new("Stranger");
+    let c = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(stranger.pem.as_bytes()).unwrap())
+        .resolve("localhost", g.https)
+        .build()
+        .unwrap();
+    assert!(c.get(g.url("/health")).send().await.is_err());
+    // Plain HTTP on the HTTPS port.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(g.https).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut sink)).await;
+    }
+    let series = |r: &str| format!("portcullis_tls_handshake_failures_total{{reason=\"{r}\"}}");
+    eventually(
+        Duration::from_secs(5),
+        "handshake failures counted",
+        || async {
+            (metric(&g, &series("client_rejected_certificate")).await >= 1
+                && metric(&g, &series("malformed")).await >= 1)
+                .then_some(())
+        },
+    )
+    .await;
+    let log = g.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"reason\":\"client_rejected_certificate\"")
+                && l.contains("\"sni\":\"localhost\"")
+                && l.contains("\"client\":\"127.0.0.1\"")),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("\"reason\":\"malformed\"")),
+        "{log}"
+    );
+    // Pingora's own line is replaced, not duplicated.
+    assert!(!log.contains("Downstream handshake error"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_expiry_is_exposed_and_warned_about() {
+    let g = Gateway::start(Options::default()).await;
+    let m = g.metrics().await;
+    let long: f64 = m
+        .lines()
+        .find(|l| l.starts_with("portcullis_certificate_expiry_days{name=\"localhost\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(long > 300.0, "{long}");
+    assert!(!g.log().contains("certificate expires soon"));
+
+    // A certificate with 5 days left, dropped into the folder: exposed and warned about.
+    let (cert, key) = g.ca.leaf_expiring(&["soon.test"], 5);
+    write_pair(&g.cert_dir(), "soon", &cert, &key);
+    let (days, _) = eventually(Duration::from_secs(10), "expiry metric", || async {
+        g.metrics()
+            .await
+            .lines()
+            .find(|l| l.starts_with("portcullis_certificate_expiry_days{name=\"soon\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    })
+    .await;
+    assert!((4.9..=5.01).contains(&days), "{days}");
+    let what = format!(
+        "expiry warning (log: {})",
+        g.log()
+            .lines()
+            .filter(|l| l.contains("expire") || l.contains("cert"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eventually(Duration::from_secs(5), &what, || async {
+        g.log()
+            .lines()
+            .any(|l| {
+                l.contains("certificate expires soon")
+                    && l.contains("\"certificate\":\"soon\"")
+                    && (l.contains("\"days_left\":4") || l.contains("\"days_left\":5"))
+            })
+            .then_some(())
+    })
+    .await;
 }

@@ -74,6 +74,17 @@ fn render_metrics(shared: &Shared) -> String {
     let o = &mut out;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     shared.metrics.render(o);
+    let now = crate::auth::now_unix() as i64;
+    o.push_str("# HELP portcullis_certificate_expiry_days Days until each served certificate expires (negative: expired).\n");
+    o.push_str("# TYPE portcullis_certificate_expiry_days gauge\n");
+    for e in &shared.certs.snapshot().entries {
+        let _ = writeln!(
+            o,
+            "portcullis_certificate_expiry_days{{name=\"{}\"}} {:.2}",
+            e.name,
+            (e.not_after - now) as f64 / 86_400.0
+        );
+    }
     let p = &shared.policy;
     family(
         o,

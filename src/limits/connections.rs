@@ -241,6 +241,10 @@ impl PreTlsProcess for ConnectionCaps {
             counts: self.counts.clone(),
             pending: Some((peer, pending, self.deadline.clone())),
         })));
+        // Remember the SNI so a failed handshake can be reported with it.
+        if let Some(sni) = crate::tls::telemetry::peek_sni(stream).await {
+            crate::tls::telemetry::remember_sni(peer, &sni);
+        }
         Ok(())
     }
 }

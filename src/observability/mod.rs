@@ -70,19 +70,121 @@ impl Metrics {
                 self.csrf_failures[f as usize].load(Ordering::Relaxed)
             );
         }
+        out.push_str(
+            "# HELP portcullis_tls_handshake_failures_total Failed TLS handshakes on the HTTPS listener, by reason.\n",
+        );
+        out.push_str("# TYPE portcullis_tls_handshake_failures_total counter\n");
+        for r in crate::tls::telemetry::Reason::ALL {
+            let _ = writeln!(
+                out,
+                "portcullis_tls_handshake_failures_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                crate::tls::telemetry::FAILURES[r as usize].load(Ordering::Relaxed)
+            );
+        }
     }
 }
 
 /// Installs the global tracing subscriber (pretty or JSON) and routes Pingora's `log` records
 /// through it. Safe to call once; later calls are ignored.
 pub fn init_logging(config: &Config) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match config.log_format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Pretty => fmt.compact().boxed(),
     };
+    // Pingora's listener lines are rewritten by `ListenerEvents` (below), not printed as is.
+    let fmt = fmt.with_filter(NotListenerEvents);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(ListenerEvents)
+        .try_init();
+}
+
+const PINGORA_LISTENER: &str = "pingora_core::services::listening";
+
+/// Whether an event is one of Pingora's listener lines. Pingora logs through `log`; such events
+/// carry their real target only once normalized.
+fn is_listener_event(event: &tracing::Event<'_>) -> bool {
+    use tracing_log::NormalizeEvent;
+    match event.normalized_metadata() {
+        Some(m) => m.target() == PINGORA_LISTENER,
+        None => event.metadata().target() == PINGORA_LISTENER,
+    }
+}
+
+/// A per-layer filter keeping Pingora's listener lines out of the formatted log.
+struct NotListenerEvents;
+
+impl<S> tracing_subscriber::layer::Filter<S> for NotListenerEvents {
+    fn enabled(
+        &self,
+        _meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        !is_listener_event(event)
+    }
+}
+
+/// Turns Pingora's listener log lines into events of our own: a failed TLS handshake becomes a
+/// counted, classified event with the client address and SNI (target `portcullis::tls`), other
+/// listener errors pass through under `portcullis::listener`.
+struct ListenerEvents;
+
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        }
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0.push_str(value);
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ListenerEvents {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if !is_listener_event(event) {
+            return;
+        }
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        use crate::tls::telemetry::{classify, count, parse_pingora_line, sni_of, Reason};
+        match parse_pingora_line(&m.0) {
+            Some((peer, error)) => {
+                let reason = classify(error);
+                count(reason);
+                let sni = peer.as_ref().and_then(sni_of);
+                let client = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+                let sni = sni.as_deref().unwrap_or("-");
+                if matches!(reason, Reason::Closed | Reason::Timeout) {
+                    tracing::info!(target: "portcullis::tls", reason = reason.as_str(), client, sni, error, "TLS handshake failed");
+                } else {
+                    tracing::warn!(target: "portcullis::tls", reason = reason.as_str(), client, sni, error, "TLS handshake failed");
+                }
+            }
+            None => tracing::error!(target: "portcullis::listener", "{}", m.0),
+        }
+    }
 }

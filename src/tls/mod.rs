@@ -6,5 +6,6 @@ pub mod client_auth;
 pub mod dev;
 pub mod probe;
 pub mod store;
+pub mod telemetry;
 
 pub use store::{CertError, CertResolver, CertSet, CertStore};

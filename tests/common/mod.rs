@@ -57,6 +57,19 @@ impl TestCa {
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
 
+    /// A leaf for `names` that expires in `days` days: (certificate PEM, key PEM).
+    pub fn leaf_expiring(&self, names: &[&str], days: i64) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        p.distinguished_name.push(DnType::CommonName, names[0]);
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(days);
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A PEM CRL revoking `serials`, valid for a day.
     pub fn crl(&self, serials: &[u64]) -> String {
         let now = time::OffsetDateTime::now_utc();
