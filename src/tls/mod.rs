@@ -1,9 +1,11 @@
-//! TLS termination: the certificate store and SNI resolver (hot: the folder is watched), and
-//! development certificate generation, client-certificate verification (mTLS). Must not make
-//! routing or authentication decisions.
+//! TLS termination: the certificate store and SNI resolver (hot: the folder is watched),
+//! development certificate generation, client-certificate verification (mTLS), handshake
+//! telemetry, and OCSP request building and response verification (`ocsp`) under the stapler
+//! (`stapler`). Must not make routing or authentication decisions.
 
 pub mod client_auth;
 pub mod dev;
+pub mod ocsp;
 pub mod probe;
 pub mod store;
 pub mod telemetry;
