@@ -51,6 +51,7 @@ pub struct Shared {
     pub header_deadline: Arc<limits::connections::HeaderDeadline>,
     pub metrics: Arc<Metrics>,
     pub rooms: Arc<RoomServer>,
+    pub stapler: Arc<tls::stapler::Stapler>,
     /// `/ready` answers 200 only while this is set: after the HTTPS listener accepts, until
     /// SIGTERM.
     pub ready: AtomicBool,
@@ -231,6 +232,11 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
     let rooms = RoomServer::new(policy.clone());
+    let stapler = tls::stapler::Stapler::new(
+        certs.clone(),
+        config.data_dir.join("ocsp"),
+        config.ocsp_max_refresh,
+    );
     let shared = Arc::new(Shared {
         config: config.clone(),
         policy: policy.clone(),
@@ -243,6 +249,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         header_deadline: header_deadline.clone(),
         metrics: metrics.clone(),
         rooms: rooms.clone(),
+        stapler: stapler.clone(),
         ready: AtomicBool::new(false),
         in_flight: in_flight.clone(),
     });
@@ -255,6 +262,14 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         .enable_all()
         .build()
         .map_err(|e| StartError::Other(format!("cannot start the backend runtime: {e}")))?;
+    // OCSP staples before the first handshake where possible: cached ones, then one quick fetch.
+    if aux
+        .block_on(async { tokio::time::timeout(Duration::from_secs(6), stapler.prime()).await })
+        .is_err()
+    {
+        tracing::warn!(target: "portcullis::tls", "OCSP responders slow at start; serving without staples until they answer");
+    }
+    aux.spawn(stapler.clone().run());
     {
         let _guard = aux.enter();
         let to_tokio = |l: StdListener| {

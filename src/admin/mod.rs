@@ -36,6 +36,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
 fn status(shared: &Shared) -> serde_json::Value {
     let policy = shared.policy.snapshot();
     let certs = shared.certs.snapshot();
+    let staples = shared.stapler.info();
     serde_json::json!({
         "mode": shared.config.mode.as_str(),
         "ready": shared.ready.load(Ordering::Acquire),
@@ -45,9 +46,18 @@ fn status(shared: &Shared) -> serde_json::Value {
             "routes": policy.routes.iter().map(|r| r.name.to_string()).collect::<Vec<_>>(),
             "last_reload_error": shared.policy.last_error(),
         },
-        "certificates": certs.entries.iter().map(|e| serde_json::json!({
-            "name": e.name, "names": e.names, "not_after": e.not_after,
-        })).collect::<Vec<_>>(),
+        "certificates": certs.entries.iter().map(|e| {
+            let ocsp = staples.iter().find(|i| i.name == e.name);
+            serde_json::json!({
+                "name": e.name, "names": e.names, "not_after": e.not_after,
+                "ocsp": ocsp.map(|i| serde_json::json!({
+                    "stapled": i.stapled,
+                    "this_update": i.this_update,
+                    "next_update": i.next_update,
+                    "last_error": i.last_error,
+                })),
+            })
+        }).collect::<Vec<_>>(),
         "in_flight": shared.in_flight.load(Ordering::Relaxed),
     })
 }
@@ -85,6 +95,30 @@ fn render_metrics(shared: &Shared) -> String {
             (e.not_after - now) as f64 / 86_400.0
         );
     }
+    o.push_str("# HELP portcullis_ocsp_staple_age_seconds Age of the served OCSP staple (since its thisUpdate), per certificate.\n");
+    o.push_str("# TYPE portcullis_ocsp_staple_age_seconds gauge\n");
+    for i in shared.stapler.info() {
+        if let (true, Some(t)) = (i.stapled, i.this_update) {
+            let _ = writeln!(
+                o,
+                "portcullis_ocsp_staple_age_seconds{{name=\"{}\"}} {}",
+                i.name,
+                now - t
+            );
+        }
+    }
+    family(
+        o,
+        "portcullis_ocsp_events_total",
+        "counter",
+        "OCSP refresh outcomes: good, revoked, unknown, fetch_error, invalid, expired.",
+        &shared
+            .stapler
+            .events()
+            .into_iter()
+            .map(|(e, n)| (format!("event=\"{e}\""), n))
+            .collect::<Vec<_>>(),
+    );
     let p = &shared.policy;
     family(
         o,

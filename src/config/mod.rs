@@ -85,6 +85,9 @@ struct RawTls {
     min_version: Option<String>,
     /// Warn about certificates with fewer days left (default 21).
     expiry_warn_days: Option<u64>,
+    /// Refresh OCSP staples at least this often (default 3600; otherwise at half their
+    /// validity window).
+    ocsp_max_refresh_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -131,6 +134,7 @@ pub struct Config {
     /// The lowest TLS version the listener (and upstream connections) accept.
     pub tls_min_version: TlsVersion,
     pub cert_expiry_warn_days: u64,
+    pub ocsp_max_refresh: std::time::Duration,
 }
 
 /// A TLS protocol version floor.
@@ -378,6 +382,15 @@ impl Config {
             None => TlsVersion::V12,
         };
         let cert_expiry_warn_days = raw.tls.expiry_warn_days.unwrap_or(21);
+        let ocsp_max_refresh = match env("PORTCULLIS_OCSP_MAX_REFRESH_SECONDS") {
+            Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                invalid(format!(
+                    "PORTCULLIS_OCSP_MAX_REFRESH_SECONDS: {v:?} is not a positive number"
+                ))
+            })?,
+            None => raw.tls.ocsp_max_refresh_seconds.unwrap_or(3600).max(1),
+        };
+        let ocsp_max_refresh = std::time::Duration::from_secs(ocsp_max_refresh);
 
         Ok(Config {
             source,
@@ -399,6 +412,7 @@ impl Config {
             token_file,
             tls_min_version,
             cert_expiry_warn_days,
+            ocsp_max_refresh,
         })
     }
 }

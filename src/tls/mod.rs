@@ -7,6 +7,7 @@ pub mod client_auth;
 pub mod dev;
 pub mod ocsp;
 pub mod probe;
+pub mod stapler;
 pub mod store;
 pub mod telemetry;
 

@@ -44,8 +44,21 @@ pub struct CertEntry {
     pub names: Vec<String>,
     /// Seconds since the epoch.
     pub not_after: i64,
+    /// The same key with an OCSP staple, once the stapler has a good response; served in its
+    /// place.
+    pub stapled: arc_swap::ArcSwapOption<CertifiedKey>,
     /// Raw file contents, to notice when nothing changed.
     fingerprint: u64,
+}
+
+impl CertEntry {
+    /// What a handshake for this certificate presents: stapled when a staple is held.
+    pub fn served(&self) -> Arc<CertifiedKey> {
+        match self.stapled.load_full() {
+            Some(k) => k,
+            None => self.key.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for CertEntry {
@@ -210,6 +223,7 @@ pub fn load_pair(name: &str, cert_path: &Path, key_path: &Path) -> Result<CertEn
         key: Arc::new(certified),
         names,
         not_after,
+        stapled: arc_swap::ArcSwapOption::empty(),
         fingerprint: fingerprint(&cert_pem, &key_pem),
     })
 }
@@ -338,6 +352,6 @@ pub struct CertResolver(pub Arc<CertStore>);
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let set = self.0.current.load();
-        set.select(hello.server_name()).map(|e| e.key.clone())
+        set.select(hello.server_name()).map(|e| e.served())
     }
 }
