@@ -21,9 +21,8 @@ addresses = ["127.0.0.1:{port}"]
 "#
     );
     Options {
-        policy: vec![("p.toml".into(), p)],
         env,
-        ..Options::default()
+        ..Options::with_policy(p)
     }
 }
 

@@ -411,3 +411,34 @@ async fn staples_survive_a_restart_without_the_responder() {
     );
     assert!(g.log().contains("OCSP staple restored from the cache"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_supplied_ocsp_file_is_stapled_without_asking_the_responder() {
+    // The AIA names a port nobody listens on: only the file can provide the staple.
+    let pki = Pki::new(free_port());
+    let g = Gateway::start(Options::default()).await;
+    let leaf = std::fs::read(pki.path("leaf.pem")).unwrap();
+    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
+    let der = |pem: &[u8]| x509_parser::pem::parse_x509_pem(pem).unwrap().1.contents;
+    let request = portcullis::tls::ocsp::build_request(&der(&leaf), &der(&ca)).unwrap();
+    std::fs::write(g.cert_dir().join("ocsp.ocsp"), pki.respond(&request)).unwrap();
+    pki.install(&g.cert_dir(), "ocsp");
+    eventually(Duration::from_secs(15), "the file's staple", || async {
+        (staple_async(g.https.port(), "ocsp.test").await.as_deref() == Some("good")).then_some(())
+    })
+    .await;
+    // A file for a revoked certificate is verified too, and never stapled.
+    pki.set_revoked(true);
+    std::fs::write(g.cert_dir().join("ocsp.ocsp"), pki.respond(&request)).unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the revoked file refused",
+        || async {
+            staple_async(g.https.port(), "ocsp.test")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}

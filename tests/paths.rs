@@ -45,10 +45,7 @@ paths = ["/.git", "/.env", "/debug/pprof", "/actuator", "/server-status"]
 {extra}
 "#
     );
-    Options {
-        policy: vec![("p.toml".into(), p)],
-        ..Options::default()
-    }
+    Options::with_policy(p)
 }
 
 /// The request line's target of every head the upstream received.

@@ -28,10 +28,7 @@ upstream = "api"
 public = true
 "#
     );
-    Options {
-        policy: vec![("p.toml".into(), p)],
-        ..Default::default()
-    }
+    Options::with_policy(p)
 }
 
 async fn status(c: &reqwest::Client, g: &Gateway) -> (u16, String, Duration) {

@@ -24,7 +24,12 @@ pub(crate) struct Errs<'a> {
 }
 
 impl Errs<'_> {
-    fn at<T>(&mut self, s: &Spanned<T>, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn at<T>(
+        &mut self,
+        s: &Spanned<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.errors.push(PolicyError {
             file: self.file.path.display().to_string(),
             line: line_of(&self.file.text, s.span().start),
@@ -32,7 +37,7 @@ impl Errs<'_> {
             message: message.into(),
         });
     }
-    fn base(&self) -> &Path {
+    pub(crate) fn base(&self) -> &Path {
         self.file.path.parent().unwrap_or(Path::new("."))
     }
 }

@@ -2,7 +2,6 @@
 //! signed-URL keys, admin paths and blocked-path exceptions.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -10,36 +9,18 @@ use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
 use super::compile::{PolicyError, SourceFile};
+pub(crate) use super::compile_auth::Errs;
 use super::model::{AdminPaths, BlockException, HeaderSettings, MethodSet};
 use super::raw::{
     RawAdmin, RawBlockException, RawCors, RawCsrf, RawHeaderProfile, RawHeaders, RawMtls,
     RawSignedUrls,
 };
 use crate::auth::secret;
-use crate::config::{line_of, Mode};
+use crate::config::Mode;
 use crate::http::cors::{canonical_origin, Cors};
 use crate::http::csrf::Csrf;
 use crate::http::headers::{self, HeaderProfile, ProfileSpec};
 use crate::http::signed::{SignedUrls, SigningKey};
-
-pub(crate) struct Errs<'a> {
-    pub file: &'a SourceFile,
-    pub errors: &'a mut Vec<PolicyError>,
-}
-
-impl Errs<'_> {
-    pub fn at<T>(&mut self, s: &Spanned<T>, field: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(PolicyError {
-            file: self.file.path.display().to_string(),
-            line: line_of(&self.file.text, s.span().start),
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-    fn base(&self) -> &Path {
-        self.file.path.parent().unwrap_or(Path::new("."))
-    }
-}
 
 pub const DEFAULT_PROFILE: &str = "api-strict";
 

@@ -143,6 +143,16 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The defaults with one policy file, `p.toml`, holding `text`.
+    pub fn with_policy(text: impl Into<String>) -> Options {
+        Options {
+            policy: vec![("p.toml".into(), text.into())],
+            ..Options::default()
+        }
+    }
+}
+
 /// A running gateway process with its own folder.
 pub struct Gateway {
     child: Option<Child>,
