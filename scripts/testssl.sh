@@ -54,4 +54,4 @@ if [ -n "$bad" ]; then
     echo "$bad"
     exit 1
 fi
-echo "testssl: no line rated NOT ok, VULNERABLE or CRITICAL"
+echo "testssl: no line rated NOT ok, VULNERABLE or CRITICAL beyond the accepted ones above"
