@@ -66,7 +66,19 @@ fn rooms_policy(queue: u32, slow_ms: u32, max_peers: u32) -> Options {
         .replace("messages_per_second = 100", "messages_per_second = 1000000");
     Options {
         policy: vec![("default.toml".into(), p)],
-        ..Default::default()
+        ..debug_options()
+    }
+}
+
+/// Room tests log the room server at debug level: when one fails, its panic message carries the
+/// log, which says when and why each peer left (an intermittent early close is still open).
+fn debug_options() -> Options {
+    Options {
+        env: vec![(
+            "PORTCULLIS_LOG_LEVEL".into(),
+            "portcullis=debug,info".into(),
+        )],
+        ..Options::default()
     }
 }
 
@@ -87,7 +99,12 @@ async fn join(g: &Gateway, a: &mut Ws, room: &str, small_buffer: bool) -> Ws {
     for attempt in 0..3 {
         let mut b = connect(g, room, small_buffer).await.unwrap();
         for i in 0..150 {
-            a.send(Message::Text(format!("hello-{i}"))).await.unwrap();
+            if let Err(e) = a.send(Message::Text(format!("hello-{i}"))).await {
+                panic!(
+                    "the first peer's connection failed while {room} was joined: {e}\n{}",
+                    g.log()
+                );
+            }
             match tokio::time::timeout(Duration::from_millis(200), b.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) if t.starts_with("hello-") => return b,
                 Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
@@ -104,7 +121,7 @@ async fn join(g: &Gateway, a: &mut Ws, room: &str, small_buffer: bool) -> Ws {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_see_each_others_messages() {
     let _serial = SERIAL.lock().await;
-    let g = Gateway::start(Options::default()).await;
+    let g = Gateway::start(debug_options()).await;
     let mut a = connect(&g, "lobby", false).await.unwrap();
     let mut b = join(&g, &mut a, "lobby", false).await;
     b.send(Message::Text("from b".into())).await.unwrap();

@@ -6,6 +6,13 @@ use std::path::Path;
 
 /// Resolves a secret reference. `base` resolves relative `file:` paths.
 pub fn resolve(value: &str, base: &Path) -> Result<String, String> {
+    let v = resolve_value(value, base)?;
+    // Whatever the policy names as a secret is masked in every log line from now on.
+    crate::observability::redact::register_secret(&v);
+    Ok(v)
+}
+
+fn resolve_value(value: &str, base: &Path) -> Result<String, String> {
     if let Some(name) = value.strip_prefix("env:") {
         return std::env::var(name)
             .ok()

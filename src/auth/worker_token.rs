@@ -122,6 +122,15 @@ impl WorkerToken {
         env: &dyn Fn(&str) -> Option<String>,
         file: PathBuf,
     ) -> Result<WorkerToken, TokenError> {
+        let t = Self::resolve_unregistered(env, file)?;
+        crate::observability::redact::register_secret(&t.token);
+        Ok(t)
+    }
+
+    fn resolve_unregistered(
+        env: &dyn Fn(&str) -> Option<String>,
+        file: PathBuf,
+    ) -> Result<WorkerToken, TokenError> {
         for name in ["PORTCULLIS_WORKER_TOKEN", "WORKER_AUTH_TOKEN"] {
             if let Some(t) = env(name) {
                 let t = t.trim().to_string();

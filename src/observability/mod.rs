@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{Config, LogFormat};
 
+pub mod redact;
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Responses by status class: 1xx..5xx, and 0 for none written.
@@ -93,7 +95,8 @@ pub fn init_logging(config: &Config) {
     use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Every line passes the redaction writer: no secret reaches the log, whoever wrote it.
+    let fmt = tracing_subscriber::fmt::layer().with_writer(redact::RedactingStderr);
     let fmt = match config.log_format {
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
         LogFormat::Pretty => fmt.compact().boxed(),
