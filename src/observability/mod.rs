@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::config::{Config, LogFormat};
 
 pub mod redact;
+pub mod routes;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -15,6 +16,8 @@ pub struct Metrics {
     by_class: [AtomicU64; 6],
     denied: AtomicU64,
     csrf_failures: [AtomicU64; 4],
+    /// Per-route counters and histograms, auth failures, WebSocket sessions.
+    pub detail: routes::Detail,
 }
 
 impl Metrics {
@@ -39,6 +42,7 @@ impl Metrics {
 
     /// Appends the request counters in Prometheus text format.
     pub fn render(&self, out: &mut String) {
+        self.detail.render(out);
         out.push_str("# HELP portcullis_requests_total Requests answered, by status class.\n");
         out.push_str("# TYPE portcullis_requests_total counter\n");
         for (i, c) in self.by_class.iter().enumerate() {

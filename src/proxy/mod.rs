@@ -50,6 +50,8 @@ pub struct Gateway {
     pub in_flight: Arc<AtomicUsize>,
     request_seq: AtomicU64,
     request_prefix: u32,
+    /// The route label of requests no route answered.
+    no_route: Arc<str>,
 }
 
 impl Gateway {
@@ -77,6 +79,7 @@ impl Gateway {
             in_flight,
             request_seq: AtomicU64::new(0),
             request_prefix: rand::random(),
+            no_route: Arc::from("-"),
         }
     }
 }
@@ -120,6 +123,12 @@ pub struct RequestCtx {
     pub csp_nonce: Option<String>,
     /// A safe request on a CSRF route without the CSRF cookie: the response issues one.
     pub issue_csrf: bool,
+    /// When the request went upstream, and how long the upstream took to answer its head.
+    pub upstream_sent: Option<Instant>,
+    pub upstream_took: Option<Duration>,
+    /// The WebSocket session was opened (101), and why the gateway closed it, if it did.
+    pub ws_open: bool,
+    pub ws_close: Option<&'static str>,
 }
 
 impl RequestCtx {
@@ -335,7 +344,13 @@ impl Gateway {
     }
 
     /// Sends a close frame to the WebSocket client (best effort: it may be gone already).
-    async fn close_websocket(&self, session: &mut Session, close: websocket::Close) {
+    async fn close_websocket(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        close: websocket::Close,
+    ) {
+        ctx.ws_close = Some(close.metric());
         tracing::info!(
             target: "portcullis::security",
             code = close.code(),
@@ -471,6 +486,10 @@ impl ProxyHttp for Gateway {
             upstream_addr: None,
             csp_nonce: None,
             issue_csrf: false,
+            upstream_sent: None,
+            upstream_took: None,
+            ws_open: false,
+            ws_close: None,
         }
     }
 
@@ -814,7 +833,7 @@ impl ProxyHttp for Gateway {
                 }
             };
             if let Err(close) = verdict {
-                self.close_websocket(session, close).await;
+                self.close_websocket(session, ctx, close).await;
                 // Wait up to a second for the client's close reply: closing the socket with the
                 // client's data unread would reset it, and a reset can discard our close frame.
                 ctx.ws_closing = true;
@@ -979,6 +998,7 @@ impl ProxyHttp for Gateway {
         if let Some(n) = &ctx.csp_nonce {
             upstream_request.insert_header(X_CSP_NONCE.clone(), n.as_str())?;
         }
+        ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
 
@@ -988,6 +1008,13 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(sent) = ctx.upstream_sent {
+            ctx.upstream_took = Some(sent.elapsed());
+        }
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.websocket {
+            ctx.ws_open = true;
+            self.metrics.detail.ws_opened();
+        }
         self.decorate(upstream_response, ctx, session.req_header())
     }
 
@@ -1012,7 +1039,7 @@ impl ProxyHttp for Gateway {
                 } else {
                     websocket::Close::Idle
                 };
-                self.close_websocket(session, close).await;
+                self.close_websocket(session, ctx, close).await;
             }
             return FailToProxy {
                 error_code: 0,
@@ -1122,6 +1149,22 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         self.metrics.record_request(status, ctx.deny.is_some());
+        let route = match (&ctx.policy, ctx.route) {
+            (Some(p), Some(r)) => p.routes[r].name.clone(),
+            _ => self.no_route.clone(),
+        };
+        self.metrics.detail.record(
+            &route,
+            status,
+            ctx.started.elapsed(),
+            ctx.upstream_took,
+            ctx.deny.as_ref().map(|d| d.code()),
+        );
+        if ctx.ws_open {
+            self.metrics
+                .detail
+                .ws_closed(ctx.ws_close.unwrap_or("ended"));
+        }
         if let (Some((idx, state)), Some(policy), Some(r)) =
             (&ctx.upstream_addr, &ctx.policy, ctx.route)
         {

@@ -46,6 +46,16 @@ impl Close {
             Close::Idle => 1001,
         }
     }
+    /// The label under `portcullis_websocket_closed_total{reason}`.
+    pub fn metric(self) -> &'static str {
+        match self {
+            Close::PolicyViolation(_) => "policy_violation",
+            Close::TooBig => "message_too_big",
+            Close::Protocol => "protocol_error",
+            Close::TokenExpired => "token_expired",
+            Close::Idle => "idle_timeout",
+        }
+    }
     pub fn reason(self) -> &'static str {
         match self {
             Close::PolicyViolation(r) => r,

@@ -1,0 +1,151 @@
+//! `/metrics` in valid Prometheus exposition format (parsed with `prometheus-parse`), with the
+//! counters moving for each kind of event: requests by route and status, latency histograms,
+//! authentication failures by reason, WebSocket sessions opened and closed.
+
+mod common;
+
+use common::*;
+use prometheus_parse::{Scrape, Value};
+use std::time::Duration;
+
+const TOKEN: &str = "metrics-test-worker-token-0123456789";
+
+async fn scrape(g: &Gateway) -> Scrape {
+    let text = g.metrics().await;
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition format")
+}
+
+fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .find(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(h) => h.iter().map(|c| c.count).fold(0.0, f64::max),
+            Value::Summary(_) => f64::NAN,
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_move_for_each_event_in_valid_exposition_format() {
+    let policy = DEFAULT_POLICY.replace(
+        "capabilities = [\"policy.admin\"]",
+        "capabilities = [\"policy.admin\"]\nauth = \"static\"",
+    );
+    assert_ne!(policy, DEFAULT_POLICY);
+    let g = Gateway::start(Options {
+        env: vec![("PORTCULLIS_WORKER_TOKEN".into(), TOKEN.into())],
+        ..Options::with_policy(policy)
+    })
+    .await;
+    let before = scrape(&g).await;
+    assert_eq!(value(&before, "portcullis_websocket_sessions", &[]), 0.0);
+
+    let c = g.client(true);
+    for _ in 0..3 {
+        assert_eq!(
+            c.get(g.url("/v1/models")).send().await.unwrap().status(),
+            200
+        );
+    }
+    assert_eq!(
+        c.get(g.url("/terminal")).send().await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        c.get(g.url("/admin/collections"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        c.get(g.url("/admin/collections"))
+            .header("authorization", "Token nope")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        c.get(g.url("/admin/collections"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // A WebSocket session: counted open while it lives, closed after.
+    let mut ws = common::ws::open(&g, "localhost", "/rooms/lobby/ws", None, false)
+        .await
+        .unwrap();
+    let during = scrape(&g).await;
+    assert_eq!(value(&during, "portcullis_websocket_sessions", &[]), 1.0);
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let (after, _) = eventually(Duration::from_secs(5), "session closed", || async {
+        let s = scrape(&g).await;
+        (value(&s, "portcullis_websocket_sessions", &[]) == 0.0).then_some(s)
+    })
+    .await;
+
+    let route = |r: &str, status: &str| {
+        value(
+            &after,
+            "portcullis_route_requests_total",
+            &[("route", r), ("status", status)],
+        )
+    };
+    assert_eq!(route("models", "200"), 3.0);
+    assert_eq!(route("-", "403"), 1.0, "a blocked path matches no route");
+    assert_eq!(route("admin", "401"), 2.0);
+    assert_eq!(route("admin", "200"), 1.0);
+    assert_eq!(route("rooms", "101"), 1.0);
+    assert_eq!(
+        value(
+            &after,
+            "portcullis_auth_failures_total",
+            &[("reason", "auth_missing")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "portcullis_auth_failures_total",
+            &[("reason", "auth_malformed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "portcullis_websocket_closed_total",
+            &[("reason", "ended")]
+        ),
+        1.0
+    );
+    // Histograms: every models request observed; upstream timing only for proxied ones.
+    let count = |name: &str, r: &str| {
+        after
+            .samples
+            .iter()
+            .find(|x| x.metric == name && x.labels.get("route") == Some(r))
+            .map(|x| match &x.value {
+                Value::Histogram(h) => h.last().map(|c| c.count).unwrap_or(0.0),
+                _ => -1.0,
+            })
+            .unwrap_or(-2.0)
+    };
+    assert_eq!(count("portcullis_request_duration_seconds", "models"), 3.0);
+    assert_eq!(count("portcullis_upstream_duration_seconds", "models"), 3.0);
+    assert_eq!(count("portcullis_upstream_duration_seconds", "-"), 0.0);
+    // The totals by class still add up.
+    assert!(value(&after, "portcullis_requests_total", &[("class", "2xx")]) >= 4.0);
+}
