@@ -270,6 +270,10 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         tracing::warn!(target: "portcullis::tls", "OCSP responders slow at start; serving without staples until they answer");
     }
     aux.spawn(stapler.clone().run());
+    // Security events and the alert engine (rules come from the live policy).
+    let (events, event_rx) = observability::alerts::SecurityEvents::new();
+    observability::alerts::install(events.clone());
+    aux.spawn(observability::alerts::run(events, event_rx, policy.clone()));
     {
         let _guard = aux.enter();
         let to_tokio = |l: StdListener| {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{Config, LogFormat};
 
+pub mod alerts;
 pub mod redact;
 pub mod routes;
 
@@ -43,6 +44,26 @@ impl Metrics {
     /// Appends the request counters in Prometheus text format.
     pub fn render(&self, out: &mut String) {
         self.detail.render(out);
+        if let Some(h) = alerts::hub() {
+            out.push_str("# HELP portcullis_security_events_total Security events, by kind.\n");
+            out.push_str("# TYPE portcullis_security_events_total counter\n");
+            for (k, n) in h.counts() {
+                let _ = writeln!(out, "portcullis_security_events_total{{event=\"{k}\"}} {n}");
+            }
+            out.push_str("# HELP portcullis_alerts_total Alerts by delivery result; dropped = events lost to a full queue.\n");
+            out.push_str("# TYPE portcullis_alerts_total counter\n");
+            for (k, a) in [
+                ("sent", &h.alerts_sent),
+                ("failed", &h.alerts_failed),
+                ("events_dropped", &h.dropped),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "portcullis_alerts_total{{result=\"{k}\"}} {}",
+                    a.load(Ordering::Relaxed)
+                );
+            }
+        }
         out.push_str("# HELP portcullis_requests_total Requests answered, by status class.\n");
         out.push_str("# TYPE portcullis_requests_total counter\n");
         for (i, c) in self.by_class.iter().enumerate() {

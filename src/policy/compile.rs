@@ -13,8 +13,8 @@ use toml::Spanned;
 
 use super::compile_auth::{check_provider, compile_auth, compile_room_access};
 use super::compile_http::{
-    compile_admin, compile_cors, compile_csrf, compile_exceptions, compile_headers, compile_mtls,
-    compile_signed_urls, valid_cookie_name, Errs,
+    compile_admin, compile_alerts, compile_cors, compile_csrf, compile_exceptions, compile_headers,
+    compile_mtls, compile_signed_urls, valid_cookie_name, Errs,
 };
 use super::compile_limits::{compile_limits, compile_network, compile_websocket};
 use super::model::*;
@@ -218,6 +218,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
     let mut signed_urls = None;
     let mut mtls = None;
     let mut raw_limits: Vec<(usize, usize, RawLimit)> = Vec::new();
+    let mut raw_alerts: Vec<(usize, usize, RawAlert)> = Vec::new();
     let mut routes = Vec::new();
     let mut upstreams = Vec::new();
     for (fi, raw) in parsed {
@@ -267,6 +268,9 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
             "signed_urls",
             files,
         );
+        for (index, a) in raw.alerts.into_iter().enumerate() {
+            raw_alerts.push((fi, index, a));
+        }
         for (index, l) in raw.limits.into_iter().enumerate() {
             raw_limits.push((fi, index, l));
         }
@@ -1017,6 +1021,12 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         &mut errors,
     );
 
+    let alert_refs: Vec<(&SourceFile, usize, &RawAlert)> = raw_alerts
+        .iter()
+        .map(|(fi, i, a)| (&files[*fi], *i, a))
+        .collect();
+    let alerts = compile_alerts(&alert_refs, &mut errors);
+
     if !errors.is_empty() {
         errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
         return Err(PolicyErrors(errors));
@@ -1034,6 +1044,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         headers: header_settings,
         signed_urls: signed,
         mtls: mtls_settings,
+        alerts,
         hsts: hsts_value,
         worker: worker_settings,
         rooms: room_settings,

@@ -29,6 +29,8 @@ pub struct Policy {
     pub headers: HeaderSettings,
     /// Keys for signed URLs; `None` when the policy has none.
     pub signed_urls: Option<crate::http::signed::SignedUrls>,
+    /// Alert rules over the security-event stream.
+    pub alerts: Vec<crate::observability::alerts::AlertRule>,
     /// Client-certificate verification; `None` = no client certificates asked for.
     pub mtls: Option<crate::tls::client_auth::MtlsSettings>,
     /// The `Strict-Transport-Security` value, or `None` when disabled.

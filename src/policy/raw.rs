@@ -28,6 +28,25 @@ pub struct RawPolicyFile {
     pub headers: Option<Spanned<RawHeaders>>,
     pub signed_urls: Option<Spanned<RawSignedUrls>>,
     pub mtls: Option<Spanned<RawMtls>>,
+    #[serde(default)]
+    pub alerts: Vec<RawAlert>,
+}
+
+/// An alert rule: more than `threshold` events within `window_seconds` → POST to `webhook`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlert {
+    pub name: Spanned<String>,
+    /// auth_failure, lockout, blocked_path, csrf, budget_close, revoked_staple, reload_failure
+    pub event: Spanned<String>,
+    pub threshold: Spanned<u64>,
+    pub window_seconds: Option<Spanned<u64>>,
+    /// "global" (default) or "ip".
+    pub per: Option<Spanned<String>>,
+    /// The webhook URL, or `env:NAME` / `file:/path` holding it.
+    pub webhook: Spanned<String>,
+    /// "json" (default) or "slack" (`{"text": …}`).
+    pub format: Option<Spanned<String>>,
 }
 
 /// Client certificates: the CA bundle they must chain to.

@@ -114,6 +114,10 @@ impl PolicyStore {
             }
             Err(errors) => {
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                crate::observability::alerts::emit(
+                    crate::observability::alerts::EventKind::ReloadFailure,
+                    None,
+                );
                 let generation = self.current.load().generation;
                 tracing::error!(
                     kept_generation = generation,

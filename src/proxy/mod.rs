@@ -155,6 +155,25 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const HEALTH_BODY: &[u8] = br#"{"status":"ok"}"#;
 
+/// The security event a refusal is, if any.
+fn security_event(d: &Deny) -> Option<crate::observability::alerts::EventKind> {
+    use crate::observability::alerts::EventKind;
+    Some(match d {
+        Deny::AuthMissing
+        | Deny::AuthMalformed
+        | Deny::AuthInvalid
+        | Deny::CapabilityDenied(_)
+        | Deny::RoomDenied
+        | Deny::ClientCertRequired
+        | Deny::ClientCertDenied
+        | Deny::Signature(_)
+        | Deny::AdminRequired => EventKind::AuthFailure,
+        Deny::BlockedPath | Deny::PathParameterOnBlocked => EventKind::BlockedPath,
+        Deny::Csrf(_) => EventKind::Csrf,
+        _ => return None,
+    })
+}
+
 /// Drops the query string (a verified signed URL's parameters are not forwarded).
 fn strip_query(session: &mut Session) {
     let path = session.req_header().uri.path().to_string();
@@ -351,6 +370,15 @@ impl Gateway {
         close: websocket::Close,
     ) {
         ctx.ws_close = Some(close.metric());
+        if matches!(
+            close,
+            websocket::Close::PolicyViolation(_) | websocket::Close::TooBig
+        ) {
+            crate::observability::alerts::emit(
+                crate::observability::alerts::EventKind::BudgetClose,
+                ctx.client,
+            );
+        }
         tracing::info!(
             target: "portcullis::security",
             code = close.code(),
@@ -704,6 +732,10 @@ impl ProxyHttp for Gateway {
                                 client = %client_key,
                                 lockout_seconds = lockout.as_secs(),
                                 "authentication lockout"
+                            );
+                            crate::observability::alerts::emit(
+                                crate::observability::alerts::EventKind::Lockout,
+                                ctx.client,
                             );
                         }
                     }
@@ -1164,6 +1196,9 @@ impl ProxyHttp for Gateway {
             self.metrics
                 .detail
                 .ws_closed(ctx.ws_close.unwrap_or("ended"));
+        }
+        if let Some(kind) = ctx.deny.as_ref().and_then(security_event) {
+            crate::observability::alerts::emit(kind, ctx.client);
         }
         if let (Some((idx, state)), Some(policy), Some(r)) =
             (&ctx.upstream_addr, &ctx.policy, ctx.route)

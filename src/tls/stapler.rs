@@ -293,6 +293,10 @@ impl Stapler {
                     let _ = std::fs::remove_file(self.cache_path(&id));
                     apply(e, None);
                     tracing::error!(target: "portcullis::security", certificate = %e.name, revoked_at, "OCSP says the certificate is REVOKED: no staple is served; replace the certificate");
+                    crate::observability::alerts::emit(
+                        crate::observability::alerts::EventKind::RevokedStaple,
+                        None,
+                    );
                 }
                 CertStatus::Unknown => {
                     self.count(Event::Unknown);
