@@ -23,7 +23,7 @@ start() { # binary, folder → "https_port pid"
     local dir=$2 port admin
     mkdir -p "$dir"
     port=$(free); admin=$(free)
-    (cd "$dir" && PORTCULLIS_HTTPS_ADDR="127.0.0.1:$port" PORTCULLIS_ADMIN_ADDR="127.0.0.1:$admin" \
+    (cd "$dir" && exec env PORTCULLIS_HTTPS_ADDR="127.0.0.1:$port" PORTCULLIS_ADMIN_ADDR="127.0.0.1:$admin" \
         PORTCULLIS_HTTP_ADDR=off PORTCULLIS_LOG_LEVEL=warn "$1" serve >gateway.log 2>&1) &
     local pid=$!
     for _ in $(seq 200); do
