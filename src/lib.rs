@@ -220,7 +220,8 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     };
 
     let auth = Arc::new(auth::AuthState::new(config.token_file.clone()));
-    if policy.snapshot().auth.needs_worker_token {
+    // An admin listener off loopback is guarded by the worker token.
+    if policy.snapshot().auth.needs_worker_token || !config.admin_addr.ip().is_loopback() {
         auth.ensure_worker_token()
             .map_err(|e| StartError::Other(e.to_string()))?;
     }

@@ -13,8 +13,46 @@ use hyper::{Request, Response};
 use crate::backends::{full, json, Body};
 use crate::Shared;
 
+mod page;
+
+/// On a listener that is not loopback, everything but `/health` and `/ready` needs the worker
+/// token.
+fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
+    if shared.config.admin_addr.ip().is_loopback() {
+        return true;
+    }
+    let presented = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| crate::auth::bearer(v.as_bytes()).ok());
+    match (presented, shared.auth.worker.load().as_ref()) {
+        (Some(t), Some(w)) => w.matches(t),
+        _ => false,
+    }
+}
+
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    match req.uri().path() {
+    let path = req.uri().path();
+    if !matches!(path, "/health" | "/ping" | "/ready") && !authorized(&shared, &req) {
+        return Response::builder()
+            .status(401)
+            .header("content-type", "application/json")
+            .header("www-authenticate", "Bearer realm=\"portcullis-admin\"")
+            .body(full(r#"{"error":"admin_token_required"}"#))
+            .expect("valid response");
+    }
+    match path {
+        "/status.html" => {
+            let (html, nonce) = page::render(&shared);
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/html; charset=utf-8")
+                .header("content-security-policy", page::csp(&nonce))
+                .header("x-content-type-options", "nosniff")
+                .header("cache-control", "no-store")
+                .body(full(html))
+                .expect("valid response")
+        }
         "/health" | "/ping" => json(200, &serde_json::json!({"status": "ok"})),
         "/ready" => {
             if shared.ready.load(Ordering::Acquire) {

@@ -83,7 +83,19 @@ pub struct SecurityEvents {
     pub dropped: AtomicU64,
     pub alerts_sent: AtomicU64,
     pub alerts_failed: AtomicU64,
+    trend: std::sync::Mutex<Trend>,
 }
+
+/// Authentication failures over the last hour: per minute, and per client IP.
+#[derive(Debug, Default)]
+struct Trend {
+    /// (unix minute, failures), oldest first, at most 60.
+    minutes: std::collections::VecDeque<(u64, u64)>,
+    /// Client IP → (failures, last unix minute seen).
+    by_ip: HashMap<IpAddr, (u64, u64)>,
+}
+
+const TREND_IPS: usize = 10_000;
 
 impl SecurityEvents {
     /// The hub and the receiving end for `run`.
@@ -96,6 +108,7 @@ impl SecurityEvents {
                 dropped: AtomicU64::new(0),
                 alerts_sent: AtomicU64::new(0),
                 alerts_failed: AtomicU64::new(0),
+                trend: std::sync::Mutex::new(Trend::default()),
             }),
             EventReceiver(rx),
         )
@@ -104,6 +117,9 @@ impl SecurityEvents {
     /// Records an event. Never blocks.
     pub fn emit(&self, kind: EventKind, client: Option<IpAddr>) {
         self.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
+        if kind == EventKind::AuthFailure {
+            self.record_trend(client);
+        }
         let e = Event {
             kind,
             client,
@@ -112,6 +128,63 @@ impl SecurityEvents {
         if self.tx.try_send(e).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn record_trend(&self, client: Option<IpAddr>) {
+        let minute = crate::auth::now_unix() / 60;
+        let mut t = self.trend.lock().unwrap_or_else(|p| p.into_inner());
+        match t.minutes.back_mut() {
+            Some((m, n)) if *m == minute => *n += 1,
+            _ => t.minutes.push_back((minute, 1)),
+        }
+        while t.minutes.front().is_some_and(|(m, _)| *m + 60 <= minute) {
+            t.minutes.pop_front();
+        }
+        if let Some(ip) = client {
+            if t.by_ip.len() >= TREND_IPS && !t.by_ip.contains_key(&ip) {
+                t.by_ip.retain(|_, (_, last)| *last + 60 > minute);
+                if t.by_ip.len() >= TREND_IPS {
+                    return;
+                }
+            }
+            let e = t.by_ip.entry(ip).or_insert((0, minute));
+            if e.1 + 60 <= minute {
+                *e = (0, minute);
+            }
+            e.0 += 1;
+            e.1 = minute;
+        }
+    }
+
+    /// Authentication failures per minute for the last 60 minutes, oldest first.
+    pub fn auth_trend(&self) -> Vec<u64> {
+        let minute = crate::auth::now_unix() / 60;
+        let t = self.trend.lock().unwrap_or_else(|p| p.into_inner());
+        (0..60)
+            .map(|i| {
+                let m = minute + 1 + i - 60;
+                t.minutes
+                    .iter()
+                    .find(|(k, _)| *k == m)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// The client IPs with the most authentication failures in the last hour.
+    pub fn top_ips(&self, n: usize) -> Vec<(IpAddr, u64)> {
+        let minute = crate::auth::now_unix() / 60;
+        let t = self.trend.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(IpAddr, u64)> = t
+            .by_ip
+            .iter()
+            .filter(|(_, (_, last))| *last + 60 > minute)
+            .map(|(ip, (c, _))| (*ip, *c))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
     }
 
     pub fn counts(&self) -> Vec<(&'static str, u64)> {

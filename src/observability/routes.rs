@@ -155,6 +155,10 @@ impl Detail {
         }
     }
 
+    pub fn ws_open(&self) -> i64 {
+        self.ws_open.load(Ordering::Relaxed).max(0)
+    }
+
     pub fn ws_opened(&self) {
         self.ws_open.fetch_add(1, Ordering::Relaxed);
     }

@@ -216,7 +216,15 @@ impl Gateway {
             write_pair(&root.join("certs"), name, &c, &k);
         }
         let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // An admin address given in the environment (e.g. 0.0.0.0:PORT) is reached on loopback.
+        let admin_port = opts
+            .env
+            .iter()
+            .find(|(k, _)| k == "PORTCULLIS_ADMIN_ADDR")
+            .and_then(|(_, v)| v.parse::<SocketAddr>().ok())
+            .map(|a| a.port())
+            .unwrap_or_else(free_port);
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
         let http: Option<SocketAddr> = opts
             .http_listener
             .then(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
