@@ -178,6 +178,11 @@ impl ShutdownSignalWatch for DrainFirst {
 /// Starts the gateway and blocks until it shuts down.
 pub fn serve(config: Config) -> Result<(), StartError> {
     install_crypto_provider_for(config.tls_min_version);
+    match observability::otel::init_from_env() {
+        Ok(true) => tracing::info!("OpenTelemetry traces are exported over OTLP"),
+        Ok(false) => {}
+        Err(e) => return Err(StartError::Other(e)),
+    }
     let policy = PolicyStore::open(
         config.policy_dir.clone(),
         !config.policy_dir_explicit,
@@ -491,6 +496,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     server.run(RunArgs {
         shutdown_signal: Box::new(DrainFirst { shared }),
     });
+    observability::otel::shutdown();
     drop(aux);
     Ok(())
 }

@@ -147,3 +147,16 @@ fn every_example_checks_clean_and_compiles_for_production() {
     }
     assert!(count >= 2);
 }
+
+#[test]
+fn debug_logging_is_refused_in_production() {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("check")
+        .env("PORTCULLIS_MODE", "production")
+        .env("PORTCULLIS_LOG_LEVEL", "portcullis=debug")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is refused in production mode"), "{stderr}");
+}

@@ -1,6 +1,7 @@
 //! Security events and alerting. Components `emit` events (authentication failures, lockouts,
-//! blocked-path hits, CSRF refusals, WebSocket budget closes, revoked staples, refused reloads);
-//! each is logged on the `portcullis::security` target, counted, and offered to the alert engine
+//! blocked-path hits, CSRF refusals, WebSocket budget closes, revoked staples, refused reloads),
+//! which they also log (the refusals on the access log, the others on `portcullis::security`);
+//! the hub counts each and offers it to the alert engine
 //! through a bounded queue — `emit` never waits, and a full queue drops (and counts) the event.
 //! The engine applies the policy's `[[alerts]]` rules: more than `threshold` events of a kind
 //! within `window_seconds`, overall or from one client IP, raises one alert per rule, scope and

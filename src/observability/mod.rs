@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::config::{Config, LogFormat};
 
 pub mod alerts;
+pub mod otel;
 pub mod redact;
 pub mod routes;
 

@@ -129,6 +129,8 @@ pub struct RequestCtx {
     /// The WebSocket session was opened (101), and why the gateway closed it, if it did.
     pub ws_open: bool,
     pub ws_close: Option<&'static str>,
+    /// OpenTelemetry spans, when tracing is on.
+    pub trace: Option<Box<crate::observability::otel::RequestSpans>>,
 }
 
 impl RequestCtx {
@@ -518,6 +520,7 @@ impl ProxyHttp for Gateway {
             upstream_took: None,
             ws_open: false,
             ws_close: None,
+            trace: None,
         }
     }
 
@@ -528,6 +531,10 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let policy = self.policy.snapshot();
         ctx.request_id = Some(self.new_request_id());
+        if let Some(otel) = crate::observability::otel::get() {
+            let req = session.req_header();
+            ctx.trace = Some(otel.start_request(&req.headers, req.method.as_str()));
+        }
         if let Some(peer_addr) = session.client_addr().and_then(|a| a.as_inet()) {
             // The connection delivered a request header: it is off the slowloris watch.
             self.header_deadline.request_seen(peer_addr);
@@ -1031,6 +1038,10 @@ impl ProxyHttp for Gateway {
             upstream_request.insert_header(X_CSP_NONCE.clone(), n.as_str())?;
         }
         ctx.upstream_sent = Some(Instant::now());
+        if let (Some(t), Some(r)) = (ctx.trace.as_mut(), route) {
+            let upstream = &policy.expect("a route implies a policy").upstreams[r.upstream].name;
+            t.start_upstream(upstream, upstream_request);
+        }
         Ok(())
     }
 
@@ -1042,6 +1053,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if let Some(sent) = ctx.upstream_sent {
             ctx.upstream_took = Some(sent.elapsed());
+        }
+        if let Some(t) = ctx.trace.as_mut() {
+            t.end_upstream(upstream_response.status.as_u16());
         }
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.websocket {
             ctx.ws_open = true;
@@ -1200,6 +1214,15 @@ impl ProxyHttp for Gateway {
         if let Some(kind) = ctx.deny.as_ref().and_then(security_event) {
             crate::observability::alerts::emit(kind, ctx.client);
         }
+        if let Some(t) = ctx.trace.take() {
+            t.finish(
+                &route,
+                session.req_header().uri.path(),
+                status,
+                ctx.deny.as_ref().map(|d| d.code()),
+                e.map(|e| e.etype().as_str()),
+            );
+        }
         if let (Some((idx, state)), Some(policy), Some(r)) =
             (&ctx.upstream_addr, &ctx.policy, ctx.route)
         {
@@ -1221,6 +1244,10 @@ impl ProxyHttp for Gateway {
                 self.resilience.success(state);
             }
         }
+        let upstream_name = match (&ctx.policy, ctx.route, ctx.deny.is_none()) {
+            (Some(p), Some(r), true) => &*p.upstreams[p.routes[r].upstream].name,
+            _ => "-",
+        };
         let req = session.req_header();
         tracing::info!(
             target: "portcullis::access",
@@ -1237,6 +1264,10 @@ impl ProxyHttp for Gateway {
             key = ctx.identity.as_ref().and_then(|i| i.verified_by.as_deref()).unwrap_or("-"),
             generation = ctx.policy.as_ref().map(|p| p.generation).unwrap_or(0),
             duration_us = ctx.started.elapsed().as_micros() as u64,
+            upstream = upstream_name,
+            upstream_us = ctx.upstream_took.map(|d| d.as_micros() as u64).unwrap_or(0),
+            bytes_in = session.body_bytes_read() as u64,
+            bytes_out = session.body_bytes_sent() as u64,
             error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
             "request"
         );
