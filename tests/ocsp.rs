@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const CNF: &str = "\
 [req]
@@ -220,33 +220,14 @@ impl Responder {
                 }
                 let (pki, requests) = (pki.clone(), r2.clone());
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let body = loop {
-                        let Ok(n) = s.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                            assert!(head.starts_with("post "), "{head}");
-                            assert!(
-                                head.contains("content-type: application/ocsp-request"),
-                                "{head}"
-                            );
-                            let len: usize = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse().ok())
-                                .unwrap_or(0);
-                            if buf.len() >= end + 4 + len {
-                                break buf[end + 4..end + 4 + len].to_vec();
-                            }
-                        }
+                    let Some((head, body)) = read_request(&mut s).await else {
+                        return;
                     };
+                    assert!(head.starts_with("post "), "{head}");
+                    assert!(
+                        head.contains("content-type: application/ocsp-request"),
+                        "{head}"
+                    );
                     requests.fetch_add(1, Ordering::SeqCst);
                     let der = tokio::task::spawn_blocking(move || pki.respond(&body))
                         .await

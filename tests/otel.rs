@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::upstream::TestUpstream;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// An OTLP/HTTP receiver: records every span of every JSON export posted to `/v1/traces`.
 async fn receiver() -> (
@@ -29,31 +29,10 @@ async fn receiver() -> (
             };
             let (spans, services) = (s2.clone(), v2.clone());
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    let Ok(n) = s.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + len {
-                        continue;
-                    }
+                // Keep-alive: one request after the other on the same connection.
+                while let Some((head, body)) = read_request(&mut s).await {
                     assert!(head.starts_with("post /v1/traces "), "{head}");
-                    let body: serde_json::Value =
-                        serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap();
+                    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
                     for rs in body["resourceSpans"].as_array().into_iter().flatten() {
                         for a in rs["resource"]["attributes"]
                             .as_array()
@@ -72,7 +51,6 @@ async fn receiver() -> (
                             }
                         }
                     }
-                    buf.drain(..end + 4 + len);
                     let _ = s
                         .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
                         .await;

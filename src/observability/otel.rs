@@ -42,9 +42,10 @@ pub fn init_from_env() -> Result<bool, String> {
     let protocol = match protocol.as_str() {
         "http/json" => Protocol::HttpJson,
         "http/protobuf" => Protocol::HttpBinary,
-        other => return Err(format!(
-            "OTEL_EXPORTER_OTLP_PROTOCOL={other:?}: only http/protobuf and http/json are supported"
-        )),
+        other => {
+            let hint = "only http/protobuf and http/json are supported";
+            return Err(format!("OTEL_EXPORTER_OTLP_PROTOCOL={other:?}: {hint}"));
+        }
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
