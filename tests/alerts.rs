@@ -91,6 +91,21 @@ upstream = "worker"
     )
 }
 
+/// A gateway with `rules`, their webhook pointing at `hook`.
+async fn start(hook: &Hook, rules: &str) -> Gateway {
+    Gateway::start(Options {
+        env: vec![
+            ("PORTCULLIS_WORKER_TOKEN".into(), TOKEN.into()),
+            (
+                "ALERT_HOOK".into(),
+                format!("http://127.0.0.1:{}/hook", hook.port),
+            ),
+        ],
+        ..Options::with_policy(policy(rules))
+    })
+    .await
+}
+
 async fn fail_auth(g: &Gateway, n: usize) -> Duration {
     let c = g.client(true);
     let mut slowest = Duration::ZERO;
@@ -119,17 +134,7 @@ threshold = 3
 window_seconds = 4
 webhook = "env:ALERT_HOOK"
 "#;
-    let g = Gateway::start(Options {
-        env: vec![
-            ("PORTCULLIS_WORKER_TOKEN".into(), TOKEN.into()),
-            (
-                "ALERT_HOOK".into(),
-                format!("http://127.0.0.1:{}/hook", hook.port),
-            ),
-        ],
-        ..Options::with_policy(policy(rules))
-    })
-    .await;
+    let g = start(&hook, rules).await;
     let window_start = Instant::now();
     fail_auth(&g, 10).await;
     // The first POST gets a 500; the same alert comes again and is taken.
@@ -201,17 +206,7 @@ threshold = 0
 window_seconds = 1
 webhook = "env:ALERT_HOOK"
 "#;
-    let g = Gateway::start(Options {
-        env: vec![
-            ("PORTCULLIS_WORKER_TOKEN".into(), TOKEN.into()),
-            (
-                "ALERT_HOOK".into(),
-                format!("http://127.0.0.1:{}/hook", hook.port),
-            ),
-        ],
-        ..Options::with_policy(policy(rules))
-    })
-    .await;
+    let g = start(&hook, rules).await;
     // Alerts keep being raised (the overall rule every second) while the webhook hangs; every
     // request is still answered at once. The bound is generous on purpose: the webhook's own
     // timeout is 5 s, so a request waiting on it would take at least that.
