@@ -158,10 +158,16 @@ impl FrameMeter {
     }
 
     /// Accounts for one chunk of client→server bytes.
+    ///
+    /// A budget violation is reported after the whole chunk is parsed, so the parser stays in
+    /// step with the frames and can recognise the client's close reply that follows; a protocol
+    /// error is reported at once.
     pub fn feed(&mut self, mut data: &[u8], now: Instant) -> Result<(), Close> {
-        if !self.bytes.take(data.len() as f64, now) {
-            return Err(Close::PolicyViolation("byte budget exceeded"));
-        }
+        let mut verdict = if self.bytes.take(data.len() as f64, now) {
+            Ok(())
+        } else {
+            Err(Close::PolicyViolation("byte budget exceeded"))
+        };
         while !data.is_empty() {
             match self.state {
                 State::Payload { left } => {
@@ -182,11 +188,19 @@ impl FrameMeter {
                     if self.have < 2 || self.have < self.header_len() {
                         continue;
                     }
-                    self.frame_complete(now)?;
+                    match self.frame_complete(now) {
+                        Ok(()) => {}
+                        Err(Close::Protocol) => return Err(Close::Protocol),
+                        Err(budget) => {
+                            if verdict.is_ok() {
+                                verdict = Err(budget);
+                            }
+                        }
+                    }
                 }
             }
         }
-        Ok(())
+        verdict
     }
 
     /// Header length implied by the bytes seen so far (2 until the length byte is known).
@@ -219,6 +233,12 @@ impl FrameMeter {
         if !masked || rsv != 0 {
             return Err(Close::Protocol);
         }
+        // The payload is skipped whatever the budgets say, to stay in step with the frames.
+        self.state = if len == 0 {
+            State::Header
+        } else {
+            State::Payload { left: len }
+        };
         match opcode {
             0x8..=0xA => {
                 // Control frames: never fragmented, at most 125 bytes; they count as messages.
@@ -250,11 +270,6 @@ impl FrameMeter {
             }
             _ => return Err(Close::Protocol),
         }
-        self.state = if len == 0 {
-            State::Header
-        } else {
-            State::Payload { left: len }
-        };
         Ok(())
     }
 
@@ -289,6 +304,30 @@ mod tests {
         f.extend_from_slice(&mask);
         f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         f
+    }
+
+    #[test]
+    fn a_budget_breach_keeps_the_parser_in_step_for_the_close_reply() {
+        let mut m = FrameMeter::new(budget(), Instant::now());
+        let now = Instant::now();
+        // Eleven messages breach the 10/s budget on the eleventh; the chunk ends inside a
+        // twelfth, whose rest comes in the next chunk, then the client's close reply.
+        let mut chunk = Vec::new();
+        for i in 0..11 {
+            chunk.extend(frame(true, 0x1, format!("message {i}").as_bytes()));
+        }
+        let twelfth = frame(true, 0x1, &[b'x'; 40]);
+        chunk.extend_from_slice(&twelfth[..20]);
+        assert!(matches!(
+            m.feed(&chunk, now),
+            Err(Close::PolicyViolation(_))
+        ));
+        assert!(
+            !m.await_close(&twelfth[20..], now),
+            "mid-frame bytes are not a close"
+        );
+        assert!(!m.await_close(&frame(true, 0x1, b"still talking"), now));
+        assert!(m.await_close(&frame(true, 0x8, &[0x03, 0xe8]), now));
     }
 
     fn budget() -> WsBudget {
