@@ -99,6 +99,23 @@ impl Deny {
     }
 
     /// The stable machine-readable code, also used as the log reason.
+    /// A refusal for missing or insufficient credentials: counted by reason in
+    /// `portcullis_auth_failures_total` and raised as an `auth_failure` security event.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(
+            self,
+            Deny::AuthMissing
+                | Deny::AuthMalformed
+                | Deny::AuthInvalid
+                | Deny::CapabilityDenied(_)
+                | Deny::RoomDenied
+                | Deny::ClientCertRequired
+                | Deny::ClientCertDenied
+                | Deny::Signature(_)
+                | Deny::AdminRequired
+        )
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Deny::AuthMissing => "auth_missing",

@@ -82,7 +82,7 @@ impl RouteStats {
 }
 
 /// The auth-related refusals counted in `portcullis_auth_failures_total{reason}`.
-pub const AUTH_REASONS: [&str; 12] = [
+pub const AUTH_REASONS: [&str; 14] = [
     "auth_missing",
     "auth_malformed",
     "auth_invalid",
@@ -94,6 +94,8 @@ pub const AUTH_REASONS: [&str; 12] = [
     "client_certificate_denied",
     "signature_invalid",
     "signature_expired",
+    "signature_malformed",
+    "signature_unknown_key",
     "admin_required",
 ];
 
@@ -110,7 +112,7 @@ pub const WS_CLOSE_REASONS: [&str; 6] = [
 #[derive(Debug, Default)]
 pub struct Detail {
     routes: RwLock<HashMap<Arc<str>, Arc<RouteStats>>>,
-    auth_failures: [AtomicU64; 12],
+    auth_failures: [AtomicU64; 14],
     ws_open: AtomicI64,
     ws_closed: [AtomicU64; 6],
 }
@@ -133,14 +135,15 @@ impl Detail {
             .clone()
     }
 
-    /// One answered request on `route` (`"-"` when none matched).
+    /// One answered request on `route` (`"-"` when none matched); `auth_failure` is the code of
+    /// an authentication refusal, if it was one.
     pub fn record(
         &self,
         route: &Arc<str>,
         status: u16,
         took: Duration,
         upstream: Option<Duration>,
-        deny_code: Option<&str>,
+        auth_failure: Option<&str>,
     ) {
         let r = self.route(route);
         r.count(status);
@@ -148,7 +151,7 @@ impl Detail {
         if let Some(u) = upstream {
             r.upstream_latency.observe(u);
         }
-        if let Some(code) = deny_code {
+        if let Some(code) = auth_failure {
             if let Some(i) = AUTH_REASONS.iter().position(|c| *c == code) {
                 self.auth_failures[i].fetch_add(1, Ordering::Relaxed);
             }

@@ -533,22 +533,9 @@ pub(crate) fn compile_admin(
         }
     }
     for (i, n) in a.networks.iter().enumerate() {
-        let text = n.get_ref();
-        let parsed = text
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-        match parsed {
-            Ok(net) if net.prefix_len() == 0 => e.at(
-                n,
-                format!("admin.networks[{i}]"),
-                format!("{text:?} admits every address"),
-            ),
-            Ok(net) => out.networks.push(net.trunc()),
-            Err(_) => e.at(
-                n,
-                format!("admin.networks[{i}]"),
-                format!("{text:?} is not an IP address or CIDR"),
-            ),
+        match super::compile_limits::parse_network(n.get_ref(), "admits every address") {
+            Ok(net) => out.networks.push(net),
+            Err(m) => e.at(n, format!("admin.networks[{i}]"), m),
         }
     }
     out

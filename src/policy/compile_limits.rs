@@ -28,6 +28,19 @@ fn err<T>(
     });
 }
 
+/// A network from policy: a CIDR or a single address, truncated to its prefix; "every
+/// address" (`/0`) is refused with `everything` as the reason.
+pub(crate) fn parse_network(text: &str, everything: &str) -> Result<ipnet::IpNet, String> {
+    let parsed = text
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+    match parsed {
+        Ok(net) if net.prefix_len() == 0 => Err(format!("{text:?} {everything}")),
+        Ok(net) => Ok(net.trunc()),
+        Err(_) => Err(format!("{text:?} is not an IP address or CIDR")),
+    }
+}
+
 pub(crate) fn compile_network(
     net: Option<(&SourceFile, &Spanned<RawNetwork>)>,
     errors: &mut Vec<PolicyError>,
@@ -36,26 +49,12 @@ pub(crate) fn compile_network(
     let Some((file, n)) = net else { return out };
     let n = n.get_ref();
     for (i, p) in n.trusted_proxies.iter().enumerate() {
-        let text = p.get_ref();
-        let parsed = text
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-        match parsed {
-            Ok(net) if net.prefix_len() == 0 => err(
-                file,
-                errors,
-                p,
-                format!("network.trusted_proxies[{i}]"),
-                format!("{text:?} trusts every address; list your proxies' CIDRs"),
-            ),
-            Ok(net) => out.trusted_proxies.push(net.trunc()),
-            Err(_) => err(
-                file,
-                errors,
-                p,
-                format!("network.trusted_proxies[{i}]"),
-                format!("{text:?} is not an IP address or CIDR"),
-            ),
+        match parse_network(
+            p.get_ref(),
+            "trusts every address; list your proxies' CIDRs",
+        ) {
+            Ok(net) => out.trusted_proxies.push(net),
+            Err(m) => err(file, errors, p, format!("network.trusted_proxies[{i}]"), m),
         }
     }
     if let Some(p) = &n.ipv6_prefix {

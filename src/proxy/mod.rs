@@ -161,15 +161,7 @@ const HEALTH_BODY: &[u8] = br#"{"status":"ok"}"#;
 fn security_event(d: &Deny) -> Option<crate::observability::alerts::EventKind> {
     use crate::observability::alerts::EventKind;
     Some(match d {
-        Deny::AuthMissing
-        | Deny::AuthMalformed
-        | Deny::AuthInvalid
-        | Deny::CapabilityDenied(_)
-        | Deny::RoomDenied
-        | Deny::ClientCertRequired
-        | Deny::ClientCertDenied
-        | Deny::Signature(_)
-        | Deny::AdminRequired => EventKind::AuthFailure,
+        d if d.is_auth_failure() => EventKind::AuthFailure,
         Deny::BlockedPath | Deny::PathParameterOnBlocked => EventKind::BlockedPath,
         Deny::Csrf(_) => EventKind::Csrf,
         _ => return None,
@@ -1204,7 +1196,10 @@ impl ProxyHttp for Gateway {
             status,
             ctx.started.elapsed(),
             ctx.upstream_took,
-            ctx.deny.as_ref().map(|d| d.code()),
+            ctx.deny
+                .as_ref()
+                .filter(|d| d.is_auth_failure() || matches!(d, Deny::AuthLockedOut { .. }))
+                .map(|d| d.code()),
         );
         if ctx.ws_open {
             self.metrics
