@@ -1,5 +1,12 @@
+# Base images are pinned by exact tag: Rust 1.95.0 (the toolchain the project is built and tested
+# with) and the Debian 12.11 point release. Bump both deliberately; for byte-for-byte repeatable
+# builds pin them by digest as well (rust:1.95.0-bookworm@sha256:...).
+
 # Build stage: Pingora builds zlib-ng with cmake.
-FROM rust:1.95-bookworm AS build
+FROM rust:1.95.0-bookworm AS build
+# Package versions follow the Debian release the base image is pinned to; exact version pins
+# would break the build as soon as a security update supersedes them.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake \
     && rm -rf /var/lib/apt/lists/*
@@ -10,8 +17,14 @@ COPY policies ./policies
 RUN cargo build --release --locked --bin portcullis
 
 # Runtime stage: the binary and the default policies, run as a non-root user.
-FROM debian:bookworm-slim
-RUN groupadd --system --gid 10001 portcullis \
+FROM debian:12.11-slim
+# ca-certificates: the gateway fetches JWKS over HTTPS and checks them against the system's
+# roots. curl: the HEALTHCHECK below (the slim image has no HTTP client).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 portcullis \
     && useradd --system --uid 10001 --gid portcullis --home-dir /var/lib/portcullis --shell /usr/sbin/nologin portcullis \
     && mkdir -p /var/lib/portcullis/certs /var/lib/portcullis/data \
     && chown -R portcullis:portcullis /var/lib/portcullis
@@ -26,5 +39,12 @@ ENV PORTCULLIS_HTTPS_ADDR=0.0.0.0:8443 \
 USER 10001:10001
 WORKDIR /var/lib/portcullis
 EXPOSE 8443 8080
+# Liveness from the admin listener, which stays on the container's loopback here (exec form: no
+# shell involved). Kubernetes ignores this and uses the Deployment's probes instead.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["/usr/bin/curl", "--fail", "--silent", "--show-error", "--max-time", "2", "--output", "/dev/null", "http://127.0.0.1:9901/health"]
+# SIGTERM fails /ready, then drains for PORTCULLIS_GRACE_SECONDS (20): stop with
+# `docker stop --time 30` so the drain is not cut short by docker's 10-second default.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/portcullis"]
 CMD ["serve"]
