@@ -334,6 +334,42 @@ pub fn sign_url(
     Ok(format!("{path}?{query}"))
 }
 
+/// Compiles the policy folder `dir` with the configuration's mode and overrides.
+fn load_dir(config: &Config, dir: &std::path::Path) -> Result<Policy, String> {
+    if !dir.is_dir() {
+        return Err(format!("{}: not a folder", dir.display()));
+    }
+    let files = policy::read_dir(dir, false).map_err(|e| e.to_string())?;
+    policy::compile_with(&files, &config.compile_options())
+        .map_err(|e| format!("{} does not compile:\n{e}", dir.display()))
+}
+
+/// `portcullis policy diff OLD NEW`.
+pub fn policy_diff(
+    config: &Config,
+    old: &std::path::Path,
+    new: &std::path::Path,
+) -> Result<String, String> {
+    let (o, n) = (load_dir(config, old)?, load_dir(config, new)?);
+    Ok(policy::diff::render(&policy::diff::diff(&o, &n)))
+}
+
+/// `portcullis policy test --requests FILE [--policy DIR]`.
+pub fn policy_test(
+    config: &Config,
+    dir: Option<&std::path::Path>,
+    requests: &std::path::Path,
+) -> Result<(String, bool), String> {
+    let policy = match dir {
+        Some(d) => load_dir(config, d)?,
+        None => load_policy(config)?,
+    };
+    let text =
+        std::fs::read_to_string(requests).map_err(|e| format!("{}: {e}", requests.display()))?;
+    crate::dryrun::run(&policy, config.token_file.clone(), &text)
+        .map_err(|e| format!("{}: {e}", requests.display()))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

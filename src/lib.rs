@@ -11,10 +11,12 @@ pub mod auth;
 pub mod backends;
 pub mod cli;
 pub mod config;
+pub mod dryrun;
 pub mod http;
 pub mod limits;
 pub mod observability;
 pub mod policy;
+pub mod posture;
 pub mod proxy;
 pub mod tls;
 pub mod upstreams;
@@ -73,6 +75,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("production posture check failed ({} FAIL):\n{}", .0.len(), .0.join("\n"))]
+    Posture(Vec<String>),
     #[error("{0}")]
     Other(String),
 }
@@ -183,6 +187,14 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         Ok(false) => {}
         Err(e) => return Err(StartError::Other(e)),
     }
+    if config.mode == Mode::Production {
+        // The same checklist as `portcullis posture`: any FAIL and production does not start.
+        let report = posture(&config);
+        let fails: Vec<String> = report.failures().iter().map(|i| i.line()).collect();
+        if !fails.is_empty() {
+            return Err(StartError::Posture(fails));
+        }
+    }
     let policy = PolicyStore::open(
         config.policy_dir.clone(),
         !config.policy_dir_explicit,
@@ -199,6 +211,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     }
     let certs = CertStore::open(config.cert_dir.clone(), config.default_cert.clone())
         .map_err(StartError::Certs)?;
+
     if certs.snapshot().entries.is_empty() {
         return Err(StartError::Other(format!(
             "{}: no certificate pairs to serve",
@@ -237,6 +250,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let header_deadline = limits::connections::HeaderDeadline::new();
     let metrics = Arc::new(Metrics::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let ws_sessions = Arc::new(proxy::sessions::WsRegistry::default());
     let rooms = RoomServer::new(policy.clone());
     let stapler = tls::stapler::Stapler::new(
         certs.clone(),
@@ -331,8 +345,11 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         aux.spawn(async move { prewarm.jwks.prewarm(urls).await });
         let (hook_auth, handle) = (auth.clone(), aux.handle().clone());
         log_exceptions(&policy.snapshot());
+        let ws = ws_sessions.clone();
         policy.set_on_applied(Box::new(move |p| {
             log_exceptions(p);
+            // Sessions the new policy no longer admits are closed (4403); the rest stay open.
+            ws.revalidate(p);
             if p.auth.needs_worker_token {
                 if let Err(e) = hook_auth.ensure_worker_token() {
                     tracing::error!(error = %e, "worker token unavailable; the static provider refuses every token");
@@ -354,8 +371,14 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         let (l, b, pol) = (limiters.clone(), backoff.clone(), policy.clone());
         aux.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut secrets = SecretFiles::default();
             loop {
                 tick.tick().await;
+                if secrets.changed(&pol.snapshot()) {
+                    tracing::info!("a secret file named by the policy changed: reloading");
+                    let p = pol.clone();
+                    let _ = tokio::task::spawn_blocking(move || p.reload()).await;
+                }
                 close_expired_exceptions(&pol.snapshot(), auth::now_unix());
                 l.maintain();
                 b.evict_idle(Duration::from_secs(3600), std::time::Instant::now());
@@ -457,6 +480,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         backends,
         metrics,
         in_flight,
+        ws_sessions,
     );
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -499,6 +523,97 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     observability::otel::shutdown();
     drop(aux);
     Ok(())
+}
+
+/// The posture checklist for `config`, offline: policy, worker token, listeners, logging,
+/// certificates and the OCSP staples in the cache. `serve` runs the same in production.
+pub fn posture(config: &Config) -> posture::Report {
+    install_crypto_provider();
+    let env = |k: &str| config::env_var(k);
+    let files = policy::read_dir(&config.policy_dir, !config.policy_dir_explicit);
+    let compiled = files.as_ref().map_err(|e| e.to_string()).and_then(|f| {
+        policy::compile_with(f, &config.compile_options()).map_err(|e| e.to_string())
+    });
+    let files = files.unwrap_or_default();
+    let store = match tls::store::find_pairs(&config.cert_dir) {
+        Ok(p) if p.is_empty() => Ok(None),
+        Err(_) if config.mode == Mode::Development => Ok(None),
+        Err(e) => Err(e.to_string()),
+        Ok(_) => CertStore::open(config.cert_dir.clone(), config.default_cert.clone())
+            .map(Some)
+            .map_err(|errs| {
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }),
+    };
+    let mut ocsp = Vec::new();
+    let snapshot = match &store {
+        Ok(Some(s)) => {
+            let stapler = tls::stapler::Stapler::new(
+                s.clone(),
+                config.data_dir.join("ocsp"),
+                config.ocsp_max_refresh,
+            );
+            stapler.restore_cached();
+            let set = s.snapshot();
+            for (info, e) in stapler.info().into_iter().zip(set.entries.iter()) {
+                ocsp.push(posture::OcspView {
+                    has_responder: tls::ocsp::responder_url(e.key.cert[0].as_ref()).is_some()
+                        && e.key.cert.len() > 1,
+                    name: info.name,
+                    stapled: info.stapled,
+                    next_update: info.next_update,
+                    last_error: info.last_error,
+                });
+            }
+            Some(set)
+        }
+        _ => None,
+    };
+    let certs = match &store {
+        Err(e) => Err(e.clone()),
+        Ok(_) => Ok(snapshot.as_deref()),
+    };
+    posture::run(&posture::Inputs {
+        config,
+        policy: compiled.as_ref().map_err(|e| e.clone()),
+        files: &files,
+        certs,
+        ocsp,
+        env: &env,
+        now: auth::now_unix(),
+    })
+}
+
+/// Notices changes to the files `file:` secret references name (Kubernetes swaps a Secret
+/// mount's contents in place, without touching the policy folder).
+#[derive(Default)]
+struct SecretFiles {
+    generation: u64,
+    seen: Vec<Option<(std::time::SystemTime, u64)>>,
+}
+
+impl SecretFiles {
+    fn stamp(p: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    }
+
+    fn changed(&mut self, policy: &policy::Policy) -> bool {
+        let now: Vec<_> = policy.secret_files.iter().map(|p| Self::stamp(p)).collect();
+        if self.generation != policy.generation {
+            self.generation = policy.generation;
+            self.seen = now;
+            return false;
+        }
+        if now != self.seen {
+            self.seen = now;
+            return true;
+        }
+        false
+    }
 }
 
 /// What `check` found.
@@ -662,6 +777,18 @@ pub fn check(config: &Config) -> CheckReport {
             ));
         }
         Err(e) => errors.push(e.to_string()),
+    }
+    if config.mode == Mode::Production {
+        // What production `serve` would refuse on besides (already listed) compile and
+        // certificate errors.
+        let clean = errors.is_empty();
+        errors.extend(
+            posture(config)
+                .failures()
+                .iter()
+                .filter(|i| i.id != "policy" && (i.id != "certificates" || clean))
+                .map(|i| i.line()),
+        );
     }
     CheckReport { lines, errors }
 }

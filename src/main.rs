@@ -30,6 +30,17 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The security posture checklist (PASS / WARN / FAIL with a remedy each). Exits 1 on any
+    /// FAIL; in production `serve` refuses to start on the same.
+    Posture {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Review policy changes before they ship.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Worker tokens and room tokens.
     Token {
         #[command(subcommand)]
@@ -44,6 +55,28 @@ enum Command {
     Url {
         #[command(subcommand)]
         command: UrlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Effective changes from OLD to NEW per route: who gains or loses access, limits, paths.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Evaluates the requests in FILE (TOML `[[request]]` entries) against the policy and prints
+    /// each decision and reason. Exits 1 when an `expect` does not hold.
+    Test {
+        #[arg(long)]
+        requests: PathBuf,
+        /// A policy folder to test instead of the configured one.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -158,6 +191,61 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
+                }
+            }
+        },
+        Command::Posture { config } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let report = portcullis::posture(&config);
+            print!("{}", report.render(config.mode));
+            if report.failures().is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Policy { command } => match command {
+            PolicyCommand::Diff { old, new, config } => {
+                let config = match load(config.as_deref()) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                match portcullis::cli::policy_diff(&config, &old, &new) {
+                    Ok(out) => {
+                        print!("{out}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("portcullis: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            PolicyCommand::Test {
+                requests,
+                policy,
+                config,
+            } => {
+                let config = match load(config.as_deref()) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                match portcullis::cli::policy_test(&config, policy.as_deref(), &requests) {
+                    Ok((out, ok)) => {
+                        print!("{out}");
+                        if ok {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("portcullis: {e}");
+                        ExitCode::from(2)
+                    }
                 }
             }
         },

@@ -22,6 +22,8 @@ pub struct Issuer {
     pub audiences: Vec<String>,
     pub algorithms: Vec<Algorithm>,
     pub secret: Option<DecodingKey>,
+    /// Length in bytes of the HMAC secret, for the posture check.
+    pub secret_len: Option<usize>,
     /// PEM public keys, optionally named by `kid`.
     pub keys: Vec<(Option<String>, DecodingKey, Algorithm)>,
     pub jwks: Option<(String, JwksSettings)>,
@@ -50,6 +52,8 @@ pub struct RoomKey {
     pub algorithm: Algorithm,
     pub decoding: DecodingKey,
     pub encoding: Option<EncodingKey>,
+    /// Length in bytes of an HMAC secret, for the posture check.
+    pub secret_len: Option<usize>,
 }
 
 impl std::fmt::Debug for RoomKey {

@@ -382,13 +382,6 @@ impl Config {
             None => TlsVersion::V12,
         };
         let cert_expiry_warn_days = raw.tls.expiry_warn_days.unwrap_or(21);
-        // Debug logs carry request details; production runs at info or quieter.
-        if mode == Mode::Production && (log_level.contains("debug") || log_level.contains("trace"))
-        {
-            return Err(invalid(format!(
-                "log level {log_level:?} is refused in production mode (debug output carries request details); use info"
-            )));
-        }
         let ocsp_max_refresh = match env("PORTCULLIS_OCSP_MAX_REFRESH_SECONDS") {
             Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
                 invalid(format!(

@@ -38,6 +38,8 @@ pub struct LimitSpec {
     /// Route names this limit applies to; `None` = every route.
     pub routes: Option<Vec<Arc<str>>>,
     pub max_keys: usize,
+    /// Would-be refusals are logged and counted, not enforced.
+    pub shadow: bool,
     limiter: OnceLock<Arc<Limiter>>,
 }
 
@@ -64,6 +66,7 @@ impl LimitSpec {
             burst,
             routes,
             max_keys,
+            shadow: false,
             limiter: OnceLock::new(),
         }
     }

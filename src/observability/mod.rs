@@ -18,6 +18,7 @@ pub struct Metrics {
     by_class: [AtomicU64; 6],
     denied: AtomicU64,
     csrf_failures: [AtomicU64; 4],
+    shadow_denials: AtomicU64,
     /// Per-route counters and histograms, auth failures, WebSocket sessions.
     pub detail: routes::Detail,
 }
@@ -29,6 +30,11 @@ impl Metrics {
         if denied {
             self.denied.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A shadow rule would have refused a request.
+    pub fn shadow_denial(&self) {
+        self.shadow_denials.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn csrf_failure(&self, f: crate::http::csrf::CsrfFailure) {
@@ -85,6 +91,15 @@ impl Metrics {
             out,
             "portcullis_denied_total {}",
             self.denied.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP portcullis_shadow_denials_total Requests a shadow rule would have refused (not enforced).\n",
+        );
+        out.push_str("# TYPE portcullis_shadow_denials_total counter\n");
+        let _ = writeln!(
+            out,
+            "portcullis_shadow_denials_total {}",
+            self.shadow_denials.load(Ordering::Relaxed)
         );
         out.push_str(
             "# HELP portcullis_csrf_failures_total Unsafe requests refused by the CSRF check, by reason.\n",

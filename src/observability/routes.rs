@@ -100,12 +100,13 @@ pub const AUTH_REASONS: [&str; 14] = [
 ];
 
 /// Why the gateway closed WebSocket sessions, for `portcullis_websocket_closed_total{reason}`.
-pub const WS_CLOSE_REASONS: [&str; 6] = [
+pub const WS_CLOSE_REASONS: [&str; 7] = [
     "policy_violation",
     "message_too_big",
     "protocol_error",
     "token_expired",
     "idle_timeout",
+    "policy_revoked",
     "ended",
 ];
 
@@ -114,7 +115,7 @@ pub struct Detail {
     routes: RwLock<HashMap<Arc<str>, Arc<RouteStats>>>,
     auth_failures: [AtomicU64; 14],
     ws_open: AtomicI64,
-    ws_closed: [AtomicU64; 6],
+    ws_closed: [AtomicU64; 7],
 }
 
 impl Detail {

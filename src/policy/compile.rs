@@ -40,6 +40,9 @@ pub struct PolicyError {
 
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}: {}: {}", self.file, self.field, self.message);
+        }
         write!(
             f,
             "{}:{}: {}: {}",
@@ -1053,6 +1056,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         limits,
         websocket: ws_budget,
         sources: files.iter().map(|f| f.path.clone()).collect(),
+        secret_files: crate::posture::secret_files(files),
     })
 }
 

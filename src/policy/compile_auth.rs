@@ -204,7 +204,7 @@ pub(crate) fn compile_auth(
                         e.at(s, format!("{at}.secret"), format!("HMAC secret is {} bytes; at least 32 (256 bits) outside development", v.len()));
                         None
                     }
-                    Ok(v) => Some(DecodingKey::from_secret(v.as_bytes())),
+                    Ok(v) => Some((DecodingKey::from_secret(v.as_bytes()), v.len())),
                     Err(m) => {
                         e.at(s, format!("{at}.secret"), m);
                         None
@@ -298,7 +298,8 @@ pub(crate) fn compile_auth(
                 iss: raw.issuer.clone(),
                 audiences: raw.audiences.clone().unwrap_or_default(),
                 algorithms,
-                secret,
+                secret_len: secret.as_ref().map(|s| s.1),
+                secret: secret.map(|s| s.0),
                 keys,
                 jwks,
                 leeway: raw.leeway_seconds.unwrap_or(30).min(600),
@@ -374,6 +375,7 @@ pub(crate) fn compile_auth(
                         algorithm: alg,
                         decoding: DecodingKey::from_secret(v.as_bytes()),
                         encoding: Some(EncodingKey::from_secret(v.as_bytes())),
+                        secret_len: Some(v.len()),
                     },
                     Err(m) => {
                         e.at(s, format!("{at}.secret"), m);
@@ -429,6 +431,7 @@ pub(crate) fn compile_auth(
                     algorithm: alg,
                     decoding,
                     encoding,
+                    secret_len: None,
                 }
             };
             room_keys.keys.insert(kid.clone(), key);
@@ -524,6 +527,7 @@ pub(crate) fn compile_room_access(
             prefix,
             locked,
             capabilities: a.capabilities.iter().map(|c| c.as_str().into()).collect(),
+            shadow: a.shadow,
         });
     }
     let any_locked = default_locked || rules.iter().any(|r| r.locked);

@@ -213,7 +213,7 @@ pub(crate) fn compile_limits(
                 );
             }
         }
-        out.push(LimitSpec::new(
+        let mut spec = LimitSpec::new(
             Arc::from(name.as_str()),
             ip,
             subject,
@@ -223,7 +223,9 @@ pub(crate) fn compile_limits(
             burst.clamp(1, 1_000_000_000) as u32,
             routes,
             max_keys.clamp(1, 10_000_000) as usize,
-        ));
+        );
+        spec.shadow = l.shadow;
+        out.push(spec);
     }
     out
 }

@@ -7,9 +7,11 @@ pub mod compile;
 mod compile_auth;
 mod compile_http;
 mod compile_limits;
+pub mod diff;
 pub mod model;
 pub mod paths;
 pub mod raw;
+pub mod reference;
 pub mod store;
 
 pub use compile::{

@@ -42,6 +42,9 @@ pub struct Policy {
     pub limits: Vec<LimitSpec>,
     pub websocket: crate::proxy::websocket::WsBudget,
     pub sources: Vec<PathBuf>,
+    /// Files named by `file:` secret references: a change to one reloads the policy
+    /// (Kubernetes updates Secret mounts in place).
+    pub secret_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -407,13 +410,26 @@ pub struct RoomAccess {
     pub prefix: bool,
     pub locked: bool,
     pub capabilities: Vec<Box<str>>,
+    /// A `locked` rule in dry run: would-be refusals are logged, the room stays open.
+    pub shadow: bool,
 }
 
 impl RoomSettings {
     /// Whether `room` is locked, and the capabilities a token needs to join it.
     pub fn access_for(&self, room: &str) -> (bool, &[Box<str>]) {
-        let rule = self
-            .access
+        match self.rule_for(room) {
+            Some(r) => (r.locked, &r.capabilities),
+            None => (self.default_locked, &[]),
+        }
+    }
+
+    /// Whether the rule deciding `room` is a shadow rule.
+    pub fn shadow_for(&self, room: &str) -> bool {
+        self.rule_for(room).is_some_and(|r| r.shadow)
+    }
+
+    fn rule_for(&self, room: &str) -> Option<&RoomAccess> {
+        self.access
             .iter()
             .find(|a| !a.prefix && &*a.room == room)
             .or_else(|| {
@@ -421,11 +437,7 @@ impl RoomSettings {
                     .iter()
                     .filter(|a| a.prefix && room.starts_with(&*a.room))
                     .max_by_key(|a| a.room.len())
-            });
-        match rule {
-            Some(r) => (r.locked, &r.capabilities),
-            None => (self.default_locked, &[]),
-        }
+            })
     }
 }
 

@@ -196,6 +196,9 @@ pub struct RawLimit {
     pub routes: Option<Spanned<Vec<String>>>,
     /// Distinct keys held before newcomers share one bucket (default 100000).
     pub max_keys: Option<Spanned<u64>>,
+    /// Log and count would-be refusals without refusing (a dry run for a new limit).
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -378,6 +381,9 @@ pub struct RawRoomAccess {
     /// Capabilities a room token needs to join.
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// Log and count would-be refusals of a `locked` rule without refusing.
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -54,6 +54,9 @@ impl PolicyStore {
     ) -> Result<Arc<PolicyStore>, PolicyErrors> {
         let files = read_dir(&dir, allow_embedded)?;
         let mut policy = compile_with(&files, &options)?;
+        if options.mode == crate::config::Mode::Production {
+            posture_gate(&policy, &files, &dir)?;
+        }
         policy.generation = 1;
         Ok(Arc::new(PolicyStore {
             dir,
@@ -94,8 +97,15 @@ impl PolicyStore {
     /// Re-reads and compiles the folder; installs the result only if it compiles.
     pub fn reload(&self) -> ReloadOutcome {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let result = read_dir(&self.dir, self.allow_embedded)
-            .and_then(|files| compile_with(&files, &self.options));
+        let result = read_dir(&self.dir, self.allow_embedded).and_then(|files| {
+            let policy = compile_with(&files, &self.options)?;
+            if self.options.mode == crate::config::Mode::Production {
+                // Production refuses a policy that fails the posture checklist, at start and
+                // on every reload alike.
+                posture_gate(&policy, &files, &self.dir)?;
+            }
+            Ok(policy)
+        });
         match result {
             Ok(mut policy) => {
                 let generation = self.current.load().generation + 1;
@@ -130,5 +140,33 @@ impl PolicyStore {
                 ReloadOutcome::Rejected(errors)
             }
         }
+    }
+}
+
+/// The posture checks that depend on the policy alone; any FAIL refuses it.
+fn posture_gate(
+    policy: &Policy,
+    files: &[super::SourceFile],
+    dir: &std::path::Path,
+) -> Result<(), PolicyErrors> {
+    let fails: Vec<_> = crate::posture::policy_items(
+        policy,
+        files,
+        crate::config::Mode::Production,
+        crate::auth::now_unix(),
+    )
+    .into_iter()
+    .filter(|i| i.status == crate::posture::Status::Fail)
+    .map(|i| super::PolicyError {
+        file: dir.display().to_string(),
+        line: 0,
+        field: format!("posture {}", i.id),
+        message: format!("FAIL: {} — {}", i.finding, i.remedy),
+    })
+    .collect();
+    if fails.is_empty() {
+        Ok(())
+    } else {
+        Err(PolicyErrors(fails))
     }
 }

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use http::header;
+use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
-use super::Gateway;
 use crate::auth::cache::token_hash;
-use crate::auth::{self, jwt, AuthFailure, Identity, Provider};
+use crate::auth::{self, jwt, AuthFailure, AuthState, Identity, Provider};
 use crate::backends::rooms::room_of;
 use crate::http::deny::Deny;
 use crate::policy::model::{Policy, Route};
@@ -25,8 +25,7 @@ fn failure(f: AuthFailure) -> Deny {
 
 /// The presented token: `Authorization: Bearer`, else `?access_token=` or the session cookie
 /// where the route allows.
-fn credentials<'s>(session: &'s Session, route: &Route) -> Result<Option<&'s str>, AuthFailure> {
-    let req = session.req_header();
+fn credentials<'s>(req: &'s RequestHeader, route: &Route) -> Result<Option<&'s str>, AuthFailure> {
     if let Some(h) = req.headers.get(header::AUTHORIZATION) {
         return auth::bearer(h.as_bytes()).map(Some);
     }
@@ -43,50 +42,85 @@ fn credentials<'s>(session: &'s Session, route: &Route) -> Result<Option<&'s str
     Ok(None)
 }
 
-pub(super) async fn authenticate(
-    gw: &Gateway,
-    session: &Session,
+/// What authentication looks at besides the policy: the shared auth state, the request head
+/// and the verified client certificate. The gateway and `portcullis policy test` both decide
+/// through this one function.
+pub struct AuthRequest<'a> {
+    pub auth: &'a AuthState,
+    pub req: &'a RequestHeader,
+    pub client_cert: Option<&'a crate::tls::client_auth::ClientCert>,
+    /// Called when a shadow rule would have refused.
+    pub on_shadow: &'a (dyn Fn() + Sync),
+}
+
+pub async fn authenticate(
+    gw: &AuthRequest<'_>,
     policy: &Policy,
     route: &Route,
     to_rooms: bool,
 ) -> Result<Arc<Identity>, Deny> {
-    // The room and its access rule, decided once for both verification and room checks.
+    // The room and its access rule, decided once for both verification and room checks. A
+    // shadow rule is enforced as open; what it would refuse is logged and counted.
     let room_access = (to_rooms && route.auth.contains(&Provider::Room)).then(|| {
-        let room = room_of(session.req_header().uri.path()).unwrap_or("");
-        (room, policy.rooms.access_for(room))
+        let room = room_of(gw.req.uri.path()).unwrap_or("");
+        let (locked, caps) = policy.rooms.access_for(room);
+        (room, locked, caps, locked && policy.rooms.shadow_for(room))
     });
-    let open_room = room_access.is_some_and(|(_, (locked, _))| !locked);
-    let identity = verify(gw, session, policy, route, open_room).await?;
+    let open_room = room_access.is_some_and(|(_, locked, _, shadow)| !locked || shadow);
+    let identity = verify(gw, policy, route, open_room).await?;
     if let Some(missing) = identity.missing(&route.capabilities) {
         return Err(Deny::CapabilityDenied(Arc::from(missing)));
     }
-    if let Some((room, (locked, caps))) = room_access {
-        if locked && !identity.all_capabilities {
-            match &identity.room {
-                Some(r) if &**r == room => {}
-                Some(_) => return Err(Deny::RoomDenied),
-                None if identity.provider == Provider::Room => return Err(Deny::AuthMissing),
-                None => return Err(Deny::RoomDenied),
+    if let Some((room, locked, caps, shadow)) = room_access {
+        match room_check(&identity, room, locked, caps) {
+            Err(d) if shadow => {
+                (gw.on_shadow)();
+                tracing::info!(
+                    target: "portcullis::security",
+                    room,
+                    subject = &*identity.subject,
+                    would_deny = d.code(),
+                    "shadow rule: room access would refuse this session"
+                );
+                room_check(&identity, room, false, &[])?;
             }
-        } else if let Some(r) = &identity.room {
-            // A room token is only good for its own room, open or locked.
-            if &**r != room {
-                return Err(Deny::RoomDenied);
-            }
-        }
-        if locked {
-            if let Some(missing) = identity.missing(caps) {
-                return Err(Deny::CapabilityDenied(Arc::from(missing)));
-            }
+            r => r?,
         }
     }
     Ok(identity)
 }
 
+/// Whether `identity` may join `room` under its access rule.
+pub(crate) fn room_check(
+    identity: &Identity,
+    room: &str,
+    locked: bool,
+    caps: &[Box<str>],
+) -> Result<(), Deny> {
+    if locked && !identity.all_capabilities {
+        match &identity.room {
+            Some(r) if &**r == room => {}
+            Some(_) => return Err(Deny::RoomDenied),
+            None if identity.provider == Provider::Room => return Err(Deny::AuthMissing),
+            None => return Err(Deny::RoomDenied),
+        }
+    } else if let Some(r) = &identity.room {
+        // A room token is only good for its own room, open or locked.
+        if &**r != room {
+            return Err(Deny::RoomDenied);
+        }
+    }
+    if locked {
+        if let Some(missing) = identity.missing(caps) {
+            return Err(Deny::CapabilityDenied(Arc::from(missing)));
+        }
+    }
+    Ok(())
+}
+
 /// Verifies the presented credentials; `open_room` admits a request without any as anonymous.
 async fn verify(
-    gw: &Gateway,
-    session: &Session,
+    gw: &AuthRequest<'_>,
     policy: &Policy,
     route: &Route,
     open_room: bool,
@@ -95,7 +129,7 @@ async fn verify(
         return Ok(Arc::new(Identity::development()));
     }
     if route.auth.contains(&Provider::Mtls) {
-        let cert = crate::tls::client_auth::handshake_info(session).and_then(|h| h.client.as_ref());
+        let cert = gw.client_cert;
         match cert {
             Some(c) => {
                 if route.client_cert_allow.is_empty()
@@ -110,7 +144,7 @@ async fn verify(
             None => {}
         }
     }
-    let token = credentials(session, route).map_err(failure)?;
+    let token = credentials(gw.req, route).map_err(failure)?;
     let Some(token) = token else {
         if open_room {
             return Ok(Arc::new(Identity::anonymous()));
@@ -177,7 +211,7 @@ async fn verify(
 }
 
 /// Removes `access_token` from the request target so it is never forwarded.
-pub(super) fn strip_query_token(session: &mut Session) {
+pub(crate) fn strip_query_token(session: &mut Session) {
     let req = session.req_header();
     let Some(q) = req.uri.query() else { return };
     if auth::query_token(q).is_none() && !q.split('&').any(|kv| kv == "access_token") {

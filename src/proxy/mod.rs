@@ -3,7 +3,8 @@
 //! decides everything against it. Denials are `Deny` values written as JSON and stop the request.
 //! Limits, CORS and CSRF plug into `request_filter` at the marked seams.
 
-mod authn;
+pub mod authn;
+pub mod sessions;
 pub mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +49,8 @@ pub struct Gateway {
     pub backends: BackendAddrs,
     pub metrics: Arc<Metrics>,
     pub in_flight: Arc<AtomicUsize>,
+    /// Open WebSocket sessions, re-checked on each policy reload.
+    pub ws_sessions: Arc<sessions::WsRegistry>,
     request_seq: AtomicU64,
     request_prefix: u32,
     /// The route label of requests no route answered.
@@ -66,6 +69,7 @@ impl Gateway {
         backends: BackendAddrs,
         metrics: Arc<Metrics>,
         in_flight: Arc<AtomicUsize>,
+        ws_sessions: Arc<sessions::WsRegistry>,
     ) -> Self {
         Gateway {
             policy,
@@ -77,6 +81,7 @@ impl Gateway {
             backends,
             metrics,
             in_flight,
+            ws_sessions,
             request_seq: AtomicU64::new(0),
             request_prefix: rand::random(),
             no_route: Arc::from("-"),
@@ -129,6 +134,8 @@ pub struct RequestCtx {
     /// The WebSocket session was opened (101), and why the gateway closed it, if it did.
     pub ws_open: bool,
     pub ws_close: Option<&'static str>,
+    /// The session's entry among the open WebSocket sessions.
+    pub ws_guard: Option<sessions::WsGuard>,
     /// OpenTelemetry spans, when tracing is on.
     pub trace: Option<Box<crate::observability::otel::RequestSpans>>,
 }
@@ -271,9 +278,50 @@ fn ambiguous_length(req: &RequestHeader) -> bool {
     }
 }
 
+/// Checks the limits that apply to route `idx`: those keyed by subject only after
+/// authentication (`post_auth`), the others before it. A shadow limit that would refuse is
+/// logged and reported to `on_shadow` instead.
+pub fn check_limits(
+    policy: &Policy,
+    limiters: &crate::limits::LimiterRegistry,
+    idx: usize,
+    client: IpAddr,
+    subject: Option<&str>,
+    post_auth: bool,
+    on_shadow: &dyn Fn(),
+) -> Option<Deny> {
+    let route = &policy.routes[idx];
+    for spec in &policy.limits {
+        if spec.by_subject != post_auth || !spec.applies_to(&route.name) {
+            continue;
+        }
+        let Some(key) = limiters.key(spec, client, subject, &route.name) else {
+            continue;
+        };
+        if let Verdict::Limited { retry_after } = spec.limiter(limiters).check(key) {
+            if spec.shadow {
+                on_shadow();
+                tracing::info!(
+                    target: "portcullis::security",
+                    limit = &*spec.name,
+                    client = %client,
+                    route = &*route.name,
+                    "shadow rule: rate limit would refuse this request"
+                );
+                continue;
+            }
+            let retry_after_secs = (retry_after.as_millis() as u64).div_ceil(1000).max(1);
+            return Some(Deny::RateLimited {
+                limit: spec.name.clone(),
+                retry_after_secs,
+                burst: spec.burst,
+            });
+        }
+    }
+    None
+}
+
 impl Gateway {
-    /// Checks the limits that apply to route `idx`: those keyed by subject only after
-    /// authentication (`post_auth`), the others before it.
     fn check_limits(
         &self,
         policy: &Policy,
@@ -282,24 +330,15 @@ impl Gateway {
         subject: Option<&str>,
         post_auth: bool,
     ) -> Option<Deny> {
-        let route = &policy.routes[idx];
-        for spec in &policy.limits {
-            if spec.by_subject != post_auth || !spec.applies_to(&route.name) {
-                continue;
-            }
-            let Some(key) = self.limiters.key(spec, client, subject, &route.name) else {
-                continue;
-            };
-            if let Verdict::Limited { retry_after } = spec.limiter(&self.limiters).check(key) {
-                let retry_after_secs = (retry_after.as_millis() as u64).div_ceil(1000).max(1);
-                return Some(Deny::RateLimited {
-                    limit: spec.name.clone(),
-                    retry_after_secs,
-                    burst: spec.burst,
-                });
-            }
-        }
-        None
+        check_limits(
+            policy,
+            &self.limiters,
+            idx,
+            client,
+            subject,
+            post_auth,
+            &|| self.metrics.shadow_denial(),
+        )
     }
 
     fn new_request_id(&self) -> HeaderValue {
@@ -512,6 +551,7 @@ impl ProxyHttp for Gateway {
             upstream_took: None,
             ws_open: false,
             ws_close: None,
+            ws_guard: None,
             trace: None,
         }
     }
@@ -714,7 +754,14 @@ impl ProxyHttp for Gateway {
                         .await;
                 }
             }
-            match authn::authenticate(self, session, &policy, route, to_rooms).await {
+            let request = authn::AuthRequest {
+                auth: &self.auth,
+                req: session.req_header(),
+                client_cert: crate::tls::client_auth::handshake_info(session)
+                    .and_then(|h| h.client.as_deref()),
+                on_shadow: &|| self.metrics.shadow_denial(),
+            };
+            match authn::authenticate(&request, &policy, route, to_rooms).await {
                 Ok(identity) => {
                     if backoff.is_some() && !self.backoff.is_empty() {
                         self.backoff.success(client_key);
@@ -810,6 +857,11 @@ impl ProxyHttp for Gateway {
                 now + Duration::from_secs(exp).saturating_sub(wall)
             });
             session.set_read_timeout(Some(ws_timeout(ctx, now)));
+            ctx.ws_guard = Some(self.ws_sessions.register(
+                route.name.clone(),
+                session.req_header().uri.path(),
+                ctx.identity.clone(),
+            ));
         }
         if route.query_token {
             authn::strip_query_token(session);
@@ -855,7 +907,13 @@ impl ProxyHttp for Gateway {
         }
         if ctx.websocket {
             let now = Instant::now();
-            let verdict = if ctx.ws_deadline.is_some_and(|d| now >= d) {
+            let revoked = ctx
+                .ws_guard
+                .as_ref()
+                .is_some_and(|g| g.session.revoked.load(Ordering::Relaxed));
+            let verdict = if revoked {
+                Err(websocket::Close::PolicyRevoked)
+            } else if ctx.ws_deadline.is_some_and(|d| now >= d) {
                 Err(websocket::Close::TokenExpired)
             } else {
                 match (body.as_ref(), ctx.ws_meter.as_mut()) {
@@ -935,11 +993,14 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         _reused: bool,
         peer: &HttpPeer,
-        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
         digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(g) = &ctx.ws_guard {
+            g.session.set_upstream(fd);
+        }
         let (Some(policy), Some(r)) = (&ctx.policy, ctx.route) else {
             return Ok(());
         };
@@ -1065,7 +1126,14 @@ impl ProxyHttp for Gateway {
         if ctx.websocket && ctx.ws_meter.is_some() {
             // The tunnel ended with an error: a client silent past its token's expiry or the
             // idle timeout gets a close frame saying which, if it can still be written.
-            if !ctx.ws_closing
+            let revoked = ctx
+                .ws_guard
+                .as_ref()
+                .is_some_and(|g| g.session.revoked.load(Ordering::Relaxed));
+            if !ctx.ws_closing && revoked {
+                self.close_websocket(session, ctx, websocket::Close::PolicyRevoked)
+                    .await;
+            } else if !ctx.ws_closing
                 && matches!(e.etype(), ErrorType::ReadTimedout)
                 && e.esource() == &ErrorSource::Downstream
             {
@@ -1159,12 +1227,30 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
         if ctx.ws_closing {
             // Nothing may follow our close frame.
             *body = None;
+        } else if end_of_stream
+            && ctx
+                .ws_guard
+                .as_ref()
+                .is_some_and(|g| g.session.revoked.load(Ordering::Relaxed))
+        {
+            // A reload revoked the session and shut its upstream side: the close frame takes
+            // the place of the upstream's end.
+            let close = websocket::Close::PolicyRevoked;
+            ctx.ws_close = Some(close.metric());
+            ctx.ws_closing = true;
+            tracing::info!(
+                target: "portcullis::security",
+                code = close.code(),
+                reason = close.reason(),
+                "closing WebSocket session"
+            );
+            *body = Some(Bytes::from(close.frame()));
         }
         Ok(None)
     }

@@ -34,6 +34,8 @@ pub enum Close {
     Protocol,
     TokenExpired,
     Idle,
+    /// A policy reload no longer admits the session.
+    PolicyRevoked,
 }
 
 impl Close {
@@ -44,6 +46,7 @@ impl Close {
             Close::Protocol => 1002,
             Close::TokenExpired => 4001,
             Close::Idle => 1001,
+            Close::PolicyRevoked => 4403,
         }
     }
     /// The label under `portcullis_websocket_closed_total{reason}`.
@@ -54,6 +57,7 @@ impl Close {
             Close::Protocol => "protocol_error",
             Close::TokenExpired => "token_expired",
             Close::Idle => "idle_timeout",
+            Close::PolicyRevoked => "policy_revoked",
         }
     }
     pub fn reason(self) -> &'static str {
@@ -63,6 +67,7 @@ impl Close {
             Close::Protocol => "protocol error",
             Close::TokenExpired => "token expired",
             Close::Idle => "idle timeout",
+            Close::PolicyRevoked => "access revoked by policy",
         }
     }
     /// A server→client close frame (unmasked).

@@ -161,6 +161,12 @@ impl Stapler {
 
     /// Before serving: staples from the cache, then one fetch each for what is still unstapled.
     pub async fn prime(&self) {
+        self.restore_cached();
+        self.tick().await;
+    }
+
+    /// Staples from the on-disk cache only (no network): what `posture` reports offline.
+    pub fn restore_cached(&self) {
         for e in self.certs.snapshot().entries.iter() {
             let Some(issuer) = e.key.cert.get(1) else {
                 continue;
@@ -179,7 +185,6 @@ impl Stapler {
                 }
             }
         }
-        self.tick().await;
     }
 
     /// Runs until the process ends: one pass a second, each certificate acted on when due.

@@ -397,6 +397,17 @@ where
     }
 }
 
+/// Compares `actual` with the golden file at `path`; `BLESS=1` rewrites it (review the diff).
+pub fn golden(path: &Path, actual: &str) {
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(path)
+        .unwrap_or_else(|_| panic!("missing golden {} (BLESS=1 writes it)", path.display()));
+    assert_eq!(actual, expected, "golden {} differs", path.display());
+}
+
 /// Writes a file the way editors do: a temp file renamed over the original.
 pub fn rename_over(path: &Path, text: &str) {
     let tmp = path.with_extension("swp-tmp");

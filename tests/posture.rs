@@ -1,0 +1,240 @@
+//! `portcullis posture`: golden checklists for a secure and an insecure production setup; `serve`
+//! in production refuses the insecure one listing every FAIL; a hot reload that would FAIL is
+//! refused and the running policy kept.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const JWT_SECRET: &str = "posture-test-secret-of-forty-bytes-000000";
+const WORKER_TOKEN: &str = "posture-test-worker-token-0123456789abcdef";
+
+/// A production setup in a temp folder: the fixture's policies, certificates and a config.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(fixture: &str, config_extra: &str, dev_certs: bool) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("policies")).unwrap();
+        std::fs::create_dir_all(root.join("certs")).unwrap();
+        let src = Path::new("tests/fixtures/posture").join(fixture);
+        for e in std::fs::read_dir(&src).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, root.join("policies").join(p.file_name().unwrap())).unwrap();
+        }
+        if dev_certs {
+            portcullis::tls::dev::generate_dev_certs(&root.join("certs")).unwrap();
+        } else {
+            let ca = TestCa::new("Posture Test CA");
+            let (c, k) = ca.leaf(&["localhost", "127.0.0.1"]);
+            write_pair(&root.join("certs"), "localhost", &c, &k);
+        }
+        let https = free_port();
+        std::fs::write(
+            root.join("portcullis.toml"),
+            format!(
+                "mode = \"production\"\n{config_extra}\n[listeners]\nhttps = \"127.0.0.1:{https}\"\nhttp = \"off\"\n\n[tls]\ncert_dir = \"certs\"\n"
+            ),
+        )
+        .unwrap();
+        Setup { dir }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args(args)
+            .arg("--config")
+            .arg(self.root().join("portcullis.toml"))
+            .current_dir(self.root())
+            .env("POSTURE_JWT_SECRET", JWT_SECRET)
+            .env("PORTCULLIS_DATA_DIR", self.root().join("data"))
+            .env("PORTCULLIS_TOKEN_FILE", self.root().join("token.yaml"));
+        for k in [
+            "PORTCULLIS_CONFIG",
+            "PORTCULLIS_MODE",
+            "ENV",
+            "PORTCULLIS_HTTPS_ADDR",
+            "PORTCULLIS_HTTP_ADDR",
+            "PORTCULLIS_ADMIN_ADDR",
+            "PORTCULLIS_POLICY_DIR",
+            "PORTCULLIS_CERT_DIR",
+            "PORTCULLIS_LOG_LEVEL",
+            "LOG_LEVEL",
+            "PORTCULLIS_WORKER_TOKEN",
+            "WORKER_AUTH_TOKEN",
+            "AUTH_PROVIDER",
+        ] {
+            cmd.env_remove(k);
+        }
+        cmd
+    }
+
+    /// `posture` output with the temp folder and the random port taken out.
+    fn posture(&self, cmd: &mut Command) -> (String, bool) {
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let root = self.root().display().to_string();
+        let text = text.replace(&root, "$DIR");
+        let text = regex_free_port(&text);
+        (text, out.status.success())
+    }
+}
+
+/// Replaces `127.0.0.1:<port>` of the HTTPS listener with `127.0.0.1:PORT`.
+fn regex_free_port(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("HTTPS 127.0.0.1:") {
+        let start = i + "HTTPS 127.0.0.1:".len();
+        out.push_str(&rest[..start]);
+        out.push_str("PORT");
+        rest = rest[start..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn a_secure_production_setup_passes() {
+    let s = Setup::new("secure", "", false);
+    let mut cmd = s.command(&["posture"]);
+    cmd.env("PORTCULLIS_WORKER_TOKEN", WORKER_TOKEN);
+    let (out, ok) = s.posture(&mut cmd);
+    golden(Path::new("tests/fixtures/posture/secure.out"), &out);
+    assert!(ok, "{out}");
+    assert!(out.contains("0 FAIL, 0 WARN"), "{out}");
+}
+
+fn insecure() -> Setup {
+    let s = Setup::new(
+        "insecure",
+        "[log]\nlevel = \"debug\"\n\n[auth]\ntoken_file = \"token.yaml\"\n",
+        true,
+    );
+    // A short token in a token file others can read.
+    let token = s.root().join("token.yaml");
+    std::fs::write(&token, "worker_auth_token: \"short-token-1234\"\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    s
+}
+
+#[test]
+fn an_insecure_production_setup_fails_with_remedies() {
+    let s = insecure();
+    let mut cmd = s.command(&["posture"]);
+    cmd.env("PORTCULLIS_ADMIN_ADDR", "203.0.113.5:9901");
+    let (out, ok) = s.posture(&mut cmd);
+    golden(Path::new("tests/fixtures/posture/insecure.out"), &out);
+    assert!(!ok, "posture exits 1 on a FAIL");
+    for id in [
+        "hsts",
+        "terminal",
+        "jwt",
+        "secrets",
+        "worker-token",
+        "admin-listener",
+        "logging",
+        "certificates",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("FAIL") && l.contains(&format!(" {id} "))),
+            "{id} should FAIL:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn production_serve_refuses_an_insecure_setup_listing_every_fail() {
+    let s = insecure();
+    let mut posture = s.command(&["posture"]);
+    posture.env("PORTCULLIS_ADMIN_ADDR", "203.0.113.5:9901");
+    let (report, _) = s.posture(&mut posture);
+    let fails: Vec<&str> = report.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(fails.len() >= 8, "{report}");
+
+    let mut serve = s.command(&["serve"]);
+    serve.env("PORTCULLIS_ADMIN_ADDR", "203.0.113.5:9901");
+    let out = serve.output().unwrap();
+    assert!(!out.status.success(), "production must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "production posture check failed ({} FAIL)",
+            fails.len()
+        )),
+        "{stderr}"
+    );
+    for f in fails {
+        // "FAIL  hsts   finding" in the report is "FAIL hsts: finding — remedy" at start.
+        let mut words = f.split_whitespace();
+        let (_, id) = (words.next(), words.next().unwrap());
+        let finding: Vec<&str> = words.collect();
+        let line = format!("FAIL {id}: {}", finding.join(" "));
+        let line = line.replace("$DIR", &s.root().display().to_string());
+        assert!(stderr.contains(&line), "missing {line:?} in:\n{stderr}");
+    }
+}
+
+fn production_policy(hsts: bool) -> String {
+    let text = std::fs::read_to_string("tests/fixtures/posture/secure/policy.toml").unwrap();
+    if hsts {
+        text
+    } else {
+        text.replace("[hsts]\nmax_age = 31536000", "[hsts]\nenabled = false")
+    }
+}
+
+#[tokio::test]
+async fn a_reload_that_would_fail_posture_is_refused_in_production() {
+    let mut opts = Options::with_policy(production_policy(true));
+    opts.env = vec![
+        ("PORTCULLIS_MODE".into(), "production".into()),
+        ("POSTURE_JWT_SECRET".into(), JWT_SECRET.into()),
+        ("PORTCULLIS_WORKER_TOKEN".into(), WORKER_TOKEN.into()),
+    ];
+    let g = Gateway::start(opts).await;
+    let client = g.client(true);
+    let hsts = |r: &reqwest::Response| r.headers().contains_key("strict-transport-security");
+    let r = client.get(g.url("/health")).send().await.unwrap();
+    assert!(hsts(&r));
+
+    rename_over(&g.policy_dir().join("p.toml"), &production_policy(false));
+    eventually(Duration::from_secs(10), "reload refused", || async {
+        g.log()
+            .contains("posture hsts: FAIL: Strict-Transport-Security is off")
+            .then_some(())
+    })
+    .await;
+    for _ in 0..3 {
+        let r = client.get(g.url("/health")).send().await.unwrap();
+        assert!(hsts(&r), "the running policy (with HSTS) is kept");
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", g.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("portcullis_policy_reloads_total{result=\"error\"} 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("reload"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
