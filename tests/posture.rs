@@ -238,3 +238,74 @@ async fn a_reload_that_would_fail_posture_is_refused_in_production() {
             .join("\n")
     );
 }
+
+/// A secret read through `file:` (a Kubernetes Secret mount outside the policy folder) is
+/// re-read when the file changes: tokens signed with the new key pass, the old key's fail.
+#[tokio::test]
+async fn a_changed_secret_file_reloads_the_policy() {
+    use common::auth::{hs256, now};
+    let secrets = tempfile::tempdir().unwrap();
+    let key_file = secrets.path().join("jwt-hs256");
+    let (old_key, new_key) = (
+        "the-first-hmac-secret-of-at-least-32-bytes",
+        "the-second-hmac-secret-of-at-least-32-bytes",
+    );
+    std::fs::write(&key_file, format!("{old_key}\n")).unwrap();
+    let policy = format!(
+        r#"
+[auth]
+default_provider = "jwt"
+
+[[auth.issuers]]
+name = "internal"
+issuer = "internal"
+audiences = ["api"]
+algorithms = ["HS256"]
+secret = "file:{}"
+
+[[upstreams]]
+name = "worker"
+kind = "worker"
+
+[[routes]]
+name = "whoami"
+path_prefix = "/whoami"
+upstream = "worker"
+"#,
+        key_file.display()
+    );
+    let g = Gateway::start(Options::with_policy(policy)).await;
+    let claims =
+        serde_json::json!({"iss": "internal", "aud": "api", "sub": "ana", "exp": now() + 600});
+    let (old, new) = (
+        hs256(old_key.as_bytes(), None, &claims),
+        hs256(new_key.as_bytes(), None, &claims),
+    );
+    let client = g.client(true);
+    let status = |t: String| {
+        let (client, url) = (client.clone(), g.url("/whoami"));
+        async move {
+            client
+                .get(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(old.clone()).await, 200);
+    assert_eq!(status(new.clone()).await, 401);
+    let generation = g.generation().await;
+    std::fs::write(&key_file, format!("{new_key}\n")).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "reloaded on the secret change",
+        || async { (g.generation().await > generation).then_some(()) },
+    )
+    .await;
+    assert_eq!(status(new).await, 200);
+    assert_eq!(status(old).await, 401);
+    assert!(!g.log().contains(new_key), "secrets are never logged");
+}
