@@ -166,6 +166,7 @@ impl ShutdownSignalWatch for DrainFirst {
                             idle_checks += 1;
                             if idle_checks >= 3 {
                                 tracing::info!(after_ms = start.elapsed().as_millis() as u64, "drained: no request in flight; exiting");
+                                observability::flush_logs();
                                 std::process::exit(0);
                             }
                         } else {
