@@ -47,7 +47,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 echo "building (release)…"
 cargo build --release --locked --bin portcullis --example ws_echo --example ws_load --example idle_conns 2>&1 | tail -1
-BIN=$ROOT/target/release/portcullis
+BIN=${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}
 EX=$ROOT/target/release/examples
 
 W=$(mktemp -d)
@@ -311,6 +311,9 @@ if [ -n "${PROFILE:-}" ]; then
     wait "$perfpid" || true
     {
         echo "# perf record -e cpu-clock, $PROFILE under wrk -t1 -c50 keep-alive, ${DURATION}s"
+        echo "## by component (bench/profile_components.py)"
+        perf report -i "$W/perf.data" --no-children --sort dso,symbol --stdio --percent-limit 0 2>/dev/null \
+            | python3 bench/profile_components.py
         echo "## by shared object"
         perf report -i "$W/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15
         echo "## by symbol (top)"

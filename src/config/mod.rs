@@ -74,6 +74,9 @@ struct RawListeners {
     /// Plain-HTTP listener answering 308 to HTTPS. An empty string disables it.
     http: Option<String>,
     admin: Option<String>,
+    /// Bytes read from a client socket at a time (below TLS), per connection. Memory per idle
+    /// connection grows with it; Pingora's own default is 65536.
+    read_buffer_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -135,6 +138,8 @@ pub struct Config {
     pub tls_min_version: TlsVersion,
     pub cert_expiry_warn_days: u64,
     pub ocsp_max_refresh: std::time::Duration,
+    /// The HTTPS listener's per-connection read buffer below TLS, bytes.
+    pub read_buffer_bytes: usize,
 }
 
 /// A TLS protocol version floor.
@@ -391,6 +396,14 @@ impl Config {
             None => raw.tls.ocsp_max_refresh_seconds.unwrap_or(3600).max(1),
         };
         let ocsp_max_refresh = std::time::Duration::from_secs(ocsp_max_refresh);
+        let read_buffer_bytes = match env("PORTCULLIS_READ_BUFFER_BYTES") {
+            Some(v) => v.parse::<usize>().ok().filter(|n| *n <= 1 << 20).ok_or_else(|| {
+                invalid(format!(
+                    "PORTCULLIS_READ_BUFFER_BYTES: {v:?} is not a size up to 1048576"
+                ))
+            })?,
+            None => raw.listeners.read_buffer_bytes.unwrap_or(16 * 1024).min(1 << 20),
+        };
 
         Ok(Config {
             source,
@@ -413,6 +426,7 @@ impl Config {
             tls_min_version,
             cert_expiry_warn_days,
             ocsp_max_refresh,
+            read_buffer_bytes,
         })
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::config::{Config, LogFormat};
 
 pub mod alerts;
+pub mod batch;
 pub mod otel;
 pub mod redact;
 pub mod routes;
@@ -130,13 +131,9 @@ impl Metrics {
 
 /// Installs the global tracing subscriber (pretty or JSON) and routes Pingora's `log` records
 /// through it. Safe to call once; later calls are ignored.
-static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
-    std::sync::Mutex::new(None);
-
-/// Writes out every queued log line; call before the process exits. Later lines are lost.
+/// Writes out every buffered log line; call before the process exits.
 pub fn flush_logs() {
-    let guard = LOG_GUARD.lock().ok().and_then(|mut g| g.take());
-    drop(guard);
+    batch::BatchWriter::get().flush();
 }
 
 pub fn init_logging(config: &Config) {
@@ -146,18 +143,8 @@ pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Every line passes the redaction writer: no secret reaches the log, whoever wrote it. Lines
-    // are formatted on the thread that logs them and handed to a writer thread, which redacts
-    // and writes them in batches: no request waits on stderr. Nothing is dropped: a full queue
-    // (65536 lines) makes loggers wait rather than lose lines.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(1 << 16)
-        .thread_name("portcullis-log")
-        .finish(redact::RedactingWriter::new(std::io::stderr()));
-    if let Ok(mut g) = LOG_GUARD.lock() {
-        *g = Some(guard);
-    }
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    // are redacted and written in batches by the log thread (`batch`): no request waits on it.
+    let fmt = tracing_subscriber::fmt::layer().with_writer(batch::BatchWriter::get());
     let fmt = match config.log_format {
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
         LogFormat::Pretty => fmt.compact().boxed(),
