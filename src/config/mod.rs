@@ -397,12 +397,20 @@ impl Config {
         };
         let ocsp_max_refresh = std::time::Duration::from_secs(ocsp_max_refresh);
         let read_buffer_bytes = match env("PORTCULLIS_READ_BUFFER_BYTES") {
-            Some(v) => v.parse::<usize>().ok().filter(|n| *n <= 1 << 20).ok_or_else(|| {
-                invalid(format!(
-                    "PORTCULLIS_READ_BUFFER_BYTES: {v:?} is not a size up to 1048576"
-                ))
-            })?,
-            None => raw.listeners.read_buffer_bytes.unwrap_or(16 * 1024).min(1 << 20),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 1 << 20)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "PORTCULLIS_READ_BUFFER_BYTES: {v:?} is not a size up to 1048576"
+                    ))
+                })?,
+            None => raw
+                .listeners
+                .read_buffer_bytes
+                .unwrap_or(16 * 1024)
+                .min(1 << 20),
         };
 
         Ok(Config {
