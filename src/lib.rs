@@ -665,28 +665,10 @@ pub fn check(config: &Config) -> CheckReport {
                 let hosts = if r.hosts.is_empty() {
                     "*".to_string()
                 } else {
-                    r.hosts
-                        .iter()
-                        .map(|h| match h {
-                            policy::model::HostPattern::Exact(e) => e.to_string(),
-                            policy::model::HostPattern::Suffix(s) => format!("*{s}"),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(",")
+                    r.host_names().join(",")
                 };
                 let up = &p.upstreams[r.upstream];
-                let access = if r.public {
-                    "public".to_string()
-                } else {
-                    format!(
-                        "auth:{}",
-                        r.auth
-                            .iter()
-                            .map(|p| p.as_str())
-                            .collect::<Vec<_>>()
-                            .join("|")
-                    )
-                };
+                let access = r.access_summary();
                 let mut extras = String::new();
                 for (on, tag) in [
                     (r.websocket, " +ws"),

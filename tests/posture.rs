@@ -61,21 +61,13 @@ impl Setup {
             .env("POSTURE_JWT_SECRET", JWT_SECRET)
             .env("PORTCULLIS_DATA_DIR", self.root().join("data"))
             .env("PORTCULLIS_TOKEN_FILE", self.root().join("token.yaml"));
-        for k in [
-            "PORTCULLIS_CONFIG",
-            "PORTCULLIS_MODE",
-            "ENV",
-            "PORTCULLIS_HTTPS_ADDR",
-            "PORTCULLIS_HTTP_ADDR",
-            "PORTCULLIS_ADMIN_ADDR",
-            "PORTCULLIS_POLICY_DIR",
-            "PORTCULLIS_CERT_DIR",
+        for k in GATEWAY_ENV.iter().chain(&[
             "PORTCULLIS_LOG_LEVEL",
             "LOG_LEVEL",
             "PORTCULLIS_WORKER_TOKEN",
             "WORKER_AUTH_TOKEN",
             "AUTH_PROVIDER",
-        ] {
+        ]) {
             cmd.env_remove(k);
         }
         cmd

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use super::model::{HostPattern, Policy, Route};
+use super::model::{Policy, Route};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
@@ -46,28 +46,11 @@ fn list(v: &BTreeSet<String>) -> String {
 }
 
 fn hosts(r: &Route) -> BTreeSet<String> {
-    r.hosts
-        .iter()
-        .map(|h| match h {
-            HostPattern::Exact(e) => e.to_string(),
-            HostPattern::Suffix(s) => format!("*{s}"),
-        })
-        .collect()
+    r.host_names().into_iter().collect()
 }
 
 fn access(r: &Route) -> String {
-    if r.public {
-        "public".into()
-    } else {
-        format!(
-            "auth:{}",
-            r.auth
-                .iter()
-                .map(|p| p.as_str())
-                .collect::<Vec<_>>()
-                .join("|")
-        )
-    }
+    r.access_summary()
 }
 
 fn describe(p: &Policy, r: &Route) -> String {

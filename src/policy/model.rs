@@ -182,6 +182,26 @@ impl MethodSet {
 }
 
 impl Route {
+    /// The host patterns as written (`api.example.com`, `*.example.com`); empty = any host.
+    pub fn host_names(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .map(|h| match h {
+                HostPattern::Exact(e) => e.to_string(),
+                HostPattern::Suffix(s) => format!("*{s}"),
+            })
+            .collect()
+    }
+
+    /// `public`, or `auth:` and the providers in order (`auth:static|jwt`).
+    pub fn access_summary(&self) -> String {
+        if self.public {
+            return "public".into();
+        }
+        let providers: Vec<&str> = self.auth.iter().map(|p| p.as_str()).collect();
+        format!("auth:{}", providers.join("|"))
+    }
+
     pub fn matches_host(&self, host: &str) -> bool {
         self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host))
     }

@@ -153,6 +153,18 @@ impl Options {
     }
 }
 
+/// Settings a test's environment could leak into a gateway it starts; removed first.
+pub const GATEWAY_ENV: [&str; 8] = [
+    "PORTCULLIS_CONFIG",
+    "PORTCULLIS_MODE",
+    "ENV",
+    "PORTCULLIS_HTTPS_ADDR",
+    "PORTCULLIS_HTTP_ADDR",
+    "PORTCULLIS_ADMIN_ADDR",
+    "PORTCULLIS_POLICY_DIR",
+    "PORTCULLIS_CERT_DIR",
+];
+
 /// A running gateway process with its own folder.
 pub struct Gateway {
     child: Option<Child>,
@@ -244,16 +256,7 @@ impl Gateway {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        for k in [
-            "PORTCULLIS_CONFIG",
-            "PORTCULLIS_MODE",
-            "ENV",
-            "PORTCULLIS_HTTPS_ADDR",
-            "PORTCULLIS_HTTP_ADDR",
-            "PORTCULLIS_ADMIN_ADDR",
-            "PORTCULLIS_POLICY_DIR",
-            "PORTCULLIS_CERT_DIR",
-        ] {
+        for k in GATEWAY_ENV {
             cmd.env_remove(k);
         }
         for (k, v) in &opts.env {
