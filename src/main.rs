@@ -156,6 +156,24 @@ fn load(config: Option<&std::path::Path>) -> Result<Config, ExitCode> {
     })
 }
 
+/// Prints a report; exits 0 when it passes, 1 when it does not, 2 when it could not be made.
+fn report(result: Result<(String, bool), String>) -> ExitCode {
+    match result {
+        Ok((out, ok)) => {
+            print!("{out}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -220,16 +238,7 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                match portcullis::cli::policy_diff(&config, &old, &new) {
-                    Ok(out) => {
-                        print!("{out}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("portcullis: {e}");
-                        ExitCode::from(2)
-                    }
-                }
+                report(portcullis::cli::policy_diff(&config, &old, &new).map(|out| (out, true)))
             }
             PolicyCommand::Test {
                 requests,
@@ -240,20 +249,11 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                match portcullis::cli::policy_test(&config, policy.as_deref(), &requests) {
-                    Ok((out, ok)) => {
-                        print!("{out}");
-                        if ok {
-                            ExitCode::SUCCESS
-                        } else {
-                            ExitCode::FAILURE
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("portcullis: {e}");
-                        ExitCode::from(2)
-                    }
-                }
+                report(portcullis::cli::policy_test(
+                    &config,
+                    policy.as_deref(),
+                    &requests,
+                ))
             }
         },
         Command::Selftest {
@@ -263,20 +263,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match portcullis::cli::selftest_paths(&config) {
-                Ok((report, ok)) => {
-                    print!("{report}");
-                    if ok {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(e) => {
-                    eprintln!("portcullis: {e}");
-                    ExitCode::from(2)
-                }
-            }
+            report(portcullis::cli::selftest_paths(&config))
         }
         Command::Url {
             command:
