@@ -92,38 +92,12 @@ async fn metric(g: &Gateway, name: &str) -> u64 {
 
 /// Connects a new peer to `room` and waits until it receives `a`'s messages (the join is done).
 ///
-/// Under heavy load, a freshly upgraded tunnel has been seen to end cleanly within a few
-/// milliseconds, before the peer joined; that connection is retried (at most twice) and
-/// reported on stderr, so the tests below exercise the room rather than that start-up race.
-async fn join(g: &Gateway, a: &mut Ws, room: &str, small_buffer: bool) -> Ws {
-    for attempt in 0..3 {
-        let mut b = connect(g, room, small_buffer).await.unwrap();
-        for i in 0..150 {
-            if let Err(e) = a.send(Message::Text(format!("hello-{i}"))).await {
-                panic!(
-                    "the first peer's connection failed while {room} was joined: {e}\n{}",
-                    g.log()
-                );
-            }
-            match tokio::time::timeout(Duration::from_millis(200), b.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) if t.starts_with("hello-") => return b,
-                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
-                    eprintln!("peer connection to {room} ended before joining (attempt {attempt})");
-                    break;
-                }
-                _ => {}
-            }
-        }
-    }
-    panic!("peers never met\n{}", g.log());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_see_each_others_messages() {
     let _serial = SERIAL.lock().await;
     let g = Gateway::start(debug_options()).await;
     let mut a = connect(&g, "lobby", false).await.unwrap();
-    let mut b = join(&g, &mut a, "lobby", false).await;
+    let mut b = common::ws::join(&g, &mut a, "lobby", false).await;
     b.send(Message::Text("from b".into())).await.unwrap();
     assert_eq!(next_text(&mut a).await, "from b");
     a.send(Message::Text("from a".into())).await.unwrap();
@@ -144,8 +118,8 @@ async fn a_peer_that_stops_reading_gets_resync_while_others_keep_pace() {
     let _serial = SERIAL.lock().await;
     let g = Gateway::start(rooms_policy(8, 60_000, 64)).await;
     let mut a = connect(&g, "busy", false).await.unwrap();
-    let mut b = join(&g, &mut a, "busy", false).await;
-    let mut c = join(&g, &mut a, "busy", true).await;
+    let mut b = common::ws::join(&g, &mut a, "busy", false).await;
+    let mut c = common::ws::join(&g, &mut a, "busy", true).await;
     // Drain what c may have been sent during the join handshake with b.
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), c.next()).await {}
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), b.next()).await {}
@@ -193,7 +167,7 @@ async fn a_peer_that_never_reads_is_closed_with_1013() {
     let _serial = SERIAL.lock().await;
     let g = Gateway::start(rooms_policy(4, 300, 64)).await;
     let mut a = connect(&g, "r", false).await.unwrap();
-    let mut c = join(&g, &mut a, "r", true).await;
+    let mut c = common::ws::join(&g, &mut a, "r", true).await;
     let payload = "y".repeat(32 * 1024);
     let mut sent = 0;
     while metric(&g, "portcullis_room_slow_closes_total").await == 0 {
@@ -222,7 +196,7 @@ async fn a_full_room_refuses_newcomers() {
     let _serial = SERIAL.lock().await;
     let g = Gateway::start(rooms_policy(8, 10_000, 2)).await;
     let mut a = connect(&g, "small", false).await.unwrap();
-    let _b = join(&g, &mut a, "small", false).await;
+    let _b = common::ws::join(&g, &mut a, "small", false).await;
     match connect(&g, "small", false).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
         other => panic!("expected 503, got {:?}", other.map(|_| ())),

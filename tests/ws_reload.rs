@@ -42,12 +42,6 @@ burst = {burst}
     )
 }
 
-async fn connect(g: &Gateway, room: &str) -> Ws {
-    common::ws::open(g, "localhost", &format!("/rooms/{room}/ws"), None, false)
-        .await
-        .unwrap()
-}
-
 /// `from` says something; `to` hears it within two seconds.
 async fn talk(from: &mut Ws, to: &mut Ws, text: &str) {
     from.send(Message::Text(text.into())).await.unwrap();
@@ -74,10 +68,8 @@ async fn reload(g: &Gateway, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unaffected_sessions_survive_reloads_and_a_newly_locked_room_is_closed() {
     let g = Gateway::start(Options::with_policy(policy("open", 100))).await;
-    let mut a = connect(&g, "lobby").await;
-    let mut b = connect(&g, "lobby").await;
-    let mut ops = connect(&g, "ops").await;
-    let mut ops2 = connect(&g, "ops").await;
+    let (mut a, mut b) = common::ws::pair(&g, "lobby").await;
+    let (mut ops, mut ops2) = common::ws::pair(&g, "ops").await;
     talk(&mut a, &mut b, "before").await;
     talk(&mut ops, &mut ops2, "ops before").await;
 
