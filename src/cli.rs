@@ -33,6 +33,88 @@ fn load_policy(config: &Config) -> Result<Policy, String> {
     policy::compile_with(&files, &config.compile_options()).map_err(|e| e.to_string())
 }
 
+/// The shared store named by the configured policy (needed by the revocation commands).
+fn shared_settings(config: &Config) -> Result<crate::shared::SharedSettings, String> {
+    load_policy(config)?.shared_state.ok_or_else(|| {
+        format!(
+            "the policy in {} has no [shared_state] section: revocations live in Redis, shared by every replica",
+            config.policy_dir.display()
+        )
+    })
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    Ok(rt.block_on(f))
+}
+
+/// `token revoke`: every replica refuses matching tokens within a second and closes their open
+/// WebSocket sessions.
+pub fn revoke(
+    config: &Config,
+    kind: crate::auth::revoked::Kind,
+    value: &str,
+    ttl: Option<&str>,
+) -> Result<String, String> {
+    if value.is_empty() || value.len() > 256 || value.chars().any(|c| c.is_control()) {
+        return Err("the value must be 1 to 256 characters without control characters".into());
+    }
+    let ttl = ttl
+        .map(parse_duration)
+        .transpose()?
+        .map(std::time::Duration::from_secs);
+    let s = shared_settings(config)?;
+    let expires = block_on(crate::shared::revoke(&s, kind, value, ttl))?
+        .map_err(|e| format!("{}: {e}", s.endpoint()))?;
+    let until = if expires == 0 {
+        "until unrevoked".to_string()
+    } else {
+        format!("until {}", crate::observability::format_unix(expires))
+    };
+    Ok(format!(
+        "revoked {} {value:?} at {} {until}\n",
+        kind.as_str(),
+        s.endpoint()
+    ))
+}
+
+/// `token unrevoke`.
+pub fn unrevoke(
+    config: &Config,
+    kind: crate::auth::revoked::Kind,
+    value: &str,
+) -> Result<String, String> {
+    let s = shared_settings(config)?;
+    let existed = block_on(crate::shared::unrevoke(&s, kind, value))?
+        .map_err(|e| format!("{}: {e}", s.endpoint()))?;
+    Ok(if existed {
+        format!("unrevoked {} {value:?}\n", kind.as_str())
+    } else {
+        format!("{} {value:?} was not revoked\n", kind.as_str())
+    })
+}
+
+/// `token revocations`: the list as the store holds it.
+pub fn revocations(config: &Config) -> Result<String, String> {
+    let s = shared_settings(config)?;
+    let list = block_on(crate::shared::list_revocations(&s))?
+        .map_err(|e| format!("{}: {e}", s.endpoint()))?;
+    let mut out = String::new();
+    for (kind, value, expires) in &list {
+        let until = if *expires == 0 {
+            "-".to_string()
+        } else {
+            crate::observability::format_unix(*expires)
+        };
+        let _ = writeln!(out, "{:<4} {value:<40} {until}", kind.as_str());
+    }
+    let _ = writeln!(out, "{} revocation(s) at {}", list.len(), s.endpoint());
+    Ok(out)
+}
+
 pub fn mint(
     config: &Config,
     room: &str,

@@ -240,12 +240,15 @@ impl<'p> Evaluator<'p> {
         if let Some(d) = crate::proxy::check_limits(
             policy,
             &self.limiters,
+            None,
             idx,
             client_key,
             None,
             false,
             &shadow,
-        ) {
+        )
+        .await
+        {
             return Ok(deny(d, rname));
         }
         let mut identity: Option<Arc<Identity>> = None;
@@ -273,12 +276,15 @@ impl<'p> Evaluator<'p> {
             if let Some(d) = crate::proxy::check_limits(
                 policy,
                 &self.limiters,
+                None,
                 idx,
                 client_key,
                 subject.as_deref(),
                 true,
                 &shadow,
-            ) {
+            )
+            .await
+            {
                 return Ok(deny(d, rname));
             }
         }

@@ -18,6 +18,7 @@ pub mod observability;
 pub mod policy;
 pub mod posture;
 pub mod proxy;
+pub mod shared;
 pub mod tls;
 pub mod upstreams;
 pub mod watch;
@@ -58,6 +59,7 @@ pub struct Shared {
     /// SIGTERM.
     pub ready: AtomicBool,
     pub in_flight: Arc<AtomicUsize>,
+    pub shared: Arc<shared::SharedStore>,
 }
 
 /// Why the gateway could not start. Each carries every line an operator needs to fix it.
@@ -258,6 +260,36 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         config.data_dir.join("ocsp"),
         config.ocsp_max_refresh,
     );
+    // The in-process side: backends, admin, redirect, watchers, SIGHUP. Sized apart from the
+    // proxy's runtime, which Pingora owns.
+    let aux = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("portcullis-aux")
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Other(format!("cannot start the backend runtime: {e}")))?;
+    // State shared with other replicas (Redis) when the policy names a store; followed on reload.
+    let shared_store = shared::SharedStore::new(
+        auth.revocations.clone(),
+        backoff.clone(),
+        ws_sessions.clone(),
+        aux.handle().clone(),
+    );
+    shared_store.configure(policy.snapshot().shared_state.as_ref());
+    if let Some(s) = &policy.snapshot().shared_state {
+        // Serve with global limits from the first request where the store answers in time.
+        let (store, wait) = (shared_store.clone(), s.connect_timeout * 2);
+        let up = aux.block_on(async move {
+            let deadline = tokio::time::Instant::now() + wait;
+            while !store.is_up() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            store.is_up()
+        });
+        if !up {
+            tracing::warn!(target: "portcullis::shared", endpoint = %s.endpoint(), "shared state not reachable at start: serving with each global limit's failure mode until it is");
+        }
+    }
     let shared = Arc::new(Shared {
         config: config.clone(),
         policy: policy.clone(),
@@ -273,16 +305,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         stapler: stapler.clone(),
         ready: AtomicBool::new(false),
         in_flight: in_flight.clone(),
+        shared: shared_store.clone(),
     });
 
-    // The in-process side: backends, admin, redirect, watchers, SIGHUP. Sized apart from the
-    // proxy's runtime, which Pingora owns.
-    let aux = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("portcullis-aux")
-        .enable_all()
-        .build()
-        .map_err(|e| StartError::Other(format!("cannot start the backend runtime: {e}")))?;
     // OCSP staples before the first handshake where possible: cached ones, then one quick fetch.
     if aux
         .block_on(async { tokio::time::timeout(Duration::from_secs(6), stapler.prime()).await })
@@ -347,8 +372,10 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         let (hook_auth, handle) = (auth.clone(), aux.handle().clone());
         log_exceptions(&policy.snapshot());
         let ws = ws_sessions.clone();
+        let store = shared_store.clone();
         policy.set_on_applied(Box::new(move |p| {
             log_exceptions(p);
+            store.configure(p.shared_state.as_ref());
             // Sessions the new policy no longer admits are closed (4403); the rest stay open.
             ws.revalidate(p);
             if p.auth.needs_worker_token {
@@ -369,7 +396,12 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             }
         });
         // Limiter upkeep: evict idle buckets and stale backoff entries every second.
-        let (l, b, pol) = (limiters.clone(), backoff.clone(), policy.clone());
+        let (l, b, pol, st) = (
+            limiters.clone(),
+            backoff.clone(),
+            policy.clone(),
+            shared_store.clone(),
+        );
         aux.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut secrets = SecretFiles::default();
@@ -382,6 +414,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 }
                 close_expired_exceptions(&pol.snapshot(), auth::now_unix());
                 l.maintain();
+                st.maintain();
                 b.evict_idle(Duration::from_secs(3600), std::time::Instant::now());
             }
         });
@@ -482,6 +515,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         metrics,
         in_flight,
         ws_sessions,
+        shared_store.clone(),
     );
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

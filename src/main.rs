@@ -141,12 +141,61 @@ enum TokenCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Revoke tokens at every replica within a second, closing their WebSocket sessions: by
+    /// token id, subject or key id. Needs `[shared_state]` in the policy.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["jti", "sub", "kid"])))]
+    Revoke {
+        #[arg(long)]
+        jti: Option<String>,
+        #[arg(long)]
+        sub: Option<String>,
+        #[arg(long)]
+        kid: Option<String>,
+        /// How long the revocation lasts (90s, 15m, 2h, 1d); default: until unrevoked. For a
+        /// `jti`, the token's remaining lifetime is enough.
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Lift a revocation.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["jti", "sub", "kid"])))]
+    Unrevoke {
+        #[arg(long)]
+        jti: Option<String>,
+        #[arg(long)]
+        sub: Option<String>,
+        #[arg(long)]
+        kid: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List the revocations the shared store holds.
+    Revocations {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Decode a token, verify it against the configured keys, and explain the result.
     Inspect {
         token: String,
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+/// The one of `--jti`, `--sub`, `--kid` given (clap requires exactly one).
+fn revocation_target(
+    jti: Option<String>,
+    sub: Option<String>,
+    kid: Option<String>,
+) -> (portcullis::auth::revoked::Kind, String) {
+    use portcullis::auth::revoked::Kind;
+    match (jti, sub, kid) {
+        (Some(v), _, _) => (Kind::Jti, v),
+        (_, Some(v), _) => (Kind::Sub, v),
+        (_, _, Some(v)) => (Kind::Kid, v),
+        _ => unreachable!("clap requires one of --jti, --sub, --kid"),
+    }
 }
 
 fn load(config: Option<&std::path::Path>) -> Result<Config, ExitCode> {
@@ -204,6 +253,43 @@ fn main() -> ExitCode {
                         ExitCode::FAILURE
                     }
                 }
+            }
+            TokenCommand::Revoke {
+                jti,
+                sub,
+                kid,
+                ttl,
+                config,
+            } => {
+                let config = match load(config.as_deref()) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let (kind, value) = revocation_target(jti, sub, kid);
+                report(
+                    portcullis::cli::revoke(&config, kind, &value, ttl.as_deref())
+                        .map(|o| (o, true)),
+                )
+            }
+            TokenCommand::Unrevoke {
+                jti,
+                sub,
+                kid,
+                config,
+            } => {
+                let config = match load(config.as_deref()) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let (kind, value) = revocation_target(jti, sub, kid);
+                report(portcullis::cli::unrevoke(&config, kind, &value).map(|o| (o, true)))
+            }
+            TokenCommand::Revocations { config } => {
+                let config = match load(config.as_deref()) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                report(portcullis::cli::revocations(&config).map(|o| (o, true)))
             }
             TokenCommand::Inspect { token, config } => {
                 let config = match load(config.as_deref()) {

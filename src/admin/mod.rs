@@ -243,6 +243,52 @@ fn render_metrics(shared: &Shared) -> String {
         "Requests counted in a limit's shared overflow bucket.",
         &per_limit(&|s| s.3),
     );
+    let st = &shared.shared.stats;
+    family(
+        o,
+        "portcullis_shared_state_up",
+        "gauge",
+        "1 while the shared store (Redis) answers; 0 when it is unreachable or not configured.",
+        &one(shared.shared.is_up() as u64),
+    );
+    family(
+        o,
+        "portcullis_shared_state_errors_total",
+        "counter",
+        "Shared-store calls that failed or timed out.",
+        &one(load(&st.errors)),
+    );
+    family(
+        o,
+        "portcullis_shared_state_fallbacks_total",
+        "counter",
+        "Global-limit checks decided by the failure mode while the shared store was unreachable.",
+        &[
+            ("mode=\"fail_open\"".into(), load(&st.fallback_open)),
+            ("mode=\"fail_closed\"".into(), load(&st.fallback_closed)),
+        ],
+    );
+    family(
+        o,
+        "portcullis_shared_state_round_trips_total",
+        "counter",
+        "Calls to the shared store from the request path (global limits, auth failures).",
+        &one(load(&st.round_trips)),
+    );
+    family(
+        o,
+        "portcullis_shared_state_reserved_total",
+        "counter",
+        "Global-limit requests admitted from this replica's reserved tokens, without a call.",
+        &one(load(&st.reserved_hits)),
+    );
+    family(
+        o,
+        "portcullis_revocations",
+        "gauge",
+        "Token revocations (jti, sub, kid) this replica holds.",
+        &one(shared.auth.revocations.len() as u64),
+    );
     family(
         o,
         "portcullis_auth_lockouts_total",

@@ -260,6 +260,8 @@ pub async fn verify_jwt(
                     room: None,
                     expires_at: claims.get("exp").and_then(|e| e.as_u64()),
                     verified_by: Some(issuer.name.clone()),
+                    token_id: claim_str(&claims, "jti"),
+                    key_id: header.kid.as_deref().map(Arc::from),
                 });
             }
             Err(e) => {
@@ -309,7 +311,18 @@ pub fn verify_room_token(
         room: Some(Arc::from(room)),
         expires_at: c.get("exp").and_then(|e| e.as_u64()),
         verified_by: Some(Arc::from(kid)),
+        token_id: claim_str(&c, "jti"),
+        key_id: Some(Arc::from(kid)),
     })
+}
+
+/// A short string claim (the `jti`), if present.
+fn claim_str(claims: &Value, name: &str) -> Option<Arc<str>> {
+    claims
+        .get(name)
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .map(Arc::from)
 }
 
 /// Signs a room token with a policy key (the CLI's `token mint`).

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod jwks;
 pub mod jwt;
+pub mod revoked;
 pub mod secret;
 pub mod worker_token;
 
@@ -91,6 +92,9 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// Issuer name (policy) or key id that verified it, for logs; never key material.
     pub verified_by: Option<Arc<str>>,
+    /// The token's `jti` and its header's `kid`, for the revocation list.
+    pub token_id: Option<Arc<str>>,
+    pub key_id: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -103,6 +107,8 @@ impl Identity {
             room: None,
             expires_at: None,
             verified_by: None,
+            token_id: None,
+            key_id: None,
         }
     }
 
@@ -115,6 +121,8 @@ impl Identity {
             room: None,
             expires_at: None,
             verified_by: Some(Arc::from("worker-token")),
+            token_id: None,
+            key_id: None,
         }
     }
 
@@ -128,6 +136,8 @@ impl Identity {
             room: None,
             expires_at: None,
             verified_by: None,
+            token_id: None,
+            key_id: None,
         }
     }
 
@@ -141,6 +151,8 @@ impl Identity {
             room: None,
             expires_at: None,
             verified_by: None,
+            token_id: None,
+            key_id: None,
         }
     }
 
@@ -223,6 +235,8 @@ pub struct AuthState {
     pub jwks: JwksRegistry,
     pub stats: jwt::VerifyStats,
     pub token_file: std::path::PathBuf,
+    /// Revoked token ids, subjects and key ids (kept in step with the shared store).
+    pub revocations: Arc<revoked::Revocations>,
 }
 
 impl AuthState {
@@ -233,6 +247,7 @@ impl AuthState {
             jwks: JwksRegistry::default(),
             stats: jwt::VerifyStats::default(),
             token_file,
+            revocations: Arc::default(),
         }
     }
 

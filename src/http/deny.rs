@@ -32,6 +32,8 @@ pub enum Deny {
         retry_after_secs: u64,
         burst: u32,
     },
+    /// A global limit whose shared store is unreachable, with `failure_mode = "fail_closed"`.
+    LimitUnavailable(Arc<str>),
     /// Locked out after repeated authentication failures.
     AuthLockedOut {
         retry_after_secs: u64,
@@ -70,7 +72,7 @@ impl Deny {
     pub fn status(&self) -> u16 {
         match self {
             Deny::AuthMissing | Deny::AuthMalformed | Deny::AuthInvalid => 401,
-            Deny::AuthKeysUnavailable => 503,
+            Deny::AuthKeysUnavailable | Deny::LimitUnavailable(_) => 503,
             Deny::CapabilityDenied(_) | Deny::RoomDenied => 403,
             Deny::RateLimited { .. } | Deny::AuthLockedOut { .. } => 429,
             Deny::HeadersTooLarge => 431,
@@ -125,6 +127,7 @@ impl Deny {
             Deny::CapabilityDenied(_) => "capability_denied",
             Deny::RoomDenied => "room_denied",
             Deny::RateLimited { .. } => "rate_limited",
+            Deny::LimitUnavailable(_) => "rate_limit_unavailable",
             Deny::AuthLockedOut { .. } => "too_many_auth_failures",
             Deny::HeadersTooLarge => "headers_too_large",
             Deny::BodyTooLarge => "body_too_large",
@@ -167,6 +170,7 @@ impl Deny {
             Deny::AuthLockedOut { retry_after_secs } => {
                 vec![("retry-after", retry_after_secs.to_string())]
             }
+            Deny::LimitUnavailable(_) => vec![("retry-after", "1".to_string())],
             _ => Vec::new(),
         }
     }
@@ -202,6 +206,11 @@ impl Deny {
             Deny::RateLimited { limit, retry_after_secs, .. } => {
                 return Cow::Owned(
                     format!(r#"{{"error": "rate_limited", "limit": "{limit}", "retry_after": {retry_after_secs}}}"#).into_bytes(),
+                )
+            }
+            Deny::LimitUnavailable(limit) => {
+                return Cow::Owned(
+                    format!(r#"{{"error": "rate_limit_unavailable", "limit": "{limit}"}}"#).into_bytes(),
                 )
             }
             Deny::AuthLockedOut { retry_after_secs } => {
@@ -279,6 +288,7 @@ mod tests {
             Deny::AuthLockedOut {
                 retry_after_secs: 3,
             },
+            Deny::LimitUnavailable("g".into()),
             Deny::HeadersTooLarge,
             Deny::BodyTooLarge,
             Deny::UpstreamUnavailable,

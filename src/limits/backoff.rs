@@ -106,6 +106,36 @@ impl AuthBackoff {
         Some(lockout)
     }
 
+    /// Locks `ip` out for `lockout` (a lockout another replica started); never shortens one.
+    pub fn lock_for(&self, ip: IpAddr, lockout: Duration, now: Instant) {
+        let mut shard = self.shard(&ip).lock().unwrap_or_else(|p| p.into_inner());
+        if !shard.contains_key(&ip) && shard.len() >= (self.max_entries / SHARDS).max(1) {
+            let victim = shard
+                .iter()
+                .filter(|(_, e)| e.locked_until.is_none_or(|u| u <= now))
+                .min_by_key(|(_, e)| e.last_seen)
+                .map(|(k, _)| *k);
+            match victim {
+                Some(v) => {
+                    shard.remove(&v);
+                }
+                None => return,
+            }
+        }
+        let e = shard.entry(ip).or_insert(Entry {
+            failures: 0,
+            window_start: now,
+            lockouts: 0,
+            locked_until: None,
+            last_seen: now,
+        });
+        e.last_seen = now;
+        let until = now + lockout;
+        if e.locked_until.is_none_or(|u| u < until) {
+            e.locked_until = Some(until);
+        }
+    }
+
     /// A successful authentication clears the client's record.
     pub fn success(&self, ip: IpAddr) {
         let mut shard = self.shard(&ip).lock().unwrap_or_else(|p| p.into_inner());

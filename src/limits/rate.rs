@@ -40,6 +40,11 @@ pub struct LimitSpec {
     pub max_keys: usize,
     /// Would-be refusals are logged and counted, not enforced.
     pub shadow: bool,
+    /// Enforced across replicas through the shared store.
+    pub global: bool,
+    /// A global limit refuses (503) while the shared store is unreachable, instead of falling
+    /// back to this replica's local limit.
+    pub fail_closed: bool,
     limiter: OnceLock<Arc<Limiter>>,
 }
 
@@ -67,6 +72,8 @@ impl LimitSpec {
             routes,
             max_keys,
             shadow: false,
+            global: false,
+            fail_closed: false,
             limiter: OnceLock::new(),
         }
     }
@@ -83,6 +90,21 @@ impl LimitSpec {
             self.burst,
             self.max_keys
         )
+    }
+
+    /// Tokens a replica takes from the shared store at once for a global limit, then spends
+    /// locally (for at most a second). One per request keeps a small limit exact; a large one
+    /// takes up to 1/100 of its burst or of a second's worth, capped at 1000, so the hot path
+    /// goes to Redis about once per batch. What a replica holds unspent is at most that batch.
+    pub fn reserve_batch(&self) -> u32 {
+        let per_second = (self.requests as f64 / self.per.as_secs_f64().max(1e-9)) as u64;
+        let batch = (self.burst as u64 / 100).min(per_second / 100);
+        batch.clamp(1, 1000) as u32
+    }
+
+    /// Microseconds between two requests at the sustained rate.
+    pub fn interval_micros(&self) -> f64 {
+        self.per.as_secs_f64() * 1e6 / self.requests.max(1) as f64
     }
 
     pub fn applies_to(&self, route: &str) -> bool {

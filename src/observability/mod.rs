@@ -239,3 +239,14 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ListenerEvents {
         }
     }
 }
+
+/// Seconds since the epoch as RFC 3339 UTC (`2026-12-02T10:00:00Z`).
+pub fn format_unix(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs.min(253_402_300_799) as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}

@@ -16,7 +16,9 @@ use super::compile_http::{
     compile_admin, compile_alerts, compile_cors, compile_csrf, compile_exceptions, compile_headers,
     compile_mtls, compile_signed_urls, valid_cookie_name, Errs,
 };
-use super::compile_limits::{compile_limits, compile_network, compile_websocket};
+use super::compile_limits::{
+    compile_limits, compile_network, compile_shared_state, compile_websocket,
+};
 use super::model::*;
 use super::raw::*;
 use crate::config::{line_of, Mode};
@@ -220,6 +222,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
     let mut headers = None;
     let mut signed_urls = None;
     let mut mtls = None;
+    let mut shared_state = None;
     let mut raw_limits: Vec<(usize, usize, RawLimit)> = Vec::new();
     let mut raw_alerts: Vec<(usize, usize, RawAlert)> = Vec::new();
     let mut routes = Vec::new();
@@ -263,6 +266,14 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         take(&mut cx, &mut admin, fi, raw.admin, "admin", files);
         take(&mut cx, &mut headers, fi, raw.headers, "headers", files);
         take(&mut cx, &mut mtls, fi, raw.mtls, "mtls", files);
+        take(
+            &mut cx,
+            &mut shared_state,
+            fi,
+            raw.shared_state,
+            "shared_state",
+            files,
+        );
         take(
             &mut cx,
             &mut signed_urls,
@@ -1018,9 +1029,14 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         .iter()
         .map(|(fi, i, l)| (&files[*fi], *i, l))
         .collect();
+    let shared_settings = compile_shared_state(
+        shared_state.as_ref().map(|(fi, s)| (&files[*fi], s)),
+        &mut errors,
+    );
     let limits = compile_limits(
         &limit_refs,
         &route_names.keys().cloned().collect(),
+        shared_state.is_some(),
         &mut errors,
     );
 
@@ -1054,6 +1070,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         auth: auth_settings,
         network: network_settings,
         limits,
+        shared_state: shared_settings,
         websocket: ws_budget,
         sources: files.iter().map(|f| f.path.clone()).collect(),
         secret_files: crate::posture::secret_files(files),

@@ -122,6 +122,7 @@ pub(crate) fn compile_network(
 pub(crate) fn compile_limits(
     limits: &[(&SourceFile, usize, &RawLimit)],
     route_names: &HashSet<String>,
+    shared_state: bool,
     errors: &mut Vec<PolicyError>,
 ) -> Vec<LimitSpec> {
     let mut names = HashSet::new();
@@ -225,6 +226,48 @@ pub(crate) fn compile_limits(
             max_keys.clamp(1, 10_000_000) as usize,
         );
         spec.shadow = l.shadow;
+        if let Some(scope) = &l.scope {
+            match scope.get_ref().as_str() {
+                "local" => {}
+                "global" if shared_state => spec.global = true,
+                "global" => err(
+                    file,
+                    errors,
+                    scope,
+                    format!("{at}.scope"),
+                    "a global limit needs a [shared_state] section (Redis)".into(),
+                ),
+                other => err(
+                    file,
+                    errors,
+                    scope,
+                    format!("{at}.scope"),
+                    format!("unknown scope {other:?} (local, global)"),
+                ),
+            }
+        }
+        if let Some(mode) = &l.failure_mode {
+            match mode.get_ref().as_str() {
+                _ if !spec.global && l.scope.as_ref().is_none_or(|s| s.get_ref() != "global") => {
+                    err(
+                        file,
+                        errors,
+                        mode,
+                        format!("{at}.failure_mode"),
+                        "only a limit with scope = \"global\" has a failure mode".into(),
+                    )
+                }
+                "fail_open" => {}
+                "fail_closed" => spec.fail_closed = true,
+                other => err(
+                    file,
+                    errors,
+                    mode,
+                    format!("{at}.failure_mode"),
+                    format!("unknown failure mode {other:?} (fail_open, fail_closed)"),
+                ),
+            }
+        }
         out.push(spec);
     }
     out
@@ -283,4 +326,100 @@ pub(crate) fn compile_websocket(
     );
     out.idle_timeout = Duration::from_secs(idle);
     out
+}
+
+pub(crate) fn compile_shared_state(
+    raw: Option<(&SourceFile, &Spanned<super::raw::RawSharedState>)>,
+    errors: &mut Vec<PolicyError>,
+) -> Option<crate::shared::SharedSettings> {
+    let (file, r) = raw?;
+    let base = file.path.parent().unwrap_or(std::path::Path::new("."));
+    let raw = r.get_ref();
+    let secret = |v: &Spanned<String>, field: &str, errors: &mut Vec<PolicyError>| {
+        crate::auth::secret::resolve(v.get_ref(), base)
+            .map_err(|m| err(file, errors, v, format!("shared_state.{field}"), m))
+            .ok()
+    };
+    let url = secret(&raw.url, "url", errors)?;
+    let tls = url.starts_with("rediss://");
+    if !tls && !url.starts_with("redis://") {
+        err(
+            file,
+            errors,
+            &raw.url,
+            "shared_state.url".into(),
+            "must start with redis:// or rediss://".into(),
+        );
+        return None;
+    }
+    let mut out = crate::shared::SharedSettings::new(url);
+    if let Err(m) = redis::IntoConnectionInfo::into_connection_info(out.url.as_str()) {
+        // The error text never carries the URL (it may hold a password).
+        err(
+            file,
+            errors,
+            &raw.url,
+            "shared_state.url".into(),
+            format!("not a Redis URL: {}", m.category()),
+        );
+    }
+    out.password = raw.password.as_ref().and_then(|p| secret(p, "password", errors));
+    out.username = raw.username.as_ref().and_then(|u| secret(u, "username", errors));
+    if let Some(ca) = &raw.ca_file {
+        if !tls {
+            err(
+                file,
+                errors,
+                ca,
+                "shared_state.ca_file".into(),
+                "ca_file needs a rediss:// URL".into(),
+            );
+        }
+        let path = base.join(ca.get_ref());
+        match std::fs::read(&path) {
+            Ok(pem) => out.ca_pem = Some(pem),
+            Err(e) => err(
+                file,
+                errors,
+                ca,
+                "shared_state.ca_file".into(),
+                format!("cannot read {}: {e}", path.display()),
+            ),
+        }
+    }
+    if let Some(p) = &raw.key_prefix {
+        let ok = !p.get_ref().is_empty()
+            && p.get_ref().len() <= 64
+            && p.get_ref().bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            out.prefix = p.get_ref().clone();
+        } else {
+            err(
+                file,
+                errors,
+                p,
+                "shared_state.key_prefix".into(),
+                "must be 1 to 64 printable characters without spaces".into(),
+            );
+        }
+    }
+    for (v, field, slot) in [
+        (&raw.connect_timeout_ms, "connect_timeout_ms", &mut out.connect_timeout),
+        (&raw.command_timeout_ms, "command_timeout_ms", &mut out.command_timeout),
+    ] {
+        if let Some(ms) = v {
+            if !(1..=60_000).contains(ms.get_ref()) {
+                err(
+                    file,
+                    errors,
+                    ms,
+                    format!("shared_state.{field}"),
+                    "must be between 1 and 60000".into(),
+                );
+            } else {
+                *slot = Duration::from_millis(*ms.get_ref());
+            }
+        }
+    }
+    Some(out)
 }

@@ -40,6 +40,8 @@ pub struct Policy {
     pub auth: AuthSettings,
     pub network: NetworkSettings,
     pub limits: Vec<LimitSpec>,
+    /// Redis for state shared by replicas; `None` = everything stays in this process.
+    pub shared_state: Option<crate::shared::SharedSettings>,
     pub websocket: crate::proxy::websocket::WsBudget,
     pub sources: Vec<PathBuf>,
     /// Files named by `file:` secret references: a change to one reloads the policy

@@ -30,6 +30,26 @@ pub struct RawPolicyFile {
     pub mtls: Option<Spanned<RawMtls>>,
     #[serde(default)]
     pub alerts: Vec<RawAlert>,
+    pub shared_state: Option<Spanned<RawSharedState>>,
+}
+
+/// State shared by replicas (Redis): global limits, lockouts and the revocation list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharedState {
+    /// `redis://host:port/db` or `rediss://` for TLS; `env:NAME` / `file:/path` allowed.
+    pub url: Spanned<String>,
+    /// Password (`env:NAME` / `file:/path`); overrides one in the URL.
+    pub password: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
+    /// PEM CA bundle that signs the server's certificate (`rediss://` only; relative to the
+    /// policy file). Absent = the system's roots.
+    pub ca_file: Option<Spanned<String>>,
+    /// Prefix of every key and channel (default `portcullis:`).
+    pub key_prefix: Option<Spanned<String>>,
+    pub connect_timeout_ms: Option<Spanned<u64>>,
+    /// How long a request waits for Redis before the limit's failure mode applies (default 50).
+    pub command_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// An alert rule: more than `threshold` events within `window_seconds` → POST to `webhook`.
@@ -199,6 +219,11 @@ pub struct RawLimit {
     /// Log and count would-be refusals without refusing (a dry run for a new limit).
     #[serde(default)]
     pub shadow: bool,
+    /// `local` (default: per replica) or `global` (across replicas, needs `[shared_state]`).
+    pub scope: Option<Spanned<String>>,
+    /// A global limit while Redis is unreachable: `fail_open` (default: the local limit
+    /// applies) or `fail_closed` (503).
+    pub failure_mode: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

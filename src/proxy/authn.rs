@@ -68,6 +68,19 @@ pub async fn authenticate(
     });
     let open_room = room_access.is_some_and(|(_, locked, _, shadow)| !locked || shadow);
     let identity = verify(gw, policy, route, open_room).await?;
+    if let Some(kind) = gw
+        .auth
+        .revocations
+        .check(&identity, crate::auth::now_unix())
+    {
+        tracing::info!(
+            target: "portcullis::security",
+            subject = &*identity.subject,
+            revoked_by = kind.as_str(),
+            "revoked token refused"
+        );
+        return Err(Deny::AuthInvalid);
+    }
     if let Some(missing) = identity.missing(&route.capabilities) {
         return Err(Deny::CapabilityDenied(Arc::from(missing)));
     }

@@ -51,6 +51,8 @@ pub struct Gateway {
     pub in_flight: Arc<AtomicUsize>,
     /// Open WebSocket sessions, re-checked on each policy reload.
     pub ws_sessions: Arc<sessions::WsRegistry>,
+    /// State shared with other replicas (Redis), when the policy configures it.
+    pub shared: Arc<crate::shared::SharedStore>,
     request_seq: AtomicU64,
     request_prefix: u32,
     /// The route label of requests no route answered.
@@ -70,6 +72,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         in_flight: Arc<AtomicUsize>,
         ws_sessions: Arc<sessions::WsRegistry>,
+        shared: Arc<crate::shared::SharedStore>,
     ) -> Self {
         Gateway {
             policy,
@@ -82,6 +85,7 @@ impl Gateway {
             metrics,
             in_flight,
             ws_sessions,
+            shared,
             request_seq: AtomicU64::new(0),
             request_prefix: rand::random(),
             no_route: Arc::from("-"),
@@ -279,17 +283,21 @@ fn ambiguous_length(req: &RequestHeader) -> bool {
 }
 
 /// Checks the limits that apply to route `idx`: those keyed by subject only after
-/// authentication (`post_auth`), the others before it. A shadow limit that would refuse is
-/// logged and reported to `on_shadow` instead.
-pub fn check_limits(
+/// authentication (`post_auth`), the others before it. A global limit asks the shared store
+/// (`shared`) when one is configured; while it is unreachable the limit's failure mode decides.
+/// A shadow limit that would refuse is logged and reported to `on_shadow` instead.
+#[allow(clippy::too_many_arguments)] // The decision's inputs, shared with `policy test`.
+pub async fn check_limits(
     policy: &Policy,
     limiters: &crate::limits::LimiterRegistry,
+    shared: Option<&crate::shared::SharedStore>,
     idx: usize,
     client: IpAddr,
     subject: Option<&str>,
     post_auth: bool,
-    on_shadow: &dyn Fn(),
+    on_shadow: &(dyn Fn() + Sync),
 ) -> Option<Deny> {
+    use crate::shared::GlobalVerdict;
     let route = &policy.routes[idx];
     for spec in &policy.limits {
         if spec.by_subject != post_auth || !spec.applies_to(&route.name) {
@@ -298,7 +306,37 @@ pub fn check_limits(
         let Some(key) = limiters.key(spec, client, subject, &route.name) else {
             continue;
         };
-        if let Verdict::Limited { retry_after } = spec.limiter(limiters).check(key) {
+        let local = spec.limiter(limiters);
+        let global = match shared {
+            Some(s) if spec.global && s.is_configured() => {
+                match crate::shared::limit_key(spec, client, subject, &route.name) {
+                    Some(k) => Some((s, s.check_limit(spec, &k).await)),
+                    None => continue,
+                }
+            }
+            _ => None,
+        };
+        let verdict = match global {
+            Some((_, GlobalVerdict::Allowed { remaining })) => Verdict::Allowed { remaining },
+            Some((_, GlobalVerdict::Limited { retry_after })) => {
+                local.limited.fetch_add(1, Ordering::Relaxed);
+                Verdict::Limited { retry_after }
+            }
+            Some((s, GlobalVerdict::Unavailable)) if spec.fail_closed => {
+                s.stats.fallback_closed.fetch_add(1, Ordering::Relaxed);
+                if spec.shadow {
+                    on_shadow();
+                    continue;
+                }
+                return Some(Deny::LimitUnavailable(spec.name.clone()));
+            }
+            Some((s, GlobalVerdict::Unavailable)) => {
+                s.stats.fallback_open.fetch_add(1, Ordering::Relaxed);
+                local.check(key)
+            }
+            None => local.check(key),
+        };
+        if let Verdict::Limited { retry_after } = verdict {
             if spec.shadow {
                 on_shadow();
                 tracing::info!(
@@ -322,7 +360,7 @@ pub fn check_limits(
 }
 
 impl Gateway {
-    fn check_limits(
+    async fn check_limits(
         &self,
         policy: &Policy,
         idx: usize,
@@ -333,12 +371,38 @@ impl Gateway {
         check_limits(
             policy,
             &self.limiters,
+            Some(&self.shared),
             idx,
             client,
             subject,
             post_auth,
             &|| self.metrics.shadow_denial(),
         )
+        .await
+    }
+
+    /// Counts a failed authentication, across replicas when the shared store answers, else
+    /// here; returns the lockout it started, if any.
+    async fn auth_failure(
+        &self,
+        client: IpAddr,
+        spec: &crate::limits::BackoffSpec,
+    ) -> Option<Duration> {
+        use crate::shared::SharedFailure;
+        let now = Instant::now();
+        match self.shared.auth_failure(client, spec).await {
+            SharedFailure::Started(d) => {
+                self.backoff.lock_for(client, d, now);
+                self.backoff.lockouts.fetch_add(1, Ordering::Relaxed);
+                Some(d)
+            }
+            SharedFailure::AlreadyLocked(d) => {
+                self.backoff.lock_for(client, d, now);
+                None
+            }
+            SharedFailure::Counted => None,
+            SharedFailure::Unavailable => self.backoff.failure(client, spec, now),
+        }
     }
 
     fn new_request_id(&self) -> HeaderValue {
@@ -500,6 +564,18 @@ impl Gateway {
 }
 
 /// The read timeout of a WebSocket tunnel: idle timeout or token expiry, whichever is sooner.
+/// The close frame for a session the gateway revoked (policy reload or revoked token).
+fn revoked_close(ctx: &RequestCtx) -> Option<websocket::Close> {
+    let s = &ctx.ws_guard.as_ref()?.session;
+    if !s.revoked.load(Ordering::Acquire) {
+        return None;
+    }
+    Some(match s.close_reason() {
+        sessions::Why::PolicyRevoked => websocket::Close::PolicyRevoked,
+        sessions::Why::TokenRevoked => websocket::Close::TokenRevoked,
+    })
+}
+
 fn ws_timeout(ctx: &RequestCtx, now: Instant) -> Duration {
     let idle = ctx.ws_idle;
     match ctx.ws_deadline {
@@ -720,7 +796,10 @@ impl ProxyHttp for Gateway {
         let client_key = ctx
             .client_key
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        if let Some(d) = self.check_limits(&policy, idx, client_key, None, false) {
+        if let Some(d) = self
+            .check_limits(&policy, idx, client_key, None, false)
+            .await
+        {
             return self.deny(session, ctx, d).await;
         }
         if route.signed_urls && signed::has_signature(req.uri.query()) {
@@ -770,9 +849,7 @@ impl ProxyHttp for Gateway {
                 }
                 Err(d) => {
                     if let (Some(spec), Deny::AuthInvalid | Deny::AuthMalformed) = (backoff, &d) {
-                        if let Some(lockout) =
-                            self.backoff.failure(client_key, spec, Instant::now())
-                        {
+                        if let Some(lockout) = self.auth_failure(client_key, spec).await {
                             tracing::warn!(
                                 target: "portcullis::security",
                                 client = %client_key,
@@ -789,7 +866,10 @@ impl ProxyHttp for Gateway {
                 }
             }
             let subject = ctx.identity.as_ref().map(|i| i.subject.clone());
-            if let Some(d) = self.check_limits(&policy, idx, client_key, subject.as_deref(), true) {
+            if let Some(d) = self
+                .check_limits(&policy, idx, client_key, subject.as_deref(), true)
+                .await
+            {
                 return self.deny(session, ctx, d).await;
             }
         }
@@ -907,12 +987,8 @@ impl ProxyHttp for Gateway {
         }
         if ctx.websocket {
             let now = Instant::now();
-            let revoked = ctx
-                .ws_guard
-                .as_ref()
-                .is_some_and(|g| g.session.revoked.load(Ordering::Relaxed));
-            let verdict = if revoked {
-                Err(websocket::Close::PolicyRevoked)
+            let verdict = if let Some(close) = revoked_close(ctx) {
+                Err(close)
             } else if ctx.ws_deadline.is_some_and(|d| now >= d) {
                 Err(websocket::Close::TokenExpired)
             } else {
@@ -1126,13 +1202,8 @@ impl ProxyHttp for Gateway {
         if ctx.websocket && ctx.ws_meter.is_some() {
             // The tunnel ended with an error: a client silent past its token's expiry or the
             // idle timeout gets a close frame saying which, if it can still be written.
-            let revoked = ctx
-                .ws_guard
-                .as_ref()
-                .is_some_and(|g| g.session.revoked.load(Ordering::Relaxed));
-            if !ctx.ws_closing && revoked {
-                self.close_websocket(session, ctx, websocket::Close::PolicyRevoked)
-                    .await;
+            if let (false, Some(close)) = (ctx.ws_closing, revoked_close(ctx)) {
+                self.close_websocket(session, ctx, close).await;
             } else if !ctx.ws_closing
                 && matches!(e.etype(), ErrorType::ReadTimedout)
                 && e.esource() == &ErrorSource::Downstream
@@ -1233,15 +1304,9 @@ impl ProxyHttp for Gateway {
         if ctx.ws_closing {
             // Nothing may follow our close frame.
             *body = None;
-        } else if end_of_stream
-            && ctx
-                .ws_guard
-                .as_ref()
-                .is_some_and(|g| g.session.revoked.load(Ordering::Relaxed))
-        {
-            // A reload revoked the session and shut its upstream side: the close frame takes
-            // the place of the upstream's end.
-            let close = websocket::Close::PolicyRevoked;
+        } else if let (true, Some(close)) = (end_of_stream, revoked_close(ctx)) {
+            // A reload or a token revocation ended the session and shut its upstream side: the
+            // close frame takes the place of the upstream's end.
             ctx.ws_close = Some(close.metric());
             ctx.ws_closing = true;
             tracing::info!(

@@ -25,6 +25,16 @@ pub struct WsSession {
     /// before shutting it down (an fd number can be reused once closed).
     upstream: Mutex<Option<(RawFd, SocketAddr, SocketAddr)>>,
     pub revoked: AtomicBool,
+    /// Why it was closed: a policy reload or a revoked token.
+    pub why: std::sync::atomic::AtomicU8,
+}
+
+/// Why the gateway closes an open session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Why {
+    PolicyRevoked = 0,
+    TokenRevoked = 1,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +92,7 @@ impl WsRegistry {
             identity,
             upstream: Mutex::new(None),
             revoked: AtomicBool::new(false),
+            why: std::sync::atomic::AtomicU8::new(Why::PolicyRevoked as u8),
         });
         if let Ok(mut open) = self.open.lock() {
             open.insert(id, session.clone());
@@ -100,6 +111,19 @@ impl WsRegistry {
     /// Re-checks every open session against `policy`; closes those it no longer admits.
     /// Returns how many were closed.
     pub fn revalidate(&self, policy: &Policy) -> usize {
+        self.close_where(|s| still_admitted(policy, s).err(), Why::PolicyRevoked)
+    }
+
+    /// Closes the sessions whose identity `revoked` names (a revoked token).
+    pub fn close_matching(
+        &self,
+        revoked: &dyn Fn(&Identity) -> Option<&'static str>,
+        why: Why,
+    ) -> usize {
+        self.close_where(|s| s.identity.as_deref().and_then(revoked), why)
+    }
+
+    fn close_where(&self, reason: impl Fn(&WsSession) -> Option<&'static str>, why: Why) -> usize {
         let sessions: Vec<Arc<WsSession>> = match self.open.lock() {
             Ok(o) => o.values().cloned().collect(),
             Err(_) => return 0,
@@ -109,20 +133,21 @@ impl WsRegistry {
             if s.revoked.load(Ordering::Relaxed) {
                 continue;
             }
-            let Err(why) = still_admitted(policy, &s) else {
+            let Some(reason) = reason(&s) else {
                 continue;
             };
             let Ok(upstream) = s.upstream.lock() else {
                 continue;
             };
-            s.revoked.store(true, Ordering::Relaxed);
+            s.why.store(why as u8, Ordering::Relaxed);
+            s.revoked.store(true, Ordering::Release);
             tracing::info!(
                 target: "portcullis::security",
                 route = &*s.route,
                 path = &*s.path,
                 subject = s.identity.as_ref().map(|i| &*i.subject).unwrap_or("-"),
-                why,
-                "policy reload: closing a WebSocket session it no longer admits"
+                why = reason,
+                "closing a WebSocket session that is no longer admitted"
             );
             if let Some((fd, local, peer)) = *upstream {
                 if addresses(fd) == Some((local, peer)) {
@@ -138,6 +163,15 @@ impl WsRegistry {
 }
 
 impl WsSession {
+    /// Why the gateway closed it, once `revoked` is set.
+    pub fn close_reason(&self) -> Why {
+        if self.why.load(Ordering::Relaxed) == Why::TokenRevoked as u8 {
+            Why::TokenRevoked
+        } else {
+            Why::PolicyRevoked
+        }
+    }
+
     /// Records the tunnel's upstream socket (from `connected_to_upstream`).
     pub fn set_upstream(&self, fd: RawFd) {
         if let (Some((local, peer)), Ok(mut u)) = (addresses(fd), self.upstream.lock()) {

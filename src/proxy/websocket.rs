@@ -36,6 +36,8 @@ pub enum Close {
     Idle,
     /// A policy reload no longer admits the session.
     PolicyRevoked,
+    /// The session's token was revoked.
+    TokenRevoked,
 }
 
 impl Close {
@@ -47,6 +49,7 @@ impl Close {
             Close::TokenExpired => 4001,
             Close::Idle => 1001,
             Close::PolicyRevoked => 4403,
+            Close::TokenRevoked => 4401,
         }
     }
     /// The label under `portcullis_websocket_closed_total{reason}`.
@@ -58,6 +61,7 @@ impl Close {
             Close::TokenExpired => "token_expired",
             Close::Idle => "idle_timeout",
             Close::PolicyRevoked => "policy_revoked",
+            Close::TokenRevoked => "token_revoked",
         }
     }
     pub fn reason(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Close {
             Close::TokenExpired => "token expired",
             Close::Idle => "idle timeout",
             Close::PolicyRevoked => "access revoked by policy",
+            Close::TokenRevoked => "token revoked",
         }
     }
     /// A server→client close frame (unmasked).

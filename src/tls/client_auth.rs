@@ -103,6 +103,8 @@ impl ClientCert {
             room: None,
             expires_at: None,
             verified_by: Some(Arc::from(format!("sha256:{sha256}").as_str())),
+            token_id: None,
+            key_id: None,
         });
         ClientCert {
             sha256,

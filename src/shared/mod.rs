@@ -1,0 +1,689 @@
+//! State shared by replicas through Redis, when the policy has a `[shared_state]` section:
+//! global rate limits (GCRA in one atomic script, with a small local reservation so a large limit
+//! does not cost a round trip per request), auth-failure lockouts counted across replicas, and
+//! the token revocation list. Without the section everything stays in-process.
+//!
+//! Redis is never on the path of a request that does not need it: lockouts and revocations are
+//! pushed to every replica over pub/sub and checked locally. While Redis is unreachable each
+//! global limit follows its failure mode (`fail_open`: this replica's local limit applies;
+//! `fail_closed`: 503), failures are counted locally, and a supervisor reconnects in the
+//! background. Each change of state is logged once.
+
+pub mod scripts;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands;
+
+use crate::auth::revoked::{Entries, Kind, Revocations};
+use crate::limits::{AuthBackoff, BackoffSpec, LimitSpec};
+use crate::proxy::sessions::WsRegistry;
+
+/// The compiled `[shared_state]` section. Secrets are resolved; `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SharedSettings {
+    pub url: String,
+    pub password: Option<String>,
+    pub username: Option<String>,
+    pub ca_pem: Option<Vec<u8>>,
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+impl std::fmt::Debug for SharedSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedSettings")
+            .field("endpoint", &self.endpoint())
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedSettings {
+    pub fn new(url: String) -> Self {
+        SharedSettings {
+            url,
+            password: None,
+            username: None,
+            ca_pem: None,
+            prefix: "portcullis:".into(),
+            connect_timeout: Duration::from_millis(1000),
+            command_timeout: Duration::from_millis(50),
+        }
+    }
+
+    /// Host and port for logs: the URL without credentials, path or query.
+    pub fn endpoint(&self) -> String {
+        let rest = self.url.split_once("://").map(|x| x.1).unwrap_or("");
+        let rest = rest.rsplit_once('@').map(|x| x.1).unwrap_or(rest);
+        let host = rest.split(['/', '?']).next().unwrap_or("");
+        let scheme = if self.url.starts_with("rediss://") {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{host}")
+    }
+
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        use redis::IntoConnectionInfo;
+        let mut info = self.url.as_str().into_connection_info()?;
+        let mut rs = info.redis_settings().clone();
+        if let Some(p) = &self.password {
+            rs = rs.set_password(p);
+        }
+        if let Some(u) = &self.username {
+            rs = rs.set_username(u);
+        }
+        info = info.set_redis_settings(rs);
+        match &self.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+    }
+
+    fn channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    pub async fn connect(&self) -> Result<MultiplexedConnection, String> {
+        let client = self.client().map_err(|e| describe(&e))?;
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout.max(Duration::from_millis(500))));
+        client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|e| describe(&e))
+    }
+
+    fn fingerprint(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// A Redis error for logs: its kind and category, never the URL or a credential.
+pub fn describe(e: &redis::RedisError) -> String {
+    let detail = e.detail().unwrap_or("");
+    let text = if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() {
+        e.to_string()
+    } else {
+        format!("{} {detail}", e.category())
+    };
+    crate::observability::redact::redact(&text).into_owned()
+}
+
+/// One configuration's connection and whether it works.
+struct Active {
+    settings: SharedSettings,
+    fingerprint: u64,
+    conn: ArcSwapOption<MultiplexedConnection>,
+    up: AtomicBool,
+    /// Set when a new configuration replaces this one: its supervisor stops.
+    retired: AtomicBool,
+}
+
+/// What a global limit decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalVerdict {
+    Allowed { remaining: u32 },
+    Limited { retry_after: Duration },
+    /// The store could not answer; the limit's failure mode decides.
+    Unavailable,
+}
+
+/// What a failed authentication did to the shared lockout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedFailure {
+    Counted,
+    Started(Duration),
+    AlreadyLocked(Duration),
+    Unavailable,
+}
+
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    pub errors: AtomicU64,
+    pub fallback_open: AtomicU64,
+    pub fallback_closed: AtomicU64,
+    pub round_trips: AtomicU64,
+    pub reserved_hits: AtomicU64,
+    pub notifications: AtomicU64,
+}
+
+struct Reservation {
+    tokens: u32,
+    taken: Instant,
+}
+
+const RESERVATION_SHARDS: usize = 16;
+const RESERVATION_MAX_KEYS: usize = 100_000;
+const RESERVATION_LIFE: Duration = Duration::from_secs(1);
+
+pub struct SharedStore {
+    active: ArcSwapOption<Active>,
+    pub revocations: Arc<Revocations>,
+    backoff: Arc<AuthBackoff>,
+    ws: Arc<WsRegistry>,
+    handle: tokio::runtime::Handle,
+    reservations: Vec<Mutex<HashMap<String, Reservation>>>,
+    pub stats: SharedStats,
+}
+
+impl SharedStore {
+    pub fn new(
+        revocations: Arc<Revocations>,
+        backoff: Arc<AuthBackoff>,
+        ws: Arc<WsRegistry>,
+        handle: tokio::runtime::Handle,
+    ) -> Arc<Self> {
+        Arc::new(SharedStore {
+            active: ArcSwapOption::empty(),
+            revocations,
+            backoff,
+            ws,
+            handle,
+            reservations: (0..RESERVATION_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            stats: SharedStats::default(),
+        })
+    }
+
+    /// Follows the policy's `[shared_state]`: connects on first sight, reconnects when it
+    /// changes, disconnects when it goes.
+    pub fn configure(self: &Arc<Self>, settings: Option<&SharedSettings>) {
+        let current = self.active.load_full();
+        let fp = settings.map(|s| s.fingerprint());
+        if current.as_ref().map(|a| a.fingerprint) == fp {
+            return;
+        }
+        if let Some(old) = &current {
+            old.retired.store(true, Ordering::Release);
+            old.conn.store(None);
+        }
+        let Some(settings) = settings else {
+            self.active.store(None);
+            tracing::info!(target: "portcullis::shared", "shared state off: limits, lockouts and revocations are local");
+            return;
+        };
+        let active = Arc::new(Active {
+            settings: settings.clone(),
+            fingerprint: fp.unwrap_or(0),
+            conn: ArcSwapOption::empty(),
+            up: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+        });
+        self.active.store(Some(active.clone()));
+        tracing::info!(target: "portcullis::shared", endpoint = %settings.endpoint(), prefix = %settings.prefix, "shared state: connecting");
+        self.handle.spawn(self.clone().supervise(active));
+    }
+
+    /// Whether a store is configured and answering.
+    pub fn is_up(&self) -> bool {
+        self.active
+            .load()
+            .as_ref()
+            .is_some_and(|a| a.up.load(Ordering::Relaxed))
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.active.load().is_some()
+    }
+
+    /// The live connection, when the store is up.
+    fn live(&self) -> Option<(Arc<Active>, MultiplexedConnection)> {
+        let a = self.active.load_full()?;
+        if !a.up.load(Ordering::Relaxed) {
+            return None;
+        }
+        let c = a.conn.load_full()?;
+        Some((a, (*c).clone()))
+    }
+
+    fn failed(&self, a: &Active, what: &str, e: &str) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        if a.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                target: "portcullis::shared",
+                endpoint = %a.settings.endpoint(),
+                during = what,
+                error = e,
+                "shared state unreachable: global limits follow their failure mode, lockouts are counted locally"
+            );
+        }
+    }
+
+    fn mark_up(&self, a: &Active) {
+        if !a.up.swap(true, Ordering::AcqRel) {
+            tracing::info!(target: "portcullis::shared", endpoint = %a.settings.endpoint(), "shared state reachable");
+        }
+    }
+
+    /// Checks a global limit: a token from this replica's reservation, else one batch from the
+    /// store.
+    pub async fn check_limit(&self, spec: &LimitSpec, key: &str) -> GlobalVerdict {
+        let batch = spec.reserve_batch();
+        let shard = &self.reservations[shard_of(key)];
+        if batch > 1 {
+            let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = m.get_mut(key) {
+                if r.tokens > 0 && r.taken.elapsed() < RESERVATION_LIFE {
+                    r.tokens -= 1;
+                    self.stats.reserved_hits.fetch_add(1, Ordering::Relaxed);
+                    return GlobalVerdict::Allowed { remaining: r.tokens };
+                }
+            }
+        }
+        let Some((a, mut conn)) = self.live() else {
+            return GlobalVerdict::Unavailable;
+        };
+        self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+        let redis_key = format!("{}rl:{}:{key}", a.settings.prefix, spec.name);
+        let mut inv = scripts::gcra().prepare_invoke();
+        inv.key(&redis_key)
+            .arg(spec.interval_micros())
+            .arg(spec.burst)
+            .arg(batch);
+        let call = inv.invoke_async::<(i64, i64, i64)>(&mut conn);
+        match tokio::time::timeout(a.settings.command_timeout, call).await {
+            Ok(Ok((granted, retry_us, remaining))) if granted > 0 => {
+                if granted > 1 {
+                    let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
+                    if m.len() < RESERVATION_MAX_KEYS / RESERVATION_SHARDS || m.contains_key(key)
+                    {
+                        m.insert(
+                            key.to_string(),
+                            Reservation {
+                                tokens: granted as u32 - 1,
+                                taken: Instant::now(),
+                            },
+                        );
+                    }
+                }
+                let _ = retry_us;
+                GlobalVerdict::Allowed {
+                    remaining: remaining.clamp(0, u32::MAX as i64) as u32,
+                }
+            }
+            Ok(Ok((_, retry_us, _))) => GlobalVerdict::Limited {
+                retry_after: Duration::from_micros(retry_us.max(1) as u64),
+            },
+            Ok(Err(e)) => {
+                self.failed(&a, "rate limit", &describe(&e));
+                GlobalVerdict::Unavailable
+            }
+            Err(_) => {
+                self.failed(&a, "rate limit", "timed out");
+                GlobalVerdict::Unavailable
+            }
+        }
+    }
+
+    /// Counts a failed authentication from `ip` across replicas; a lockout it starts is
+    /// announced to every replica.
+    pub async fn auth_failure(&self, ip: IpAddr, spec: &BackoffSpec) -> SharedFailure {
+        let Some((a, mut conn)) = self.live() else {
+            return SharedFailure::Unavailable;
+        };
+        self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+        let p = &a.settings.prefix;
+        let mut inv = scripts::lockout().prepare_invoke();
+        inv.key(format!("{p}fail:{ip}"))
+            .key(format!("{p}lock:{ip}"))
+            .key(format!("{p}lockn:{ip}"))
+            .arg(spec.max_failures)
+            .arg(spec.window.as_millis() as u64)
+            .arg(spec.base_lockout.as_millis() as u64)
+            .arg(spec.max_lockout.as_millis() as u64)
+            .arg(a.settings.channel())
+            .arg(ip.to_string());
+        let call = inv.invoke_async::<(i64, i64)>(&mut conn);
+        match tokio::time::timeout(a.settings.command_timeout, call).await {
+            Ok(Ok((1, ms))) => SharedFailure::Started(Duration::from_millis(ms.max(1) as u64)),
+            Ok(Ok((2, ms))) => {
+                SharedFailure::AlreadyLocked(Duration::from_millis(ms.max(1) as u64))
+            }
+            Ok(Ok(_)) => SharedFailure::Counted,
+            Ok(Err(e)) => {
+                self.failed(&a, "auth failure", &describe(&e));
+                SharedFailure::Unavailable
+            }
+            Err(_) => {
+                self.failed(&a, "auth failure", "timed out");
+                SharedFailure::Unavailable
+            }
+        }
+    }
+
+    /// Drops spent reservations.
+    pub fn maintain(&self) {
+        for s in &self.reservations {
+            let mut m = s.lock().unwrap_or_else(|p| p.into_inner());
+            m.retain(|_, r| r.tokens > 0 && r.taken.elapsed() < RESERVATION_LIFE);
+        }
+        self.revocations.expire(crate::auth::now_unix());
+    }
+
+    /// Keeps one configuration connected: connects, loads the revocation list, listens for
+    /// notifications, pings; on any failure it marks the store down and retries with jitter.
+    async fn supervise(self: Arc<Self>, a: Arc<Active>) {
+        let mut first = true;
+        while !a.retired.load(Ordering::Acquire) {
+            if !first {
+                let jitter = rand::random::<u64>() % 250;
+                tokio::time::sleep(Duration::from_millis(500 + jitter)).await;
+                if a.retired.load(Ordering::Acquire) {
+                    break;
+                }
+            }
+            first = false;
+            if let Err(e) = self.session(&a).await {
+                a.conn.store(None);
+                self.failed(&a, "connection", &e);
+            }
+        }
+        a.conn.store(None);
+    }
+
+    async fn session(&self, a: &Arc<Active>) -> Result<(), String> {
+        let conn = a.settings.connect().await?;
+        let client = a.settings.client().map_err(|e| describe(&e))?;
+        let mut pubsub = tokio::time::timeout(a.settings.connect_timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| "pub/sub connect timed out".to_string())?
+            .map_err(|e| describe(&e))?;
+        pubsub
+            .subscribe(a.settings.channel())
+            .await
+            .map_err(|e| describe(&e))?;
+        let mut c = conn.clone();
+        self.resync(&a.settings, &mut c).await?;
+        a.conn.store(Some(Arc::new(conn)));
+        self.mark_up(a);
+        let mut messages = pubsub.on_message();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut ticks = 0u64;
+        loop {
+            tokio::select! {
+                m = messages.next() => {
+                    let Some(m) = m else { return Err("pub/sub connection closed".into()) };
+                    let Ok(text) = m.get_payload::<String>() else { continue };
+                    self.stats.notifications.fetch_add(1, Ordering::Relaxed);
+                    self.apply(&text);
+                }
+                _ = tick.tick() => {
+                    if a.retired.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                    ticks += 1;
+                    let ping = tokio::time::timeout(
+                        a.settings.connect_timeout,
+                        redis::cmd("PING").query_async::<String>(&mut c),
+                    )
+                    .await;
+                    match ping {
+                        Ok(Ok(_)) => {
+                            if !a.up.load(Ordering::Relaxed) {
+                                // Back after a request saw an error: catch up on what was missed.
+                                self.resync(&a.settings, &mut c).await?;
+                            }
+                            self.mark_up(a);
+                        }
+                        Ok(Err(e)) => return Err(describe(&e)),
+                        Err(_) => return Err("ping timed out".into()),
+                    }
+                    // A periodic full resync covers notifications lost in transit.
+                    if ticks % 60 == 0 {
+                        self.resync(&a.settings, &mut c).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reloads the revocation list from the store; closes sessions it newly revokes.
+    async fn resync(
+        &self,
+        s: &SharedSettings,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), String> {
+        let entries = tokio::time::timeout(s.connect_timeout, load_revocations(s, conn))
+            .await
+            .map_err(|_| "loading the revocation list timed out".to_string())??;
+        self.revocations.replace(entries);
+        self.close_revoked_sessions();
+        Ok(())
+    }
+
+    /// A notification from another replica (or the CLI).
+    fn apply(&self, text: &str) {
+        let mut parts = text.splitn(4, ' ');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("lock"), Some(ip), Some(ms), _) => {
+                if let (Ok(ip), Ok(ms)) = (ip.parse::<IpAddr>(), ms.parse::<u64>()) {
+                    self.backoff
+                        .lock_for(ip, Duration::from_millis(ms), Instant::now());
+                }
+            }
+            (Some("revoke"), Some(kind), Some(expires), Some(value)) => {
+                if let (Some(kind), Ok(expires)) = (Kind::parse(kind), expires.parse::<u64>()) {
+                    self.revocations.insert(kind, value, expires);
+                    tracing::info!(target: "portcullis::security", kind = kind.as_str(), "token revocation received");
+                    self.close_revoked_sessions();
+                }
+            }
+            (Some("unrevoke"), Some(kind), Some(value), _) => {
+                if let Some(kind) = Kind::parse(kind) {
+                    self.revocations.remove(kind, value);
+                }
+            }
+            _ => tracing::debug!(target: "portcullis::shared", "unknown notification ignored"),
+        }
+    }
+
+    fn close_revoked_sessions(&self) {
+        let now = crate::auth::now_unix();
+        let r = &self.revocations;
+        self.ws.close_matching(
+            &|id| r.check(id, now).map(|k| k.as_str()),
+            crate::proxy::sessions::Why::TokenRevoked,
+        );
+    }
+}
+
+fn shard_of(key: &str) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish() as usize % RESERVATION_SHARDS
+}
+
+/// The bucket name of a global limit for a request: the same on every replica (a hash of the
+/// parts the limit is keyed by, so no address or subject is stored in clear in Redis).
+pub fn limit_key(spec: &LimitSpec, ip: IpAddr, subject: Option<&str>, route: &str) -> Option<String> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    if spec.by_ip {
+        match ip {
+            IpAddr::V4(v) => ctx.update(&v.octets()),
+            IpAddr::V6(v) => ctx.update(&v.octets()),
+        }
+    }
+    ctx.update(b"\0");
+    if spec.by_subject {
+        ctx.update(subject?.as_bytes());
+    }
+    ctx.update(b"\0");
+    if spec.by_route {
+        ctx.update(route.as_bytes());
+    }
+    let d = ctx.finish();
+    let mut out = String::with_capacity(32);
+    for b in &d.as_ref()[..16] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    Some(out)
+}
+
+fn revoked_key(prefix: &str, kind: Kind, value: &str) -> String {
+    format!("{prefix}revoked:{}:{value}", kind.as_str())
+}
+
+async fn load_revocations(
+    s: &SharedSettings,
+    conn: &mut MultiplexedConnection,
+) -> Result<Entries, String> {
+    let pattern = format!("{}revoked:*", s.prefix);
+    let mut keys: Vec<String> = Vec::new();
+    {
+        let mut iter = conn
+            .scan_match::<_, String>(&pattern)
+            .await
+            .map_err(|e| describe(&e))?;
+        while let Some(k) = iter.next_item().await {
+            keys.push(k.map_err(|e| describe(&e))?);
+        }
+    }
+    let mut out = Entries::new();
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    let values: Vec<Option<u64>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(conn)
+        .await
+        .map_err(|e| describe(&e))?;
+    let skip = s.prefix.len() + "revoked:".len();
+    for (k, v) in keys.iter().zip(values) {
+        let Some((kind, value)) = k.get(skip..).and_then(|r| r.split_once(':')) else {
+            continue;
+        };
+        if let (Some(kind), Some(exp)) = (Kind::parse(kind), v) {
+            out.insert((kind, Box::from(value)), exp);
+        }
+    }
+    Ok(out)
+}
+
+/// Adds a revocation to the store and tells every replica. `ttl` = `None` keeps it until
+/// removed. Returns the expiry written (seconds since the epoch, 0 = never).
+pub async fn revoke(
+    s: &SharedSettings,
+    kind: Kind,
+    value: &str,
+    ttl: Option<Duration>,
+) -> Result<u64, String> {
+    let mut conn = s.connect().await?;
+    let expires = ttl.map(|t| crate::auth::now_unix() + t.as_secs()).unwrap_or(0);
+    let key = revoked_key(&s.prefix, kind, value);
+    let mut set = redis::cmd("SET");
+    set.arg(&key).arg(expires);
+    if let Some(t) = ttl {
+        set.arg("EX").arg(t.as_secs().max(1));
+    }
+    set.query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| describe(&e))?;
+    conn.publish::<_, _, ()>(
+        s.channel(),
+        format!("revoke {} {expires} {value}", kind.as_str()),
+    )
+    .await
+    .map_err(|e| describe(&e))?;
+    Ok(expires)
+}
+
+/// Removes a revocation. Returns whether it existed.
+pub async fn unrevoke(s: &SharedSettings, kind: Kind, value: &str) -> Result<bool, String> {
+    let mut conn = s.connect().await?;
+    let n: i64 = conn
+        .del(revoked_key(&s.prefix, kind, value))
+        .await
+        .map_err(|e| describe(&e))?;
+    conn.publish::<_, _, ()>(s.channel(), format!("unrevoke {} {value}", kind.as_str()))
+        .await
+        .map_err(|e| describe(&e))?;
+    Ok(n > 0)
+}
+
+/// Every revocation in the store, sorted.
+pub async fn list_revocations(s: &SharedSettings) -> Result<Vec<(Kind, String, u64)>, String> {
+    let mut conn = s.connect().await?;
+    let entries = load_revocations(s, &mut conn).await?;
+    let mut v: Vec<_> = entries
+        .into_iter()
+        .map(|((k, v), e)| (k, v.into_string(), e))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_never_shows_credentials() {
+        let s = SharedSettings::new("rediss://user:hunter2@redis.internal:6380/2?x=1".into());
+        assert_eq!(s.endpoint(), "rediss://redis.internal:6380");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn limit_keys_are_stable_and_distinct() {
+        let spec = LimitSpec::new(
+            "l".into(),
+            true,
+            true,
+            false,
+            10,
+            Duration::from_secs(1),
+            10,
+            None,
+            10,
+        );
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = limit_key(&spec, ip, Some("alice"), "r").unwrap();
+        assert_eq!(a, limit_key(&spec, ip, Some("alice"), "other-route").unwrap());
+        assert_ne!(a, limit_key(&spec, ip, Some("bob"), "r").unwrap());
+        assert_eq!(limit_key(&spec, ip, None, "r"), None);
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn small_limits_are_exact_and_large_ones_reserve_a_batch() {
+        let spec = |requests, per, burst| {
+            LimitSpec::new(
+                "l".into(),
+                false,
+                false,
+                false,
+                requests,
+                Duration::from_secs(per),
+                burst,
+                None,
+                10,
+            )
+        };
+        assert_eq!(spec(300, 60, 300).reserve_batch(), 1);
+        assert_eq!(spec(10_000, 1, 10_000).reserve_batch(), 100);
+        assert_eq!(spec(1_000_000_000, 1, 1_000_000_000).reserve_batch(), 1000);
+        assert_eq!(spec(1_000_000, 3600, 1_000_000).reserve_batch(), 2);
+    }
+}
