@@ -203,7 +203,65 @@ pub fn policy_items(p: &Policy, files: &[SourceFile], mode: Mode, now: u64) -> V
         secrets_item(files, mode),
         limits_item(p),
         upstream_tls_item(p),
+        shared_state_item(p, &raws, mode),
     ]
+}
+
+fn shared_state_item(p: &Policy, raws: &[(&SourceFile, RawPolicyFile)], mode: Mode) -> Item {
+    let Some(s) = &p.shared_state else {
+        return Item::pass(
+            "shared-state",
+            "none: limits, lockouts and revocations are per replica (fine for one replica)",
+        );
+    };
+    let global = p.limits.iter().filter(|l| l.global).count();
+    let closed = p
+        .limits
+        .iter()
+        .filter(|l| l.global && l.fail_closed)
+        .count();
+    let endpoint = s.endpoint();
+    // A password written into a literal URL is a secret in clear text.
+    let literal_credentials = raws.iter().any(|(_, r)| {
+        r.shared_state.as_ref().is_some_and(|ss| {
+            let url = ss.get_ref().url.get_ref();
+            !crate::auth::secret::is_reference(url)
+                && url
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.split('/').next())
+                    .is_some_and(|auth| auth.contains('@'))
+        })
+    });
+    if literal_credentials {
+        return Item::new(
+            "shared-state",
+            prod_fail(mode),
+            format!("{endpoint}: credentials written in the URL in clear text"),
+            "set url = \"env:NAME\" or password = \"file:/path\"",
+        );
+    }
+    let host = endpoint.split_once("://").map(|x| x.1).unwrap_or("");
+    let off_host = !host_is_loopback(host);
+    if off_host && !endpoint.starts_with("rediss://") {
+        return Item::new(
+            "shared-state",
+            Status::Warn,
+            format!("{endpoint}: plain redis:// off this host (lockouts and revocations travel in clear)"),
+            "use rediss:// with ca_file, or keep Redis on a private network",
+        );
+    }
+    if off_host && s.password.is_none() && !s.url.contains('@') {
+        return Item::new(
+            "shared-state",
+            Status::Warn,
+            format!("{endpoint}: no password"),
+            "set password = \"env:NAME\" (Redis ACL or requirepass)",
+        );
+    }
+    Item::pass(
+        "shared-state",
+        format!("{endpoint}; {global} global limit(s), {closed} fail closed"),
+    )
 }
 
 fn auth_item(p: &Policy, mode: Mode) -> Item {
@@ -522,7 +580,7 @@ fn trusted_proxies_item(p: &Policy) -> Item {
 }
 
 /// Keys whose values are secrets (or carry one, like a webhook URL with its token).
-const SECRET_KEYS: [&str; 2] = ["secret", "webhook"];
+const SECRET_KEYS: [&str; 3] = ["secret", "webhook", "password"];
 
 /// Every secret-bearing value in the policy files: (file, dotted field, value).
 pub fn secret_values(files: &[SourceFile]) -> Vec<(String, String, String)> {
@@ -956,5 +1014,47 @@ mod tests {
         assert!(host_is_loopback("[::1]:80"));
         assert!(host_is_loopback("localhost:8080"));
         assert!(!host_is_loopback("api.internal:80"));
+    }
+
+    #[test]
+    fn shared_state_settings_are_judged() {
+        let judge = |text: &str, mode: Mode| {
+            let files = vec![SourceFile {
+                path: "/p/p.toml".into(),
+                text: text.into(),
+            }];
+            let p = crate::policy::compile(&files, Mode::Development).unwrap();
+            let raws: Vec<_> = files
+                .iter()
+                .map(|f| (f, toml::from_str::<RawPolicyFile>(&f.text).unwrap()))
+                .collect();
+            let i = shared_state_item(&p, &raws, mode);
+            (i.status, i.finding)
+        };
+        let (st, f) = judge(
+            "[shared_state]\nurl = \"redis://:hunter2@10.0.0.5:6379\"\n",
+            Mode::Production,
+        );
+        assert_eq!(st, Status::Fail);
+        assert!(
+            f.contains("credentials written in the URL") && !f.contains("hunter2"),
+            "{f}"
+        );
+        let (st, f) = judge(
+            "[shared_state]\nurl = \"redis://10.0.0.5:6379\"\n",
+            Mode::Production,
+        );
+        assert_eq!(st, Status::Warn);
+        assert!(f.contains("plain redis:// off this host"), "{f}");
+        let (st, f) = judge(
+            "[shared_state]\nurl = \"rediss://10.0.0.5:6380\"\n",
+            Mode::Production,
+        );
+        assert_eq!((st, f.contains("no password")), (Status::Warn, true));
+        let (st, _) = judge(
+            "[shared_state]\nurl = \"redis://127.0.0.1:6379\"\n\n[[limits]]\nname = \"g\"\nrequests = 5\nscope = \"global\"\n",
+            Mode::Production,
+        );
+        assert_eq!(st, Status::Pass);
     }
 }

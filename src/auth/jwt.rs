@@ -368,6 +368,8 @@ pub fn mint_room_token(
         "iat": now,
         "nbf": now,
         "exp": now + ttl_seconds,
+        // A token id, so one token can be revoked (`token revoke --jti`).
+        "jti": format!("{:032x}", rand::random::<u128>()),
     });
     jsonwebtoken::encode(&header, &claims, enc).map_err(|e| e.to_string())
 }

@@ -363,8 +363,14 @@ pub(crate) fn compile_shared_state(
             format!("not a Redis URL: {}", m.category()),
         );
     }
-    out.password = raw.password.as_ref().and_then(|p| secret(p, "password", errors));
-    out.username = raw.username.as_ref().and_then(|u| secret(u, "username", errors));
+    out.password = raw
+        .password
+        .as_ref()
+        .and_then(|p| secret(p, "password", errors));
+    out.username = raw
+        .username
+        .as_ref()
+        .and_then(|u| secret(u, "username", errors));
     if let Some(ca) = &raw.ca_file {
         if !tls {
             err(
@@ -404,8 +410,16 @@ pub(crate) fn compile_shared_state(
         }
     }
     for (v, field, slot) in [
-        (&raw.connect_timeout_ms, "connect_timeout_ms", &mut out.connect_timeout),
-        (&raw.command_timeout_ms, "command_timeout_ms", &mut out.command_timeout),
+        (
+            &raw.connect_timeout_ms,
+            "connect_timeout_ms",
+            &mut out.connect_timeout,
+        ),
+        (
+            &raw.command_timeout_ms,
+            "command_timeout_ms",
+            &mut out.command_timeout,
+        ),
     ] {
         if let Some(ms) = v {
             if !(1..=60_000).contains(ms.get_ref()) {

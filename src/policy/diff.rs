@@ -114,7 +114,7 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
             }
         }
         format!(
-            "{} per {}s (burst {}) per [{}] on {}{}",
+            "{} per {}s (burst {}) per [{}] on {}{}{}",
             l.requests,
             l.per.as_secs(),
             l.burst,
@@ -123,6 +123,11 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
                 .as_ref()
                 .map(|r| r.iter().map(|s| &**s).collect::<Vec<_>>().join(","))
                 .unwrap_or_else(|| "every route".into()),
+            match (l.global, l.fail_closed) {
+                (false, _) => "",
+                (true, false) => " (global, fail open)",
+                (true, true) => " (global, fail closed)",
+            },
             if l.shadow { " (shadow)" } else { "" }
         )
     };
@@ -151,7 +156,14 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
                     o.requests as f64 / o.per.as_secs_f64(),
                     l.requests as f64 / l.per.as_secs_f64(),
                 );
-                let effect = if nr > or || l.burst > o.burst && nr >= or {
+                let effect = if nr == or && l.burst == o.burst && o.global != l.global {
+                    // One count for every replica instead of one each, or the reverse.
+                    if l.global {
+                        Effect::Closes
+                    } else {
+                        Effect::Opens
+                    }
+                } else if nr > or || l.burst > o.burst && nr >= or {
                     Effect::Opens
                 } else if nr < or || l.burst < o.burst {
                     Effect::Closes
@@ -166,6 +178,24 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
             }
             _ => {}
         }
+    }
+    // The shared store.
+    let store = |p: &Policy| {
+        p.shared_state
+            .as_ref()
+            .map(|s| format!("{} prefix {:?}", s.endpoint(), s.prefix))
+    };
+    match (store(old), store(new)) {
+        (o, n) if o == n => {}
+        (o, n) => push(
+            "shared_state".into(),
+            format!(
+                "{} → {}",
+                o.unwrap_or_else(|| "none".into()),
+                n.unwrap_or_else(|| "none".into())
+            ),
+            Effect::Changes,
+        ),
     }
     // Blocked paths and their exceptions.
     let ob = set(old.blocked.prefixes.iter().map(|b| b.to_string()));

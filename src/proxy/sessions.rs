@@ -141,14 +141,25 @@ impl WsRegistry {
             };
             s.why.store(why as u8, Ordering::Relaxed);
             s.revoked.store(true, Ordering::Release);
-            tracing::info!(
-                target: "portcullis::security",
-                route = &*s.route,
-                path = &*s.path,
-                subject = s.identity.as_ref().map(|i| &*i.subject).unwrap_or("-"),
-                why = reason,
-                "closing a WebSocket session that is no longer admitted"
-            );
+            let subject = s.identity.as_ref().map(|i| &*i.subject).unwrap_or("-");
+            match why {
+                Why::PolicyRevoked => tracing::info!(
+                    target: "portcullis::security",
+                    route = &*s.route,
+                    path = &*s.path,
+                    subject,
+                    why = reason,
+                    "policy reload: closing a WebSocket session it no longer admits"
+                ),
+                Why::TokenRevoked => tracing::info!(
+                    target: "portcullis::security",
+                    route = &*s.route,
+                    path = &*s.path,
+                    subject,
+                    revoked_by = reason,
+                    "token revoked: closing its WebSocket session"
+                ),
+            }
             if let Some((fd, local, peer)) = *upstream {
                 if addresses(fd) == Some((local, peer)) {
                     let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);

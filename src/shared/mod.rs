@@ -143,8 +143,12 @@ struct Active {
 /// What a global limit decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GlobalVerdict {
-    Allowed { remaining: u32 },
-    Limited { retry_after: Duration },
+    Allowed {
+        remaining: u32,
+    },
+    Limited {
+        retry_after: Duration,
+    },
     /// The store could not answer; the limit's failure mode decides.
     Unavailable,
 }
@@ -288,7 +292,9 @@ impl SharedStore {
                 if r.tokens > 0 && r.taken.elapsed() < RESERVATION_LIFE {
                     r.tokens -= 1;
                     self.stats.reserved_hits.fetch_add(1, Ordering::Relaxed);
-                    return GlobalVerdict::Allowed { remaining: r.tokens };
+                    return GlobalVerdict::Allowed {
+                        remaining: r.tokens,
+                    };
                 }
             }
         }
@@ -307,8 +313,7 @@ impl SharedStore {
             Ok(Ok((granted, retry_us, remaining))) if granted > 0 => {
                 if granted > 1 {
                     let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
-                    if m.len() < RESERVATION_MAX_KEYS / RESERVATION_SHARDS || m.contains_key(key)
-                    {
+                    if m.len() < RESERVATION_MAX_KEYS / RESERVATION_SHARDS || m.contains_key(key) {
                         m.insert(
                             key.to_string(),
                             Reservation {
@@ -406,10 +411,11 @@ impl SharedStore {
     async fn session(&self, a: &Arc<Active>) -> Result<(), String> {
         let conn = a.settings.connect().await?;
         let client = a.settings.client().map_err(|e| describe(&e))?;
-        let mut pubsub = tokio::time::timeout(a.settings.connect_timeout, client.get_async_pubsub())
-            .await
-            .map_err(|_| "pub/sub connect timed out".to_string())?
-            .map_err(|e| describe(&e))?;
+        let mut pubsub =
+            tokio::time::timeout(a.settings.connect_timeout, client.get_async_pubsub())
+                .await
+                .map_err(|_| "pub/sub connect timed out".to_string())?
+                .map_err(|e| describe(&e))?;
         pubsub
             .subscribe(a.settings.channel())
             .await
@@ -451,7 +457,7 @@ impl SharedStore {
                         Err(_) => return Err("ping timed out".into()),
                     }
                     // A periodic full resync covers notifications lost in transit.
-                    if ticks % 60 == 0 {
+                    if ticks.is_multiple_of(60) {
                         self.resync(&a.settings, &mut c).await?;
                     }
                 }
@@ -517,7 +523,12 @@ fn shard_of(key: &str) -> usize {
 
 /// The bucket name of a global limit for a request: the same on every replica (a hash of the
 /// parts the limit is keyed by, so no address or subject is stored in clear in Redis).
-pub fn limit_key(spec: &LimitSpec, ip: IpAddr, subject: Option<&str>, route: &str) -> Option<String> {
+pub fn limit_key(
+    spec: &LimitSpec,
+    ip: IpAddr,
+    subject: Option<&str>,
+    route: &str,
+) -> Option<String> {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     if spec.by_ip {
         match ip {
@@ -590,7 +601,9 @@ pub async fn revoke(
     ttl: Option<Duration>,
 ) -> Result<u64, String> {
     let mut conn = s.connect().await?;
-    let expires = ttl.map(|t| crate::auth::now_unix() + t.as_secs()).unwrap_or(0);
+    let expires = ttl
+        .map(|t| crate::auth::now_unix() + t.as_secs())
+        .unwrap_or(0);
     let key = revoked_key(&s.prefix, kind, value);
     let mut set = redis::cmd("SET");
     set.arg(&key).arg(expires);
@@ -660,7 +673,10 @@ mod tests {
         );
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let a = limit_key(&spec, ip, Some("alice"), "r").unwrap();
-        assert_eq!(a, limit_key(&spec, ip, Some("alice"), "other-route").unwrap());
+        assert_eq!(
+            a,
+            limit_key(&spec, ip, Some("alice"), "other-route").unwrap()
+        );
         assert_ne!(a, limit_key(&spec, ip, Some("bob"), "r").unwrap());
         assert_eq!(limit_key(&spec, ip, None, "r"), None);
         assert_eq!(a.len(), 32);
