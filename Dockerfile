@@ -12,7 +12,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The patched pingora-proxy (vendor/README.md), and every target the manifest declares.
+COPY vendor ./vendor
 COPY src ./src
+COPY benches ./benches
+COPY bench/tools ./bench/tools
 COPY policies ./policies
 RUN cargo build --release --locked --bin portcullis
 

@@ -40,9 +40,8 @@ pub async fn open(
 
 /// Opens a second peer in `room` and returns it once it hears `a` (already in the room): a
 /// peer's 101 can arrive a moment before the room server has registered it, so `a` repeats a
-/// greeting until it is heard. Under heavy load a freshly upgraded tunnel has been seen to end
-/// cleanly within a few milliseconds (see `pair`); a second peer that ends so is retried (at
-/// most twice) and reported on stderr, so tests exercise the room rather than that race.
+/// greeting until it is heard. A tunnel that ends instead is a failure: the gateway must keep
+/// every upgraded session open (see `vendor/README.md`).
 pub async fn join(g: &Gateway, a: &mut Ws, room: &str, small_buffer: bool) -> Ws {
     match try_join(g, a, room, small_buffer).await {
         Ok(b) => b,
@@ -50,49 +49,46 @@ pub async fn join(g: &Gateway, a: &mut Ws, room: &str, small_buffer: bool) -> Ws
     }
 }
 
-/// Two peers that have met in `room`. The first peer's tunnel can be the one that ends right
-/// after its 101 (a race in the proxy's upgrade handling: a request-body end from before the
-/// upgrade, handled after it, ends the tunnel); then both are opened again, at most twice.
+/// Two peers that have met in `room`.
 pub async fn pair(g: &Gateway, room: &str) -> (Ws, Ws) {
-    for attempt in 0..3 {
-        let mut a = open(g, "localhost", &format!("/rooms/{room}/ws"), None, false)
-            .await
-            .unwrap_or_else(|s| panic!("opening {room}: HTTP {s}"));
-        match try_join(g, &mut a, room, false).await {
-            Ok(b) => return (a, b),
-            Err(e) => eprintln!("{e} (attempt {attempt}); opening both peers again"),
-        }
-    }
-    panic!("peers never met in {room}\n{}", g.log());
+    let mut a = open(g, "localhost", &format!("/rooms/{room}/ws"), None, false)
+        .await
+        .unwrap_or_else(|s| panic!("opening {room}: HTTP {s}"));
+    let b = join(g, &mut a, room, false).await;
+    (a, b)
 }
 
-async fn try_join(g: &Gateway, a: &mut Ws, room: &str, small_buffer: bool) -> Result<Ws, String> {
+pub async fn try_join(
+    g: &Gateway,
+    a: &mut Ws,
+    room: &str,
+    small_buffer: bool,
+) -> Result<Ws, String> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    for attempt in 0..3 {
-        let mut b = open(
-            g,
-            "localhost",
-            &format!("/rooms/{room}/ws"),
-            None,
-            small_buffer,
-        )
-        .await
-        .unwrap_or_else(|s| panic!("joining {room}: HTTP {s}"));
-        for i in 0..150 {
-            if let Err(e) = a.send(Message::Text(format!("hello-{i}"))).await {
+    let mut b = open(
+        g,
+        "localhost",
+        &format!("/rooms/{room}/ws"),
+        None,
+        small_buffer,
+    )
+    .await
+    .unwrap_or_else(|s| panic!("joining {room}: HTTP {s}"));
+    for i in 0..150 {
+        if let Err(e) = a.send(Message::Text(format!("hello-{i}"))).await {
+            return Err(format!(
+                "the first peer's connection failed while {room} was joined: {e}"
+            ));
+        }
+        match tokio::time::timeout(std::time::Duration::from_millis(200), b.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.starts_with("hello-") => return Ok(b),
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
                 return Err(format!(
-                    "the first peer's connection failed while {room} was joined: {e}"
+                    "the second peer's session to {room} ended right after its upgrade"
                 ));
             }
-            match tokio::time::timeout(std::time::Duration::from_millis(200), b.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) if t.starts_with("hello-") => return Ok(b),
-                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
-                    eprintln!("peer connection to {room} ended before joining (attempt {attempt})");
-                    break;
-                }
-                _ => {}
-            }
+            _ => {}
         }
     }
     Err(format!("peers never met in {room}"))
