@@ -175,6 +175,29 @@ pub struct SharedStats {
 struct Reservation {
     tokens: u32,
     taken: Instant,
+    /// One request is fetching the next batch; others ask for a single token meanwhile, so a
+    /// replica never holds more than one batch per key.
+    refilling: bool,
+}
+
+/// Stores a fetched batch (or just clears `refilling`) however the fetching request ends.
+struct Refill<'a> {
+    shard: &'a Mutex<HashMap<String, Reservation>>,
+    key: &'a str,
+    granted: u32,
+}
+
+impl Drop for Refill<'_> {
+    fn drop(&mut self) {
+        let mut m = self.shard.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = m.get_mut(self.key) {
+            r.refilling = false;
+            if self.granted > 0 {
+                r.tokens = self.granted;
+                r.taken = Instant::now();
+            }
+        }
+    }
 }
 
 const RESERVATION_SHARDS: usize = 16;
@@ -286,18 +309,45 @@ impl SharedStore {
     pub async fn check_limit(&self, spec: &LimitSpec, key: &str) -> GlobalVerdict {
         let batch = spec.reserve_batch();
         let shard = &self.reservations[shard_of(key)];
+        let mut refill = None;
         if batch > 1 {
             let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(r) = m.get_mut(key) {
-                if r.tokens > 0 && r.taken.elapsed() < RESERVATION_LIFE {
+            let room = m.len() < RESERVATION_MAX_KEYS / RESERVATION_SHARDS;
+            let fetch = match m.get_mut(key) {
+                Some(r) if r.tokens > 0 && r.taken.elapsed() < RESERVATION_LIFE => {
                     r.tokens -= 1;
                     self.stats.reserved_hits.fetch_add(1, Ordering::Relaxed);
                     return GlobalVerdict::Allowed {
                         remaining: r.tokens,
                     };
                 }
+                Some(r) if !r.refilling => {
+                    r.refilling = true;
+                    true
+                }
+                Some(_) => false,
+                None if room => {
+                    m.insert(
+                        key.to_string(),
+                        Reservation {
+                            tokens: 0,
+                            taken: Instant::now(),
+                            refilling: true,
+                        },
+                    );
+                    true
+                }
+                None => false,
+            };
+            if fetch {
+                refill = Some(Refill {
+                    shard,
+                    key,
+                    granted: 0,
+                });
             }
         }
+        let want = if refill.is_some() { batch } else { 1 };
         let Some((a, mut conn)) = self.live() else {
             return GlobalVerdict::Unavailable;
         };
@@ -307,23 +357,13 @@ impl SharedStore {
         inv.key(&redis_key)
             .arg(spec.interval_micros())
             .arg(spec.burst)
-            .arg(batch);
+            .arg(want);
         let call = inv.invoke_async::<(i64, i64, i64)>(&mut conn);
         match tokio::time::timeout(a.settings.command_timeout, call).await {
-            Ok(Ok((granted, retry_us, remaining))) if granted > 0 => {
-                if granted > 1 {
-                    let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
-                    if m.len() < RESERVATION_MAX_KEYS / RESERVATION_SHARDS || m.contains_key(key) {
-                        m.insert(
-                            key.to_string(),
-                            Reservation {
-                                tokens: granted as u32 - 1,
-                                taken: Instant::now(),
-                            },
-                        );
-                    }
+            Ok(Ok((granted, _, remaining))) if granted > 0 => {
+                if let Some(r) = refill.as_mut() {
+                    r.granted = granted.clamp(1, u32::MAX as i64) as u32 - 1;
                 }
-                let _ = retry_us;
                 GlobalVerdict::Allowed {
                     remaining: remaining.clamp(0, u32::MAX as i64) as u32,
                 }
@@ -382,7 +422,7 @@ impl SharedStore {
     pub fn maintain(&self) {
         for s in &self.reservations {
             let mut m = s.lock().unwrap_or_else(|p| p.into_inner());
-            m.retain(|_, r| r.tokens > 0 && r.taken.elapsed() < RESERVATION_LIFE);
+            m.retain(|_, r| r.refilling || r.tokens > 0 && r.taken.elapsed() < RESERVATION_LIFE);
         }
         self.revocations.expire(crate::auth::now_unix());
     }
