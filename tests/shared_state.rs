@@ -512,3 +512,68 @@ async fn a_global_limit_without_a_store_and_bad_settings_are_refused_with_their_
     assert!(!ok);
     assert!(out.contains("no [shared_state] section"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_store_with_a_password_by_reference() {
+    let ca = TestCa::new("Redis Test CA");
+    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path, ca_path) = (
+        dir.path().join("redis.crt"),
+        dir.path().join("redis.key"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert_path, format!("{cert}{}", ca.pem)).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let password = "redis-password-0123456789abcdef";
+    let redis = Redis::start_tls(&cert_path, &key_path, password);
+    let limit = "[[limits]]\nname = \"g\"\nkey = [\"ip\"]\nrequests = 2\nper_seconds = 600\nscope = \"global\"\nfailure_mode = \"fail_closed\"\nroutes = [\"models\"]\n";
+    let text = |pw_env: &str| {
+        policy(
+            &format!("rediss://localhost:{}/0", redis.port),
+            &Redis::fresh_prefix("t5"),
+            "",
+            limit,
+        )
+        .replace(
+            "command_timeout_ms = 200",
+            &format!(
+                "command_timeout_ms = 200\npassword = \"env:{pw_env}\"\nca_file = \"{}\"",
+                ca_path.display()
+            ),
+        )
+    };
+    let mut opts = Options::with_policy(text("PORTCULLIS_TEST_REDIS_PASSWORD"));
+    opts.env = vec![("PORTCULLIS_TEST_REDIS_PASSWORD".into(), password.into())];
+    let g = Gateway::start(opts).await;
+    let c = g.client(true);
+    let statuses = [
+        status(&c, &g, "/v1/models", None).await,
+        status(&c, &g, "/v1/models", None).await,
+        status(&c, &g, "/v1/models", None).await,
+    ];
+    assert_eq!(statuses, [200, 200, 429], "{}", g.log());
+    assert_eq!(
+        metric(&g.metrics().await, "portcullis_shared_state_up"),
+        1.0
+    );
+    assert!(!g.log().contains(password));
+
+    // A wrong password: the store is down (fail closed answers 503) and the log never shows it.
+    let mut opts = Options::with_policy(text("PORTCULLIS_TEST_REDIS_PASSWORD"));
+    opts.env = vec![(
+        "PORTCULLIS_TEST_REDIS_PASSWORD".into(),
+        "wrong-password-0123456789".into(),
+    )];
+    let bad = Gateway::start(opts).await;
+    let bc = bad.client(true);
+    assert_eq!(status(&bc, &bad, "/v1/models", None).await, 503);
+    assert_eq!(
+        metric(&bad.metrics().await, "portcullis_shared_state_up"),
+        0.0
+    );
+    let log = bad.log();
+    assert!(log.contains("shared state unreachable"), "{log}");
+    assert!(!log.contains("wrong-password-0123456789") && !log.contains(password));
+}

@@ -136,6 +136,9 @@ struct Active {
     fingerprint: u64,
     conn: ArcSwapOption<MultiplexedConnection>,
     up: AtomicBool,
+    /// What was last logged: 0 nothing yet, 1 reachable, 2 unreachable (one line per change,
+    /// including a store that is unreachable from the start).
+    logged: std::sync::atomic::AtomicU8,
     /// Set when a new configuration replaces this one: its supervisor stops.
     retired: AtomicBool,
 }
@@ -175,8 +178,8 @@ pub struct SharedStats {
 struct Reservation {
     tokens: u32,
     taken: Instant,
-    /// One request is fetching the next batch; others ask for a single token meanwhile, so a
-    /// replica never holds more than one batch per key.
+    /// One request is fetching the next batch; others spend what is left, or ask for a single
+    /// token when nothing is, so a replica holds at most one and a half batches per key.
     refilling: bool,
 }
 
@@ -193,7 +196,11 @@ impl Drop for Refill<'_> {
         if let Some(r) = m.get_mut(self.key) {
             r.refilling = false;
             if self.granted > 0 {
-                r.tokens = self.granted;
+                // Older tokens still count (at most half a batch); all live one more second.
+                if r.taken.elapsed() >= RESERVATION_LIFE {
+                    r.tokens = 0;
+                }
+                r.tokens = r.tokens.saturating_add(self.granted);
                 r.taken = Instant::now();
             }
         }
@@ -256,6 +263,7 @@ impl SharedStore {
             fingerprint: fp.unwrap_or(0),
             conn: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
+            logged: std::sync::atomic::AtomicU8::new(0),
             retired: AtomicBool::new(false),
         });
         self.active.store(Some(active.clone()));
@@ -287,7 +295,8 @@ impl SharedStore {
 
     fn failed(&self, a: &Active, what: &str, e: &str) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        if a.up.swap(false, Ordering::AcqRel) {
+        a.up.store(false, Ordering::Release);
+        if a.logged.swap(2, Ordering::AcqRel) != 2 {
             tracing::warn!(
                 target: "portcullis::shared",
                 endpoint = %a.settings.endpoint(),
@@ -299,17 +308,21 @@ impl SharedStore {
     }
 
     fn mark_up(&self, a: &Active) {
-        if !a.up.swap(true, Ordering::AcqRel) {
+        a.up.store(true, Ordering::Release);
+        if a.logged.swap(1, Ordering::AcqRel) != 1 {
             tracing::info!(target: "portcullis::shared", endpoint = %a.settings.endpoint(), "shared state reachable");
         }
     }
 
     /// Checks a global limit: a token from this replica's reservation, else one batch from the
-    /// store.
+    /// store. When a reservation falls under half a batch, the request that notices fetches the
+    /// next batch (after taking its own token locally), so others keep spending meanwhile.
     pub async fn check_limit(&self, spec: &LimitSpec, key: &str) -> GlobalVerdict {
         let batch = spec.reserve_batch();
         let shard = &self.reservations[shard_of(key)];
         let mut refill = None;
+        // Set when this request was admitted from the reservation and only tops it up.
+        let mut admitted: Option<u32> = None;
         if batch > 1 {
             let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
             let room = m.len() < RESERVATION_MAX_KEYS / RESERVATION_SHARDS;
@@ -317,12 +330,18 @@ impl SharedStore {
                 Some(r) if r.tokens > 0 && r.taken.elapsed() < RESERVATION_LIFE => {
                     r.tokens -= 1;
                     self.stats.reserved_hits.fetch_add(1, Ordering::Relaxed);
-                    return GlobalVerdict::Allowed {
-                        remaining: r.tokens,
-                    };
+                    if r.refilling || r.tokens >= batch / 2 {
+                        return GlobalVerdict::Allowed {
+                            remaining: r.tokens,
+                        };
+                    }
+                    r.refilling = true;
+                    admitted = Some(r.tokens);
+                    true
                 }
                 Some(r) if !r.refilling => {
                     r.refilling = true;
+                    r.tokens = 0;
                     true
                 }
                 Some(_) => false,
@@ -348,8 +367,12 @@ impl SharedStore {
             }
         }
         let want = if refill.is_some() { batch } else { 1 };
+        let verdict = |v: GlobalVerdict| match admitted {
+            Some(remaining) => GlobalVerdict::Allowed { remaining },
+            None => v,
+        };
         let Some((a, mut conn)) = self.live() else {
-            return GlobalVerdict::Unavailable;
+            return verdict(GlobalVerdict::Unavailable);
         };
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
         let redis_key = format!("{}rl:{}:{key}", a.settings.prefix, spec.name);
@@ -361,23 +384,29 @@ impl SharedStore {
         let call = inv.invoke_async::<(i64, i64, i64)>(&mut conn);
         match tokio::time::timeout(a.settings.command_timeout, call).await {
             Ok(Ok((granted, _, remaining))) if granted > 0 => {
+                let granted = granted.clamp(1, u32::MAX as i64) as u32;
                 if let Some(r) = refill.as_mut() {
-                    r.granted = granted.clamp(1, u32::MAX as i64) as u32 - 1;
+                    // A request admitted locally keeps the whole batch; otherwise it takes one.
+                    r.granted = if admitted.is_some() {
+                        granted
+                    } else {
+                        granted - 1
+                    };
                 }
-                GlobalVerdict::Allowed {
+                verdict(GlobalVerdict::Allowed {
                     remaining: remaining.clamp(0, u32::MAX as i64) as u32,
-                }
+                })
             }
-            Ok(Ok((_, retry_us, _))) => GlobalVerdict::Limited {
+            Ok(Ok((_, retry_us, _))) => verdict(GlobalVerdict::Limited {
                 retry_after: Duration::from_micros(retry_us.max(1) as u64),
-            },
+            }),
             Ok(Err(e)) => {
                 self.failed(&a, "rate limit", &describe(&e));
-                GlobalVerdict::Unavailable
+                verdict(GlobalVerdict::Unavailable)
             }
             Err(_) => {
                 self.failed(&a, "rate limit", "timed out");
-                GlobalVerdict::Unavailable
+                verdict(GlobalVerdict::Unavailable)
             }
         }
     }

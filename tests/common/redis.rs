@@ -10,6 +10,10 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Extra server arguments (TLS, a password).
+    args: Vec<String>,
+    /// Serves TLS only: readiness is an accepted TCP connection.
+    tls: bool,
 }
 
 impl Redis {
@@ -26,7 +30,40 @@ impl Redis {
             child: None,
             port,
             dir: tempfile::tempdir().unwrap(),
+            args: Vec::new(),
+            tls: false,
         }
+    }
+
+    /// A server that speaks only TLS (certificate and key PEM files) and wants `password`.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, password: &str) -> Redis {
+        let port = super::free_port();
+        let mut r = Redis {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            args: [
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                cert.to_str().unwrap(),
+                "--tls-key-file",
+                key.to_str().unwrap(),
+                "--tls-ca-cert-file",
+                cert.to_str().unwrap(),
+                "--tls-auth-clients",
+                "no",
+                "--requirepass",
+                password,
+            ]
+            .map(String::from)
+            .to_vec(),
+            tls: true,
+        };
+        r.spawn();
+        r
     }
 
     /// A key prefix no other test (or earlier run) uses.
@@ -39,6 +76,8 @@ impl Redis {
             child: None,
             port: super::free_port(),
             dir: tempfile::tempdir().unwrap(),
+            args: Vec::new(),
+            tls: false,
         };
         r.spawn();
         r
@@ -49,8 +88,12 @@ impl Redis {
     }
 
     fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let plain = ["--port", port.as_str()];
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(if self.tls { &[][..] } else { &plain[..] })
+            .args(&self.args)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -62,7 +105,11 @@ impl Redis {
             });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.ping() {
+        while !(if self.tls {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        } else {
+            self.ping()
+        }) {
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not answer PING"
