@@ -2,7 +2,7 @@
 # Dependency audit, run by .ci/run:
 #   - bans, licenses and sources against deny.toml (cargo-deny);
 #   - RustSec advisories from an offline snapshot of the advisory database: nothing is fetched
-#     from the network. The snapshot is PORTCULLIS_ADVISORY_DB (a RustSec advisory-db checkout,
+#     from the network (a crate with a known vulnerability, e.g. smallvec 1.6.0, fails it). The snapshot is PORTCULLIS_ADVISORY_DB (a RustSec advisory-db checkout,
 #     a git repository), else the one ../shared/tools/advisory-db prepares next to this checkout.
 # Any vulnerability or unsound advisory against Cargo.lock fails.
 set -euo pipefail
@@ -25,16 +25,18 @@ echo "advisory database: $db ($(cat "$db/SNAPSHOT" 2>/dev/null || git -C "$db" l
 
 cargo deny --log-level warn check bans licenses sources
 
-# The advisories check reads the snapshot through a file:// URL into a scratch folder.
+# The advisories check reads the snapshot where cargo-deny keeps its clone of the default RustSec
+# URL (a folder named after the URL's hash), offline: nothing is fetched.
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-python3 - "$scratch" "$db" <<'PY'
+mkdir -p "$scratch/dbs"
+ln -s "$db" "$scratch/dbs/advisory-db-3157b0e258782691"
+python3 - "$scratch" <<'PY'
 import sys, pathlib
-scratch, db = sys.argv[1], sys.argv[2]
+scratch = sys.argv[1]
 text = pathlib.Path("deny.toml").read_text()
-extra = f'db-path = "{scratch}/dbs"\ndb-urls = ["file://{db}"]\n'
-text = text.replace("[advisories]\n", "[advisories]\n" + extra, 1)
+text = text.replace("[advisories]\n", f'[advisories]\ndb-path = "{scratch}/dbs"\n', 1)
 pathlib.Path(scratch, "deny.toml").write_text(text)
 PY
-cargo deny --log-level warn check --config "$scratch/deny.toml" advisories
+cargo deny --offline --log-level warn --config "$scratch/deny.toml" check advisories
 echo "audit: ok"
