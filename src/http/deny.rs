@@ -48,6 +48,9 @@ pub enum Deny {
     BlockedPath,
     /// A `;` path parameter whose removal (as some backends do) yields a blocked path.
     PathParameterOnBlocked,
+    /// A spelling a lenient backend may take for a blocked path (fullwidth letters, a trailing
+    /// space, `~` or `.extension`).
+    LookalikeOfBlocked,
     /// An admin path without the admin capability or an admin network.
     AdminRequired,
     CorsDenied(PreflightDenied),
@@ -90,7 +93,7 @@ impl Deny {
             | Deny::Signature(_)
             | Deny::ClientCertRequired
             | Deny::ClientCertDenied => 403,
-            Deny::PathParameterOnBlocked => 400,
+            Deny::PathParameterOnBlocked | Deny::LookalikeOfBlocked => 400,
             Deny::NoRoute => 404,
             Deny::MethodNotAllowed => 405,
             Deny::UpstreamUnavailable => 502,
@@ -137,6 +140,7 @@ impl Deny {
             Deny::ForeignAbsoluteTarget => "foreign_absolute_target",
             Deny::BlockedPath => "path_blocked",
             Deny::PathParameterOnBlocked => "path_parameter_on_blocked",
+            Deny::LookalikeOfBlocked => "path_lookalike_of_blocked",
             Deny::AdminRequired => "admin_required",
             Deny::CorsDenied(_) => "cors_denied",
             Deny::Csrf(_) => "csrf_failed",
@@ -233,6 +237,7 @@ impl Deny {
             Deny::ForeignAbsoluteTarget => br#"{"error":"foreign_absolute_target"}"#,
             Deny::BlockedPath => br#"{"error":"path_blocked"}"#,
             Deny::PathParameterOnBlocked => br#"{"error":"path_parameter_on_blocked"}"#,
+            Deny::LookalikeOfBlocked => br#"{"error":"path_lookalike_of_blocked"}"#,
             Deny::AdminRequired => br#"{"error":"admin_required"}"#,
             Deny::CorsDenied(d) => d.body(),
             Deny::Csrf(f) => f.body(),
@@ -271,6 +276,7 @@ mod tests {
             Deny::ForeignAbsoluteTarget,
             Deny::BlockedPath,
             Deny::PathParameterOnBlocked,
+            Deny::LookalikeOfBlocked,
             Deny::AdminRequired,
             Deny::ClientCertRequired,
             Deny::ClientCertDenied,

@@ -211,6 +211,65 @@ pub fn without_params(path: &str) -> Option<String> {
     })
 }
 
+/// What a lenient backend might take a canonical path for: fullwidth letters folded to ASCII
+/// (Unicode compatibility normalization), and in each segment trailing spaces, tabs, `~`, `.`,
+/// `#` and `?` (percent-encoded or not) and a trailing `.extension` removed (suffix matching, as
+/// some frameworks do), each form on its own. Empty when that changes nothing. Only used to
+/// refuse lookalikes of blocked paths; the request still goes upstream as sent.
+pub fn lookalikes(path: &str) -> Vec<String> {
+    let suspicious = path
+        .bytes()
+        .any(|b| matches!(b, b'%' | b'~' | b'.' | b'#' | b'?' | b' ' | b'\t') || b >= 0x80);
+    if !suspicious {
+        return Vec::new();
+    }
+    // Decode every escape: the comparison is on characters, not on their spelling.
+    let bytes = path.as_bytes();
+    let mut raw = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                raw.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        raw.push(bytes[i]);
+        i += 1;
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let folded: String = text
+        .chars()
+        .map(|c| match c as u32 {
+            // Fullwidth ASCII variants (U+FF01..U+FF5E) and the ideographic space.
+            0xFF01..=0xFF5E => char::from_u32(c as u32 - 0xFF01 + 0x21).unwrap_or(c),
+            0x3000 => ' ',
+            _ => c,
+        })
+        .collect();
+    let trim = |s: &str| {
+        s.trim_end_matches([' ', '\t', '~', '.', '#', '?', '\0'])
+            .to_string()
+    };
+    let trimmed: Vec<String> = folded.split('/').map(trim).collect();
+    // A trailing extension off each segment, but never the whole of a dot-file's name.
+    let stemmed: Vec<String> = trimmed
+        .iter()
+        .map(|seg| match seg.rfind('.').filter(|&d| d > 0) {
+            Some(dot) => trim(&seg[..dot]),
+            None => seg.clone(),
+        })
+        .collect();
+    let mut out = Vec::new();
+    for form in [trimmed.join("/"), stemmed.join("/")] {
+        if form != path && !out.contains(&form) {
+            out.push(form);
+        }
+    }
+    out
+}
+
 fn decodes_to_utf8(bytes: &[u8]) -> bool {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -324,6 +383,24 @@ mod tests {
             let _ = canonicalize(&raw);
             let _ = without_params(&raw);
         }
+    }
+
+    #[test]
+    fn lookalikes_fold_width_trailing_junk_and_extensions() {
+        let l = |p: &str| lookalikes(p);
+        assert_eq!(l("/terminal.json"), ["/terminal"]);
+        assert_eq!(l("/terminal%20"), ["/terminal"]);
+        assert_eq!(l("/terminal~"), ["/terminal"]);
+        assert_eq!(l("/terminal%23"), ["/terminal"]);
+        assert_eq!(l("/%EF%BD%94erminal"), ["/terminal"]);
+        assert_eq!(l("/ｔｅｒｍｉｎａｌ"), ["/terminal"]);
+        assert_eq!(l("/.env.local"), ["/.env"]);
+        // Both the trimmed name and its stem: a blocked name may carry an extension itself.
+        assert_eq!(l("/phpinfo.php%20"), ["/phpinfo.php", "/phpinfo"]);
+        // A dot-file keeps its name; plain paths are left alone without work.
+        assert!(l("/.env").is_empty());
+        assert!(l("/v1/models").is_empty());
+        assert!(l("/.gitignore").is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use super::model::{BlockException, Policy};
 use crate::http::deny::Deny;
-use crate::http::path::{canonicalize, without_params};
+use crate::http::path::{canonicalize, lookalikes, without_params};
 
 /// Where a request target lands.
 #[derive(Debug)]
@@ -17,14 +17,21 @@ pub enum PathVerdict<'p> {
 }
 
 impl Policy {
-    /// Canonicalizes a request path and refuses the ambiguous ones: bad encodings (400), and
-    /// `;` parameters that hide a blocked path from the prefix check (400).
+    /// Canonicalizes a request path and refuses the ambiguous ones: bad encodings (400), `;`
+    /// parameters that hide a blocked path from the prefix check (400), and lookalikes a lenient
+    /// backend may take for a blocked path (400, see `lookalikes`).
     pub fn screen_path<'a>(&self, raw: &'a str) -> Result<Cow<'a, str>, Deny> {
         let canonical = canonicalize(raw).map_err(Deny::BadPath)?;
         if let Some(stripped) = without_params(&canonical) {
             if self.blocked.find(&stripped).is_some() {
                 return Err(Deny::PathParameterOnBlocked);
             }
+        }
+        let loose = lookalikes(&canonical);
+        if loose.iter().any(|l| self.blocked.find(l).is_some())
+            && self.blocked.find(&canonical).is_none()
+        {
+            return Err(Deny::LookalikeOfBlocked);
         }
         Ok(canonical)
     }
@@ -193,6 +200,21 @@ pub fn bypass_corpus(prefix: &str, case: bool) -> Vec<String> {
         format!("https://localhost{prefix}"),
         format!("https://evil.example{prefix}"),
         format!("http://localhost:1{prefix}"),
+        // Lookalikes a lenient backend may take for the prefix.
+        format!("{prefix}.json"),
+        format!("{prefix}%20"),
+        format!("{prefix}~"),
+        format!("{prefix}%23"),
+        prefix
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    char::from_u32(c as u32 - 0x21 + 0xFF01).unwrap_or(c)
+                } else {
+                    c
+                }
+            })
+            .collect(),
     ];
     if case {
         let upper = prefix.to_ascii_uppercase();
