@@ -61,21 +61,21 @@ impl AuthBackoff {
         Some(left)
     }
 
-    /// Records a failed authentication; returns the lockout it started, if any.
-    pub fn failure(&self, ip: IpAddr, spec: &BackoffSpec, now: Instant) -> Option<Duration> {
-        let mut shard = self.shard(&ip).lock().unwrap_or_else(|p| p.into_inner());
-        if !shard.contains_key(&ip) && shard.len() >= (self.max_entries / SHARDS).max(1) {
-            // Full: forget the least recently seen client that is not locked out, if any.
+    /// The client's entry, made when missing; `None` when the shard is full of locked-out
+    /// clients (otherwise the least recently seen client not locked out makes room).
+    fn entry(
+        shard: &mut HashMap<IpAddr, Entry>,
+        ip: IpAddr,
+        cap: usize,
+        now: Instant,
+    ) -> Option<&mut Entry> {
+        if !shard.contains_key(&ip) && shard.len() >= cap {
             let victim = shard
                 .iter()
                 .filter(|(_, e)| e.locked_until.is_none_or(|u| u <= now))
                 .min_by_key(|(_, e)| e.last_seen)
-                .map(|(k, _)| *k);
-            if let Some(v) = victim {
-                shard.remove(&v);
-            } else {
-                return None;
-            }
+                .map(|(k, _)| *k)?;
+            shard.remove(&victim);
         }
         let e = shard.entry(ip).or_insert(Entry {
             failures: 0,
@@ -85,6 +85,13 @@ impl AuthBackoff {
             last_seen: now,
         });
         e.last_seen = now;
+        Some(e)
+    }
+
+    /// Records a failed authentication; returns the lockout it started, if any.
+    pub fn failure(&self, ip: IpAddr, spec: &BackoffSpec, now: Instant) -> Option<Duration> {
+        let mut shard = self.shard(&ip).lock().unwrap_or_else(|p| p.into_inner());
+        let e = Self::entry(&mut shard, ip, (self.max_entries / SHARDS).max(1), now)?;
         if now.duration_since(e.window_start) > spec.window {
             e.failures = 0;
             e.window_start = now;
@@ -109,27 +116,9 @@ impl AuthBackoff {
     /// Locks `ip` out for `lockout` (a lockout another replica started); never shortens one.
     pub fn lock_for(&self, ip: IpAddr, lockout: Duration, now: Instant) {
         let mut shard = self.shard(&ip).lock().unwrap_or_else(|p| p.into_inner());
-        if !shard.contains_key(&ip) && shard.len() >= (self.max_entries / SHARDS).max(1) {
-            let victim = shard
-                .iter()
-                .filter(|(_, e)| e.locked_until.is_none_or(|u| u <= now))
-                .min_by_key(|(_, e)| e.last_seen)
-                .map(|(k, _)| *k);
-            match victim {
-                Some(v) => {
-                    shard.remove(&v);
-                }
-                None => return,
-            }
-        }
-        let e = shard.entry(ip).or_insert(Entry {
-            failures: 0,
-            window_start: now,
-            lockouts: 0,
-            locked_until: None,
-            last_seen: now,
-        });
-        e.last_seen = now;
+        let Some(e) = Self::entry(&mut shard, ip, (self.max_entries / SHARDS).max(1), now) else {
+            return;
+        };
         let until = now + lockout;
         if e.locked_until.is_none_or(|u| u < until) {
             e.locked_until = Some(until);
