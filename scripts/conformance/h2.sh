@@ -9,43 +9,19 @@
 # PORTCULLIS_BIN names the binary (default target/debug/portcullis, built when missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROOT=$PWD
 H2_VERSION=4.4.1
 H2RS_VERSION=0.0.1
 tools="${XDG_CACHE_HOME:-$HOME/.cache}/portcullis/conformance-venv"
 want="h2==$H2_VERSION h2rs==$H2RS_VERSION"
 
-apt_install() {
-    [ "$(id -u)" = 0 ] || { echo "h2 conformance: please install: $*" >&2; exit 2; }
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "$@" >/dev/null
-}
+# shellcheck source=scripts/conformance/lib.sh
+. scripts/conformance/lib.sh
 command -v h2load >/dev/null 2>&1 || apt_install nghttp2-client
-command -v python3 >/dev/null 2>&1 || apt_install python3
-if [ "$(cat "$tools/.installed" 2>/dev/null)" != "$want" ]; then
-    rm -rf "$tools"
-    python3 -m venv "$tools" >/dev/null 2>&1 || { rm -rf "$tools"; apt_install python3-venv; python3 -m venv "$tools"; }
-    # shellcheck disable=SC2086 # $want is a list of requirement specifiers
-    "$tools/bin/python" -m pip install --quiet --disable-pip-version-check --no-input $want
-    echo "$want" >"$tools/.installed"
-fi
+ensure_venv "$tools" $want
 
-BIN="${PORTCULLIS_BIN:-$ROOT/target/debug/portcullis}"
-[ -x "$BIN" ] || cargo build --locked --bin portcullis
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-port=$(free_port)
-admin=$(free_port)
 work=$(mktemp -d)
-(cd "$work" && PORTCULLIS_HTTPS_ADDR="127.0.0.1:$port" PORTCULLIS_ADMIN_ADDR="127.0.0.1:$admin" \
-    PORTCULLIS_HTTP_ADDR=off exec "$BIN" serve >gateway.log 2>&1) &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 300); do
-    curl -sf "http://127.0.0.1:$admin/ready" >/dev/null && break
-    kill -0 "$pid" 2>/dev/null || { cat "$work/gateway.log"; exit 1; }
-    sleep 0.1
-done
+start_gateway "$work"
+port=$GATEWAY_PORT pid=$GATEWAY_PID
 status=0
 
 echo "== h2load"

@@ -6,28 +6,15 @@
 # PORTCULLIS_BIN names the binary (default target/debug/portcullis, built when missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROOT=$PWD
 SSLYZE_VERSION=6.3.1
 tools="${XDG_CACHE_HOME:-$HOME/.cache}/portcullis/sslyze-venv"
 want="sslyze==$SSLYZE_VERSION"
 
-apt_install() {
-    [ "$(id -u)" = 0 ] || { echo "tls conformance: please install: $*" >&2; exit 2; }
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "$@" >/dev/null
-}
-command -v python3 >/dev/null 2>&1 || apt_install python3
+# shellcheck source=scripts/conformance/lib.sh
+. scripts/conformance/lib.sh
 command -v openssl >/dev/null 2>&1 || apt_install openssl
-if [ "$(cat "$tools/.installed" 2>/dev/null)" != "$want" ]; then
-    rm -rf "$tools"
-    python3 -m venv "$tools" >/dev/null 2>&1 || { rm -rf "$tools"; apt_install python3-venv; python3 -m venv "$tools"; }
-    "$tools/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "$want"
-    echo "$want" >"$tools/.installed"
-fi
+ensure_venv "$tools" "$want"
 
-BIN="${PORTCULLIS_BIN:-$ROOT/target/debug/portcullis}"
-[ -x "$BIN" ] || cargo build --locked --bin portcullis
 work=$(mktemp -d)
 mkdir -p "$work/certs"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
@@ -39,18 +26,8 @@ printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critic
 openssl x509 -req -in "$work/leaf.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
     -days 90 -extfile "$work/ext" -out "$work/certs/localhost.crt" 2>/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-port=$(free_port)
-admin=$(free_port)
-(cd "$work" && PORTCULLIS_HTTPS_ADDR="127.0.0.1:$port" PORTCULLIS_ADMIN_ADDR="127.0.0.1:$admin" \
-    PORTCULLIS_HTTP_ADDR=off PORTCULLIS_CERT_DIR="$work/certs" exec "$BIN" serve >gateway.log 2>&1) &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-for _ in $(seq 300); do
-    curl -sf "http://127.0.0.1:$admin/ready" >/dev/null && break
-    kill -0 "$pid" 2>/dev/null || { cat "$work/gateway.log"; exit 1; }
-    sleep 0.1
-done
+start_gateway "$work" PORTCULLIS_CERT_DIR="$work/certs"
+port=$GATEWAY_PORT
 
 echo "== sslyze $SSLYZE_VERSION --mozilla_config intermediate"
 status=0
