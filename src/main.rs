@@ -143,14 +143,9 @@ enum TokenCommand {
     },
     /// Revoke tokens at every replica within a second, closing their WebSocket sessions: by
     /// token id, subject or key id. Needs `[shared_state]` in the policy.
-    #[command(group(clap::ArgGroup::new("what").required(true).args(["jti", "sub", "kid"])))]
     Revoke {
-        #[arg(long)]
-        jti: Option<String>,
-        #[arg(long)]
-        sub: Option<String>,
-        #[arg(long)]
-        kid: Option<String>,
+        #[command(flatten)]
+        target: RevocationTarget,
         /// How long the revocation lasts (90s, 15m, 2h, 1d); default: until unrevoked. For a
         /// `jti`, the token's remaining lifetime is enough.
         #[arg(long)]
@@ -159,14 +154,9 @@ enum TokenCommand {
         config: Option<PathBuf>,
     },
     /// Lift a revocation.
-    #[command(group(clap::ArgGroup::new("what").required(true).args(["jti", "sub", "kid"])))]
     Unrevoke {
-        #[arg(long)]
-        jti: Option<String>,
-        #[arg(long)]
-        sub: Option<String>,
-        #[arg(long)]
-        kid: Option<String>,
+        #[command(flatten)]
+        target: RevocationTarget,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -183,18 +173,27 @@ enum TokenCommand {
     },
 }
 
-/// The one of `--jti`, `--sub`, `--kid` given (clap requires exactly one).
-fn revocation_target(
+/// What a revocation names: exactly one of `--jti`, `--sub`, `--kid`.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct RevocationTarget {
+    #[arg(long)]
     jti: Option<String>,
+    #[arg(long)]
     sub: Option<String>,
+    #[arg(long)]
     kid: Option<String>,
-) -> (portcullis::auth::revoked::Kind, String) {
-    use portcullis::auth::revoked::Kind;
-    match (jti, sub, kid) {
-        (Some(v), _, _) => (Kind::Jti, v),
-        (_, Some(v), _) => (Kind::Sub, v),
-        (_, _, Some(v)) => (Kind::Kid, v),
-        _ => unreachable!("clap requires one of --jti, --sub, --kid"),
+}
+
+impl RevocationTarget {
+    fn kind_and_value(self) -> (portcullis::auth::revoked::Kind, String) {
+        use portcullis::auth::revoked::Kind;
+        match (self.jti, self.sub, self.kid) {
+            (Some(v), _, _) => (Kind::Jti, v),
+            (_, Some(v), _) => (Kind::Sub, v),
+            (_, _, Some(v)) => (Kind::Kid, v),
+            _ => unreachable!("clap requires one of --jti, --sub, --kid"),
+        }
     }
 }
 
@@ -255,9 +254,7 @@ fn main() -> ExitCode {
                 }
             }
             TokenCommand::Revoke {
-                jti,
-                sub,
-                kid,
+                target,
                 ttl,
                 config,
             } => {
@@ -265,23 +262,18 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                let (kind, value) = revocation_target(jti, sub, kid);
+                let (kind, value) = target.kind_and_value();
                 report(
                     portcullis::cli::revoke(&config, kind, &value, ttl.as_deref())
                         .map(|o| (o, true)),
                 )
             }
-            TokenCommand::Unrevoke {
-                jti,
-                sub,
-                kid,
-                config,
-            } => {
+            TokenCommand::Unrevoke { target, config } => {
                 let config = match load(config.as_deref()) {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                let (kind, value) = revocation_target(jti, sub, kid);
+                let (kind, value) = target.kind_and_value();
                 report(portcullis::cli::unrevoke(&config, kind, &value).map(|o| (o, true)))
             }
             TokenCommand::Revocations { config } => {
