@@ -240,7 +240,8 @@ impl FrameMeter {
         };
         self.have = 0;
         // Clients must mask; no extensions are negotiated through us, so RSV bits must be clear.
-        if !masked || rsv != 0 {
+        // A 64-bit length must have its top bit clear (RFC 6455 §5.2).
+        if !masked || rsv != 0 || len >> 63 != 0 {
             return Err(Close::Protocol);
         }
         // The payload is skipped whatever the budgets say, to stay in step with the frames.
@@ -265,8 +266,9 @@ impl FrameMeter {
                 if continuation != self.in_message {
                     return Err(Close::Protocol);
                 }
+                // Saturating: a huge continuation must not wrap the total back under the limit.
                 self.message_bytes = if continuation {
-                    self.message_bytes + len
+                    self.message_bytes.saturating_add(len)
                 } else {
                     len
                 };
@@ -415,5 +417,26 @@ mod tests {
         );
         let f = Close::TokenExpired.frame();
         assert_eq!(&f[..4], &[0x88, 15, 0x0f, 0xa1]);
+    }
+
+    /// Found by the cargo-fuzz target `ws_frames`: a continuation whose 64-bit length wrapped the
+    /// message total back under the limit, after which the meter took every later byte for
+    /// payload and metered nothing.
+    #[test]
+    fn a_huge_continuation_length_cannot_wrap_the_message_size() {
+        let now = Instant::now();
+        let start = frame(false, 2, &[0u8; 100]);
+        for len in [u64::MAX - 50, (1u64 << 63) - 50] {
+            let mut cont = vec![0x80u8, 0x80 | 127];
+            cont.extend_from_slice(&len.to_be_bytes());
+            cont.extend_from_slice(&[1, 2, 3, 4]);
+            let mut m = FrameMeter::new(budget(), now);
+            assert_eq!(m.feed(&start, now), Ok(()));
+            let verdict = m.feed(&cont, now);
+            assert!(
+                matches!(verdict, Err(Close::Protocol | Close::TooBig)),
+                "{len}: {verdict:?}"
+            );
+        }
     }
 }
