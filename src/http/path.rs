@@ -57,6 +57,24 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// The byte at `at` as the rewrite will leave it, and how many input bytes it takes: an escaped
+/// unreserved character decodes to itself, anything else stays as it is.
+fn decoded_at(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
+    let b = *bytes.get(at)?;
+    if b == b'%' {
+        if let (Some(h), Some(l)) = (
+            bytes.get(at + 1).and_then(|b| hex(*b)),
+            bytes.get(at + 2).and_then(|b| hex(*b)),
+        ) {
+            let v = h << 4 | l;
+            if is_unreserved_safe(v) {
+                return Some((v, 3));
+            }
+        }
+    }
+    Some((b, 1))
+}
+
 fn is_unreserved_safe(b: u8) -> bool {
     // Unreserved characters other than '.', which is refused when encoded.
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~')
@@ -95,8 +113,14 @@ pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     b'.' => return Err(PathError::EncodedDot),
                     b'%' => {
-                        let next_is_hex = bytes.get(i + 3).and_then(|b| hex(*b)).is_some()
-                            && bytes.get(i + 4).and_then(|b| hex(*b)).is_some();
+                        // Judged on what follows *after* decoding: `%25%65%32` becomes
+                        // `%25e2` just as `%25e2` does.
+                        let next_is_hex = match decoded_at(bytes, i + 3) {
+                            Some((a, n)) if hex(a).is_some() => {
+                                decoded_at(bytes, i + 3 + n).is_some_and(|(b, _)| hex(b).is_some())
+                            }
+                            _ => false,
+                        };
                         if next_is_hex {
                             return Err(PathError::DoubleEncoding);
                         }
@@ -329,6 +353,14 @@ mod tests {
         assert_eq!(canonicalize("/a%5Cb"), Err(PathError::EncodedSeparator));
         assert_eq!(canonicalize("/%2e%2e/terminal"), Err(PathError::EncodedDot));
         assert_eq!(canonicalize("/%252e"), Err(PathError::DoubleEncoding));
+        // Found by the cargo-fuzz target `path`: the hex digits after `%25` arrive escaped, and
+        // decoding them made a double encoding the first pass had not seen.
+        assert_eq!(canonicalize("/%25%652e/x"), Err(PathError::DoubleEncoding));
+        assert_eq!(
+            canonicalize("/%41%25e%43%64"),
+            Err(PathError::DoubleEncoding)
+        );
+        assert_eq!(canonicalize("/%25%65x").as_deref(), Ok("/%25ex"));
         assert_eq!(canonicalize("/a%00"), Err(PathError::ControlByte));
         assert_eq!(canonicalize("/a\\b"), Err(PathError::Backslash));
         assert_eq!(canonicalize("/a%zz"), Err(PathError::BadPercent));
