@@ -110,6 +110,51 @@ async fn a_garbage_certificate_is_refused_and_the_old_one_kept() {
     assert_eq!(r.status(), 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_half_of_a_pair_keeps_the_old_pair_serving() {
+    let g = Gateway::start(opts()).await;
+    let before = served_cert(&g, "beta.test").await;
+    let key = std::fs::read(g.cert_dir().join("beta.key")).unwrap();
+    // The key goes missing (a swap half done, a mistaken delete).
+    let errs = reload_errors(&g).await;
+    std::fs::remove_file(g.cert_dir().join("beta.key")).unwrap();
+    eventually(Duration::from_secs(3), "missing key counted", || async {
+        (reload_errors(&g).await > errs).then_some(())
+    })
+    .await;
+    assert_eq!(served_cert(&g, "beta.test").await, before);
+    assert!(g.log().contains("beta.key is missing"), "{}", g.log());
+    // Then the certificate instead.
+    std::fs::write(g.cert_dir().join("beta.key"), &key).unwrap();
+    let errs = reload_errors(&g).await;
+    std::fs::remove_file(g.cert_dir().join("beta.crt")).unwrap();
+    eventually(
+        Duration::from_secs(3),
+        "missing certificate counted",
+        || async { (reload_errors(&g).await > errs).then_some(()) },
+    )
+    .await;
+    assert_eq!(served_cert(&g, "beta.test").await, before);
+    assert!(
+        g.log().contains("its certificate") && g.log().contains("beta.crt is missing"),
+        "{}",
+        g.log()
+    );
+    // Both gone is a deliberate removal: the name falls back to the default certificate, which
+    // does not cover it.
+    std::fs::remove_file(g.cert_dir().join("beta.key")).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(g.tls_client_config());
+    eventually(Duration::from_secs(3), "pair removed", || async {
+        let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+        let name = "beta.test".try_into().unwrap();
+        let e = connector.connect(name, tcp).await.err()?;
+        e.to_string().contains("not valid for name").then_some(())
+    })
+    .await;
+    let r = g.client(false).get(g.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 async fn reload_errors(g: &Gateway) -> u64 {
     g.metrics()
         .await

@@ -31,6 +31,10 @@ pub enum CertError {
     BadKey { path: String, message: String },
     #[error("{cert}: the private key {key} does not belong to this certificate")]
     KeyMismatch { cert: String, key: String },
+    #[error("{cert}: its private key {key} is missing")]
+    MissingKey { cert: String, key: String },
+    #[error("{key}: its certificate {cert} is missing")]
+    MissingCert { key: String, cert: String },
     #[error("{0}: cannot read the certificate folder: {1}")]
     Folder(String, std::io::Error),
 }
@@ -178,6 +182,40 @@ pub fn find_pairs(dir: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>, CertErr
     Ok(pairs)
 }
 
+/// Half pairs in a folder, by name: a `name.crt` without `name.key`, or a `name.key` without
+/// `name.crt`/`name.pem` (a lone `.pem` may be a chain or a CA and is left alone). Usually a
+/// swap in progress or a file deleted by mistake; the name keeps its previous pair.
+pub fn find_orphans(dir: &Path) -> Vec<(String, CertError)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in rd.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        let Some(fname) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if fname.starts_with('.') {
+            continue;
+        }
+        if let Some(stem) = fname.strip_suffix(".crt") {
+            let key = dir.join(format!("{stem}.key"));
+            if !key.exists() {
+                let (cert, key) = (path.display().to_string(), key.display().to_string());
+                out.push((stem.to_string(), CertError::MissingKey { cert, key }));
+            }
+        } else if let Some(stem) = fname.strip_suffix(".key") {
+            let crt = dir.join(format!("{stem}.crt"));
+            if !crt.exists() && !dir.join(format!("{stem}.pem")).exists() {
+                let (key, cert) = (path.display().to_string(), crt.display().to_string());
+                out.push((stem.to_string(), CertError::MissingCert { key, cert }));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// Loads and checks one pair.
 pub fn load_pair(name: &str, cert_path: &Path, key_path: &Path) -> Result<CertEntry, CertError> {
     let cp = cert_path.display().to_string();
@@ -288,7 +326,8 @@ impl CertStore {
         self.current.load_full()
     }
 
-    /// Re-reads the folder. Broken pairs keep their previous version; removed pairs go.
+    /// Re-reads the folder. Broken or half pairs keep their previous version; pairs removed whole
+    /// go.
     pub fn load(&self) -> LoadReport {
         let _g = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.current.load_full();
@@ -320,6 +359,13 @@ impl CertStore {
                     report.errors.push(err);
                 }
             }
+        }
+        for (name, err) in find_orphans(&self.dir) {
+            if let Some(prev) = previous.entries.iter().find(|p| p.name == name) {
+                entries.push(prev.clone());
+                report.kept_previous.push(name);
+            }
+            report.errors.push(err);
         }
         let set = CertSet::build(entries, self.default_name.as_deref());
         self.current.store(Arc::new(set));
