@@ -155,8 +155,8 @@ impl Worker {
         }
         let dir = self.storage_root().join(bucket);
         if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-            tracing::error!(error = %e, "storage: cannot create bucket folder");
-            return error(500, "storage_unavailable");
+            tracing::error!(error = %e, bucket, "storage: cannot create bucket folder");
+            return io_error(&e);
         }
         let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
         let result = write_atomically(&tmp, &dir.join(key), req.into_body(), limit).await;
@@ -168,8 +168,8 @@ impl Worker {
             Err(WriteError::TooLarge) => error(413, "object_too_large"),
             Err(WriteError::Body) => error(400, "incomplete_body"),
             Err(WriteError::Io(e)) => {
-                tracing::error!(error = %e, "storage: write failed");
-                error(500, "storage_unavailable")
+                tracing::error!(error = %e, bucket, key, "storage: write failed; nothing was stored");
+                io_error(&e)
             }
         }
     }
@@ -205,6 +205,16 @@ impl Worker {
                 error(500, "storage_unavailable")
             }
         }
+    }
+}
+
+/// A full disk or an exhausted quota is the client's to hear about (`507`, so it can retry
+/// later); anything else is ours (`500`).
+fn io_error(e: &std::io::Error) -> Response<Body> {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => error(507, "storage_full"),
+        _ => error(500, "storage_unavailable"),
     }
 }
 
