@@ -28,7 +28,9 @@ async fn main() {
                         break;
                     }
                 } else if m.is_close() {
-                    break;
+                    // tungstenite has queued the close reply; flushing sends it, and the
+                    // stream then ends once the handshake is complete.
+                    let _ = tx.flush().await;
                 }
             }
         });
