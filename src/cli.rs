@@ -452,6 +452,57 @@ pub fn policy_test(
         .map_err(|e| format!("{}: {e}", requests.display()))
 }
 
+/// `portcullis acme status`: one line per name from the storage folder.
+pub fn acme_status(config: &Config) -> Result<String, String> {
+    use crate::tls::acme;
+    let a = config
+        .acme
+        .as_ref()
+        .ok_or("no [tls.acme] section in the configuration")?;
+    let fmt = |t: Option<i64>| {
+        t.map(|t| crate::observability::format_unix(t.max(0) as u64))
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<32} {:<22} {:<22} LAST ERROR",
+        "NAME", "EXPIRES", "NEXT RENEWAL"
+    );
+    for name in &a.names {
+        let status = acme::read_status(&a.storage, name);
+        let expires = acme::read_stored(&a.storage, name).map(|(_, _, na)| na);
+        let error = match (&status.last_error, status.last_error_at) {
+            (Some(e), Some(at)) => format!(
+                "{} ({} failure(s), last {})",
+                e,
+                status.failures,
+                crate::observability::format_unix(at.max(0) as u64)
+            ),
+            (Some(e), None) => e.clone(),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{name:<32} {:<22} {:<22} {error}",
+            if expires.is_some() {
+                fmt(expires)
+            } else {
+                "none stored".into()
+            },
+            fmt(status.next_renewal)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "directory {} · challenge {} · storage {}",
+        a.directory,
+        a.challenge.as_str(),
+        a.storage.display()
+    );
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -60,6 +60,7 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub in_flight: Arc<AtomicUsize>,
     pub shared: Arc<shared::SharedStore>,
+    pub acme: Option<Arc<tls::acme::Acme>>,
 }
 
 /// Why the gateway could not start. Each carries every line an operator needs to fix it.
@@ -109,6 +110,12 @@ pub fn ensure_dev_certs(config: &Config) -> Result<Option<std::path::PathBuf>, S
         .map(|p| !p.is_empty())
         .unwrap_or(false);
     if has_pairs {
+        return Ok(None);
+    }
+    if config.acme.is_some() {
+        // ACME fills an empty folder's place; the folder must exist to be watched.
+        std::fs::create_dir_all(&config.cert_dir)
+            .map_err(|e| StartError::Other(format!("{}: {e}", config.cert_dir.display())))?;
         return Ok(None);
     }
     if config.mode != Mode::Development {
@@ -215,7 +222,14 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let certs = CertStore::open(config.cert_dir.clone(), config.default_cert.clone())
         .map_err(StartError::Certs)?;
 
-    if certs.snapshot().entries.is_empty() {
+    let acme = config
+        .acme
+        .clone()
+        .map(|a| tls::acme::Acme::new(a, certs.clone()));
+    if let Some(a) = &acme {
+        a.load_stored();
+    }
+    if certs.snapshot().entries.is_empty() && acme.is_none() {
         return Err(StartError::Other(format!(
             "{}: no certificate pairs to serve",
             config.cert_dir.display()
@@ -306,6 +320,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         ready: AtomicBool::new(false),
         in_flight: in_flight.clone(),
         shared: shared_store.clone(),
+        acme: acme.clone(),
     });
 
     // OCSP staples before the first handshake where possible: cached ones, then one quick fetch.
@@ -342,10 +357,14 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         ));
         if let Some(l) = http_l {
             let https = config.https_addr;
+            let challenges = acme.as_ref().map(|a| a.challenges.clone());
             aux.spawn(backends::serve_http(
                 to_tokio(l)?,
-                Arc::new(move |req| admin::redirect(https, req)),
+                Arc::new(move |req| admin::redirect(https, challenges.clone(), req)),
             ));
+        }
+        if let Some(a) = &acme {
+            a.spawn();
         }
         let (p, c) = (policy.clone(), certs.clone());
         aux.spawn(async move {
@@ -533,10 +552,19 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     tls.enable_h2();
     service
         .endpoints()
-        .set_pre_tls_callback(Arc::new(limits::connections::ConnectionCaps {
-            policy: policy.clone(),
-            counts: connections,
-            deadline: header_deadline.clone(),
+        .set_pre_tls_callback(Arc::new(tls::acme::PreTls {
+            caps: limits::connections::ConnectionCaps {
+                policy: policy.clone(),
+                counts: connections,
+                deadline: header_deadline.clone(),
+            },
+            acme: match (&acme, config.acme.as_ref().map(|a| a.challenge)) {
+                (Some(a), Some(config::AcmeChallenge::TlsAlpn01)) => Some(
+                    tls::acme::AlpnChallenges::new(a.challenges.clone())
+                        .map_err(StartError::Other)?,
+                ),
+                _ => None,
+            },
         }));
     // The read buffer below TLS: Pingora's 64 KiB default dominates memory per idle connection;
     // rustls reads whole records (≤ 16 KiB) through it, so 16 KiB costs little throughput.

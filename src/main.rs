@@ -63,6 +63,21 @@ enum Command {
         #[command(subcommand)]
         command: UrlCommand,
     },
+    /// Automatic certificates (`[tls.acme]`).
+    Acme {
+        #[command(subcommand)]
+        command: AcmeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AcmeCommand {
+    /// Each name with its certificate's expiry, the next renewal and the last error, read from
+    /// the storage folder (the gateway need not run).
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -342,6 +357,24 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             report(portcullis::cli::selftest_paths(&config))
+        }
+        Command::Acme {
+            command: AcmeCommand::Status { config },
+        } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match portcullis::cli::acme_status(&config) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Url {
             command:

@@ -157,6 +157,25 @@ fn render_metrics(shared: &Shared) -> String {
             .map(|(e, n)| (format!("event=\"{e}\""), n))
             .collect::<Vec<_>>(),
     );
+    if let Some(a) = &shared.acme {
+        family(
+            o,
+            "portcullis_acme_orders_total",
+            "counter",
+            "ACME certificate orders, by result (issued, failed).",
+            &[
+                ("result=\"issued\"".to_string(), load(&a.stats.issued)),
+                ("result=\"failed\"".to_string(), load(&a.stats.failed)),
+            ],
+        );
+        family(
+            o,
+            "portcullis_acme_certificates_loaded_total",
+            "counter",
+            "ACME certificates served from storage at start, without a new order.",
+            &[(String::new(), load(&a.stats.loaded_from_storage))],
+        );
+    }
     let p = &shared.policy;
     family(
         o,
@@ -380,8 +399,32 @@ fn redirect_host(host: Option<&str>) -> Option<&str> {
     ok.then_some(name)
 }
 
-/// The plain-HTTP listener: every request gets a 308 to the same path on HTTPS.
-pub async fn redirect(https: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+/// The plain-HTTP listener: ACME `http-01` challenge answers while an order is open; every
+/// other request gets a 308 to the same path on HTTPS.
+pub async fn redirect(
+    https: SocketAddr,
+    challenges: Option<Arc<crate::tls::acme::Challenges>>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if let (Some(c), Some(token)) = (
+        challenges,
+        req.uri()
+            .path()
+            .strip_prefix("/.well-known/acme-challenge/"),
+    ) {
+        return match c.http01(token) {
+            Some(key_authorization) => Response::builder()
+                .status(200)
+                .header("content-type", "application/octet-stream")
+                .body(full(key_authorization.into_bytes()))
+                .expect("valid response"),
+            None => Response::builder()
+                .status(404)
+                .header("content-type", "application/json")
+                .body(full(&br#"{"error":"not_found"}"#[..]))
+                .expect("valid response"),
+        };
+    }
     let fallback = if https.ip().is_unspecified() {
         "localhost".to_string()
     } else {

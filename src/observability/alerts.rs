@@ -1,5 +1,6 @@
 //! Security events and alerting. Components `emit` events (authentication failures, lockouts,
-//! blocked-path hits, CSRF refusals, WebSocket budget closes, revoked staples, refused reloads),
+//! blocked-path hits, CSRF refusals, WebSocket budget closes, revoked staples, refused reloads,
+//! failed certificate issuance or renewal),
 //! which they also log (the refusals on the access log, the others on `portcullis::security`);
 //! the hub counts each and offers it to the alert engine
 //! through a bounded queue — `emit` never waits, and a full queue drops (and counts) the event.
@@ -28,10 +29,11 @@ pub enum EventKind {
     BudgetClose,
     RevokedStaple,
     ReloadFailure,
+    CertificateFailure,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::AuthFailure,
         EventKind::Lockout,
         EventKind::BlockedPath,
@@ -39,6 +41,7 @@ impl EventKind {
         EventKind::BudgetClose,
         EventKind::RevokedStaple,
         EventKind::ReloadFailure,
+        EventKind::CertificateFailure,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,6 +52,7 @@ impl EventKind {
             EventKind::BudgetClose => "budget_close",
             EventKind::RevokedStaple => "revoked_staple",
             EventKind::ReloadFailure => "reload_failure",
+            EventKind::CertificateFailure => "certificate_failure",
         }
     }
     pub fn parse(s: &str) -> Option<EventKind> {
@@ -80,7 +84,7 @@ struct Event {
 /// The event hub, shared by every component.
 pub struct SecurityEvents {
     tx: mpsc::Sender<Event>,
-    counts: [AtomicU64; 7],
+    counts: [AtomicU64; 8],
     pub dropped: AtomicU64,
     pub alerts_sent: AtomicU64,
     pub alerts_failed: AtomicU64,

@@ -1,8 +1,10 @@
 //! TLS termination: the certificate store and SNI resolver (hot: the folder is watched),
 //! development certificate generation, client-certificate verification (mTLS), handshake
 //! telemetry, and OCSP request building and response verification (`ocsp`) under the stapler
-//! (`stapler`). Must not make routing or authentication decisions.
+//! (`stapler`), and automatic certificates over ACME (`acme`). Must not make routing or
+//! authentication decisions.
 
+pub mod acme;
 pub mod client_auth;
 pub mod dev;
 pub mod ocsp;

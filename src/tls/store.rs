@@ -56,6 +56,11 @@ pub struct CertEntry {
 }
 
 impl CertEntry {
+    /// Identifies the files' contents: equal fingerprints, same certificate and key.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
     /// What a handshake for this certificate presents: stapled when a staple is held.
     pub fn served(&self) -> Arc<CertifiedKey> {
         match self.stapled.load_full() {
@@ -143,6 +148,8 @@ pub struct CertStore {
     default_name: Option<String>,
     current: ArcSwap<CertSet>,
     reload_lock: Mutex<()>,
+    /// Certificates obtained over ACME, served after the folder's (see `tls::acme`).
+    acme: Mutex<Vec<Arc<CertEntry>>>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
 }
@@ -308,6 +315,7 @@ impl CertStore {
             default_name,
             current: ArcSwap::from_pointee(CertSet::default()),
             reload_lock: Mutex::new(()),
+            acme: Mutex::new(Vec::new()),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
         };
@@ -367,6 +375,13 @@ impl CertStore {
             }
             report.errors.push(err);
         }
+        entries.extend(
+            self.acme
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
         let set = CertSet::build(entries, self.default_name.as_deref());
         self.current.store(Arc::new(set));
         if report.errors.is_empty() {
@@ -375,6 +390,33 @@ impl CertStore {
             self.reloads_failed.fetch_add(1, Ordering::Relaxed);
         }
         report
+    }
+
+    /// Serves `entry` for its names (unless a folder certificate covers them), replacing the
+    /// previous ACME certificate of the same name. Handshakes in progress keep what they had.
+    pub fn set_acme(&self, entry: Arc<CertEntry>) {
+        let _g = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut acme = self.acme.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.current.load_full();
+        let mut entries: Vec<Arc<CertEntry>> = current
+            .entries
+            .iter()
+            .filter(|e| !acme.iter().any(|a| Arc::ptr_eq(a, e)))
+            .cloned()
+            .collect();
+        acme.retain(|a| a.name != entry.name);
+        acme.push(entry);
+        entries.extend(acme.iter().cloned());
+        self.current.store(Arc::new(CertSet::build(
+            entries,
+            self.default_name.as_deref(),
+        )));
+    }
+
+    /// The fingerprint of the ACME certificate served for `name`.
+    pub fn acme_fingerprint(&self, name: &str) -> Option<u64> {
+        let acme = self.acme.lock().unwrap_or_else(|p| p.into_inner());
+        acme.iter().find(|a| a.name == name).map(|a| a.fingerprint)
     }
 
     /// Reloads and logs the outcome (used by the watcher and SIGHUP).

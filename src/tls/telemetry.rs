@@ -149,6 +149,13 @@ pub fn sni_of(peer: &SocketAddr) -> Option<Box<str>> {
 /// Reads the first TLS record (the ClientHello) and puts it back for rustls. Returns its SNI.
 /// A client that sends nothing is left to the header deadline, which shuts the socket.
 pub async fn peek_sni(stream: &mut L4Stream) -> Option<String> {
+    let (buf, len) = peek_first_record(stream).await;
+    len.and_then(|len| sni_from_record(&buf[..len]))
+}
+
+/// The bytes read while looking for the first TLS record, and that record's length when they
+/// hold one; everything read is put back, so the next reader sees the stream untouched.
+pub async fn peek_first_record(stream: &mut L4Stream) -> (Vec<u8>, Option<usize>) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     let want = loop {
@@ -167,7 +174,7 @@ pub async fn peek_sni(stream: &mut L4Stream) -> Option<String> {
         }
     };
     stream.rewind(&buf);
-    want.and_then(|len| sni_from_record(&buf[..len]))
+    (buf, want)
 }
 
 /// The server_name of a ClientHello record, if it carries one.

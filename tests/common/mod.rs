@@ -5,6 +5,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod auth;
+pub mod pebble;
 pub mod redis;
 pub mod upstream;
 pub mod ws;
@@ -129,6 +130,11 @@ pub struct Options {
     pub extra_certs: Vec<(String, Vec<String>)>,
     pub env: Vec<(String, String)>,
     pub http_listener: bool,
+    /// Fixed listener ports (default: free ones), for servers that must know them first.
+    pub https_port: Option<u16>,
+    pub http_port: Option<u16>,
+    /// Appended to `portcullis.toml` (e.g. a `[tls.acme]` section).
+    pub config_extra: String,
 }
 
 impl Default for Options {
@@ -140,6 +146,9 @@ impl Default for Options {
             extra_certs: Vec::new(),
             env: Vec::new(),
             http_listener: true,
+            https_port: None,
+            http_port: None,
+            config_extra: String::new(),
         }
     }
 }
@@ -228,7 +237,9 @@ impl Gateway {
             let (c, k) = ca.leaf(&names);
             write_pair(&root.join("certs"), name, &c, &k);
         }
-        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let https: SocketAddr = format!("127.0.0.1:{}", opts.https_port.unwrap_or_else(free_port))
+            .parse()
+            .unwrap();
         // An admin address given in the environment (e.g. 0.0.0.0:PORT) is reached on loopback.
         let admin_port = opts
             .env
@@ -238,16 +249,18 @@ impl Gateway {
             .map(|a| a.port())
             .unwrap_or_else(free_port);
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        let http: Option<SocketAddr> = opts
-            .http_listener
-            .then(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        let http: Option<SocketAddr> = opts.http_listener.then(|| {
+            format!("127.0.0.1:{}", opts.http_port.unwrap_or_else(free_port))
+                .parse()
+                .unwrap()
+        });
         let config = format!(
             "mode = \"development\"\nthreads = 2\n\n[listeners]\nhttps = \"{https}\"\nhttp = \"{}\"\nadmin = \"{admin}\"\n\n[tls]\ncert_dir = \"certs\"\ndefault_cert = \"localhost\"\n\n[shutdown]\ngrace_seconds = {}\nunready_seconds = {}\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n",
             http.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             opts.grace_seconds,
             opts.unready_seconds,
         );
-        std::fs::write(root.join("portcullis.toml"), config).unwrap();
+        std::fs::write(root.join("portcullis.toml"), config + &opts.config_extra).unwrap();
         let log = std::fs::File::create(root.join("gateway.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
         cmd.arg("serve")

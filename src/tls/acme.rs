@@ -1,0 +1,879 @@
+//! Automatic certificates over ACME (RFC 8555), configured by `[tls.acme]`.
+//!
+//! One task per name keeps a certificate: it serves the stored one if it is still valid, orders
+//! a new one when none is stored or the renewal time has come (by default when a third of the
+//! lifetime is left), answers the server's `http-01` challenge on the plain-HTTP listener or its
+//! `tls-alpn-01` challenge on the HTTPS listener, and swaps the new certificate into the SNI
+//! resolver. The old certificate serves until then. Failures back off exponentially with
+//! jitter, and are logged, counted and raised as `certificate_failure` security events.
+//!
+//! Storage (`<data_dir>/acme` by default), every file written atomically and mode 0600:
+//! - `account-<directory hash>.json`: the account key, one per directory URL;
+//! - `certs/<name>.pem`: chain and key in one file, so a reader never sees a mismatched pair;
+//! - `state/<name>.json`: expiry, next renewal and the last error, for `portcullis acme status`;
+//! - `locks/<name>.lock`: held while ordering, so replicas sharing the folder never order the
+//!   same name at once (a lock older than ten minutes is taken to be left by a crash).
+//!
+//! Certificates from the certificate folder take precedence for the names they cover.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, ChallengeType, HttpClient,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+};
+use pingora::listeners::PreTlsProcess;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::config::{AcmeChallenge, AcmeConfig};
+use crate::observability::alerts::{self, EventKind};
+use crate::tls::store::{load_pair, CertEntry, CertStore};
+
+/// The ALPN protocol of `tls-alpn-01` (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Challenge answers the ACME server is about to fetch.
+#[derive(Default)]
+pub struct Challenges {
+    /// `http-01`: token → key authorization.
+    http01: Mutex<HashMap<String, String>>,
+    /// `tls-alpn-01`: name → self-signed certificate carrying the key authorization digest.
+    alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    alpn_pending: AtomicUsize,
+}
+
+impl std::fmt::Debug for Challenges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Challenges").finish_non_exhaustive()
+    }
+}
+
+impl Challenges {
+    /// The key authorization for an `http-01` token, while its order is open.
+    pub fn http01(&self, token: &str) -> Option<String> {
+        lock(&self.http01).get(token).cloned()
+    }
+
+    /// Whether any `tls-alpn-01` challenge is open: only then does the HTTPS listener look at
+    /// ClientHellos before Pingora's handshake.
+    pub fn alpn_pending(&self) -> bool {
+        self.alpn_pending.load(Ordering::Relaxed) > 0
+    }
+
+    fn alpn_cert(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        lock(&self.alpn).get(name).cloned()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes an order's challenge answers when the order ends, however it ends.
+struct Published<'a> {
+    challenges: &'a Challenges,
+    tokens: Vec<String>,
+    names: Vec<String>,
+}
+
+impl Published<'_> {
+    fn http01(&mut self, token: String, key_authorization: String) {
+        lock(&self.challenges.http01).insert(token.clone(), key_authorization);
+        self.tokens.push(token);
+    }
+
+    fn alpn(&mut self, name: String, cert: Arc<CertifiedKey>) {
+        lock(&self.challenges.alpn).insert(name.clone(), cert);
+        self.challenges.alpn_pending.fetch_add(1, Ordering::Relaxed);
+        self.names.push(name);
+    }
+}
+
+impl Drop for Published<'_> {
+    fn drop(&mut self) {
+        let mut h = lock(&self.challenges.http01);
+        for t in &self.tokens {
+            h.remove(t);
+        }
+        drop(h);
+        let mut a = lock(&self.challenges.alpn);
+        for n in &self.names {
+            a.remove(n);
+            self.challenges.alpn_pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What `portcullis acme status` shows for a name; kept in `state/<name>.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NameStatus {
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+    pub next_renewal: Option<i64>,
+    pub last_issued: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+}
+
+/// Counters for the metrics page.
+#[derive(Debug, Default)]
+pub struct AcmeStats {
+    pub issued: AtomicU64,
+    pub failed: AtomicU64,
+    pub loaded_from_storage: AtomicU64,
+}
+
+/// The certificate manager.
+pub struct Acme {
+    cfg: AcmeConfig,
+    store: Arc<CertStore>,
+    pub challenges: Arc<Challenges>,
+    pub stats: AcmeStats,
+    status: Mutex<BTreeMap<String, NameStatus>>,
+    account: tokio::sync::Mutex<Option<Account>>,
+}
+
+impl std::fmt::Debug for Acme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acme")
+            .field("names", &self.cfg.names)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> i64 {
+    crate::auth::now_unix() as i64
+}
+
+/// Writes `bytes` to `path` through a temp file, fsync and rename, mode 0600.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Held while a name is being ordered; removes its lock file when dropped.
+struct NameLock(PathBuf);
+
+impl Drop for NameLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+const STALE_LOCK: Duration = Duration::from_secs(600);
+
+fn try_lock(storage: &Path, name: &str) -> std::io::Result<Option<NameLock>> {
+    let path = storage.join("locks").join(format!("{name}.lock"));
+    std::fs::create_dir_all(path.parent().unwrap_or(storage))?;
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                let _ = writeln!(f, "pid {} at {}", std::process::id(), now());
+                return Ok(Some(NameLock(path)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let age = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|a| a > STALE_LOCK) {
+                    tracing::warn!(target: "portcullis::tls", name, "ACME: removing a stale order lock");
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// `(not_before, not_after)` of a chain's leaf.
+fn validity(entry: &CertEntry) -> Option<(i64, i64)> {
+    let leaf = entry.key.cert.first()?;
+    let (_, c) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    Some((
+        c.validity().not_before.timestamp(),
+        c.validity().not_after.timestamp(),
+    ))
+}
+
+/// The certificate and state files of a storage folder.
+pub fn cert_path(storage: &Path, name: &str) -> PathBuf {
+    storage.join("certs").join(format!("{name}.pem"))
+}
+
+fn state_path(storage: &Path, name: &str) -> PathBuf {
+    storage.join("state").join(format!("{name}.json"))
+}
+
+/// Reads a name's stored state (default when none).
+pub fn read_status(storage: &Path, name: &str) -> NameStatus {
+    std::fs::read(state_path(storage, name))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// A stored certificate with its validity, if it loads.
+pub fn read_stored(storage: &Path, name: &str) -> Option<(CertEntry, i64, i64)> {
+    let path = cert_path(storage, name);
+    if !path.exists() {
+        return None;
+    }
+    match load_pair(name, &path, &path) {
+        Ok(e) => {
+            let (nb, na) = validity(&e)?;
+            Some((e, nb, na))
+        }
+        Err(e) => {
+            tracing::warn!(target: "portcullis::tls", name, error = %e, "ACME: the stored certificate does not load; ordering a new one");
+            None
+        }
+    }
+}
+
+/// An HTTP client for the directory that trusts the system's roots and `ca_file`.
+fn http_client(ca_file: Option<&Path>) -> Result<Box<dyn HttpClient>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    if let Some(p) = ca_file {
+        let certs = CertificateDer::pem_file_iter(p)
+            .map_err(|e| format!("tls.acme.ca_file {}: {e}", p.display()))?;
+        for c in certs {
+            let c = c.map_err(|e| format!("tls.acme.ca_file {}: {e}", p.display()))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("tls.acme.ca_file {}: {e}", p.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(
+            "no trusted roots for the ACME directory (system roots empty, no tls.acme.ca_file)"
+                .into(),
+        );
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    Ok(Box::new(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build::<_, BodyWrapper<Bytes>>(https),
+    ))
+}
+
+/// The self-signed certificate that answers a `tls-alpn-01` challenge (RFC 8737 §3).
+fn alpn_challenge_cert(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| e.to_string())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signer = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| e.to_string())?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
+}
+
+impl Acme {
+    pub fn new(cfg: AcmeConfig, store: Arc<CertStore>) -> Arc<Acme> {
+        let status = cfg
+            .names
+            .iter()
+            .map(|n| (n.clone(), read_status(&cfg.storage, n)))
+            .collect();
+        Arc::new(Acme {
+            cfg,
+            store,
+            challenges: Arc::new(Challenges::default()),
+            stats: AcmeStats::default(),
+            status: Mutex::new(status),
+            account: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Serves the stored certificates that are still valid, before the listeners open.
+    pub fn load_stored(&self) {
+        for name in &self.cfg.names {
+            if let Some((entry, nb, na)) = read_stored(&self.cfg.storage, name) {
+                if na > now() {
+                    self.install(entry, nb, na);
+                    self.stats
+                        .loaded_from_storage
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(target: "portcullis::tls", name, not_after = na, "ACME: serving the stored certificate");
+                }
+            }
+        }
+    }
+
+    pub fn status(&self) -> BTreeMap<String, NameStatus> {
+        lock(&self.status).clone()
+    }
+
+    fn install(&self, entry: CertEntry, not_before: i64, not_after: i64) {
+        let name = entry.name.clone();
+        self.store.set_acme(Arc::new(entry));
+        self.update(&name, |s| {
+            s.not_before = Some(not_before);
+            s.not_after = Some(not_after);
+        });
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut NameStatus)) {
+        let snapshot = {
+            let mut all = lock(&self.status);
+            let s = all.entry(name.to_string()).or_default();
+            f(s);
+            s.clone()
+        };
+        let json = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
+        if let Err(e) = write_private(&state_path(&self.cfg.storage, name), &json) {
+            tracing::warn!(target: "portcullis::tls", name, error = %e, "ACME: cannot save state");
+        }
+    }
+
+    /// When a certificate valid over `[not_before, not_after]` is due for renewal.
+    pub fn renewal_at(&self, not_before: i64, not_after: i64) -> i64 {
+        let lifetime = not_after - not_before;
+        let at = match self.cfg.renew_before {
+            Some(d) => not_after - d.as_secs() as i64,
+            None => not_after - lifetime / 3,
+        };
+        // A renewal window as long as the lifetime would order without pause: never sooner
+        // than 1/360 of the lifetime (six hours of 90 days) after issuance.
+        at.max(not_before + (lifetime / 360).max(10))
+    }
+
+    /// Starts one keeper task per name on the current runtime.
+    pub fn spawn(self: &Arc<Self>) {
+        for name in self.cfg.names.clone() {
+            tokio::spawn(self.clone().keep(name));
+        }
+    }
+
+    async fn keep(self: Arc<Self>, name: String) {
+        let mut failures = 0u32;
+        loop {
+            let stored = read_stored(&self.cfg.storage, &name).filter(|(_, _, na)| *na > now());
+            let due = match &stored {
+                Some((_, nb, na)) => self.renewal_at(*nb, *na),
+                None => now(),
+            };
+            if let Some((entry, nb, na)) = stored {
+                // A certificate another replica renewed, or ours from the last round.
+                let served = self.store.acme_fingerprint(&name);
+                if served != Some(entry.fingerprint()) {
+                    self.install(entry, nb, na);
+                }
+            }
+            let wait = due - now();
+            if wait > 0 && failures == 0 {
+                self.update(&name, |s| s.next_renewal = Some(due));
+                // Wake at least hourly, to pick up a renewal by another replica in time.
+                let jitter = rand::random::<u64>() % (wait as u64 / 100 + 1).min(60);
+                let secs = (wait as u64 + jitter).min(3600);
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                continue;
+            }
+            let lock = match try_lock(&self.cfg.storage, &name) {
+                Ok(Some(l)) => l,
+                Ok(None) => {
+                    // Another replica is ordering it; look again shortly.
+                    tracing::info!(target: "portcullis::tls", name, "ACME: another process holds the order lock");
+                    tokio::time::sleep(Duration::from_secs(5 + rand::random::<u64>() % 10)).await;
+                    continue;
+                }
+                Err(e) => {
+                    self.failed(
+                        &name,
+                        &mut failures,
+                        format!("cannot take the order lock: {e}"),
+                    )
+                    .await;
+                    continue;
+                }
+            };
+            // Under the lock, a renewal by another replica shows as a stored certificate that is
+            // no longer due.
+            if let Some((_, nb, na)) = read_stored(&self.cfg.storage, &name) {
+                if na > now() && self.renewal_at(nb, na) > now() {
+                    drop(lock);
+                    failures = 0;
+                    continue;
+                }
+            }
+            let started = std::time::Instant::now();
+            let result = self.obtain(&name).await;
+            drop(lock);
+            match result {
+                Ok((entry, nb, na)) => {
+                    failures = 0;
+                    self.stats.issued.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(target: "portcullis::tls", name, not_after = na, took_ms = started.elapsed().as_millis() as u64, challenge = self.cfg.challenge.as_str(), "ACME: certificate issued");
+                    self.install(entry, nb, na);
+                    self.update(&name, |s| {
+                        s.last_issued = Some(now());
+                        s.failures = 0;
+                        s.last_error = None;
+                        s.last_error_at = None;
+                    });
+                }
+                Err(e) => self.failed(&name, &mut failures, e).await,
+            }
+        }
+    }
+
+    /// Records a failed attempt and waits out the backoff: `retry_min` doubling per failure up to
+    /// `retry_max`, ±25% jitter, so replicas and restarts do not retry in step.
+    async fn failed(&self, name: &str, failures: &mut u32, error: String) {
+        *failures += 1;
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        let base = self
+            .cfg
+            .retry_min
+            .saturating_mul(1u32 << (*failures - 1).min(16))
+            .min(self.cfg.retry_max);
+        let factor = 0.75 + rand::random::<f64>() * 0.5;
+        let backoff = base.mul_f64(factor);
+        let retry_at = now() + backoff.as_secs() as i64;
+        let still_served = lock(&self.status)
+            .get(name)
+            .and_then(|s| s.not_after)
+            .filter(|na| *na > now());
+        tracing::error!(target: "portcullis::security", name, error = %error, failures = *failures, retry_in_s = backoff.as_secs(), still_serving_until = still_served, "ACME: certificate issuance failed");
+        if let Some(hub) = alerts::hub() {
+            hub.emit(EventKind::CertificateFailure, None);
+        }
+        let n = *failures;
+        self.update(name, |s| {
+            s.last_error = Some(error);
+            s.last_error_at = Some(now());
+            s.failures = n;
+            s.next_renewal = Some(retry_at);
+        });
+        tokio::time::sleep(backoff).await;
+    }
+
+    /// The account file for the configured directory.
+    fn account_path(&self) -> PathBuf {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.cfg.directory.as_bytes());
+        let tag: String = digest.as_ref()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.cfg.storage.join(format!("account-{tag}.json"))
+    }
+
+    /// Drops the cached account and moves its file aside (kept, not deleted).
+    async fn forget_account(&self) {
+        let mut held = self.account.lock().await;
+        *held = None;
+        let path = self.account_path();
+        let _ = std::fs::rename(
+            &path,
+            path.with_extension(format!("json.unknown-{}", now())),
+        );
+    }
+
+    async fn account(&self) -> Result<Account, String> {
+        let mut held = self.account.lock().await;
+        if let Some(a) = held.as_ref() {
+            return Ok(a.clone());
+        }
+        let path = self.account_path();
+        let client = http_client(self.cfg.ca_file.as_deref())?;
+        let account = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let creds: AccountCredentials = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Account::builder_with_http(client)
+                    .from_credentials(creds)
+                    .await
+                    .map_err(|e| format!("account: {e}"))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let contact: Vec<&str> = self.cfg.contact.iter().map(String::as_str).collect();
+                let (account, creds) = Account::builder_with_http(client)
+                    .create(
+                        &NewAccount {
+                            contact: &contact,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        self.cfg.directory.clone(),
+                        None,
+                    )
+                    .await
+                    .map_err(|e| format!("creating the account at {}: {e}", self.cfg.directory))?;
+                let json = serde_json::to_vec(&creds).map_err(|e| e.to_string())?;
+                write_private(&path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
+                tracing::info!(target: "portcullis::tls", account = account.id(), "ACME: account created");
+                account
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        *held = Some(account.clone());
+        Ok(account)
+    }
+
+    /// Places an order for `name`, answers its challenge, and stores the certificate.
+    async fn obtain(&self, name: &str) -> Result<(CertEntry, i64, i64), String> {
+        let account = self.account().await?;
+        let ids = [Identifier::Dns(name.to_string())];
+        let mut order = match account.new_order(&NewOrder::new(&ids)).await {
+            Ok(o) => o,
+            // The server no longer knows the account (a test server restarted, an account
+            // deactivated elsewhere): register a new one, once.
+            Err(instant_acme::Error::Api(p))
+                if p.r#type.as_deref()
+                    == Some("urn:ietf:params:acme:error:accountDoesNotExist") =>
+            {
+                tracing::warn!(target: "portcullis::tls", name, "ACME: the server no longer knows our account; registering a new one");
+                self.forget_account().await;
+                self.account()
+                    .await?
+                    .new_order(&NewOrder::new(&ids))
+                    .await
+                    .map_err(|e| format!("new order: {e}"))?
+            }
+            Err(e) => return Err(format!("new order: {e}")),
+        };
+        let mut published = Published {
+            challenges: &self.challenges,
+            tokens: Vec::new(),
+            names: Vec::new(),
+        };
+        let kind = match self.cfg.challenge {
+            AcmeChallenge::Http01 => ChallengeType::Http01,
+            AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        };
+        {
+            let mut authorizations = order.authorizations();
+            while let Some(a) = authorizations.next().await {
+                let mut authz = a.map_err(|e| format!("authorization: {e}"))?;
+                match authz.status {
+                    AuthorizationStatus::Pending => {}
+                    AuthorizationStatus::Valid => continue,
+                    s => return Err(format!("authorization for {name} is {s:?}")),
+                }
+                let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| {
+                    format!(
+                        "the ACME server offers no {} challenge for {name}",
+                        self.cfg.challenge.as_str()
+                    )
+                })?;
+                let key_auth = challenge.key_authorization();
+                match self.cfg.challenge {
+                    AcmeChallenge::Http01 => {
+                        published.http01(challenge.token.clone(), key_auth.as_str().to_string())
+                    }
+                    AcmeChallenge::TlsAlpn01 => published.alpn(
+                        name.to_string(),
+                        alpn_challenge_cert(name, key_auth.digest().as_ref())?,
+                    ),
+                }
+                challenge
+                    .set_ready()
+                    .await
+                    .map_err(|e| format!("challenge: {e}"))?;
+            }
+        }
+        let retry = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(90));
+        let status = order
+            .poll_ready(&retry)
+            .await
+            .map_err(|e| format!("validation: {e}"))?;
+        if status != OrderStatus::Ready {
+            let why = order
+                .state()
+                .error
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            return Err(format!("order for {name} is {status:?} {why}")
+                .trim()
+                .to_string());
+        }
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params =
+            rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| e.to_string())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
+        order
+            .finalize_csr(csr.der())
+            .await
+            .map_err(|e| format!("finalize: {e}"))?;
+        let chain = order
+            .poll_certificate(&retry)
+            .await
+            .map_err(|e| format!("certificate: {e}"))?;
+        drop(published);
+        let mut pem = chain;
+        if !pem.ends_with('\n') {
+            pem.push('\n');
+        }
+        pem.push_str(&key.serialize_pem());
+        let path = cert_path(&self.cfg.storage, name);
+        write_private(&path, pem.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+        let entry = load_pair(name, &path, &path).map_err(|e| e.to_string())?;
+        let (nb, na) = validity(&entry).ok_or("the issued certificate does not parse")?;
+        Ok((entry, nb, na))
+    }
+}
+
+/// The certificate resolver for `tls-alpn-01` handshakes.
+#[derive(Debug)]
+struct ChallengeResolver(Arc<Challenges>);
+
+impl ResolvesServerCert for ChallengeResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.alpn_cert(hello.server_name()?)
+    }
+}
+
+/// Answers `tls-alpn-01` validation handshakes on the HTTPS listener, before Pingora's own
+/// handshake: while a challenge is open it looks at each ClientHello (read and put back by the
+/// connection caps), and one that offers only `acme-tls/1` gets the challenge certificate and is
+/// closed. Pingora's TLS settings cannot offer `acme-tls/1` beside `h2` and `http/1.1`, hence
+/// the separate handshake.
+pub struct AlpnChallenges {
+    challenges: Arc<Challenges>,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl AlpnChallenges {
+    pub fn new(challenges: Arc<Challenges>) -> Result<AlpnChallenges, String> {
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(ChallengeResolver(challenges.clone())));
+        cfg.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+        Ok(AlpnChallenges {
+            challenges,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
+        })
+    }
+
+    /// True when the connection was a validation handshake, answered here; the caller drops it.
+    pub async fn answer(&self, stream: &mut L4Stream) -> bool {
+        if !self.challenges.alpn_pending() {
+            return false;
+        }
+        // The connection caps have read the ClientHello and put it back; read it again.
+        let (hello, len) = crate::tls::telemetry::peek_first_record(stream).await;
+        let offered = len.is_some_and(|l| offers_only_acme_alpn(&hello[..l]) == Some(true));
+        if !offered {
+            return false;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(&mut *stream)).await
+        {
+            Ok(Ok(mut tls)) => {
+                tracing::info!(target: "portcullis::tls", sni = ?tls.get_ref().1.server_name(), "ACME: answered a tls-alpn-01 validation");
+                let _ = tls.shutdown().await;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(target: "portcullis::tls", error = %e, "ACME: tls-alpn-01 validation handshake failed")
+            }
+            Err(_) => {}
+        }
+        true
+    }
+}
+
+/// Whether a ClientHello (the start of the stream) offers exactly ALPN `acme-tls/1`, as
+/// validators do (RFC 8737 §3). `None` while the record is incomplete.
+pub fn offers_only_acme_alpn(b: &[u8]) -> Option<bool> {
+    if b.len() < 5 {
+        return None;
+    }
+    if b[0] != 22 {
+        return Some(false);
+    }
+    let len = u16::from_be_bytes([b[3], b[4]]) as usize;
+    if b.len() < 5 + len {
+        return None;
+    }
+    Some(parse_alpn(&b[5..5 + len]).is_some_and(|list| list == [ACME_TLS_ALPN]))
+}
+
+/// The ALPN protocols of a ClientHello handshake message.
+fn parse_alpn(hs: &[u8]) -> Option<Vec<&[u8]>> {
+    struct R<'a>(&'a [u8]);
+    impl<'a> R<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            if self.0.len() < n {
+                return None;
+            }
+            let (a, b) = self.0.split_at(n);
+            self.0 = b;
+            Some(a)
+        }
+        fn u8(&mut self) -> Option<usize> {
+            self.take(1).map(|b| b[0] as usize)
+        }
+        fn u16(&mut self) -> Option<usize> {
+            self.take(2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        }
+    }
+    let mut r = R(hs);
+    if r.u8()? != 1 {
+        return None;
+    }
+    r.take(3)?; // length
+    r.take(2 + 32)?; // version, random
+    let n = r.u8()?;
+    r.take(n)?; // session id
+    let n = r.u16()?;
+    r.take(n)?; // cipher suites
+    let n = r.u8()?;
+    r.take(n)?; // compression
+    let n = r.u16()?;
+    let mut ext = R(r.take(n)?);
+    while !ext.0.is_empty() {
+        let ty = ext.u16()?;
+        let n = ext.u16()?;
+        let body = ext.take(n)?;
+        if ty == 16 {
+            let mut list = R(body);
+            let n = list.u16()?;
+            let mut protos = R(list.take(n)?);
+            let mut out = Vec::new();
+            while !protos.0.is_empty() {
+                let n = protos.u8()?;
+                out.push(protos.take(n)?);
+            }
+            return Some(out);
+        }
+    }
+    Some(Vec::new())
+}
+
+/// The pre-TLS hook of the HTTPS listener: connection caps, then `tls-alpn-01` answers.
+pub struct PreTls {
+    pub caps: crate::limits::connections::ConnectionCaps,
+    pub acme: Option<AlpnChallenges>,
+}
+
+#[async_trait]
+impl PreTlsProcess for PreTls {
+    async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
+        self.caps.process(stream).await?;
+        if let Some(a) = &self.acme {
+            if a.answer(stream).await {
+                return pingora::Error::e_explain(
+                    pingora::ErrorType::HandshakeError,
+                    "ACME tls-alpn-01 validation answered",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ClientHello from rustls offering `alpn`, as bytes on the wire.
+    fn client_hello(alpn: &[&[u8]]) -> Vec<u8> {
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let mut conn =
+            rustls::ClientConnection::new(Arc::new(cfg), "a.example".try_into().unwrap()).unwrap();
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn only_a_hello_offering_just_acme_tls_is_a_validation() {
+        let acme = client_hello(&[ACME_TLS_ALPN]);
+        assert_eq!(offers_only_acme_alpn(&acme), Some(true));
+        assert_eq!(offers_only_acme_alpn(&acme[..acme.len() - 1]), None);
+        assert_eq!(offers_only_acme_alpn(&acme[..3]), None);
+        let both = client_hello(&[b"h2", ACME_TLS_ALPN]);
+        assert_eq!(offers_only_acme_alpn(&both), Some(false));
+        assert_eq!(
+            offers_only_acme_alpn(&client_hello(&[b"h2", b"http/1.1"])),
+            Some(false)
+        );
+        assert_eq!(offers_only_acme_alpn(&client_hello(&[])), Some(false));
+        assert_eq!(offers_only_acme_alpn(b"GET / HTTP/1.1\r\n"), Some(false));
+    }
+
+    #[test]
+    fn garbage_after_a_record_header_is_not_a_validation() {
+        for n in 0..200u8 {
+            let mut b = vec![22, 3, 1, 0, n];
+            b.extend(std::iter::repeat_n(n, n as usize));
+            assert_ne!(offers_only_acme_alpn(&b), Some(true));
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Automatic certificates against a real ACME server, Pebble, on 127.0.0.1: issuance over
+//! `http-01` and over `tls-alpn-01` as seen by a client trusting only Pebble's root, renewal
+//! without a restart or a failed request, an outage survived on the stored certificate, and a
+//! restart that places no new order.
+
+mod common;
+
+use common::pebble::Pebble;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A gateway with `[tls.acme]` for `names` against `pebble`, storing under `storage`.
+async fn gateway(
+    pebble: &Pebble,
+    names: &[&str],
+    challenge: &str,
+    storage: &Path,
+    extra: &str,
+) -> Gateway {
+    Gateway::start(Options {
+        https_port: Some(pebble.tls_port),
+        http_port: Some(pebble.http_port),
+        config_extra: pebble.acme_config(names, challenge, storage) + extra,
+        ..Default::default()
+    })
+    .await
+}
+
+/// A client that trusts only `root` and sends `name` to the gateway.
+fn client_for(g: &Gateway, root: &str, name: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes()).unwrap())
+        .resolve(name, g.https)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// The leaf certificate (DER) served for `name`, verified against `root`.
+async fn served(g: &Gateway, root: &str, name: &str) -> Result<Vec<u8>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(root.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(g.https)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name.to_string().try_into().unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+}
+
+/// Waits until `name` is served with a certificate `root` verifies; on timeout, shows both logs.
+async fn issued(g: &Gateway, pebble: &Pebble, root: &str, name: &str) -> (Vec<u8>, Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(leaf) = served(g, root, name).await {
+            return (leaf, start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            panic!(
+                "{name} not issued in 60 s\n--- gateway\n{}\n--- pebble\n{}",
+                g.log(),
+                pebble.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn metric(g: &Gateway, line: &str) -> u64 {
+    g.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+const ISSUED: &str = "portcullis_acme_orders_total{result=\"issued\"}";
+const FAILED: &str = "portcullis_acme_orders_total{result=\"failed\"}";
+
+fn acme_status(g: &Gateway) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["acme", "status", "--config"])
+        .arg(g.dir.path().join("portcullis.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+use rustls::pki_types::pem::PemObject;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http01_issues_a_certificate_and_a_restart_reuses_it_without_an_order() {
+    let name = "api.acme-http.test";
+    let pebble = Pebble::start(free_port(), free_port(), 90 * 86_400);
+    let storage = tempfile::tempdir().unwrap();
+    let g = gateway(&pebble, &[name], "http-01", storage.path(), "").await;
+    let root = pebble.issuing_root().await;
+    let (leaf, took) = issued(&g, &pebble, &root, name).await;
+    eprintln!("http-01: issued and served {took:?} after start");
+    // A real request over it, trusting only Pebble's root.
+    let r = client_for(&g, &root, name)
+        .get(format!("https://{name}:{}/health", g.https.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(metric(&g, ISSUED).await, 1);
+    // The account key and the certificate are private.
+    for entry in walk(storage.path()) {
+        let mode = std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", entry.display());
+    }
+    let status = acme_status(&g);
+    assert!(status.contains(name), "{status}");
+    assert!(!status.contains("none stored"), "{status}");
+    let log = g.log();
+    assert!(log.contains("ACME: certificate issued"), "{log}");
+    drop(g);
+
+    // A restart with the stored state serves the same certificate and orders nothing.
+    let orders_before = pebble.log().matches("POST /order-plz").count();
+    let g = gateway(&pebble, &[name], "http-01", storage.path(), "").await;
+    assert_eq!(served(&g, &root, name).await.unwrap(), leaf);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(metric(&g, ISSUED).await, 0);
+    assert_eq!(
+        metric(&g, "portcullis_acme_certificates_loaded_total").await,
+        1
+    );
+    assert_eq!(
+        pebble.log().matches("POST /order-plz").count(),
+        orders_before
+    );
+    assert!(g.log().contains("serving the stored certificate"));
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn01_issues_and_renews_without_a_failed_request() {
+    let name = "rooms.acme-alpn.test";
+    // One-hour certificates, renewed when 3590 s are left: a renewal every ~10 s.
+    let pebble = Pebble::start(free_port(), free_port(), 3600);
+    let storage = tempfile::tempdir().unwrap();
+    let g = Arc::new(
+        gateway(
+            &pebble,
+            &[name],
+            "tls-alpn-01",
+            storage.path(),
+            "renew_before_seconds = 3590\n",
+        )
+        .await,
+    );
+    let root = pebble.issuing_root().await;
+    let (first, took) = issued(&g, &pebble, &root, name).await;
+    eprintln!("tls-alpn-01: issued and served {took:?} after start");
+    assert!(g.log().contains("answered a tls-alpn-01 validation"));
+
+    // Requests on fresh connections all through the renewals: none may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (g, root, stop, ok, failed) = (
+            g.clone(),
+            root.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let c = client_for(&g, &root, name);
+                match c
+                    .get(format!("https://{name}:{}/health", g.https.port()))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("failed: {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+    };
+    let (_, took) = eventually(Duration::from_secs(60), "two renewals", || async {
+        (metric(&g, ISSUED).await >= 3).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let now_served = served(&g, &root, name).await.unwrap();
+    assert_ne!(now_served, first, "the renewed certificate is served");
+    eprintln!(
+        "two renewals in {took:?}; {} requests served, {} failed",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    assert!(ok.load(Ordering::Relaxed) > 10);
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acme_outage_keeps_the_stored_certificate_serving_and_recovers() {
+    let name = "edge.acme-outage.test";
+    let mut pebble = Pebble::start(free_port(), free_port(), 3600);
+    let storage = tempfile::tempdir().unwrap();
+    let g = gateway(
+        &pebble,
+        &[name],
+        "http-01",
+        storage.path(),
+        "renew_before_seconds = 3590\n",
+    )
+    .await;
+    let root = pebble.issuing_root().await;
+    let (leaf, _) = issued(&g, &pebble, &root, name).await;
+
+    pebble.stop();
+    let failed_before = metric(&g, FAILED).await;
+    eventually(
+        Duration::from_secs(30),
+        "renewal failure counted",
+        || async { (metric(&g, FAILED).await >= failed_before + 2).then_some(()) },
+    )
+    .await;
+    // Still served, still valid.
+    let during = served(&g, &root, name).await.unwrap();
+    let issued_during = metric(&g, ISSUED).await;
+    assert!(g.log().contains("ACME: certificate issuance failed"));
+    let events = g.metrics().await;
+    assert!(
+        events.lines().any(|l| l
+            .starts_with("portcullis_security_events_total{event=\"certificate_failure\"}")
+            && !l.ends_with(" 0")),
+        "{events}"
+    );
+    let status = acme_status(&g);
+    assert!(status.contains("failure(s)"), "{status}");
+    // The certificate served during the outage is one Pebble issued before it went down.
+    assert!(during == leaf || issued_during > 1);
+
+    // Pebble comes back (with a new root): the next attempt renews.
+    pebble.start_again();
+    let new_root = pebble.issuing_root().await;
+    let (_, took) = issued(&g, &pebble, &new_root, name).await;
+    eprintln!("recovered {took:?} after the ACME server returned");
+    assert!(metric(&g, ISSUED).await > issued_during);
+}
