@@ -135,7 +135,10 @@ per_client=$(((RATE + clients - 1) / clients))
 h2load --h1 -c $clients --rps "$per_client" -D "$SECS" --log-file="$W/v1.log" \
     "https://localhost:$PORT/v1/models" >"$W/v1.out" 2>&1 &
 LOAD1=$!
-h2load --h1 -c $clients --rps "$per_client" -D "$SECS" --log-file="$W/up.log" \
+# The external route over HTTP/2: a 502 ends only its stream. Over HTTP/1.1 the gateway closes
+# the connection after a 502 for an upstream it cannot reach, and h2load's fixed-rate mode does
+# not reconnect, so its clients dropped out one by one while the upstream was down.
+h2load -c $clients --rps "$per_client" -D "$SECS" --log-file="$W/up.log" \
     "https://localhost:$PORT/up/x" >"$W/up.out" 2>&1 &
 LOAD2=$!
 PIDS+=("$LOAD1" "$LOAD2")

@@ -277,3 +277,66 @@ async fn an_acme_outage_keeps_the_stored_certificate_serving_and_recovers() {
     eprintln!("recovered {took:?} after the ACME server returned");
     assert!(metric(&g, ISSUED).await > issued_during);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_the_storage_folder_order_a_name_once() {
+    let name = "shared.acme-replicas.test";
+    // Pebble validates on replica A's listeners only, as a load balancer might route it there;
+    // whichever replica orders, A answers from the shared folder.
+    let pebble = Pebble::start(free_port(), free_port(), 90 * 86_400);
+    let storage = tempfile::tempdir().unwrap();
+    let names = [name];
+    let (a, b) = tokio::join!(
+        gateway(&pebble, &names, "http-01", storage.path(), ""),
+        Gateway::start(Options {
+            config_extra: pebble.acme_config(&[name], "http-01", storage.path()),
+            ..Default::default()
+        })
+    );
+    let root = pebble.issuing_root().await;
+    let (leaf_a, _) = issued(&a, &pebble, &root, name).await;
+    let (leaf_b, took) = issued(&b, &pebble, &root, name).await;
+    eprintln!("both replicas serve it; the second {took:?} after the first");
+    assert_eq!(leaf_a, leaf_b, "one certificate, served by both");
+    assert_eq!(
+        metric(&a, ISSUED).await + metric(&b, ISSUED).await,
+        1,
+        "one order between them"
+    );
+    assert_eq!(pebble.log().matches("POST /order-plz").count(), 1);
+    let waited = a.log().contains("another process holds the order lock")
+        || b.log().contains("another process holds the order lock");
+    assert!(waited, "one replica waited for the other's lock");
+    // The challenge files are gone with the order.
+    assert!(walk(&storage.path().join("challenges")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_answers_the_challenge_of_an_order_another_placed() {
+    // Replica B orders `name`; Pebble can reach only replica A, which has no order for it and
+    // answers from the shared storage folder.
+    let name = "via-peer.acme-replicas.test";
+    let pebble = Pebble::start(free_port(), free_port(), 90 * 86_400);
+    let storage = tempfile::tempdir().unwrap();
+    let a = gateway(
+        &pebble,
+        &["a-only.acme-replicas.test"],
+        "http-01",
+        storage.path(),
+        "",
+    )
+    .await;
+    let b = Gateway::start(Options {
+        config_extra: pebble.acme_config(&[name], "http-01", storage.path()),
+        ..Default::default()
+    })
+    .await;
+    let root = pebble.issuing_root().await;
+    let (_, took) = issued(&b, &pebble, &root, name).await;
+    eprintln!("issued to B through A's listener in {took:?}");
+    assert_eq!(metric(&b, ISSUED).await, 1);
+    assert!(
+        served(&a, &root, name).await.is_err(),
+        "A does not serve B's name"
+    );
+}

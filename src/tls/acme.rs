@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,14 +46,15 @@ use crate::tls::store::{load_pair, CertEntry, CertStore};
 /// The ALPN protocol of `tls-alpn-01` (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
-/// Challenge answers the ACME server is about to fetch.
-#[derive(Default)]
+/// Challenge answers the ACME server is about to fetch. Each is also written under
+/// `<storage>/challenges/`, so a replica sharing the folder answers for an order another placed
+/// (the validation may reach any replica behind the load balancer).
 pub struct Challenges {
+    dir: PathBuf,
     /// `http-01`: token → key authorization.
     http01: Mutex<HashMap<String, String>>,
     /// `tls-alpn-01`: name → self-signed certificate carrying the key authorization digest.
     alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
-    alpn_pending: AtomicUsize,
 }
 
 impl std::fmt::Debug for Challenges {
@@ -62,20 +63,52 @@ impl std::fmt::Debug for Challenges {
     }
 }
 
+/// Safe as a file name: what tokens (base64url) and host names are made of, no leading dot.
+fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 impl Challenges {
-    /// The key authorization for an `http-01` token, while its order is open.
+    pub fn new(storage: &Path) -> Challenges {
+        Challenges {
+            dir: storage.join("challenges"),
+            http01: Mutex::new(HashMap::new()),
+            alpn: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key authorization for an `http-01` token, while its order (ours or a replica's) is
+    /// open.
     pub fn http01(&self, token: &str) -> Option<String> {
-        lock(&self.http01).get(token).cloned()
+        if let Some(k) = lock(&self.http01).get(token) {
+            return Some(k.clone());
+        }
+        if !plain_name(token) {
+            return None;
+        }
+        std::fs::read_to_string(self.dir.join("http-01").join(token)).ok()
     }
 
-    /// Whether any `tls-alpn-01` challenge is open: only then does the HTTPS listener look at
-    /// ClientHellos before Pingora's handshake.
-    pub fn alpn_pending(&self) -> bool {
-        self.alpn_pending.load(Ordering::Relaxed) > 0
-    }
-
+    /// The `tls-alpn-01` certificate for `name`, while its order (ours or a replica's) is open.
     fn alpn_cert(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        lock(&self.alpn).get(name).cloned()
+        if let Some(c) = lock(&self.alpn).get(name) {
+            return Some(c.clone());
+        }
+        if !plain_name(name) {
+            return None;
+        }
+        let hex = std::fs::read_to_string(self.dir.join("tls-alpn-01").join(name)).ok()?;
+        let digest: Vec<u8> = (0..hex.trim().len() / 2)
+            .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect::<Option<_>>()?;
+        if digest.len() != 32 {
+            return None;
+        }
+        alpn_challenge_cert(name, &digest).ok()
     }
 }
 
@@ -83,28 +116,45 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Removes an order's challenge answers when the order ends, however it ends.
+/// Removes an order's challenge answers (in memory and in the folder) when the order ends,
+/// however it ends.
 struct Published<'a> {
     challenges: &'a Challenges,
+    files: Vec<PathBuf>,
     tokens: Vec<String>,
     names: Vec<String>,
 }
 
 impl Published<'_> {
-    fn http01(&mut self, token: String, key_authorization: String) {
+    fn http01(&mut self, token: String, key_authorization: String) -> Result<(), String> {
+        let path = self.challenges.dir.join("http-01").join(&token);
+        if plain_name(&token) {
+            write_private(&path, key_authorization.as_bytes())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            self.files.push(path);
+        }
         lock(&self.challenges.http01).insert(token.clone(), key_authorization);
         self.tokens.push(token);
+        Ok(())
     }
 
-    fn alpn(&mut self, name: String, cert: Arc<CertifiedKey>) {
+    fn alpn(&mut self, name: String, digest: &[u8]) -> Result<(), String> {
+        let path = self.challenges.dir.join("tls-alpn-01").join(&name);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(&path, hex.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.files.push(path);
+        let cert = alpn_challenge_cert(&name, digest)?;
         lock(&self.challenges.alpn).insert(name.clone(), cert);
-        self.challenges.alpn_pending.fetch_add(1, Ordering::Relaxed);
         self.names.push(name);
+        Ok(())
     }
 }
 
 impl Drop for Published<'_> {
     fn drop(&mut self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
         let mut h = lock(&self.challenges.http01);
         for t in &self.tokens {
             h.remove(t);
@@ -113,7 +163,6 @@ impl Drop for Published<'_> {
         let mut a = lock(&self.challenges.alpn);
         for n in &self.names {
             a.remove(n);
-            self.challenges.alpn_pending.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -330,6 +379,7 @@ fn alpn_challenge_cert(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, S
 
 impl Acme {
     pub fn new(cfg: AcmeConfig, store: Arc<CertStore>) -> Arc<Acme> {
+        let challenges = Arc::new(Challenges::new(&cfg.storage));
         let status = cfg
             .names
             .iter()
@@ -338,7 +388,7 @@ impl Acme {
         Arc::new(Acme {
             cfg,
             store,
-            challenges: Arc::new(Challenges::default()),
+            challenges,
             stats: AcmeStats::default(),
             status: Mutex::new(status),
             account: tokio::sync::Mutex::new(None),
@@ -594,6 +644,7 @@ impl Acme {
         };
         let mut published = Published {
             challenges: &self.challenges,
+            files: Vec::new(),
             tokens: Vec::new(),
             names: Vec::new(),
         };
@@ -619,12 +670,11 @@ impl Acme {
                 let key_auth = challenge.key_authorization();
                 match self.cfg.challenge {
                     AcmeChallenge::Http01 => {
-                        published.http01(challenge.token.clone(), key_auth.as_str().to_string())
+                        published.http01(challenge.token.clone(), key_auth.as_str().to_string())?
                     }
-                    AcmeChallenge::TlsAlpn01 => published.alpn(
-                        name.to_string(),
-                        alpn_challenge_cert(name, key_auth.digest().as_ref())?,
-                    ),
+                    AcmeChallenge::TlsAlpn01 => {
+                        published.alpn(name.to_string(), key_auth.digest().as_ref())?
+                    }
                 }
                 challenge
                     .set_ready()
@@ -689,12 +739,11 @@ impl ResolvesServerCert for ChallengeResolver {
 }
 
 /// Answers `tls-alpn-01` validation handshakes on the HTTPS listener, before Pingora's own
-/// handshake: while a challenge is open it looks at each ClientHello (read and put back by the
-/// connection caps), and one that offers only `acme-tls/1` gets the challenge certificate and is
-/// closed. Pingora's TLS settings cannot offer `acme-tls/1` beside `h2` and `http/1.1`, hence
-/// the separate handshake.
+/// handshake: it looks at each ClientHello (already read and put back by the connection caps,
+/// so this costs a copy), and one that offers only `acme-tls/1` is completed here with the
+/// challenge certificate of an open order (ours or a replica's) and closed. Pingora's TLS
+/// settings cannot offer `acme-tls/1` beside `h2` and `http/1.1`, hence the separate handshake.
 pub struct AlpnChallenges {
-    challenges: Arc<Challenges>,
     acceptor: tokio_rustls::TlsAcceptor,
 }
 
@@ -706,19 +755,15 @@ impl AlpnChallenges {
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(ChallengeResolver(challenges.clone())));
+        .with_cert_resolver(Arc::new(ChallengeResolver(challenges)));
         cfg.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
         Ok(AlpnChallenges {
-            challenges,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
         })
     }
 
     /// True when the connection was a validation handshake, answered here; the caller drops it.
     pub async fn answer(&self, stream: &mut L4Stream) -> bool {
-        if !self.challenges.alpn_pending() {
-            return false;
-        }
         // The connection caps have read the ClientHello and put it back; read it again.
         let (hello, len) = crate::tls::telemetry::peek_first_record(stream).await;
         let offered = len.is_some_and(|l| offers_only_acme_alpn(&hello[..l]) == Some(true));
