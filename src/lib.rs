@@ -609,7 +609,7 @@ pub fn posture(config: &Config) -> posture::Report {
     let files = files.unwrap_or_default();
     let store = match tls::store::find_pairs(&config.cert_dir) {
         Ok(p) if p.is_empty() => Ok(None),
-        Err(_) if config.mode == Mode::Development => Ok(None),
+        Err(_) if config.mode == Mode::Development || config.acme.is_some() => Ok(None),
         Err(e) => Err(e.to_string()),
         Ok(_) => CertStore::open(config.cert_dir.clone(), config.default_cert.clone())
             .map(Some)
@@ -800,6 +800,20 @@ pub fn check(config: &Config) -> CheckReport {
         Err(e) => errors.extend(e.0.iter().map(|e| e.to_string())),
     }
     match tls::store::find_pairs(&config.cert_dir) {
+        Ok(pairs) if pairs.is_empty() && config.acme.is_some() => {
+            let names = config.acme.as_ref().map(|a| a.names.join(", "));
+            lines.push(format!(
+                "certificates: none in {}; obtained over ACME for {}",
+                config.cert_dir.display(),
+                names.unwrap_or_default()
+            ));
+        }
+        Err(_) if config.acme.is_some() => {
+            lines.push(format!(
+                "certificates: {} is created at start; certificates obtained over ACME",
+                config.cert_dir.display()
+            ));
+        }
         Ok(pairs) if pairs.is_empty() => {
             if config.mode == Mode::Development {
                 lines.push(format!(

@@ -892,6 +892,19 @@ fn cert_items(
                 "fix the pair `portcullis check` names",
             )]
         }
+        Ok(None) if config.acme.is_some() => {
+            let names = config.acme.as_ref().map(|a| a.names.join(", "));
+            return vec![
+                Item::pass(
+                    "certificates",
+                    format!(
+                        "none in the folder: obtained over ACME for {}",
+                        names.unwrap_or_default()
+                    ),
+                ),
+                Item::pass("ocsp", "no folder certificates to staple"),
+            ];
+        }
         Ok(None) => {
             return vec![
                 Item::new(

@@ -156,3 +156,48 @@ fn debug_logging_is_refused_in_production() {
         "{stderr}"
     );
 }
+
+/// With `[tls.acme]`, an empty or absent certificate folder is what ACME fills: neither `check`
+/// nor `posture` counts it against production, and `acme status` lists the names.
+#[test]
+fn acme_names_stand_in_for_an_empty_certificate_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/default.toml"),
+        include_str!("../policies/default.toml"),
+    )
+    .unwrap();
+    let config = dir.path().join("portcullis.toml");
+    let base = "mode = \"production\"\n[tls]\ncert_dir = \"certs\"\n";
+    let acme = "[tls.acme]\naccept_terms = true\nnames = [\"api.example.com\"]\n";
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("PORTCULLIS_MODE")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    std::fs::write(&config, base).unwrap();
+    assert!(
+        run(&["check"]).contains("certs"),
+        "without ACME the folder is an error"
+    );
+    assert!(run(&["posture"]).contains("FAIL  certificates"));
+    std::fs::write(&config, format!("{base}{acme}")).unwrap();
+    let check = run(&["check"]);
+    assert!(check.contains("obtained over ACME"), "{check}");
+    let posture = run(&["posture"]);
+    assert!(
+        posture.contains("PASS  certificates      none in the folder: obtained over ACME"),
+        "{posture}"
+    );
+    let status = run(&["acme", "status"]);
+    assert!(
+        status.contains("api.example.com") && status.contains("none stored"),
+        "{status}"
+    );
+}
