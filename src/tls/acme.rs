@@ -798,60 +798,10 @@ pub fn offers_only_acme_alpn(b: &[u8]) -> Option<bool> {
     if b.len() < 5 + len {
         return None;
     }
-    Some(parse_alpn(&b[5..5 + len]).is_some_and(|list| list == [ACME_TLS_ALPN]))
-}
-
-/// The ALPN protocols of a ClientHello handshake message.
-fn parse_alpn(hs: &[u8]) -> Option<Vec<&[u8]>> {
-    struct R<'a>(&'a [u8]);
-    impl<'a> R<'a> {
-        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-            if self.0.len() < n {
-                return None;
-            }
-            let (a, b) = self.0.split_at(n);
-            self.0 = b;
-            Some(a)
-        }
-        fn u8(&mut self) -> Option<usize> {
-            self.take(1).map(|b| b[0] as usize)
-        }
-        fn u16(&mut self) -> Option<usize> {
-            self.take(2)
-                .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
-        }
-    }
-    let mut r = R(hs);
-    if r.u8()? != 1 {
-        return None;
-    }
-    r.take(3)?; // length
-    r.take(2 + 32)?; // version, random
-    let n = r.u8()?;
-    r.take(n)?; // session id
-    let n = r.u16()?;
-    r.take(n)?; // cipher suites
-    let n = r.u8()?;
-    r.take(n)?; // compression
-    let n = r.u16()?;
-    let mut ext = R(r.take(n)?);
-    while !ext.0.is_empty() {
-        let ty = ext.u16()?;
-        let n = ext.u16()?;
-        let body = ext.take(n)?;
-        if ty == 16 {
-            let mut list = R(body);
-            let n = list.u16()?;
-            let mut protos = R(list.take(n)?);
-            let mut out = Vec::new();
-            while !protos.0.is_empty() {
-                let n = protos.u8()?;
-                out.push(protos.take(n)?);
-            }
-            return Some(out);
-        }
-    }
-    Some(Vec::new())
+    Some(
+        crate::tls::telemetry::alpn_from_record(&b[..5 + len])
+            .is_some_and(|list| list == [ACME_TLS_ALPN]),
+    )
 }
 
 /// The pre-TLS hook of the HTTPS listener: connection caps, then `tls-alpn-01` answers.

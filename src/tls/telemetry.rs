@@ -179,6 +179,57 @@ pub async fn peek_first_record(stream: &mut L4Stream) -> (Vec<u8>, Option<usize>
 
 /// The server_name of a ClientHello record, if it carries one.
 pub fn sni_from_record(rec: &[u8]) -> Option<String> {
+    let mut list = Reader(hello_extension(rec, 0)?);
+    let mut names = Reader(list.vec16()?);
+    while !names.0.is_empty() {
+        let kind = names.u8()?;
+        let name = names.vec16()?;
+        if kind == 0 {
+            let s = std::str::from_utf8(name).ok()?;
+            // Only what a host name can be: never echo arbitrary bytes into logs.
+            if s.len() <= 253
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            {
+                return Some(s.to_ascii_lowercase());
+            }
+            return None;
+        }
+    }
+    None
+}
+
+/// The protocols a ClientHello record offers by ALPN (empty when it has no ALPN extension).
+pub fn alpn_from_record(rec: &[u8]) -> Option<Vec<&[u8]>> {
+    let Some(body) = hello_extension(rec, 16) else {
+        // A ClientHello without ALPN offers nothing; anything else is not a ClientHello.
+        return hello_extensions(rec).map(|_| Vec::new());
+    };
+    let mut list = Reader(body);
+    let mut protocols = Reader(list.vec16()?);
+    let mut out = Vec::new();
+    while !protocols.0.is_empty() {
+        let n = protocols.u8()? as usize;
+        out.push(protocols.take(n)?);
+    }
+    Some(out)
+}
+
+/// The body of extension `ty` in a ClientHello record.
+fn hello_extension(rec: &[u8], ty: u16) -> Option<&[u8]> {
+    let mut exts = Reader(hello_extensions(rec)?);
+    while !exts.0.is_empty() {
+        let typ = exts.u16()?;
+        let body = exts.vec16()?;
+        if typ == ty {
+            return Some(body);
+        }
+    }
+    None
+}
+
+/// The extensions block of a ClientHello record (`None` if the record is not one).
+fn hello_extensions(rec: &[u8]) -> Option<&[u8]> {
     let mut r = Reader(rec.get(5..)?);
     if r.u8()? != 1 {
         return None; // not a ClientHello
@@ -191,31 +242,7 @@ pub fn sni_from_record(rec: &[u8]) -> Option<String> {
     hello.take(suites)?;
     let comp = hello.u8()? as usize;
     hello.take(comp)?;
-    let mut exts = Reader(hello.vec16()?);
-    while !exts.0.is_empty() {
-        let typ = exts.u16()?;
-        let body = exts.vec16()?;
-        if typ == 0 {
-            let mut list = Reader(body);
-            let mut names = Reader(list.vec16()?);
-            while !names.0.is_empty() {
-                let kind = names.u8()?;
-                let name = names.vec16()?;
-                if kind == 0 {
-                    let s = std::str::from_utf8(name).ok()?;
-                    // Only what a host name can be: never echo arbitrary bytes into logs.
-                    if s.len() <= 253
-                        && s.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-                    {
-                        return Some(s.to_ascii_lowercase());
-                    }
-                    return None;
-                }
-            }
-        }
-    }
-    None
+    hello.vec16()
 }
 
 struct Reader<'a>(&'a [u8]);
