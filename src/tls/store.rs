@@ -162,18 +162,22 @@ fn fingerprint(a: &[u8], b: &[u8]) -> u64 {
     h.finish()
 }
 
+/// The folder's files that are not hidden, as (path, file name).
+fn visible_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            (!name.starts_with('.')).then(|| (e.path(), name))
+        })
+        .collect())
+}
+
 /// Finds `(name, cert, key)` triples in a folder, sorted by name.
 pub fn find_pairs(dir: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>, CertError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| CertError::Folder(dir.display().to_string(), e))?;
+    let files = visible_files(dir).map_err(|e| CertError::Folder(dir.display().to_string(), e))?;
     let mut pairs = Vec::new();
-    for entry in rd.filter_map(|e| e.ok()) {
-        let path = entry.path();
-        let Some(fname) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if fname.starts_with('.') {
-            continue;
-        }
+    for (path, fname) in files {
         let Some(stem) = fname.strip_suffix(".key") else {
             continue;
         };
@@ -182,7 +186,7 @@ pub fn find_pairs(dir: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>, CertErr
             .map(|ext| dir.join(format!("{stem}.{ext}")))
             .find(|p| p.is_file());
         if let Some(cert) = cert {
-            pairs.push((stem.to_string(), cert, path.clone()));
+            pairs.push((stem.to_string(), cert, path));
         }
     }
     pairs.sort();
@@ -193,18 +197,11 @@ pub fn find_pairs(dir: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>, CertErr
 /// `name.crt`/`name.pem` (a lone `.pem` may be a chain or a CA and is left alone). Usually a
 /// swap in progress or a file deleted by mistake; the name keeps its previous pair.
 pub fn find_orphans(dir: &Path) -> Vec<(String, CertError)> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    let Ok(files) = visible_files(dir) else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for entry in rd.filter_map(|e| e.ok()) {
-        let path = entry.path();
-        let Some(fname) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if fname.starts_with('.') {
-            continue;
-        }
+    for (path, fname) in files {
         if let Some(stem) = fname.strip_suffix(".crt") {
             let key = dir.join(format!("{stem}.key"));
             if !key.exists() {
