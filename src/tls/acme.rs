@@ -27,8 +27,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, ChallengeType, HttpClient,
-    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
+    HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use pingora::listeners::PreTlsProcess;
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -355,10 +355,35 @@ fn http_client(ca_file: Option<&Path>) -> Result<Box<dyn HttpClient>, String> {
         .https_only()
         .enable_http1()
         .build();
-    Ok(Box::new(
+    Ok(Box::new(AcmeHttp(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build::<_, BodyWrapper<Bytes>>(https),
-    ))
+    )))
+}
+
+type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    BodyWrapper<Bytes>,
+>;
+
+/// Our client for instant-acme (its own pulls in a platform verifier and a second root store).
+struct AcmeHttp(HttpsClient);
+
+impl HttpClient for AcmeHttp {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>,
+    > {
+        let response = self.0.request(req);
+        Box::pin(async move {
+            response
+                .await
+                .map(BytesResponse::from)
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))
+        })
+    }
 }
 
 /// The self-signed certificate that answers a `tls-alpn-01` challenge (RFC 8737 §3).
