@@ -210,27 +210,9 @@ fn now() -> i64 {
     crate::auth::now_unix() as i64
 }
 
-/// Writes `bytes` to `path` through a temp file, fsync and rename, mode 0600.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+/// Writes a storage file: atomically, readable by our user only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    crate::files::write_atomic(path, bytes, 0o600)
 }
 
 /// Held while a name is being ordered; removes its lock file when dropped.

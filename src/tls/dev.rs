@@ -2,7 +2,6 @@
 //! generated on first run in `development` mode when the certificate folder has no pair. The
 //! CA's private key is never written, so the CA can sign nothing else after this run.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -11,32 +10,6 @@ use rcgen::{
 };
 
 pub const DEV_CA_FILE: &str = "dev-ca.pem";
-
-/// Writes `path` with `mode`, atomically (temp file, fsync, rename).
-pub fn write_private(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
 
 /// Generates the development CA and `localhost` leaf into `dir`. Returns the CA path.
 pub fn generate_dev_certs(dir: &Path) -> Result<PathBuf, String> {
@@ -72,9 +45,11 @@ pub fn generate_dev_certs(dir: &Path) -> Result<PathBuf, String> {
     let ca_path = dir.join(DEV_CA_FILE);
     let key_path = dir.join("localhost.key");
     let crt_path = dir.join("localhost.crt");
-    write_private(&key_path, leaf_key.serialize_pem().as_bytes(), 0o600)
+    crate::files::write_atomic(&key_path, leaf_key.serialize_pem().as_bytes(), 0o600)
         .map_err(|e| io(&key_path, e))?;
-    write_private(&crt_path, leaf_cert.pem().as_bytes(), 0o644).map_err(|e| io(&crt_path, e))?;
-    write_private(&ca_path, ca_cert.pem().as_bytes(), 0o644).map_err(|e| io(&ca_path, e))?;
+    crate::files::write_atomic(&crt_path, leaf_cert.pem().as_bytes(), 0o644)
+        .map_err(|e| io(&crt_path, e))?;
+    crate::files::write_atomic(&ca_path, ca_cert.pem().as_bytes(), 0o644)
+        .map_err(|e| io(&ca_path, e))?;
     Ok(ca_path)
 }

@@ -273,7 +273,9 @@ impl Stapler {
                     let der = Arc::new(der);
                     let _ = std::fs::create_dir_all(&self.cache_dir);
                     if !operator {
-                        if let Err(err) = write_atomic(&self.cache_path(&id), &der) {
+                        if let Err(err) =
+                            crate::files::write_atomic(&self.cache_path(&id), &der, 0o644)
+                        {
                             tracing::debug!(error = %err, "OCSP cache not written");
                         }
                     }
@@ -401,10 +403,4 @@ fn apply(e: &CertEntry, staple: Option<Vec<u8>>) {
         }
         None => e.stapled.store(None),
     }
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
 }
