@@ -118,6 +118,18 @@ async fn upstream_tls_is_verified_against_the_pinned_ca_name_and_minimum_version
     let (status, _) = get("/old-strict").await;
     assert_eq!(status, 502);
 
+    // Log lines reach the file through a batching writer: wait for the last one to land.
+    eventually(
+        Duration::from_secs(3),
+        "upstream TLS failures logged",
+        || async {
+            (g.log().matches("upstream TLS f").count()
+                + g.log().matches("upstream TLS refused").count()
+                >= 3)
+                .then_some(())
+        },
+    )
+    .await;
     let log = g.log();
     let failures: Vec<&str> = log
         .lines()
