@@ -96,3 +96,125 @@ async fn health_checks_take_a_dead_address_out_and_put_it_back() {
     assert!(g.log().contains("health check: up"));
     up.kill();
 }
+
+/// An upstream that dies in the middle of its responses: `/cl` promises 100 bytes and sends 5,
+/// `/chunked` sends one chunk and no last chunk, `/ok` answers whole. Each connection closes
+/// after its answer, like a crashed process's would.
+async fn cut_short_upstream() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let answer: &[u8] = if head.starts_with("GET /cl ") {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello"
+                } else if head.starts_with("GET /chunked ") {
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                };
+                let _ = s.write_all(answer).await;
+                let _ = s.flush().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_the_upstream_cuts_short_reaches_the_client_as_incomplete() {
+    let port = cut_short_upstream().await;
+    let g = Gateway::start(Options::with_policy(format!(
+        r#"
+[[upstreams]]
+name = "api"
+kind = "external"
+addresses = ["127.0.0.1:{port}"]
+circuit_failures = 100
+health_check_interval_seconds = 0
+
+[[routes]]
+name = "api"
+path_prefix = "/"
+upstream = "api"
+public = true
+"#
+    )))
+    .await;
+
+    // HTTP/2: the truncated stream is reset, not ended; the connection and its other streams
+    // carry on.
+    let h2 = g.client(false);
+    for path in ["/chunked", "/cl"] {
+        // The reset may overtake the head: either way the request fails with INTERNAL_ERROR.
+        let err = match h2.get(g.url(path)).send().await {
+            Ok(r) => {
+                assert_eq!(r.version(), reqwest::Version::HTTP_2);
+                assert_eq!(r.status(), 200);
+                r.bytes().await.expect_err(path)
+            }
+            Err(e) => e,
+        };
+        let chain = format!("{err:?}");
+        assert!(chain.contains("INTERNAL_ERROR"), "{path}: {chain}");
+        let ok = h2.get(g.url("/ok")).send().await.unwrap();
+        assert_eq!(ok.version(), reqwest::Version::HTTP_2);
+        assert_eq!(
+            ok.text().await.unwrap(),
+            "ok",
+            "the connection survives the reset"
+        );
+    }
+
+    // HTTP/1.1: the connection closes short of the promised length or the last chunk, and no
+    // error page is appended to the body that had started.
+    let cl = g.raw(b"GET /cl HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    let (head, body) = cl.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 100"),
+        "{head}"
+    );
+    assert_eq!(body, "hello", "{cl}");
+    let chunked = g
+        .raw(b"GET /chunked HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let (head, body) = chunked.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    assert_eq!(
+        body, "5\r\nhello\r\n",
+        "no last chunk, nothing appended: {chunked}"
+    );
+    let h1 = g.client(true);
+    let err = h1
+        .get(g.url("/chunked"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await;
+    assert!(err.is_err(), "{err:?}");
+
+    // Counted, and logged as aborted rather than answered.
+    assert!(g
+        .metrics()
+        .await
+        .contains("portcullis_responses_aborted_total 5"));
+    assert!(g
+        .log()
+        .contains("response aborted: the proxy failed after the response had started"));
+    assert!(!g.log().contains("cannot send again"), "{}", g.log());
+}

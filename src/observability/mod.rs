@@ -20,6 +20,8 @@ pub struct Metrics {
     denied: AtomicU64,
     csrf_failures: [AtomicU64; 4],
     shadow_denials: AtomicU64,
+    /// Responses aborted after they had started (the client sees them incomplete).
+    aborted: AtomicU64,
     /// Per-route counters and histograms, auth failures, WebSocket sessions.
     pub detail: routes::Detail,
 }
@@ -31,6 +33,11 @@ impl Metrics {
         if denied {
             self.denied.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A response was aborted after its head had gone out.
+    pub fn response_aborted(&self) {
+        self.aborted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A shadow rule would have refused a request.
@@ -92,6 +99,15 @@ impl Metrics {
             out,
             "portcullis_denied_total {}",
             self.denied.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP portcullis_responses_aborted_total Responses aborted after they had started, when the upstream failed mid-response: the client sees them incomplete (HTTP/2 stream reset, HTTP/1.1 connection closed).\n",
+        );
+        out.push_str("# TYPE portcullis_responses_aborted_total counter\n");
+        let _ = writeln!(
+            out,
+            "portcullis_responses_aborted_total {}",
+            self.aborted.load(Ordering::Relaxed)
         );
         out.push_str(
             "# HELP portcullis_shadow_denials_total Requests a shadow rule would have refused (not enforced).\n",

@@ -126,6 +126,8 @@ pub struct RequestCtx {
     /// The gateway has sent its close frame and waits (briefly) for the client's reply, dropping
     /// data both ways, so the close frame is read before the TCP connection goes.
     pub ws_closing: bool,
+    /// The response had started when the proxy failed, and was aborted.
+    pub response_aborted: bool,
     /// The external address chosen (index) and its breaker state.
     pub upstream_addr: Option<(usize, Arc<AddressState>)>,
     /// This response's CSP nonce (routes whose header profile asks for one).
@@ -622,6 +624,7 @@ impl ProxyHttp for Gateway {
             ws_deadline: None,
             ws_idle: Duration::from_secs(300),
             ws_closing: false,
+            response_aborted: false,
             upstream_addr: None,
             csp_nonce: None,
             issue_csrf: false,
@@ -1225,6 +1228,26 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
+        if session.response_written().is_some() {
+            // The response head, and perhaps part of its body, is already on its way: no error
+            // page can follow, and ending the response normally would hand the client a
+            // truncated body as if it were whole. Abort it instead, so the client sees it
+            // incomplete: RST_STREAM(INTERNAL_ERROR) over HTTP/2, which leaves the connection's
+            // other streams alone; over HTTP/1.1 the connection closes without the final chunk
+            // or the promised length.
+            ctx.response_aborted = true;
+            tracing::warn!(
+                error = %e,
+                source = e.esource().as_str(),
+                "response aborted: the proxy failed after the response had started"
+            );
+            session.set_keepalive(None);
+            session.shutdown().await;
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let deny = match e.etype() {
             ErrorType::HTTPStatus(413) if matches!(ctx.deny, Some(Deny::BodyTooLarge)) => {
                 Some(Deny::BodyTooLarge)
@@ -1340,6 +1363,9 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         self.metrics.record_request(status, ctx.deny.is_some());
+        if ctx.response_aborted {
+            self.metrics.response_aborted();
+        }
         let route = match (&ctx.policy, ctx.route) {
             (Some(p), Some(r)) => p.routes[r].name.clone(),
             _ => self.no_route.clone(),
