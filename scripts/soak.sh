@@ -138,9 +138,10 @@ per_client=$(((RATE + clients - 1) / clients))
 h2load --h1 -c $clients --rps "$per_client" -D "$SECS" --log-file="$W/v1.log" \
     "https://localhost:$PORT/v1/models" >"$W/v1.out" 2>&1 &
 LOAD1=$!
-# The external route over HTTP/2: a 502 ends only its stream. Over HTTP/1.1 the gateway closes
-# the connection after a 502 for an upstream it cannot reach, and h2load's fixed-rate mode does
-# not reconnect, so its clients dropped out one by one while the upstream was down.
+# The external route over HTTP/2: a response the killed upstream dies in the middle of can only
+# be aborted, which over HTTP/1.1 closes the connection, and h2load's fixed-rate mode does not
+# reconnect, so that client would drop out for the rest of the run. Over HTTP/2 the abort resets
+# one stream.
 h2load -c $clients --rps "$per_client" -D "$SECS" --log-file="$W/up.log" \
     "https://localhost:$PORT/up/x" >"$W/up.out" 2>&1 &
 LOAD2=$!

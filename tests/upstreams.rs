@@ -218,3 +218,76 @@ public = true
         .contains("response aborted: the proxy failed after the response had started"));
     assert!(!g.log().contains("cannot send again"), "{}", g.log());
 }
+
+/// Reads one HTTP/1.1 response with a content-length body from `s`: (head, body).
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    while got.len() < end + 4 + len {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed inside the body");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let body = String::from_utf8_lossy(&got[end + 4..end + 4 + len]).into_owned();
+    (head, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_502_leaves_the_clients_http1_connection_open_unless_a_body_was_left_unread() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Nothing listens on the upstream's port: every request gets a 502.
+    let port = free_port();
+    let mut o = opts(port, 0);
+    o.policy[0].1 = o.policy[0]
+        .1
+        .replace("circuit_failures = 3", "circuit_failures = 100");
+    let g = Gateway::start(o).await;
+    let connector = tokio_rustls::TlsConnector::from(g.tls_client_config());
+    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+    let mut tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        tls.write_all(b"GET /thing HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, body) = read_response(&mut tls).await;
+        assert!(head.starts_with("http/1.1 502"), "request {i}: {head}");
+        assert_eq!(body, r#"{"error":"upstream_unavailable"}"#);
+        assert!(!head.contains("connection: close"), "request {i}: {head}");
+    }
+    // A request body the gateway never read (the upstream failed first) could be taken for the
+    // next request: that connection closes, and says so.
+    tls.write_all(b"POST /thing HTTP/1.1\r\nHost: localhost\r\ncontent-length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut tls).await;
+    assert!(head.starts_with("http/1.1 502"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection closes");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+}

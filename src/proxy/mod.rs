@@ -1300,22 +1300,33 @@ impl ProxyHttp for Gateway {
                 _ => Some(Deny::Internal),
             },
         };
-        // The connection is not reused after a failure: say so, so clients do not send the
-        // next request into a closing socket.
-        session.set_keepalive(None);
-        let code = match deny {
+        // An upstream that cannot be reached or did not answer in time costs the client its
+        // answer, not its connection: an HTTP/1.1 connection whose request was read whole
+        // carries on after the 502/504, as it would after any other response. A request body
+        // still unread (the upstream failed before taking it) or an error on the client's side
+        // closes it: say so, so the client does not send its next request into a closing
+        // socket.
+        let reuse = matches!(
+            deny,
+            Some(Deny::UpstreamUnavailable | Deny::UpstreamTimeout)
+        ) && session.is_body_done();
+        if !reuse {
+            session.set_keepalive(None);
+        }
+        let (code, written) = match deny {
             Some(d) => {
                 let status = d.status();
-                if self.deny(session, ctx, d).await.is_err() {
+                let written = self.deny(session, ctx, d).await.is_ok();
+                if !written {
                     tracing::debug!("could not write the error response; downstream gone");
                 }
-                status
+                (status, written)
             }
-            None => 0,
+            None => (0, false),
         };
         FailToProxy {
             error_code: code,
-            can_reuse_downstream: false,
+            can_reuse_downstream: reuse && written,
         }
     }
 

@@ -1345,6 +1345,11 @@ where
                 session.cache.disable(reason);
             }
             let res = self.inner.fail_to_proxy(&mut session, e, &mut ctx).await;
+            // Vendored change: the hook decides whether the client's connection outlives the
+            // error, as it already does on the handle_error path. Upstream pingora keeps the
+            // connection only when the upstream's was reusable, which after an error it never
+            // is, so every 502 closed the client's HTTP/1.1 connection.
+            server_reuse = res.can_reuse_downstream;
 
             // final error will have > 0 status unless downstream connection is dead
             if !self.inner.suppress_error_log(&session, &ctx, e) {
