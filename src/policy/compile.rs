@@ -506,6 +506,26 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
                     (*h.get_ref() > 0).then(|| Duration::from_secs(*h.get_ref()));
             }
         }
+        for (v, key, slot) in [
+            (
+                &raw.health_check_rise,
+                "health_check_rise",
+                &mut compiled.health_rise,
+            ),
+            (
+                &raw.health_check_fall,
+                "health_check_fall",
+                &mut compiled.health_fall,
+            ),
+        ] {
+            if let Some(v) = v {
+                if (1..=10).contains(v.get_ref()) {
+                    *slot = *v.get_ref() as u32;
+                } else {
+                    cx.err_at(v, format!("{at}.{key}"), "must be between 1 and 10");
+                }
+            }
+        }
         compiled_upstreams.push(compiled);
     }
 

@@ -236,6 +236,10 @@ pub struct Upstream {
     pub read_timeout: Duration,
     pub breaker: crate::upstreams::BreakerSpec,
     pub health_interval: Option<Duration>,
+    /// Consecutive passed checks that bring a down address back, and failed ones that take an
+    /// address out.
+    pub health_rise: u32,
+    pub health_fall: u32,
     /// Pinned CAs for an upstream over TLS; `None` = the system store.
     pub tls_ca: Option<Arc<pingora::protocols::tls::CaType>>,
     /// Refuse upstream TLS below 1.3.
@@ -274,6 +278,8 @@ impl Upstream {
                 open_for: Duration::from_secs(10),
             },
             health_interval: Some(Duration::from_secs(5)),
+            health_rise: 2,
+            health_fall: 2,
             tls_ca: None,
             tls13_only: false,
             tls_group: 0,

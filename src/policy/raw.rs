@@ -315,6 +315,10 @@ pub struct RawUpstream {
     pub circuit_open_ms: Option<Spanned<u64>>,
     /// Active TCP health check period for external addresses (default 5; 0 = off).
     pub health_check_interval_seconds: Option<Spanned<u64>>,
+    /// Consecutive passed checks that bring a down address back (default 2).
+    pub health_check_rise: Option<Spanned<u64>>,
+    /// Consecutive failed checks that take an address out (default 2).
+    pub health_check_fall: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

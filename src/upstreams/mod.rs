@@ -1,7 +1,8 @@
 //! Upstream resilience for external pools: a circuit breaker per address (opens after
 //! consecutive failures, answers 503 fast while open, lets one half-open probe through after the
-//! open period) and an active TCP health check that takes dead addresses out of rotation. State
-//! is keyed by upstream name and address and outlives policy reloads.
+//! open period) and an active TCP health check that takes dead addresses out of rotation after
+//! `fall` failed checks and brings them back after `rise` passed ones, checking a dead address
+//! every second. State is keyed by upstream name and address and outlives policy reloads.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -24,6 +25,9 @@ pub struct AddressState {
     open_until_ms: AtomicU64,
     probe_in_flight: AtomicBool,
     healthy: AtomicBool,
+    /// Consecutive health checks passed while out of rotation, failed while in it.
+    check_passes: AtomicU32,
+    check_fails: AtomicU32,
     pub opened: AtomicU64,
 }
 
@@ -34,6 +38,8 @@ impl Default for AddressState {
             open_until_ms: AtomicU64::new(0),
             probe_in_flight: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
+            check_passes: AtomicU32::new(0),
+            check_fails: AtomicU32::new(0),
             opened: AtomicU64::new(0),
         }
     }
@@ -141,9 +147,16 @@ impl Resilience {
         v
     }
 
-    /// Active TCP health checks over the external addresses in `policy` whose interval has come
-    /// round; `last` remembers when each upstream was checked.
-    pub async fn check_health(&self, policy: &Policy, last: &mut HashMap<String, Instant>) {
+    /// Active TCP health checks over the external addresses in `policy` that are due: an
+    /// address in rotation every `health_check_interval_seconds`, one taken out every second
+    /// (or at the interval, if shorter), so it returns within `rise` seconds of answering again.
+    /// `last` remembers when each address was checked. The checks run side by side.
+    pub async fn check_health(
+        &self,
+        policy: &Policy,
+        last: &mut HashMap<(String, String), Instant>,
+    ) {
+        let mut due = Vec::new();
         for u in &policy.upstreams {
             let UpstreamTarget::External { addresses, .. } = &u.target else {
                 continue;
@@ -151,28 +164,100 @@ impl Resilience {
             let Some(interval) = u.health_interval else {
                 continue;
             };
-            if last.get(&*u.name).is_some_and(|t| t.elapsed() < interval) {
-                continue;
-            }
-            last.insert(u.name.to_string(), Instant::now());
-            let timeout = u.connect_timeout.min(Duration::from_secs(2));
             for a in addresses {
-                let ok = matches!(
+                let s = self.state(&u.name, a);
+                let every = if s.healthy.load(Ordering::Acquire) && !s.circuit_open() {
+                    interval
+                } else {
+                    interval.min(DOWN_RECHECK)
+                };
+                let key = (u.name.to_string(), a.clone());
+                if last.get(&key).is_some_and(|t| t.elapsed() < every) {
+                    continue;
+                }
+                last.insert(key, Instant::now());
+                due.push((u, a, s));
+            }
+        }
+        let results = futures_util::future::join_all(due.iter().map(|(u, a, _)| {
+            let timeout = u.connect_timeout.min(Duration::from_secs(2));
+            async move {
+                matches!(
                     tokio::time::timeout(timeout, tokio::net::TcpStream::connect(a.as_str())).await,
                     Ok(Ok(_))
-                );
-                let s = self.state(&u.name, a);
-                if s.healthy.swap(ok, Ordering::AcqRel) != ok {
-                    if ok {
-                        tracing::info!(upstream = %u.name, address = %a, "health check: up");
-                    } else {
-                        tracing::warn!(upstream = %u.name, address = %a, "health check: down");
-                    }
+                )
+            }
+        }))
+        .await;
+        for ((u, a, s), ok) in due.iter().zip(results) {
+            self.record_check(s, ok, u.health_rise, u.health_fall, &u.name, a);
+        }
+    }
+
+    /// One health check's result: `fall` failures in a row take an address out of rotation,
+    /// `rise` passes in a row bring it back. An address out of rotation or behind an open
+    /// circuit is checked every second, and after `rise` passes its circuit's half-open probe
+    /// is due at once rather than at the end of the open period.
+    pub fn record_check(
+        &self,
+        s: &AddressState,
+        ok: bool,
+        rise: u32,
+        fall: u32,
+        upstream: &str,
+        address: &str,
+    ) {
+        if ok {
+            s.check_fails.store(0, Ordering::Release);
+            let healthy = s.healthy.load(Ordering::Acquire);
+            if healthy && !s.circuit_open() {
+                s.check_passes.store(0, Ordering::Release);
+                return;
+            }
+            let n = s.check_passes.fetch_add(1, Ordering::AcqRel) + 1;
+            if n >= rise {
+                s.check_passes.store(0, Ordering::Release);
+                let _ = s
+                    .open_until_ms
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                        (u > 1).then_some(1)
+                    });
+                if healthy {
+                    tracing::info!(
+                        upstream,
+                        address,
+                        passes = n,
+                        "health check: passing; the open circuit's probe is due"
+                    );
+                } else {
+                    s.healthy.store(true, Ordering::Release);
+                    tracing::info!(upstream, address, passes = n, "health check: up");
                 }
+            }
+        } else {
+            s.check_passes.store(0, Ordering::Release);
+            if !s.healthy.load(Ordering::Acquire) {
+                return;
+            }
+            let n = s.check_fails.fetch_add(1, Ordering::AcqRel) + 1;
+            if n >= fall {
+                s.check_fails.store(0, Ordering::Release);
+                s.healthy.store(false, Ordering::Release);
+                tracing::warn!(upstream, address, failures = n, "health check: down");
             }
         }
     }
 }
+
+impl AddressState {
+    /// The circuit is open (its open period may have run out, its probe not yet gone).
+    fn circuit_open(&self) -> bool {
+        self.open_until_ms.load(Ordering::Acquire) > 1
+    }
+}
+
+/// How often an address taken out of rotation is checked again (at most).
+const DOWN_RECHECK: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
@@ -204,5 +289,64 @@ mod tests {
         assert_eq!(r.admit(&s), Admit::Probe);
         r.success(&s);
         assert_eq!(r.admit(&s), Admit::Yes);
+    }
+
+    #[test]
+    fn health_checks_need_fall_failures_to_take_out_and_rise_passes_to_bring_back() {
+        let r = Resilience::default();
+        let s = r.state("api", "10.0.0.1:80");
+        let spec = BreakerSpec {
+            failures: 1,
+            open_for: Duration::from_secs(3600),
+        };
+        let check = |ok| r.record_check(&s, ok, 3, 2, "api", "a");
+        check(false);
+        assert_eq!(r.admit(&s), Admit::Yes, "one failed check is not enough");
+        check(true);
+        check(false);
+        assert_eq!(
+            r.admit(&s),
+            Admit::Yes,
+            "a pass in between starts the count again"
+        );
+        check(false);
+        assert_eq!(r.admit(&s), Admit::No, "two in a row take it out");
+        // Meanwhile its circuit opened for an hour.
+        r.failure(&s, spec, "api", "a");
+        check(true);
+        check(true);
+        check(false);
+        check(true);
+        check(true);
+        assert_eq!(r.admit(&s), Admit::No, "three passes in a row are needed");
+        check(true);
+        assert_eq!(
+            r.admit(&s),
+            Admit::Probe,
+            "back in rotation, with the circuit's probe due at once"
+        );
+        r.success(&s);
+        assert_eq!(r.admit(&s), Admit::Yes);
+    }
+
+    #[test]
+    fn passing_health_checks_bring_an_open_circuits_probe_forward() {
+        let r = Resilience::default();
+        let s = r.state("api", "10.0.0.1:80");
+        let spec = BreakerSpec {
+            failures: 1,
+            open_for: Duration::from_secs(3600),
+        };
+        r.failure(&s, spec, "api", "a");
+        assert_eq!(r.admit(&s), Admit::No);
+        assert!(s.circuit_open(), "checked every second while open");
+        r.record_check(&s, true, 2, 2, "api", "a");
+        assert_eq!(r.admit(&s), Admit::No);
+        r.record_check(&s, true, 2, 2, "api", "a");
+        assert_eq!(r.admit(&s), Admit::Probe, "not an hour later");
+        r.failure(&s, spec, "api", "a");
+        assert_eq!(r.admit(&s), Admit::No, "a failed probe reopens it");
+        r.success(&s);
+        assert!(!s.circuit_open());
     }
 }
