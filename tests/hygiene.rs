@@ -132,12 +132,7 @@ async fn a_slowloris_client_is_cut_off_while_others_are_served() {
     let port = up.port;
     let g = Gateway::start(opts(port)).await;
     // Completes TLS, then trickles its request header one byte every 200 ms.
-    let connector = tokio_rustls::TlsConnector::from(g.tls_client_config());
-    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
-    let mut slow = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut slow = g.tls_connect().await;
     let start = Instant::now();
     let trickle = tokio::spawn(async move {
         for b in b"GET /slow HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {

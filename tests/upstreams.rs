@@ -263,12 +263,7 @@ async fn a_502_leaves_the_clients_http1_connection_open_unless_a_body_was_left_u
         .1
         .replace("circuit_failures = 3", "circuit_failures = 100");
     let g = Gateway::start(o).await;
-    let connector = tokio_rustls::TlsConnector::from(g.tls_client_config());
-    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
-    let mut tls = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = g.tls_connect().await;
     for i in 0..3 {
         tls.write_all(b"GET /thing HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await

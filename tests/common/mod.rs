@@ -360,16 +360,21 @@ impl Gateway {
     /// the server closes or 5 s pass. For requests no well-behaved client would send.
     pub async fn raw(&self, request: &[u8]) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let connector = tokio_rustls::TlsConnector::from(self.tls_client_config());
-        let tcp = tokio::net::TcpStream::connect(self.https).await.unwrap();
-        let mut tls = connector
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
+        let mut tls = self.tls_connect().await;
         tls.write_all(request).await.unwrap();
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// A TLS connection to the HTTPS listener for `localhost`, offering HTTP/1.1 only.
+    pub async fn tls_connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let connector = tokio_rustls::TlsConnector::from(self.tls_client_config());
+        let tcp = tokio::net::TcpStream::connect(self.https).await.unwrap();
+        connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap()
     }
 
     /// `GET path` over a raw connection; returns the status code.
