@@ -286,3 +286,58 @@ async fn a_502_leaves_the_clients_http1_connection_open_unless_a_body_was_left_u
     assert!(read.is_ok(), "the connection closes");
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_retried_on_the_next_address() {
+    let dead = free_port();
+    let up = Upstream::start(0).await;
+    let g = Gateway::start(Options::with_policy(format!(
+        r#"
+[[upstreams]]
+name = "api"
+kind = "external"
+addresses = ["127.0.0.1:{dead}", "127.0.0.1:{}"]
+circuit_failures = 3
+circuit_open_ms = 60000
+health_check_interval_seconds = 0
+
+[[routes]]
+name = "api"
+path_prefix = "/"
+upstream = "api"
+public = true
+"#,
+        up.port
+    )))
+    .await;
+    let c = g.client(true);
+    // Round-robin sends every other request to the dead address first: each is retried on the
+    // live one, request body included, since nothing reached the dead one.
+    for i in 0..6 {
+        let r = c.get(g.url("/thing")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {i}");
+        let r = c
+            .post(g.url("/upload"))
+            .body("payload")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "POST {i}");
+    }
+    let seen = up.seen.lock().unwrap().clone();
+    // (A body, having no blank line after it, is recorded with the head that follows it.)
+    assert_eq!(seen.iter().filter(|b| b.contains("GET /thing")).count(), 6);
+    assert_eq!(
+        seen.iter().filter(|b| b.contains("POST /upload")).count(),
+        6
+    );
+    assert!(g.log().contains("trying the next address"), "{}", g.log());
+    // The dead address's failures opened its circuit: requests stop trying it.
+    assert!(g.metrics().await.contains(&format!(
+        "portcullis_circuit_open{{upstream=\"api\",address=\"127.0.0.1:{dead}\"}} 1"
+    )));
+    up.kill();
+    // With no address left to try, the client gets its 502 (then 503 once every circuit is open).
+    let r = c.get(g.url("/thing")).send().await.unwrap();
+    assert!(matches!(r.status().as_u16(), 502 | 503), "{}", r.status());
+}

@@ -128,6 +128,8 @@ pub struct RequestCtx {
     pub ws_closing: bool,
     /// The response had started when the proxy failed, and was aborted.
     pub response_aborted: bool,
+    /// External addresses this request failed to connect to, in order.
+    pub tried_addresses: Vec<usize>,
     /// The external address chosen (index) and its breaker state.
     pub upstream_addr: Option<(usize, Arc<AddressState>)>,
     /// This response's CSP nonce (routes whose header profile asks for one).
@@ -625,6 +627,7 @@ impl ProxyHttp for Gateway {
             ws_idle: Duration::from_secs(300),
             ws_closing: false,
             response_aborted: false,
+            tried_addresses: Vec::new(),
             upstream_addr: None,
             csp_nonce: None,
             issue_csrf: false,
@@ -1067,6 +1070,55 @@ impl ProxyHttp for Gateway {
         peer.options.verify_cert = true;
         peer.options.verify_hostname = true;
         Ok(Box::new(peer))
+    }
+
+    /// A connection to an external address failed (refused, timed out, TLS refused): nothing
+    /// reached the upstream, so the request, body and all, may go to another address. The
+    /// failure counts against this address's circuit, and the next address whose circuit admits
+    /// a request and that this request has not tried is picked; with none left the error
+    /// stands and the client gets its 502.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let (Some(policy), Some(r), Some((idx, state))) =
+            (ctx.policy.clone(), ctx.route, ctx.upstream_addr.clone())
+        else {
+            return e;
+        };
+        let upstream = &policy.upstreams[policy.routes[r].upstream];
+        let UpstreamTarget::External { addresses, .. } = &upstream.target else {
+            return e;
+        };
+        if addresses.len() < 2 || ctx.websocket {
+            return e;
+        }
+        self.resilience
+            .failure(&state, upstream.breaker, &upstream.name, &addresses[idx]);
+        ctx.tried_addresses.push(idx);
+        let next = (1..addresses.len()).find_map(|k| {
+            let j = (idx + k) % addresses.len();
+            if ctx.tried_addresses.contains(&j) {
+                return None;
+            }
+            let state = upstream.address_state(j, &self.resilience).clone();
+            (self.resilience.admit(&state) != Admit::No).then_some((j, state))
+        });
+        if let Some((j, state)) = next {
+            tracing::info!(
+                upstream = &*upstream.name,
+                address = %addresses[idx],
+                next = %addresses[j],
+                reason = %e,
+                "upstream connect failed; trying the next address"
+            );
+            ctx.upstream_addr = Some((j, state));
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn connected_to_upstream(
