@@ -9,26 +9,35 @@ use std::time::{Duration, Instant};
 
 use common::upstream::TestUpstream as Upstream;
 
-fn opts(port: u16, health: u64) -> Options {
-    let p = format!(
+/// One external upstream `api` over `ports` on 127.0.0.1, with `settings` (its breaker and
+/// health-check keys), serving every path.
+fn pool(ports: &[u16], settings: &str) -> Options {
+    let addresses: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    Options::with_policy(format!(
         r#"
 [[upstreams]]
 name = "api"
 kind = "external"
-addresses = ["127.0.0.1:{port}"]
-connect_timeout_ms = 500
-circuit_failures = 3
-circuit_open_ms = 1000
-health_check_interval_seconds = {health}
+addresses = [{}]
+{settings}
 
 [[routes]]
 name = "api"
 path_prefix = "/"
 upstream = "api"
 public = true
-"#
-    );
-    Options::with_policy(p)
+"#,
+        addresses.join(", ")
+    ))
+}
+
+fn opts(port: u16, health: u64) -> Options {
+    pool(
+        &[port],
+        &format!(
+            "connect_timeout_ms = 500\ncircuit_failures = 3\ncircuit_open_ms = 1000\nhealth_check_interval_seconds = {health}"
+        ),
+    )
 }
 
 async fn status(c: &reqwest::Client, g: &Gateway) -> (u16, String, Duration) {
@@ -134,22 +143,10 @@ async fn cut_short_upstream() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_the_upstream_cuts_short_reaches_the_client_as_incomplete() {
     let port = cut_short_upstream().await;
-    let g = Gateway::start(Options::with_policy(format!(
-        r#"
-[[upstreams]]
-name = "api"
-kind = "external"
-addresses = ["127.0.0.1:{port}"]
-circuit_failures = 100
-health_check_interval_seconds = 0
-
-[[routes]]
-name = "api"
-path_prefix = "/"
-upstream = "api"
-public = true
-"#
-    )))
+    let g = Gateway::start(pool(
+        &[port],
+        "circuit_failures = 100\nhealth_check_interval_seconds = 0",
+    ))
     .await;
 
     // HTTP/2: the truncated stream is reset, not ended; the connection and its other streams
@@ -258,11 +255,11 @@ async fn a_502_leaves_the_clients_http1_connection_open_unless_a_body_was_left_u
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Nothing listens on the upstream's port: every request gets a 502.
     let port = free_port();
-    let mut o = opts(port, 0);
-    o.policy[0].1 = o.policy[0]
-        .1
-        .replace("circuit_failures = 3", "circuit_failures = 100");
-    let g = Gateway::start(o).await;
+    let g = Gateway::start(pool(
+        &[port],
+        "circuit_failures = 100\nhealth_check_interval_seconds = 0",
+    ))
+    .await;
     let mut tls = g.tls_connect().await;
     for i in 0..3 {
         tls.write_all(b"GET /thing HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -291,24 +288,10 @@ async fn a_502_leaves_the_clients_http1_connection_open_unless_a_body_was_left_u
 async fn a_refused_connection_is_retried_on_the_next_address() {
     let dead = free_port();
     let up = Upstream::start(0).await;
-    let g = Gateway::start(Options::with_policy(format!(
-        r#"
-[[upstreams]]
-name = "api"
-kind = "external"
-addresses = ["127.0.0.1:{dead}", "127.0.0.1:{}"]
-circuit_failures = 3
-circuit_open_ms = 60000
-health_check_interval_seconds = 0
-
-[[routes]]
-name = "api"
-path_prefix = "/"
-upstream = "api"
-public = true
-"#,
-        up.port
-    )))
+    let g = Gateway::start(pool(
+        &[dead, up.port],
+        "circuit_failures = 3\ncircuit_open_ms = 60000\nhealth_check_interval_seconds = 0",
+    ))
     .await;
     let c = g.client(true);
     // Round-robin sends every other request to the dead address first: each is retried on the
