@@ -12,7 +12,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-# The patched pingora-proxy (vendor/README.md), and every target the manifest declares.
+# The patched pingora-proxy and pingora-core (vendor/README.md), and every target the manifest declares.
 COPY vendor ./vendor
 COPY src ./src
 COPY benches ./benches
