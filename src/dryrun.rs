@@ -177,7 +177,9 @@ impl<'p> Evaluator<'p> {
         }
         let net = &policy.network;
         let peer = t.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let client = client_ip::resolve(peer, &req.headers, &net.trusted_proxies);
+        let Ok(client) = client_ip::resolve(peer, &req.headers, &net.trusted_proxies) else {
+            return Ok(deny(Deny::BadForwardedFor, None));
+        };
         let client_key = client_ip::bucket(client, net.ipv6_prefix);
         let header_bytes: usize = req
             .headers

@@ -294,3 +294,119 @@ async fn concurrent_connections_per_ip_are_capped_before_tls() {
         .await
         .contains("portcullis_connections_refused_total"));
 }
+
+/// Public routes behind a trusted proxy on 127.0.0.1, with admin paths open to that proxy's
+/// network only: whoever the gateway takes for the client decides the admin check.
+const PROXIED_PUBLIC: &str = r#"
+[[upstreams]]
+name = "worker"
+kind = "worker"
+
+[[routes]]
+name = "whoami"
+path_prefix = "/whoami"
+upstream = "worker"
+public = true
+
+[[routes]]
+name = "admin"
+path_prefix = "/admin/"
+upstream = "worker"
+public = true
+
+[network]
+trusted_proxies = ["127.0.0.1/32"]
+
+[admin]
+networks = ["127.0.0.1/32"]
+"#;
+
+async fn send(
+    c: &reqwest::Client,
+    g: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let mut r = c.get(g.url(path));
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparsable_forwarded_hop_never_makes_the_trusted_proxy_the_client() {
+    let g = Gateway::start(Options::with_policy(PROXIED_PUBLIC)).await;
+    for http1 in [true, false] {
+        let c = g.client(http1);
+        // A forwarded client outside the admin network is refused the admin path.
+        let (s, b) = send(&c, &g, "/admin/x", &[("x-forwarded-for", "198.51.100.7")]).await;
+        assert_eq!((s, b["error"].as_str()), (403, Some("admin_required")));
+        // Hops the walk has to pass that do not parse: nobody knows the client, and the proxy
+        // (inside the admin network) must not stand in for it.
+        for xff in ["unknown", "x", "", "198.51.100.7, unknown", "198.51.100.7,"] {
+            let (s, b) = send(&c, &g, "/admin/x", &[("x-forwarded-for", xff)]).await;
+            assert_eq!(
+                (s, b["error"].as_str()),
+                (400, Some("bad_forwarded_for")),
+                "X-Forwarded-For {xff:?} (http1: {http1})"
+            );
+        }
+        // Garbage left of the client's address is the client's own: ignored.
+        let (s, b) = send(
+            &c,
+            &g,
+            "/admin/x",
+            &[("x-forwarded-for", "unknown, 198.51.100.7")],
+        )
+        .await;
+        assert_eq!((s, b["error"].as_str()), (403, Some("admin_required")));
+        let (s, who) = send(
+            &c,
+            &g,
+            "/whoami",
+            &[("x-forwarded-for", "nonsense, 198.51.100.7")],
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(who["forwarded_for"], "198.51.100.7");
+        // X-Real-IP from the trusted peer: believed only when the chain names no client, and
+        // an unparsable one is refused like a bad hop.
+        let (s, who) = send(&c, &g, "/whoami", &[("x-real-ip", "192.0.2.44")]).await;
+        assert_eq!(
+            (s, who["forwarded_for"].as_str()),
+            (200, Some("192.0.2.44"))
+        );
+        let (s, b) = send(
+            &c,
+            &g,
+            "/admin/x",
+            &[
+                ("x-forwarded-for", "198.51.100.7"),
+                ("x-real-ip", "127.0.0.1"),
+            ],
+        )
+        .await;
+        assert_eq!((s, b["error"].as_str()), (403, Some("admin_required")));
+        let (s, b) = send(&c, &g, "/admin/x", &[("x-real-ip", "unknown")]).await;
+        assert_eq!((s, b["error"].as_str()), (400, Some("bad_forwarded_for")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_real_ip_from_an_untrusted_peer_changes_nothing() {
+    let g = Gateway::start(Options::with_policy(
+        PROXIED_PUBLIC.replace("trusted_proxies = [\"127.0.0.1/32\"]", ""),
+    ))
+    .await;
+    for http1 in [true, false] {
+        let c = g.client(http1);
+        let (s, who) = send(&c, &g, "/whoami", &[("x-real-ip", "192.0.2.44")]).await;
+        assert_eq!((s, who["forwarded_for"].as_str()), (200, Some("127.0.0.1")));
+        // Unparsable headers from an untrusted peer are not read at all.
+        let (s, _) = send(&c, &g, "/whoami", &[("x-forwarded-for", "unknown")]).await;
+        assert_eq!(s, 200);
+    }
+}

@@ -44,6 +44,8 @@ pub enum Deny {
     AmbiguousLength,
     /// No `Host` on HTTP/1.1, or more than one.
     BadHost,
+    /// A trusted proxy's `X-Forwarded-For` or `X-Real-IP` that does not say who the client is.
+    BadForwardedFor,
     ForeignAbsoluteTarget,
     BlockedPath,
     /// A `;` path parameter whose removal (as some backends do) yields a blocked path.
@@ -83,7 +85,8 @@ impl Deny {
             Deny::BadPath(_)
             | Deny::AmbiguousLength
             | Deny::ForeignAbsoluteTarget
-            | Deny::BadHost => 400,
+            | Deny::BadHost
+            | Deny::BadForwardedFor => 400,
             Deny::WebSocketNotAllowed => 400,
             Deny::WebSocketRequired => 426,
             Deny::BlockedPath
@@ -137,6 +140,7 @@ impl Deny {
             Deny::BadPath(e) => (*e).code(),
             Deny::AmbiguousLength => "ambiguous_length",
             Deny::BadHost => "bad_host",
+            Deny::BadForwardedFor => "bad_forwarded_for",
             Deny::ForeignAbsoluteTarget => "foreign_absolute_target",
             Deny::BlockedPath => "path_blocked",
             Deny::PathParameterOnBlocked => "path_parameter_on_blocked",
@@ -234,6 +238,7 @@ impl Deny {
             Deny::BadPath(PathError::InvalidUtf8) => br#"{"error":"path_invalid_utf8"}"#,
             Deny::AmbiguousLength => br#"{"error":"ambiguous_length"}"#,
             Deny::BadHost => br#"{"error":"bad_host"}"#,
+            Deny::BadForwardedFor => br#"{"error":"bad_forwarded_for"}"#,
             Deny::ForeignAbsoluteTarget => br#"{"error":"foreign_absolute_target"}"#,
             Deny::BlockedPath => br#"{"error":"path_blocked"}"#,
             Deny::PathParameterOnBlocked => br#"{"error":"path_parameter_on_blocked"}"#,
@@ -273,6 +278,7 @@ mod tests {
             Deny::BadPath(PathError::InvalidUtf8),
             Deny::AmbiguousLength,
             Deny::BadHost,
+            Deny::BadForwardedFor,
             Deny::ForeignAbsoluteTarget,
             Deny::BlockedPath,
             Deny::PathParameterOnBlocked,

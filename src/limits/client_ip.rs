@@ -1,44 +1,61 @@
 //! Who the client is: the TCP peer, unless that peer is a trusted proxy — then `X-Forwarded-For`
-//! is walked from the right and the first address that is not a trusted proxy is the client
-//! (`X-Real-IP` is honoured only from trusted peers too). IPv6 clients are bucketed by prefix so
-//! one host cannot dodge a limit by rotating through its /64.
+//! is walked from the right and the first address that is not a trusted proxy is the client.
+//! A hop that does not parse (`unknown`, empty, garbage) before any untrusted address is
+//! reached leaves the client unknown: the request is refused rather than blamed on the proxy.
+//! `X-Real-IP` is believed only from a trusted peer, and only when `X-Forwarded-For` is absent
+//! or names trusted proxies alone. IPv6 clients are bucketed by prefix so one host cannot dodge a
+//! limit by rotating through its /64.
 
 use std::net::IpAddr;
 
 use http::HeaderMap;
 use ipnet::IpNet;
 
-/// Resolves the client address from the peer and the forwarding headers.
-pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+/// The forwarding headers of a trusted peer do not say who the client is: a hop that had to be
+/// walked past does not parse, or `X-Real-IP` is not one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnparsableForwarding;
+
+/// Resolves the client address from the peer and the forwarding headers. Never returns a
+/// trusted proxy's address in place of a hop it could not read.
+pub fn resolve(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> Result<IpAddr, UnparsableForwarding> {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if trusted.is_empty() || !is_trusted(&peer) {
-        return peer;
+        return Ok(peer);
     }
     // Rightmost first: each hop appends what it saw, so the right end is the most trustworthy.
-    let mut hops = Vec::new();
-    for v in headers.get_all("x-forwarded-for") {
-        let Ok(s) = v.to_str() else { return peer };
-        for part in s.split(',') {
+    // Only what is walked past matters: garbage left of the first untrusted hop is the
+    // client's own and ignored.
+    let mut leftmost_trusted = None;
+    for line in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(s) = line.to_str() else {
+            return Err(UnparsableForwarding);
+        };
+        for part in s.rsplit(',') {
             match parse_ip(part.trim()) {
-                Some(ip) => hops.push(ip),
-                None => return peer,
+                Some(ip) if is_trusted(&ip) => leftmost_trusted = Some(ip),
+                Some(ip) => return Ok(ip),
+                None => return Err(UnparsableForwarding),
             }
         }
     }
-    for ip in hops.iter().rev() {
-        if !is_trusted(ip) {
-            return *ip;
+    let mut real = headers.get_all("x-real-ip").iter();
+    if let Some(v) = real.next() {
+        if real.next().is_some() {
+            return Err(UnparsableForwarding);
         }
-    }
-    if let Some(ip) = headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| parse_ip(s.trim()))
-    {
-        return ip;
+        return v
+            .to_str()
+            .ok()
+            .and_then(|s| parse_ip(s.trim()))
+            .ok_or(UnparsableForwarding);
     }
     // Every hop was a trusted proxy: the leftmost is the best we know.
-    hops.first().copied().unwrap_or(peer)
+    Ok(leftmost_trusted.unwrap_or(peer))
 }
 
 fn parse_ip(s: &str) -> Option<IpAddr> {
@@ -83,8 +100,8 @@ mod tests {
     fn untrusted_peers_headers_are_ignored() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let peer: IpAddr = "203.0.113.9".parse().unwrap();
-        assert_eq!(resolve(peer, &h(&["1.2.3.4"]), &trusted), peer);
-        assert_eq!(resolve(peer, &h(&["1.2.3.4"]), &[]), peer);
+        assert_eq!(resolve(peer, &h(&["1.2.3.4"]), &trusted), Ok(peer));
+        assert_eq!(resolve(peer, &h(&["1.2.3.4"]), &[]), Ok(peer));
     }
 
     #[test]
@@ -94,17 +111,98 @@ mod tests {
         // The client forged "6.6.6.6"; the proxy appended the real address.
         assert_eq!(
             resolve(peer, &h(&["6.6.6.6, 198.51.100.7"]), &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
+            Ok("198.51.100.7".parse::<IpAddr>().unwrap())
         );
         assert_eq!(
             resolve(peer, &h(&["6.6.6.6", "198.51.100.7, 10.0.0.3"]), &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
+            Ok("198.51.100.7".parse::<IpAddr>().unwrap())
         );
-        // Garbage in the chain: do not guess.
+    }
+
+    #[test]
+    fn an_unparsable_hop_is_never_the_trusted_proxy() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        // Garbage left of the client's address is the client's own: the walk stops before it.
+        for xff in [
+            "nonsense, 198.51.100.7",
+            "unknown,198.51.100.7",
+            ", 198.51.100.7",
+        ] {
+            assert_eq!(resolve(peer, &h(&[xff]), &trusted), Ok(client), "{xff}");
+        }
+        // Garbage the walk has to pass: nobody knows the client, and it is not the proxy.
+        for xff in [
+            "x",
+            "",
+            "unknown",
+            "198.51.100.7, unknown",
+            "198.51.100.7, , 10.0.0.3",
+            "198.51.100.7,",
+        ] {
+            assert_eq!(
+                resolve(peer, &h(&[xff]), &trusted),
+                Err(UnparsableForwarding),
+                "{xff:?}"
+            );
+        }
         assert_eq!(
-            resolve(peer, &h(&["nonsense, 198.51.100.7"]), &trusted),
-            peer
+            resolve(peer, &h(&["198.51.100.7", "garbage"]), &trusted),
+            Err(UnparsableForwarding)
         );
+        assert_eq!(
+            resolve(peer, &h(&["garbage", "198.51.100.7"]), &trusted),
+            Ok(client)
+        );
+        // An untrusted peer's headers are never read, garbage or not.
+        let outsider: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(resolve(outsider, &h(&["x"]), &trusted), Ok(outsider));
+    }
+
+    #[test]
+    fn x_real_ip_only_from_a_trusted_peer_and_only_when_the_chain_is_all_trusted() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let with = |xff: &[&str], real: &[&str]| {
+            let mut m = h(xff);
+            for r in real {
+                m.append("x-real-ip", r.parse().unwrap());
+            }
+            m
+        };
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let outsider: IpAddr = "203.0.113.9".parse().unwrap();
+        let real: IpAddr = "192.0.2.44".parse().unwrap();
+        assert_eq!(
+            resolve(outsider, &with(&[], &["192.0.2.44"]), &trusted),
+            Ok(outsider)
+        );
+        assert_eq!(
+            resolve(proxy, &with(&[], &["192.0.2.44"]), &trusted),
+            Ok(real)
+        );
+        assert_eq!(
+            resolve(proxy, &with(&["10.0.0.9"], &["192.0.2.44"]), &trusted),
+            Ok(real)
+        );
+        assert_eq!(
+            resolve(proxy, &with(&["198.51.100.7"], &["192.0.2.44"]), &trusted),
+            Ok("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(
+            resolve(proxy, &with(&[], &["unknown"]), &trusted),
+            Err(UnparsableForwarding)
+        );
+        assert_eq!(
+            resolve(proxy, &with(&[], &["192.0.2.44", "192.0.2.45"]), &trusted),
+            Err(UnparsableForwarding)
+        );
+        // All trusted and no X-Real-IP: the leftmost hop, then the peer itself.
+        assert_eq!(
+            resolve(proxy, &with(&["10.0.0.9, 10.0.0.3"], &[]), &trusted),
+            Ok("10.0.0.9".parse().unwrap())
+        );
+        assert_eq!(resolve(proxy, &with(&[], &[]), &trusted), Ok(proxy));
     }
 
     #[test]

@@ -651,13 +651,18 @@ impl ProxyHttp for Gateway {
             let req = session.req_header();
             ctx.trace = Some(otel.start_request(&req.headers, req.method.as_str()));
         }
+        let mut bad_forwarding = false;
         if let Some(peer_addr) = session.client_addr().and_then(|a| a.as_inet()) {
             // The connection delivered a request header: it is off the slowloris watch.
             self.header_deadline.request_seen(peer_addr);
             let peer = peer_addr.ip();
             let net = &policy.network;
-            let client =
+            // Forwarding headers that do not say who the client is: the request is refused
+            // below, counted against the peer that sent them.
+            let resolved =
                 client_ip::resolve(peer, &session.req_header().headers, &net.trusted_proxies);
+            bad_forwarding = resolved.is_err();
+            let client = resolved.unwrap_or(peer);
             ctx.client = Some(client);
             ctx.client_key = Some(client_ip::bucket(client, net.ipv6_prefix));
         }
@@ -671,6 +676,10 @@ impl ProxyHttp for Gateway {
         ctx.policy = Some(policy);
         if too_large {
             ctx.deny = Some(Deny::HeadersTooLarge);
+            return Ok(());
+        }
+        if bad_forwarding {
+            ctx.deny = Some(Deny::BadForwardedFor);
             return Ok(());
         }
         if ambiguous_length_in(session) {
