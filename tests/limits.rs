@@ -410,3 +410,40 @@ async fn x_real_ip_from_an_untrusted_peer_changes_nothing() {
         assert_eq!(s, 200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_key_table_leaves_established_clients_their_own_bucket() {
+    // Room for 3 keys, a burst of 3 and a refill of 3 an hour: no key falls idle (and is
+    // evicted) during the test however slowly it runs.
+    let limits = "[[limits]]\nname = \"per-ip\"\nkey = [\"ip\"]\nrequests = 3\nper_seconds = 3600\nburst = 3\nmax_keys = 3\nroutes = [\"whoami\"]\n";
+    let g = Gateway::start(policy("trusted_proxies = [\"127.0.0.1/32\"]", limits, "")).await;
+    let clients = [(true, "198.51.100.1"), (false, "198.51.100.2")];
+    for (http1, client) in clients {
+        assert_eq!(get(&g.client(http1), &g, Some(client)).await.status(), 200);
+    }
+    // Newcomers (over both protocols) fill the table, then drain the shared overflow bucket.
+    let mut limited = 0;
+    for i in 0..12 {
+        let c = g.client(i % 2 == 0);
+        if get(&c, &g, Some(&format!("203.0.113.{}", i + 1)))
+            .await
+            .status()
+            == 429
+        {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 8, "only {limited} newcomers limited");
+    // Each established client still has its own two requests left, and no more.
+    for (http1, client) in clients {
+        let c = g.client(http1);
+        for n in 0..2 {
+            assert_eq!(
+                get(&c, &g, Some(client)).await.status(),
+                200,
+                "request {n} of {client} (http1: {http1})"
+            );
+        }
+        assert_eq!(get(&c, &g, Some(client)).await.status(), 429);
+    }
+}

@@ -3,6 +3,8 @@
 //! definition, so a reload that leaves a limit unchanged keeps its buckets. Memory is bounded per
 //! limit: past `max_keys` distinct keys, newcomers share one overflow bucket until idle keys are
 //! evicted (every second), so a flood of forged keys is limited as one client, never unbounded.
+//! A key that already holds a bucket keeps it while the table is full: a flood of newcomers
+//! cannot push established clients into the shared bucket.
 //! The bound is soft by the number of proxy threads: threads checking new keys at the same
 //! moment may each add one before the size check sees the others.
 
@@ -16,11 +18,46 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
+use governor::nanos::Nanos;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 
-type Keyed =
-    RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock, StateInformationMiddleware>;
+type Keyed = RateLimiter<u64, Table, DefaultClock, StateInformationMiddleware>;
+
+/// The limiter's keyed state, held by the limiter and by us: a check asks whether a key
+/// already has a bucket before deciding it is a newcomer.
+#[derive(Clone, Default)]
+struct Table(Arc<DashMapStateStore<u64>>);
+
+impl StateStore for Table {
+    type Key = u64;
+
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        self.0.measure_and_replace(key, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<u64> for Table {
+    fn retain_recent(&self, drop_below: Nanos) {
+        ShrinkableKeyedStateStore::retain_recent(&*self.0, drop_below)
+    }
+
+    fn shrink_to_fit(&self) {
+        self.0.shrink_to_fit()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 const OVERFLOW_KEY: u64 = u64::MAX;
 
@@ -137,6 +174,7 @@ impl std::fmt::Debug for Limiter {
 
 pub struct Limiter {
     rl: Keyed,
+    table: Table,
     pub burst: u32,
     pub max_keys: usize,
     pub limited: AtomicU64,
@@ -150,8 +188,15 @@ impl Limiter {
         let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
             .expect("positive period")
             .allow_burst(burst);
+        let table = Table::default();
         Limiter {
-            rl: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            rl: RateLimiter::<u64, Table, DefaultClock>::new(
+                quota,
+                table.clone(),
+                DefaultClock::default(),
+            )
+            .with_middleware::<StateInformationMiddleware>(),
+            table,
             burst: spec.burst,
             max_keys: spec.max_keys,
             limited: AtomicU64::new(0),
@@ -160,7 +205,8 @@ impl Limiter {
     }
 
     pub fn check(&self, key: u64) -> Verdict {
-        let key = if self.rl.len() >= self.max_keys {
+        // Only a newcomer to a full table shares the overflow bucket.
+        let key = if !self.table.0.contains_key(&key) && self.rl.len() >= self.max_keys {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
             OVERFLOW_KEY
         } else {
@@ -331,6 +377,26 @@ mod tests {
         assert!(l.len() <= 10_001, "{}", l.len());
         assert!(limited > 89_000, "{limited}");
         assert!(l.overflowed.load(Ordering::Relaxed) >= 89_999);
+    }
+
+    #[test]
+    fn a_full_table_keeps_established_keys_in_their_own_buckets() {
+        let reg = LimiterRegistry::default();
+        let s = spec(1, 3, 2);
+        let l = s.limiter(&reg);
+        let key = |i: u32| reg.key(&s, IpAddr::V4(i.into()), None, "r").unwrap();
+        let (a, b) = (key(1), key(2));
+        assert_eq!(l.check(a), Verdict::Allowed { remaining: 2 });
+        assert_eq!(l.check(b), Verdict::Allowed { remaining: 2 });
+        // The table is full: a flood of newcomers drains the one shared bucket.
+        for i in 3..100 {
+            l.check(key(i));
+        }
+        assert!(matches!(l.check(key(100)), Verdict::Limited { .. }));
+        // The established keys still have what they had left.
+        assert_eq!(l.check(a), Verdict::Allowed { remaining: 1 });
+        assert_eq!(l.check(b), Verdict::Allowed { remaining: 1 });
+        assert_eq!(l.len(), 3, "two keys and the overflow bucket");
     }
 
     #[test]
