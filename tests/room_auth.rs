@@ -359,3 +359,73 @@ async fn only_a_room_admin_can_kick() {
     };
     assert_eq!(code, 4003);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_join_does_not_clear_an_auth_failure_lockout() {
+    let p = policy(&[("k1", K1)])
+        + "\n[auth]\nbackoff = { max_failures = 3, window_seconds = 600, lockout_seconds = 600, max_lockout_seconds = 600 }\n";
+    let g = Gateway::start(opts(p)).await;
+    let forged = token(
+        "k1",
+        "not-the-key-0123456789abcdefghijklmnop",
+        "eve",
+        "lobby",
+        &[],
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            ws(&g, "localhost", "/rooms/lobby/ws", Some(&forged))
+                .await
+                .err(),
+            Some(401)
+        );
+    }
+    // An anonymous join to an open room succeeds, but proves nothing: the two failures stand.
+    assert!(ws(&g, "localhost", "/rooms/lobby/ws", None).await.is_ok());
+    assert_eq!(
+        ws(&g, "localhost", "/rooms/lobby/ws", Some(&forged))
+            .await
+            .err(),
+        Some(401),
+        "the third failure starts the lockout"
+    );
+    assert_eq!(
+        ws(&g, "localhost", "/rooms/lobby/ws", None).await.err(),
+        Some(429)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentialed_join_clears_the_failures() {
+    let p = policy(&[("k1", K1)])
+        + "\n[auth]\nbackoff = { max_failures = 3, window_seconds = 600, lockout_seconds = 600, max_lockout_seconds = 600 }\n";
+    let g = Gateway::start(opts(p)).await;
+    let forged = token(
+        "k1",
+        "not-the-key-0123456789abcdefghijklmnop",
+        "eve",
+        "lobby",
+        &[],
+    );
+    let good = token("k1", K1, "olivia", "lobby", &[]);
+    for _ in 0..2 {
+        assert_eq!(
+            ws(&g, "localhost", "/rooms/lobby/ws", Some(&forged))
+                .await
+                .err(),
+            Some(401)
+        );
+    }
+    assert!(ws(&g, "localhost", "/rooms/lobby/ws", Some(&good))
+        .await
+        .is_ok());
+    for _ in 0..2 {
+        assert_eq!(
+            ws(&g, "localhost", "/rooms/lobby/ws", Some(&forged))
+                .await
+                .err(),
+            Some(401)
+        );
+    }
+    assert!(ws(&g, "localhost", "/rooms/lobby/ws", None).await.is_ok());
+}

@@ -90,7 +90,8 @@ pub struct Identity {
     pub room: Option<Arc<str>>,
     /// Token expiry, seconds since the epoch.
     pub expires_at: Option<u64>,
-    /// Issuer name (policy) or key id that verified it, for logs; never key material.
+    /// Issuer name (policy) or key id that verified it, for logs; never key material. `None`
+    /// exactly when no credential was checked (development, signed URL, anonymous room peer).
     pub verified_by: Option<Arc<str>>,
     /// The token's `jti` and its header's `kid`, for the revocation list.
     pub token_id: Option<Arc<str>>,
@@ -154,6 +155,12 @@ impl Identity {
             token_id: None,
             key_id: None,
         }
+    }
+
+    /// Whether a credential (token, worker token, client certificate) was verified to make
+    /// this identity: only such a success may clear a client's authentication-failure record.
+    pub fn credentialed(&self) -> bool {
+        self.verified_by.is_some()
     }
 
     pub fn has(&self, capability: &str) -> bool {

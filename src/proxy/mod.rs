@@ -859,7 +859,9 @@ impl ProxyHttp for Gateway {
             };
             match authn::authenticate(&request, &policy, route, to_rooms).await {
                 Ok(identity) => {
-                    if backoff.is_some() && !self.backoff.is_empty() {
+                    // An anonymous join to an open room proves nothing about the client: only
+                    // a verified credential clears its failures and lockout.
+                    if backoff.is_some() && identity.credentialed() && !self.backoff.is_empty() {
                         self.backoff.success(client_key);
                     }
                     ctx.identity = Some(identity);
