@@ -341,6 +341,37 @@ async fn jwt_hs256_and_es256_pass_and_capabilities_gate_routes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_capabilities_outside_the_safe_set_never_reach_the_upstream() {
+    let s = jwt_gateway(None).await;
+    let g = &s.g;
+    let hs = hs256(
+        SECRET.as_bytes(),
+        None,
+        &claims(
+            "https://hs.test",
+            serde_json::json!({"caps": ["read,policy.admin", "query.read", "a b", "x;y", "urn:team:ops"]}),
+        ),
+    );
+    let es = s.es.sign(
+        Some("es1"),
+        &claims(
+            "https://es.test",
+            serde_json::json!({"sub": "bob", "caps": "read,policy.admin query.read"}),
+        ),
+    );
+    for http1 in [true, false] {
+        let c = g.client(http1);
+        for (token, forwarded) in [(&hs, "query.read,urn:team:ops"), (&es, "query.read")] {
+            let (st, body, _) =
+                status_and_body(&c, &g.url("/whoami"), Some(&format!("Bearer {token}"))).await;
+            assert_eq!(st, 200, "{body}");
+            let who: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(who["capabilities"], forwarded, "http1: {http1}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_attacks_are_all_refused_with_401() {
     let s = jwt_gateway(None).await;
     let (g, c) = (&s.g, s.g.client(true));

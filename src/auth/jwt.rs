@@ -134,12 +134,27 @@ fn peek_claims(token: &str) -> Option<Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// The token's capabilities. A name outside the safe set is dropped: it can match no policy
+/// capability, and forwarded upstream in the comma-joined header it could read as several.
 fn capabilities_from(claims: &Value, claim: &str) -> Vec<Box<str>> {
-    match claims.get(claim) {
-        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).map(Box::from).collect(),
-        Some(Value::String(s)) => s.split_whitespace().map(Box::from).collect(),
+    let names: Vec<&str> = match claims.get(claim) {
+        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+        Some(Value::String(s)) => s.split_whitespace().collect(),
         _ => Vec::new(),
+    };
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        if super::safe_capability_name(name) {
+            out.push(Box::from(name));
+        } else {
+            tracing::info!(
+                target: "portcullis::security",
+                claim,
+                "token capability with characters outside [A-Za-z0-9._:-] ignored"
+            );
+        }
     }
+    out
 }
 
 fn validation(

@@ -78,6 +78,17 @@ impl Provider {
     }
 }
 
+/// Whether a capability name from a token may be used: 1 to 128 characters from
+/// `[A-Za-z0-9._:-]`. Nothing else can be mistaken for a separator (`,`, whitespace) where
+/// capabilities are joined for the upstream. Policy names are a stricter subset.
+pub fn safe_capability_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 /// A verified identity. Built once per token (then cached), shared by reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

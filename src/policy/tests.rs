@@ -109,3 +109,23 @@ fn hsts_is_rendered_once_at_compile_time() {
     .unwrap();
     assert!(p.hsts.is_none());
 }
+
+#[test]
+fn capability_names_that_could_split_upstream_are_refused() {
+    for bad in ["read,policy.admin", "read policy.admin", "a;b", ""] {
+        let text = format!("[auth]\ncapabilities = [{bad:?}]\n");
+        let errors = compile(&files(&[("p.toml", &text)]), Mode::Development)
+            .err()
+            .unwrap_or_else(|| panic!("{bad:?} was accepted"));
+        let rendered = errors.to_string();
+        assert!(
+            rendered.contains("invalid capability name"),
+            "{bad:?}: {rendered}"
+        );
+    }
+    // Every name the policy accepts is safe in a token too.
+    for good in ["query.read", "policy.admin", "a-b_c.9"] {
+        assert!(super::compile_auth::valid_capability(good));
+        assert!(crate::auth::safe_capability_name(good));
+    }
+}
