@@ -5,7 +5,6 @@
 //! refused. Comparison is constant-time.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -88,8 +87,11 @@ fn read_token_file(path: &Path) -> Result<Option<String>, TokenError> {
     Ok(None)
 }
 
+/// Writes the token file through `crate::files::write_atomic`: a temporary file with a random
+/// name, created exclusively and without following links, then renamed over the file. A link
+/// planted beside the file (say at a predictable temporary name) is never written through.
 fn write_token_file(path: &Path, token: &str) -> Result<(), TokenError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let p = path.display().to_string();
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
@@ -98,22 +100,10 @@ fn write_token_file(path: &Path, token: &str) -> Result<(), TokenError> {
             .create(dir)
             .map_err(|e| TokenError::Write(p.clone(), e))?;
     }
-    let tmp = path.with_extension("yaml.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| TokenError::Write(p.clone(), e))?;
-    writeln!(
-        f,
-        "# Portcullis deployment settings. Keep this file private (mode 0600)."
-    )
-    .and_then(|_| writeln!(f, "worker_auth_token: \"{token}\""))
-    .and_then(|_| f.sync_all())
-    .map_err(|e| TokenError::Write(p.clone(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TokenError::Write(p, e))
+    let text = format!(
+        "# Portcullis deployment settings. Keep this file private (mode 0600).\nworker_auth_token: \"{token}\"\n"
+    );
+    crate::files::write_atomic(path, text.as_bytes(), 0o600).map_err(|e| TokenError::Write(p, e))
 }
 
 impl WorkerToken {
@@ -236,6 +226,30 @@ mod tests {
         assert!(e.matches("from-the-environment-0123"));
         assert!(!e.matches("from-the-environment-0124"));
         assert!(!e.matches("short"));
+    }
+
+    #[test]
+    fn the_token_file_is_never_written_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("deployment.yaml");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        // Links at the names a writer might use for its temporary file.
+        for name in [
+            "deployment.yaml.tmp",
+            "deployment.tmp",
+            ".deployment.yaml.tmp",
+        ] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        let t = WorkerToken::resolve(&|_| None, file.clone()).unwrap();
+        assert_eq!(t.source, TokenSource::Generated);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        let meta = std::fs::symlink_metadata(&file).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let again = WorkerToken::resolve(&|_| None, file).unwrap();
+        assert!(again.matches(t.expose()));
     }
 
     #[test]
