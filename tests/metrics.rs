@@ -149,3 +149,70 @@ async fn counters_move_for_each_event_in_valid_exposition_format() {
     // The totals by class still add up.
     assert!(value(&after, "portcullis_requests_total", &[("class", "2xx")]) >= 4.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_token_opens_metrics_and_nothing_else() {
+    const METRICS_TOKEN: &str = "scraper-only-token-0123456789abcdefgh";
+    let port = free_port();
+    let policy = DEFAULT_POLICY.replace(
+        "capability = \"policy.admin\"\n",
+        "capability = \"policy.admin\"\nmetrics_token = \"env:PORTCULLIS_TEST_METRICS_TOKEN\"\n",
+    );
+    assert_ne!(
+        policy, DEFAULT_POLICY,
+        "the default policy has an [admin] section"
+    );
+    let g = Gateway::start(Options {
+        env: vec![
+            ("PORTCULLIS_WORKER_TOKEN".into(), TOKEN.into()),
+            ("PORTCULLIS_ADMIN_ADDR".into(), format!("0.0.0.0:{port}")),
+            ("PORTCULLIS_TEST_METRICS_TOKEN".into(), METRICS_TOKEN.into()),
+            ("AUTH_PROVIDER".into(), "static".into()),
+        ],
+        ..Options::with_policy(policy)
+    })
+    .await;
+    // The admin listener speaks HTTP/1.1 only.
+    let base = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = c.get(format!("{base}{path}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move { r.send().await.unwrap() }
+    };
+    let r = get("/metrics", Some(METRICS_TOKEN)).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition format");
+    assert!(text.contains("portcullis_policy_generation"));
+    for path in ["/status", "/status.html", "/", "/metrics/", "/metrics?x=1"] {
+        let expected = if path == "/metrics?x=1" { 200 } else { 401 };
+        assert_eq!(
+            get(path, Some(METRICS_TOKEN)).await.status(),
+            expected,
+            "{path} with the metrics token"
+        );
+    }
+    assert_eq!(get("/metrics", None).await.status(), 401);
+    assert_eq!(
+        get("/metrics", Some("scraper-only-token-0123456789abcdefgX"))
+            .await
+            .status(),
+        401
+    );
+    // The worker token still opens everything.
+    for path in ["/metrics", "/status"] {
+        assert_eq!(get(path, Some(TOKEN)).await.status(), 200, "{path}");
+    }
+    // It is not a credential on the HTTPS listener.
+    let r = g
+        .client(true)
+        .get(g.url("/v1/models"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

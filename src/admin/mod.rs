@@ -16,19 +16,36 @@ use crate::Shared;
 mod page;
 
 /// On a listener that is not loopback, everything but `/health` and `/ready` needs the worker
-/// token.
+/// token; `/metrics` also opens to the policy's metrics token (`[admin] metrics_token`).
 fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
     if shared.config.admin_addr.ip().is_loopback() {
         return true;
     }
-    let presented = req
+    let Some(presented) = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| crate::auth::bearer(v.as_bytes()).ok());
-    match (presented, shared.auth.worker.load().as_ref()) {
-        (Some(t), Some(w)) => w.matches(t),
-        _ => false,
+        .and_then(|v| crate::auth::bearer(v.as_bytes()).ok())
+    else {
+        return false;
+    };
+    if shared
+        .auth
+        .worker
+        .load()
+        .as_ref()
+        .as_ref()
+        .is_some_and(|w| w.matches(presented))
+    {
+        return true;
     }
+    req.uri().path() == "/metrics"
+        && shared
+            .policy
+            .snapshot()
+            .admin
+            .metrics_token
+            .as_ref()
+            .is_some_and(|m| m.matches(presented))
 }
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {

@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::compile_auth::{check_provider, compile_auth, compile_room_access};
 use super::compile_http::{
     compile_admin, compile_alerts, compile_cors, compile_csrf, compile_exceptions, compile_headers,
-    compile_mtls, compile_signed_urls, valid_cookie_name, Errs,
+    compile_metrics_token, compile_mtls, compile_signed_urls, valid_cookie_name, Errs,
 };
 use super::compile_limits::{
     compile_limits, compile_network, compile_shared_state, compile_websocket,
@@ -917,10 +917,15 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
         );
         blocked_paths.exceptions = exceptions;
     }
-    let admin_paths = compile_admin(
+    let mut admin_paths = compile_admin(
         admin.as_ref().map(|(fi, a)| (&files[*fi], a)),
         &known_caps,
         check_path,
+        &mut errors,
+    );
+    admin_paths.metrics_token = compile_metrics_token(
+        admin.as_ref().map(|(fi, a)| (&files[*fi], a)),
+        mode,
         &mut errors,
     );
 

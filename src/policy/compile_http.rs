@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::compile::{PolicyError, SourceFile};
 pub(crate) use super::compile_auth::Errs;
-use super::model::{AdminPaths, BlockException, HeaderSettings, MethodSet};
+use super::model::{AdminPaths, BlockException, HeaderSettings, MethodSet, MetricsToken};
 use super::raw::{
     RawAdmin, RawBlockException, RawCors, RawCsrf, RawHeaderProfile, RawHeaders, RawMtls,
     RawSignedUrls,
@@ -506,6 +506,7 @@ pub(crate) fn compile_admin(
         prefixes: vec!["/admin/".into()],
         capability: "policy.admin".into(),
         networks: Vec::new(),
+        metrics_token: None,
     };
     let Some((file, a)) = raw else {
         return out;
@@ -539,6 +540,55 @@ pub(crate) fn compile_admin(
         }
     }
     out
+}
+
+/// The shortest metrics token accepted (bytes, after resolving the reference).
+const MIN_METRICS_TOKEN_BYTES: usize = 32;
+
+/// Compiles `[admin] metrics_token`: a secret reference outside development, at least 32
+/// bytes of printable ASCII without spaces (what a bearer token can carry).
+pub(crate) fn compile_metrics_token(
+    raw: Option<(&SourceFile, &Spanned<RawAdmin>)>,
+    mode: Mode,
+    errors: &mut Vec<PolicyError>,
+) -> Option<MetricsToken> {
+    let (file, a) = raw?;
+    let t = a.get_ref().metrics_token.as_ref()?;
+    let mut e = Errs { file, errors };
+    if mode != Mode::Development && !secret::is_reference(t.get_ref()) {
+        e.at(
+            t,
+            "admin.metrics_token",
+            "a clear-text secret in a policy file; use env:NAME or file:/path",
+        );
+        return None;
+    }
+    match secret::resolve(t.get_ref(), e.base()) {
+        Ok(v) if v.len() < MIN_METRICS_TOKEN_BYTES => {
+            e.at(
+                t,
+                "admin.metrics_token",
+                format!(
+                    "metrics token is {} bytes; at least {MIN_METRICS_TOKEN_BYTES}",
+                    v.len()
+                ),
+            );
+            None
+        }
+        Ok(v) if !v.bytes().all(|b| b.is_ascii_graphic()) => {
+            e.at(
+                t,
+                "admin.metrics_token",
+                "metrics token must be one printable word (no spaces or control characters)",
+            );
+            None
+        }
+        Ok(v) => Some(MetricsToken::new(&v)),
+        Err(m) => {
+            e.at(t, "admin.metrics_token", m);
+            None
+        }
+    }
 }
 
 /// Parses an RFC 3339 time (string or TOML date-time) to unix seconds.

@@ -393,6 +393,29 @@ pub struct AdminPaths {
     pub prefixes: Vec<Box<str>>,
     pub capability: Box<str>,
     pub networks: Vec<ipnet::IpNet>,
+    /// Opens `/metrics` on the admin listener off loopback, and nothing else.
+    pub metrics_token: Option<MetricsToken>,
+}
+
+/// A metrics-only bearer credential, resolved from a secret reference at policy load.
+pub struct MetricsToken(Box<str>);
+
+impl MetricsToken {
+    pub fn new(token: &str) -> MetricsToken {
+        MetricsToken(token.into())
+    }
+
+    /// Constant-time comparison with a presented token.
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == presented.len() && bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(…)")
+    }
 }
 
 impl AdminPaths {

@@ -94,6 +94,9 @@ pub struct RawAdmin {
     /// Client networks (CIDRs) that may reach them without the capability.
     #[serde(default)]
     pub networks: Vec<Spanned<String>>,
+    /// A bearer token (`env:NAME` or `file:/path`) that opens `/metrics` on the admin listener
+    /// off loopback, and nothing else.
+    pub metrics_token: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -129,3 +129,40 @@ fn capability_names_that_could_split_upstream_are_refused() {
         assert!(crate::auth::safe_capability_name(good));
     }
 }
+
+#[test]
+fn the_metrics_token_is_a_long_secret_by_reference() {
+    let with = |value: &str| format!("[admin]\nmetrics_token = {value:?}\n");
+    let errors = |text: &str, mode: Mode| match compile(&files(&[("p.toml", text)]), mode) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    };
+    let long = "a-metrics-token-of-enough-length-0123456789";
+    // A clear-text token only in development.
+    assert!(errors(&with(long), Mode::Development).is_empty());
+    assert!(errors(&with(long), Mode::Production)
+        .contains("admin.metrics_token: a clear-text secret in a policy file"));
+    assert!(errors(&with("too-short-0123"), Mode::Development)
+        .contains("metrics token is 14 bytes; at least 32"));
+    assert!(errors(
+        &with("with a space 0123456789abcdefghijklmnop"),
+        Mode::Development
+    )
+    .contains("one printable word"));
+    assert!(errors(
+        &with("env:PORTCULLIS_TEST_UNSET_METRICS_TOKEN"),
+        Mode::Development
+    )
+    .contains("PORTCULLIS_TEST_UNSET_METRICS_TOKEN is not set"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("metrics-token");
+    std::fs::write(&file, format!("{long}\n")).unwrap();
+    let p = compile(
+        &files(&[("p.toml", &with(&format!("file:{}", file.display())))]),
+        Mode::Development,
+    )
+    .unwrap();
+    let t = p.admin.metrics_token.as_ref().unwrap();
+    assert!(t.matches(long));
+    assert!(!t.matches("a-metrics-token-of-enough-length-012345678"));
+}
