@@ -754,6 +754,13 @@ pub fn check(config: &Config) -> CheckReport {
                     p.headers.profiles[r.headers].name,
                 ));
             }
+            let side_doors = posture::rooms_side_doors(&p);
+            if !side_doors.is_empty() {
+                lines.push(format!(
+                    "warning: route(s) {} reach the room server without the room provider: locked rooms refuse their clients (room tokens are read only with auth = \"room\")",
+                    side_doors.join(", ")
+                ));
+            }
             lines.push(format!(
                 "blocked: {}",
                 p.blocked
