@@ -532,6 +532,10 @@ impl Gateway {
         if let Some(rule) = &route.cors {
             // A preflight's own answer carries its headers; a refused one gets none.
             if !cors::is_preflight(&req.method, &req.headers) {
+                // The route's rule is the only CORS answer: an upstream's own grants go.
+                while let Some(name) = cors::access_control_header(&resp.headers) {
+                    resp.remove_header(&name);
+                }
                 resp.append_header(header::VARY, cors::VARY_ORIGIN)?;
                 for (name, value) in rule.actual(req.headers.get(header::ORIGIN)) {
                     resp.insert_header(name, value)?;
