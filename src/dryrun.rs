@@ -297,7 +297,8 @@ impl<'p> Evaluator<'p> {
             }
         }
         if let Some(rule) = &route.csrf {
-            if csrf::is_unsafe(&method) {
+            let cookie_upgrade = t.websocket && route.session_cookie.is_some();
+            if csrf::is_unsafe(&method) || cookie_upgrade {
                 let bearer = req.headers.get(header::AUTHORIZATION).is_some_and(|v| {
                     v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer ")
                 });
@@ -305,7 +306,12 @@ impl<'p> Evaluator<'p> {
                     .as_ref()
                     .is_some_and(|i| i.provider == Provider::SignedUrl);
                 if !bearer && !signed {
-                    if let Err(f) = rule.check(&req.headers, &host) {
+                    let checked = if cookie_upgrade {
+                        rule.check_origin(&req.headers, &host)
+                    } else {
+                        rule.check(&req.headers, &host)
+                    };
+                    if let Err(f) = checked {
                         return Ok(deny(Deny::Csrf(f), rname));
                     }
                 }

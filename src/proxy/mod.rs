@@ -902,7 +902,10 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(rule) = &route.csrf {
-            if csrf::is_unsafe(&req.method) {
+            // A WebSocket handshake on a cookie route is a cross-site request like any other:
+            // it must come from an allowed origin.
+            let cookie_upgrade = ctx.websocket && route.session_cookie.is_some();
+            if csrf::is_unsafe(&req.method) || cookie_upgrade {
                 let bearer = req.headers.get(header::AUTHORIZATION).is_some_and(|v| {
                     v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer ")
                 });
@@ -917,7 +920,12 @@ impl ProxyHttp for Gateway {
                         .and_then(|h| h.to_str().ok())
                         .or_else(|| req.uri.authority().map(|a| a.as_str()))
                         .unwrap_or("");
-                    if let Err(f) = rule.check(&req.headers, host) {
+                    let checked = if cookie_upgrade {
+                        rule.check_origin(&req.headers, host)
+                    } else {
+                        rule.check(&req.headers, host)
+                    };
+                    if let Err(f) = checked {
                         self.metrics.csrf_failure(f);
                         tracing::info!(
                             target: "portcullis::security",
