@@ -261,7 +261,8 @@ impl<'p> Evaluator<'p> {
                 Err(f) => return Ok(deny(Deny::Signature(f), rname)),
             }
         }
-        if !route.public && identity.is_none() {
+        let authenticated = !route.public && identity.is_none();
+        if authenticated {
             let request = crate::proxy::authn::AuthRequest {
                 auth: &self.auth,
                 req: &req,
@@ -284,6 +285,13 @@ impl<'p> Evaluator<'p> {
                 &shadow,
             )
             .await
+            {
+                return Ok(deny(d, rname));
+            }
+        }
+        if to_rooms && !authenticated {
+            if let Err(d) =
+                crate::proxy::authn::room_gate(policy, &path, identity.as_deref(), &shadow)
             {
                 return Ok(deny(d, rname));
             }

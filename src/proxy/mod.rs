@@ -835,7 +835,8 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if !route.public && ctx.identity.is_none() {
+        let authenticated = !route.public && ctx.identity.is_none();
+        if authenticated {
             let backoff = policy.auth.backoff.as_ref();
             if backoff.is_some() {
                 if let Some(left) = self.backoff.locked(client_key, Instant::now()) {
@@ -882,6 +883,16 @@ impl ProxyHttp for Gateway {
                 .check_limits(&policy, idx, client_key, subject.as_deref(), true)
                 .await
             {
+                return self.deny(session, ctx, d).await;
+            }
+        }
+        if to_rooms && !authenticated {
+            // Authentication (which holds the room lock) did not run: a public route or a
+            // signed URL reaches the room server only where a room is open.
+            let path = session.req_header().uri.path();
+            if let Err(d) = authn::room_gate(&policy, path, ctx.identity.as_deref(), &|| {
+                self.metrics.shadow_denial()
+            }) {
                 return self.deny(session, ctx, d).await;
             }
         }
