@@ -604,9 +604,15 @@ pub fn posture(config: &Config) -> posture::Report {
     install_crypto_provider();
     let env = |k: &str| config::env_var(k);
     let files = policy::read_dir(&config.policy_dir, !config.policy_dir_explicit);
-    let compiled = files.as_ref().map_err(|e| e.to_string()).and_then(|f| {
-        policy::compile_with(f, &config.compile_options()).map_err(|e| e.to_string())
-    });
+    // Compiled without the listener check: the `dev-providers` item reports it on its own.
+    let options = policy::CompileOptions {
+        listener: None,
+        ..config.compile_options()
+    };
+    let compiled = files
+        .as_ref()
+        .map_err(|e| e.to_string())
+        .and_then(|f| policy::compile_with(f, &options).map_err(|e| e.to_string()));
     let files = files.unwrap_or_default();
     let store = match tls::store::find_pairs(&config.cert_dir) {
         Ok(p) if p.is_empty() => Ok(None),
