@@ -573,6 +573,22 @@ impl Gateway {
     }
 }
 
+/// Ends the client's connection after this response: HTTP/1.1 by not keeping it alive; HTTP/2,
+/// whose other streams share it, by shutting the socket's read side, so the connection ends
+/// once the server sees end of input.
+fn close_client_connection(session: &mut Session) {
+    session.set_keepalive(None);
+    if session.is_http2() {
+        if let Some(fd) = session
+            .digest()
+            .and_then(|d| d.socket_digest.as_ref())
+            .map(|s| s.raw_fd())
+        {
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
+        }
+    }
+}
+
 /// The read timeout of a WebSocket tunnel: idle timeout or token expiry, whichever is sooner.
 /// The close frame for a session the gateway revoked (policy reload or revoked token).
 fn revoked_close(ctx: &RequestCtx) -> Option<websocket::Close> {
@@ -744,6 +760,21 @@ impl ProxyHttp for Gateway {
         let Some(policy) = ctx.policy.clone() else {
             return self.deny(session, ctx, Deny::Internal).await;
         };
+        // A client certificate is verified again after the CA bundle or CRLs change (a resumed
+        // session or a long-lived connection never meets the new verifier otherwise): one that
+        // no longer passes gets nothing more on its connection.
+        if let Some(Err(why)) = crate::tls::client_auth::handshake_info(session)
+            .map(|h| h.client_cert(policy.mtls.as_ref()).map(|_| ()))
+        {
+            tracing::info!(
+                target: "portcullis::security",
+                reason = %why,
+                client = %ctx.client.map(|c| c.to_string()).unwrap_or_default(),
+                "client certificate no longer passes: closing the connection"
+            );
+            close_client_connection(session);
+            return self.deny(session, ctx, Deny::ClientCertDenied).await;
+        }
         let req = session.req_header();
         let path = req.uri.path();
         // Answered by the gateway itself, always public.
@@ -850,7 +881,7 @@ impl ProxyHttp for Gateway {
                 auth: &self.auth,
                 req: session.req_header(),
                 client_cert: crate::tls::client_auth::handshake_info(session)
-                    .and_then(|h| h.client.as_deref()),
+                    .and_then(|h| h.client_cert(policy.mtls.as_ref()).ok().flatten()),
                 on_shadow: &|| self.metrics.shadow_denial(),
             };
             match authn::authenticate(&request, &policy, route, to_rooms).await {
