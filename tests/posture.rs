@@ -412,14 +412,16 @@ async fn development_providers_are_refused_on_a_listener_that_is_not_loopback() 
 
     // Started that way, a reload that would serve `local` there is refused.
     let port = free_port();
-    let mut opts = Options::default();
-    opts.https_port = Some(port);
-    opts.env = vec![
-        ("PORTCULLIS_HTTPS_ADDR".into(), format!("0.0.0.0:{port}")),
-        ("AUTH_PROVIDER".into(), "static".into()),
-        ("PORTCULLIS_WORKER_TOKEN".into(), WORKER_TOKEN.into()),
-    ];
-    let g = Gateway::start(opts).await;
+    let g = Gateway::start(Options {
+        https_port: Some(port),
+        env: vec![
+            ("PORTCULLIS_HTTPS_ADDR".into(), format!("0.0.0.0:{port}")),
+            ("AUTH_PROVIDER".into(), "static".into()),
+            ("PORTCULLIS_WORKER_TOKEN".into(), WORKER_TOKEN.into()),
+        ],
+        ..Options::default()
+    })
+    .await;
     for http1 in [true, false] {
         let r = g.client(http1).get(g.url("/whoami")).send().await.unwrap();
         assert_eq!(r.status(), 401, "http1={http1}");
