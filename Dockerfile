@@ -34,7 +34,11 @@ RUN apt-get update \
     && chown -R portcullis:portcullis /var/lib/portcullis
 COPY --from=build /src/target/release/portcullis /usr/local/bin/portcullis
 COPY policies /etc/portcullis/policies
-ENV PORTCULLIS_HTTPS_ADDR=0.0.0.0:8443 \
+# The listener is on every interface, where the default policy's development provider
+# (`local`, anyone is admin) is refused: the worker token guards every route without its own
+# provider. Pass it with `-e PORTCULLIS_WORKER_TOKEN=...` (else one is generated in the data folder).
+ENV AUTH_PROVIDER=static \
+    PORTCULLIS_HTTPS_ADDR=0.0.0.0:8443 \
     PORTCULLIS_HTTP_ADDR=0.0.0.0:8080 \
     PORTCULLIS_ADMIN_ADDR=127.0.0.1:9901 \
     PORTCULLIS_POLICY_DIR=/etc/portcullis/policies \

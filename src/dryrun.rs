@@ -263,7 +263,8 @@ impl<'p> Evaluator<'p> {
                 Err(f) => return Ok(deny(Deny::Signature(f), rname)),
             }
         }
-        if !route.public && identity.is_none() {
+        let authenticated = !route.public && identity.is_none();
+        if authenticated {
             let request = crate::proxy::authn::AuthRequest {
                 auth: &self.auth,
                 req: &req,
@@ -290,6 +291,13 @@ impl<'p> Evaluator<'p> {
                 return Ok(deny(d, rname));
             }
         }
+        if to_rooms && !authenticated {
+            if let Err(d) =
+                crate::proxy::authn::room_gate(policy, &path, identity.as_deref(), &shadow)
+            {
+                return Ok(deny(d, rname));
+            }
+        }
         if policy.admin.covers(&path) {
             let admitted = identity.as_ref().is_some_and(|i| {
                 i.has(&policy.admin.capability) || i.provider == Provider::SignedUrl
@@ -299,7 +307,8 @@ impl<'p> Evaluator<'p> {
             }
         }
         if let Some(rule) = &route.csrf {
-            if csrf::is_unsafe(&method) {
+            let cookie_upgrade = t.websocket && route.session_cookie.is_some();
+            if csrf::is_unsafe(&method) || cookie_upgrade {
                 let bearer = req.headers.get(header::AUTHORIZATION).is_some_and(|v| {
                     v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer ")
                 });
@@ -307,7 +316,12 @@ impl<'p> Evaluator<'p> {
                     .as_ref()
                     .is_some_and(|i| i.provider == Provider::SignedUrl);
                 if !bearer && !signed {
-                    if let Err(f) = rule.check(&req.headers, &host) {
+                    let checked = if cookie_upgrade {
+                        rule.check_origin(&req.headers, &host)
+                    } else {
+                        rule.check(&req.headers, &host)
+                    };
+                    if let Err(f) = checked {
                         return Ok(deny(Deny::Csrf(f), rname));
                     }
                 }

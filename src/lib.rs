@@ -604,9 +604,15 @@ pub fn posture(config: &Config) -> posture::Report {
     install_crypto_provider();
     let env = |k: &str| config::env_var(k);
     let files = policy::read_dir(&config.policy_dir, !config.policy_dir_explicit);
-    let compiled = files.as_ref().map_err(|e| e.to_string()).and_then(|f| {
-        policy::compile_with(f, &config.compile_options()).map_err(|e| e.to_string())
-    });
+    // Compiled without the listener check: the `dev-providers` item reports it on its own.
+    let options = policy::CompileOptions {
+        listener: None,
+        ..config.compile_options()
+    };
+    let compiled = files
+        .as_ref()
+        .map_err(|e| e.to_string())
+        .and_then(|f| policy::compile_with(f, &options).map_err(|e| e.to_string()));
     let files = files.unwrap_or_default();
     let store = match tls::store::find_pairs(&config.cert_dir) {
         Ok(p) if p.is_empty() => Ok(None),
@@ -752,6 +758,13 @@ pub fn check(config: &Config) -> CheckReport {
                     r.methods.names().join(","),
                     format!("{}({})", up.name, up.target.kind()),
                     p.headers.profiles[r.headers].name,
+                ));
+            }
+            let side_doors = posture::rooms_side_doors(&p);
+            if !side_doors.is_empty() {
+                lines.push(format!(
+                    "warning: route(s) {} reach the room server without the room provider: locked rooms refuse their clients (room tokens are read only with auth = \"room\")",
+                    side_doors.join(", ")
                 ));
             }
             lines.push(format!(

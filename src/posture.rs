@@ -143,6 +143,7 @@ pub fn run(inp: &Inputs) -> Report {
     match &inp.policy {
         Ok(p) => {
             items.extend(policy_items(p, inp.files, mode, inp.now));
+            items.push(dev_providers_item(config, p));
             items.push(worker_token_item(config, p, inp.env));
         }
         Err(e) => items.push(Item::new(
@@ -197,7 +198,9 @@ pub fn policy_items(p: &Policy, files: &[SourceFile], mode: Mode, now: u64) -> V
         hsts_item(p, mode),
         terminal_item(p, mode, now),
         admin_paths_item(p),
+        rooms_item(p),
         cors_item(p, &raws, mode),
+        ws_origin_item(p),
         jwt_item(p, mode),
         trusted_proxies_item(p),
         secrets_item(files, mode),
@@ -293,6 +296,36 @@ fn auth_item(p: &Policy, mode: Mode) -> Item {
             insecure.join(", ")
         ),
         "use static, jwt, room or mtls (AUTH_PROVIDER or auth.default_provider)",
+    )
+}
+
+/// The development providers admit anyone: `serve` refuses them on a listener that is not
+/// loopback in every mode, so this is a FAIL whatever the mode.
+fn dev_providers_item(config: &Config, p: &Policy) -> Item {
+    let dev: Vec<&str> = p
+        .routes
+        .iter()
+        .filter(|r| !r.public && r.auth.iter().any(|a| a.development_only()))
+        .map(|r| &*r.name)
+        .collect();
+    let addr = config.https_addr;
+    if dev.is_empty() {
+        return Item::pass("dev-providers", "no route uses none/local");
+    }
+    if addr.ip().is_loopback() {
+        return Item::pass(
+            "dev-providers",
+            format!("none/local served on loopback {addr} only"),
+        );
+    }
+    Item::new(
+        "dev-providers",
+        Status::Fail,
+        format!(
+            "route(s) {} admit anyone (none/local) on the HTTPS listener {addr}, which is not loopback: serve refuses to start",
+            dev.join(", ")
+        ),
+        "bind the HTTPS listener to 127.0.0.1 (PORTCULLIS_HTTPS_ADDR) or use static, jwt, room or mtls (AUTH_PROVIDER=static)",
     )
 }
 
@@ -437,6 +470,113 @@ fn admin_paths_item(p: &Policy) -> Item {
             } else {
                 " or an internal admin network".into()
             }
+        ),
+    )
+}
+
+/// Routes that reach the room server without the room provider while some room is locked:
+/// locks hold on them too, but they cannot carry a room token, so they are side doors an
+/// operator should know about. Empty when no room is locked.
+pub fn rooms_side_doors(p: &Policy) -> Vec<&str> {
+    use crate::policy::model::UpstreamTarget;
+    let rooms = &p.rooms;
+    if !(rooms.default_locked || rooms.access.iter().any(|a| a.locked)) {
+        return Vec::new();
+    }
+    p.routes
+        .iter()
+        .filter(|r| p.upstreams[r.upstream].target == UpstreamTarget::Rooms)
+        .filter(|r| r.public || !r.auth.contains(&crate::auth::Provider::Room))
+        .map(|r| &*r.name)
+        .collect()
+}
+
+/// Locked rooms are enforced on every route to the room server; a route without the room
+/// provider cannot carry a room token, so its clients reach open rooms only. Shadow rules log
+/// what they would refuse and let it in.
+fn rooms_item(p: &Policy) -> Item {
+    use crate::policy::model::UpstreamTarget;
+    let to_rooms = p
+        .routes
+        .iter()
+        .filter(|r| p.upstreams[r.upstream].target == UpstreamTarget::Rooms)
+        .count();
+    if to_rooms == 0 {
+        return Item::pass("rooms", "no route reaches the room server");
+    }
+    let side_doors = rooms_side_doors(p);
+    if !side_doors.is_empty() {
+        return Item::new(
+            "rooms",
+            Status::Warn,
+            format!(
+                "route(s) {} reach the room server without the room provider (locked rooms refuse their clients)",
+                side_doors.join(", ")
+            ),
+            "give every route to the room server auth = \"room\", or remove the extra route",
+        );
+    }
+    let shadow: Vec<&str> = p
+        .rooms
+        .access
+        .iter()
+        .filter(|a| a.locked && a.shadow)
+        .map(|a| &*a.room)
+        .collect();
+    if !shadow.is_empty() {
+        return Item::new(
+            "rooms",
+            Status::Warn,
+            format!(
+                "locked room rule(s) {} in shadow mode: refusals are logged, not enforced",
+                shadow.join(", ")
+            ),
+            "set shadow = false once the logs show only expected refusals",
+        );
+    }
+    let locks = p.rooms.default_locked || p.rooms.access.iter().any(|a| a.locked);
+    Item::pass(
+        "rooms",
+        if locks {
+            format!("locks enforced on all {to_rooms} route(s) to the room server")
+        } else {
+            format!("no room is locked; {to_rooms} route(s) to the room server")
+        },
+    )
+}
+
+/// A browser sends cookies with a cross-site WebSocket handshake: every cookie route that takes
+/// upgrades must check their Origin.
+fn ws_origin_item(p: &Policy) -> Item {
+    let cookie_ws: Vec<&crate::policy::model::Route> = p
+        .routes
+        .iter()
+        .filter(|r| r.websocket && r.session_cookie.is_some())
+        .collect();
+    let unchecked: Vec<&str> = cookie_ws
+        .iter()
+        .filter(|r| r.csrf.is_none())
+        .map(|r| &*r.name)
+        .collect();
+    if !unchecked.is_empty() {
+        return Item::new(
+            "ws-origin",
+            Status::Fail,
+            format!(
+                "cookie route(s) {} take WebSocket upgrades without an origin check",
+                unchecked.join(", ")
+            ),
+            "add [routes.csrf] with the allowed origins",
+        );
+    }
+    if cookie_ws.is_empty() {
+        return Item::pass("ws-origin", "no cookie route takes WebSocket upgrades");
+    }
+    Item::pass(
+        "ws-origin",
+        format!(
+            "{} cookie route(s) with WebSocket, each checks Origin",
+            cookie_ws.len()
         ),
     )
 }

@@ -627,3 +627,159 @@ public = true
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// An upstream with a CORS answer of its own: any origin, with credentials.
+const SELF_CORS: &[u8] = b"HTTP/1.1 200 OK\r\naccess-control-allow-origin: https://evil.example\r\naccess-control-allow-credentials: true\r\naccess-control-allow-methods: PUT, DELETE\r\naccess-control-expose-headers: x-secret\r\naccess-control-max-age: 86400\r\ncontent-length: 2\r\n\r\nok";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_cors_rule_replaces_the_upstreams_own_cors_headers() {
+    let up = TestUpstream::start_with(0, SELF_CORS).await;
+    let routes = format!(
+        "{CORS_ROUTES}\n[[routes]]\nname = \"plain\"\npath_prefix = \"/plain/\"\nupstream = \"api\"\npublic = true\n"
+    );
+    let g = Gateway::start(opts(up.port, &routes, vec![])).await;
+    for http1 in [true, false] {
+        let c = g.client(http1);
+        // A foreign origin: the upstream would have granted it; the gateway's rule does not.
+        let r = c
+            .get(g.url("/api/items"))
+            .header("origin", "https://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.version() == reqwest::Version::HTTP_2,
+            !http1,
+            "{:?}",
+            r.version()
+        );
+        let acl: Vec<&str> = r
+            .headers()
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| k.starts_with("access-control-"))
+            .collect();
+        assert!(acl.is_empty(), "http1={http1}: {acl:?}");
+        // An allowed origin: the gateway's answer alone, not the upstream's beside it.
+        let r = c
+            .get(g.url("/api/items"))
+            .header("origin", "https://app.example")
+            .send()
+            .await
+            .unwrap();
+        let all = |name: &str| -> Vec<String> {
+            r.headers()
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(all("access-control-allow-origin"), ["https://app.example"]);
+        assert_eq!(all("access-control-allow-credentials"), ["true"]);
+        assert_eq!(all("access-control-expose-headers"), ["x-request-id"]);
+        assert!(all("access-control-allow-methods").is_empty());
+        assert!(all("access-control-max-age").is_empty());
+        // A route without a CORS rule leaves the upstream's answer alone.
+        let r = c
+            .get(g.url("/plain/x"))
+            .header("origin", "https://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            header(&r, "access-control-allow-origin"),
+            Some("https://evil.example")
+        );
+    }
+}
+
+/// A WebSocket handshake over HTTP/1.1 (browsers open WebSockets over HTTP/1.1; the gateway
+/// takes no HTTP/2 extended CONNECT).
+async fn ws_handshake(g: &Gateway, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut r = g
+        .client(true)
+        .get(g.url(path))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_handshakes_on_cookie_routes_must_come_from_an_allowed_origin() {
+    let up = TestUpstream::start(0).await;
+    let routes = r#"
+[[routes]]
+name = "live"
+path_prefix = "/live/"
+upstream = "api"
+auth = "static"
+websocket = true
+session_cookie = "session"
+
+[routes.csrf]
+origins = ["https://app.example"]
+"#;
+    let g = Gateway::start(opts(
+        up.port,
+        routes,
+        vec![("PORTCULLIS_WORKER_TOKEN".into(), TOKEN.into())],
+    ))
+    .await;
+    let session = format!("session={TOKEN}");
+
+    // Cross-site WebSocket hijacking: a page elsewhere opens the socket, the browser adds the
+    // session cookie. Refused before the upstream, as is a cookie handshake with no origin.
+    let (status, body) = ws_handshake(
+        &g,
+        "/live/feed",
+        &[("cookie", &session), ("origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body,
+        r#"{"error":"csrf_failed","reason":"origin_not_allowed"}"#
+    );
+    let (status, body) = ws_handshake(&g, "/live/feed", &[("cookie", &session)]).await;
+    assert_eq!(status, 403);
+    assert_eq!(body, r#"{"error":"csrf_failed","reason":"origin_missing"}"#);
+    assert!(up.seen.lock().unwrap().is_empty());
+
+    // The gateway's own origin, a listed one, or a bearer token (not ambient): through.
+    let same = format!("https://localhost:{}", g.https.port());
+    for origin in [same.as_str(), "https://app.example"] {
+        let (status, _) = ws_handshake(
+            &g,
+            "/live/feed",
+            &[("cookie", &session), ("origin", origin)],
+        )
+        .await;
+        assert_eq!(status, 200, "{origin}");
+    }
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, _) = ws_handshake(
+        &g,
+        "/live/feed",
+        &[
+            ("authorization", &bearer),
+            ("origin", "https://evil.example"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = up.seen.lock().unwrap().len();
+    assert_eq!(seen, 3);
+    let m = g.metrics().await;
+    assert!(
+        m.contains("portcullis_csrf_failures_total{reason=\"origin_not_allowed\"} 1"),
+        "{m}"
+    );
+}

@@ -301,3 +301,160 @@ upstream = "worker"
     assert_eq!(status(old).await, 401);
     assert!(!g.log().contains(new_key), "secrets are never logged");
 }
+
+/// The development providers admit anyone: on a listener that is not loopback the gateway
+/// refuses them at start (naming the setting to change), `check` and `posture` say so, and a
+/// reload that would serve them there is refused with the running policy kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn development_providers_are_refused_on_a_listener_that_is_not_loopback() {
+    // The container's old defaults: development mode, the default policy (`local`), all
+    // interfaces.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("policies")).unwrap();
+    std::fs::create_dir_all(root.join("certs")).unwrap();
+    std::fs::write(root.join("policies/default.toml"), DEFAULT_POLICY).unwrap();
+    let ca = TestCa::new("Dev Listener Test CA");
+    let (c, k) = ca.leaf(&["localhost"]);
+    write_pair(&root.join("certs"), "localhost", &c, &k);
+    std::fs::write(
+        root.join("portcullis.toml"),
+        format!(
+            "mode = \"development\"\n\n[listeners]\nhttps = \"127.0.0.1:{}\"\nhttp = \"off\"\nadmin = \"127.0.0.1:{}\"\n\n[tls]\ncert_dir = \"certs\"\n",
+            free_port(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let public_addr = format!("0.0.0.0:{}", free_port());
+    let command = |sub: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.arg(sub)
+            .arg("--config")
+            .arg(root.join("portcullis.toml"))
+            .current_dir(root)
+            .env("PORTCULLIS_DATA_DIR", root.join("data"))
+            .env("PORTCULLIS_TOKEN_FILE", root.join("token.yaml"));
+        for k in GATEWAY_ENV.iter().chain(&[
+            "PORTCULLIS_WORKER_TOKEN",
+            "WORKER_AUTH_TOKEN",
+            "AUTH_PROVIDER",
+        ]) {
+            cmd.env_remove(k);
+        }
+        cmd.env("PORTCULLIS_HTTPS_ADDR", &public_addr);
+        cmd
+    };
+    let mut serve = command("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = serve.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if status.is_none() {
+        let _ = serve.kill();
+        let _ = serve.wait();
+        panic!("the gateway serves the local provider on {public_addr}");
+    }
+    assert!(!status.unwrap().success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "authentication provider \"local\" admits anyone and is served only on a loopback listener, but the HTTPS listener is {public_addr}"
+        )) && stderr.contains("PORTCULLIS_HTTPS_ADDR")
+            && stderr.contains("AUTH_PROVIDER=static"),
+        "{stderr}"
+    );
+
+    let check = command("check").output().unwrap();
+    assert!(!check.status.success());
+    let out = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(
+        out.contains("is served only on a loopback listener"),
+        "{out}"
+    );
+
+    let posture = command("posture").output().unwrap();
+    let out = String::from_utf8_lossy(&posture.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.contains("dev-providers"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.starts_with("FAIL")
+            && ["models", "whoami", "admin"]
+                .iter()
+                .all(|r| line.contains(r)),
+        "{out}"
+    );
+    // With AUTH_PROVIDER=static the same setup starts, and `posture` passes the item.
+    let posture = command("posture")
+        .env("AUTH_PROVIDER", "static")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&posture.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("PASS") && l.contains("dev-providers")),
+        "{out}"
+    );
+
+    // Started that way, a reload that would serve `local` there is refused.
+    let port = free_port();
+    let g = Gateway::start(Options {
+        https_port: Some(port),
+        env: vec![
+            ("PORTCULLIS_HTTPS_ADDR".into(), format!("0.0.0.0:{port}")),
+            ("AUTH_PROVIDER".into(), "static".into()),
+            ("PORTCULLIS_WORKER_TOKEN".into(), WORKER_TOKEN.into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    for http1 in [true, false] {
+        let r = g.client(http1).get(g.url("/whoami")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "http1={http1}");
+    }
+    let generation = g.generation().await;
+    rename_over(
+        &g.policy_dir().join("default.toml"),
+        &DEFAULT_POLICY.replace(
+            "path_prefix = \"/whoami\"\n",
+            "path_prefix = \"/whoami\"\nauth = \"local\"\n",
+        ),
+    );
+    let (error, _) = eventually(Duration::from_secs(10), "reload refused", || async {
+        g.admin_json("/status").await["policy"]["last_reload_error"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
+    assert!(
+        error.contains("is served only on a loopback listener"),
+        "{error}"
+    );
+    assert_eq!(g.generation().await, generation);
+    for http1 in [true, false] {
+        let r = g.client(http1).get(g.url("/whoami")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "http1={http1}: the running policy is kept");
+        let r = g
+            .client(http1)
+            .get(g.url("/whoami"))
+            .bearer_auth(WORKER_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "http1={http1}");
+    }
+}

@@ -429,3 +429,107 @@ async fn a_credentialed_join_clears_the_failures() {
     }
     assert!(ws(&g, "localhost", "/rooms/lobby/ws", None).await.is_ok());
 }
+
+const JWT_SECRET: &str = "room-route-jwt-secret-0123456789abcdefghij";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_rooms_hold_whatever_route_reaches_the_room_server() {
+    // Beside the room route, a public one and a jwt one reach the same room server, each
+    // picked by the Host header.
+    let p = format!(
+        r#"{}
+[auth]
+default_provider = "jwt"
+
+[[auth.issuers]]
+name = "hs"
+issuer = "https://hs.test"
+algorithms = ["HS256"]
+secret = "{JWT_SECRET}"
+
+[[routes]]
+name = "rooms-public"
+hosts = ["public.test"]
+path_prefix = "/rooms/"
+upstream = "rooms"
+public = true
+
+[[routes]]
+name = "rooms-jwt"
+hosts = ["jwt.test"]
+path_prefix = "/rooms/"
+upstream = "rooms"
+auth = "jwt"
+"#,
+        policy(&[("k1", K1)])
+    );
+    let g = Gateway::start(Options {
+        policy: vec![("p.toml".into(), p)],
+        extra_certs: vec![
+            ("public".into(), vec!["public.test".into()]),
+            ("jwt".into(), vec!["jwt.test".into()]),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let jwt = common::auth::hs256(
+        JWT_SECRET.as_bytes(),
+        None,
+        &serde_json::json!({"iss": "https://hs.test", "sub": "mallory", "caps": ["query.read"], "exp": now() + 600}),
+    );
+    // The locked room refuses both side doors; the open lobby takes them.
+    assert_eq!(
+        ws(&g, "public.test", "/rooms/ops/ws", None).await.err(),
+        Some(403)
+    );
+    assert_eq!(
+        ws(&g, "jwt.test", "/rooms/ops/ws", Some(&jwt)).await.err(),
+        Some(403)
+    );
+    assert!(ws(&g, "public.test", "/rooms/lobby/ws", None).await.is_ok());
+    assert!(ws(&g, "jwt.test", "/rooms/lobby/ws", Some(&jwt))
+        .await
+        .is_ok());
+    // The room route with a room token still opens it.
+    let good = token("k1", K1, "olivia", "ops", &["query.read"]);
+    assert!(ws(&g, "localhost", "/rooms/ops/ws", Some(&good))
+        .await
+        .is_ok());
+    // A room token is for the room route only: on the public route it is not read.
+    assert_eq!(
+        ws(&g, "public.test", "/rooms/ops/ws", Some(&good))
+            .await
+            .err(),
+        Some(403)
+    );
+
+    // `check` and `posture` name the routes that reach the room server without the room
+    // provider.
+    let run = |sub: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args([sub, "--config"])
+            .arg(g.dir.path().join("portcullis.toml"))
+            .current_dir(g.dir.path());
+        for k in GATEWAY_ENV.iter().chain(&["AUTH_PROVIDER"]) {
+            cmd.env_remove(k);
+        }
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = run("check");
+    assert!(
+        text.contains("warning: route(s) rooms-public, rooms-jwt reach the room server without the room provider"),
+        "{text}"
+    );
+    let text = run("posture");
+    let line = text
+        .lines()
+        .find(|l| l.contains(" rooms "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.starts_with("WARN")
+            && line.contains("rooms-public, rooms-jwt")
+            && line.contains("without the room provider"),
+        "{text}"
+    );
+}

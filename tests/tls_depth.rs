@@ -513,3 +513,172 @@ async fn certificate_expiry_is_exposed_and_warned_about() {
     })
     .await;
 }
+
+/// A rustls client presenting `cert`/`key`, trusting the gateway's CA, offering HTTP/1.1; it
+/// keeps TLS sessions for resumption (rustls' default in-memory store).
+fn mtls_client_config(g: &Gateway, cert: &str, key: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(g.ca.pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    std::sync::Arc::new(cfg)
+}
+
+/// Sends one keep-alive `GET path` on `tls` and reads its answer: (status, body), or `None`
+/// when the connection ends first.
+async fn keepalive_get<S>(tls: &mut S, path: &str) -> Option<(u16, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let status = head.get(9..12)?.parse().ok()?;
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                return Some((status, body));
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_revoked_by_a_crl_reload_loses_its_open_and_resumed_connections() {
+    use rustls::HandshakeKind;
+    let agents = TestCa::new("Agent CA");
+    let (cert, key, _) = agents.client_leaf_serial("agent-1.internal", 1001);
+    let policy = r#"
+[mtls]
+ca_file = "agents-ca.pem"
+crl_files = ["agents.crl"]
+
+[[upstreams]]
+name = "worker"
+kind = "worker"
+
+[[routes]]
+name = "agents"
+path_prefix = "/whoami"
+upstream = "worker"
+auth = "mtls"
+
+[[routes]]
+name = "models"
+path_prefix = "/v1/"
+upstream = "worker"
+public = true
+"#;
+    let g = Gateway::start(Options {
+        policy: vec![
+            ("p.toml".into(), policy.into()),
+            ("agents-ca.pem".into(), agents.pem.clone()),
+            ("agents.crl".into(), agents.crl(&[9999])),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let connector = tokio_rustls::TlsConnector::from(mtls_client_config(&g, &cert, &key));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+        connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+    };
+    // Two HTTP/1.1 keep-alive connections (the first leaves a session to resume) and one
+    // HTTP/2 client, each admitted.
+    let mut first = connect().await.unwrap();
+    assert_eq!(keepalive_get(&mut first, "/whoami").await.unwrap().0, 200);
+    let mut open = connect().await.unwrap();
+    assert_eq!(keepalive_get(&mut open, "/whoami").await.unwrap().0, 200);
+    drop(first);
+    let h2 = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(g.ca.pem.as_bytes()).unwrap())
+        .resolve("localhost", g.https)
+        .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let r = h2.get(g.url("/whoami")).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    assert!(metric(&g, "portcullis_connections ").await >= 2);
+
+    // The CRL now revokes the certificate.
+    let generation = g.generation().await;
+    rename_over(&g.policy_dir().join("agents.crl"), &agents.crl(&[1001]));
+    eventually(Duration::from_secs(10), "CRL reloaded", || async {
+        (g.generation().await > generation).then_some(())
+    })
+    .await;
+
+    // The open HTTP/1.1 connection: refused, then closed.
+    let (status, body) = keepalive_get(&mut open, "/v1/models").await.unwrap();
+    assert_eq!(status, 403);
+    assert_eq!(body, r#"{"error":"client_certificate_denied"}"#);
+    assert!(keepalive_get(&mut open, "/v1/models").await.is_none());
+
+    // A resumed session never meets the verifier: refused all the same.
+    match connect().await {
+        Err(_) => {}
+        Ok(mut again) => {
+            let resumed = again.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+            let got = keepalive_get(&mut again, "/whoami").await;
+            if resumed {
+                assert_eq!(got.as_ref().map(|g| g.0), Some(403), "{got:?}");
+            } else {
+                // A full handshake: the gateway's verifier refuses the certificate.
+                assert!(got.is_none(), "{got:?}");
+            }
+        }
+    }
+
+    // The HTTP/2 connection: nothing more passes on it, and the gateway closes it (the HTTP/1.1
+    // ones are closed already, so no connection is left open).
+    match h2.get(g.url("/v1/models")).send().await {
+        Ok(r) => assert_eq!(r.status(), 403),
+        Err(e) => assert!(!e.is_timeout(), "{e}"),
+    }
+    eventually(
+        Duration::from_secs(10),
+        "every connection closed",
+        || async { (metric(&g, "portcullis_connections ").await == 0).then_some(()) },
+    )
+    .await;
+    let log = g.log();
+    assert!(
+        log.contains("client certificate no longer passes: closing the connection"),
+        "{log}"
+    );
+}

@@ -320,6 +320,7 @@ impl Config {
         crate::policy::CompileOptions {
             mode: self.mode,
             auth_override: self.auth_provider,
+            listener: Some(self.https_addr),
         }
     }
 }

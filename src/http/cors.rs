@@ -161,6 +161,21 @@ impl Cors {
     }
 }
 
+/// The first `Access-Control-*` header of a response (an upstream's own CORS answer): the
+/// caller removes them one by one, so that a route's rule is the only answer the client sees.
+pub fn access_control_header(headers: &HeaderMap) -> Option<HeaderName> {
+    headers
+        .keys()
+        .find(|n| {
+            let n = n.as_str().as_bytes();
+            n.len() > ACCESS_CONTROL.len() && n[..ACCESS_CONTROL.len()] == *ACCESS_CONTROL
+        })
+        .cloned()
+}
+
+/// Header names are lower case in `http`.
+const ACCESS_CONTROL: &[u8] = b"access-control-";
+
 /// Whether a request is a CORS preflight.
 pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::OPTIONS

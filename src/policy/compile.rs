@@ -177,6 +177,9 @@ pub struct CompileOptions {
     pub mode: Mode,
     /// `AUTH_PROVIDER` from the environment: replaces the policy's default provider.
     pub auth_override: Option<crate::auth::Provider>,
+    /// The HTTPS listener the policy will be served on, when known: the development providers
+    /// (`none`, `local`) admit anyone, so they are refused on a listener that is not loopback.
+    pub listener: Option<std::net::SocketAddr>,
 }
 
 /// Compiles policy files for a given mode, with no provider override.
@@ -186,6 +189,7 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
         &CompileOptions {
             mode,
             auth_override: None,
+            listener: None,
         },
     )
 }
@@ -665,6 +669,25 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
                     cx.err_at(&raw.name, format!("{at}.auth"), format!("non-public route needs an authentication provider; \"{}\" is for development only", default_auth[0].as_str()));
                 }
                 auth = default_auth.clone();
+            }
+        }
+        // Other modes refuse the development providers outright (above).
+        if let Some(addr) = opts.listener.filter(|a| !a.ip().is_loopback()) {
+            if let Some(dev) = auth.iter().find(|p| p.development_only()) {
+                if !raw.public && mode == Mode::Development {
+                    let span = raw
+                        .auth
+                        .as_ref()
+                        .map_or(raw.name.span().start, |a| a.span().start);
+                    cx.err(
+                        span,
+                        format!("{at}.auth"),
+                        format!(
+                            "authentication provider \"{}\" admits anyone and is served only on a loopback listener, but the HTTPS listener is {addr}: bind it to 127.0.0.1 (PORTCULLIS_HTTPS_ADDR or [listeners] https), or use another provider (AUTH_PROVIDER=static, auth.default_provider or the route's auth)",
+                            dev.as_str()
+                        ),
+                    );
+                }
             }
         }
         if raw.public && raw.auth.is_some() {

@@ -705,6 +705,7 @@ pub(crate) fn compile_mtls(
         Ok(verifier) => Some(crate::tls::client_auth::MtlsSettings {
             verifier,
             required: m.required,
+            id: crate::tls::client_auth::bundle_id(&ca, &crls),
         }),
         Err(msg) => {
             e.at(&m.ca_file, "mtls.ca_file", msg);

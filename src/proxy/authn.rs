@@ -59,14 +59,12 @@ pub async fn authenticate(
     route: &Route,
     to_rooms: bool,
 ) -> Result<Arc<Identity>, Deny> {
-    // The room and its access rule, decided once for both verification and room checks. A
-    // shadow rule is enforced as open; what it would refuse is logged and counted.
-    let room_access = (to_rooms && route.auth.contains(&Provider::Room)).then(|| {
+    // An open room admits a peer without credentials on a route of the room provider. (The
+    // lock itself is `room_gate`'s, whatever the route.)
+    let open_room = to_rooms && route.auth.contains(&Provider::Room) && {
         let room = room_of(gw.req.uri.path()).unwrap_or("");
-        let (locked, caps) = policy.rooms.access_for(room);
-        (room, locked, caps, locked && policy.rooms.shadow_for(room))
-    });
-    let open_room = room_access.is_some_and(|(_, locked, _, shadow)| !locked || shadow);
+        !policy.rooms.access_for(room).0 || policy.rooms.shadow_for(room)
+    };
     let identity = verify(gw, policy, route, open_room).await?;
     if let Some(kind) = gw
         .auth
@@ -84,23 +82,43 @@ pub async fn authenticate(
     if let Some(missing) = identity.missing(&route.capabilities) {
         return Err(Deny::CapabilityDenied(Arc::from(missing)));
     }
-    if let Some((room, locked, caps, shadow)) = room_access {
-        match room_check(&identity, room, locked, caps) {
-            Err(d) if shadow => {
-                (gw.on_shadow)();
-                tracing::info!(
-                    target: "portcullis::security",
-                    room,
-                    subject = &*identity.subject,
-                    would_deny = d.code(),
-                    "shadow rule: room access would refuse this session"
-                );
-                room_check(&identity, room, false, &[])?;
-            }
-            r => r?,
-        }
+    if to_rooms {
+        room_gate(policy, gw.req.uri.path(), Some(&identity), gw.on_shadow)?;
     }
     Ok(identity)
+}
+
+/// The room lock, for every request that reaches the room server whatever its route: `public`,
+/// `jwt`, a signed URL or the room provider. `identity` is `None` on a public route. A shadow
+/// rule is enforced as open; what it would refuse is logged and counted.
+pub fn room_gate(
+    policy: &Policy,
+    path: &str,
+    identity: Option<&Identity>,
+    on_shadow: &(dyn Fn() + Sync),
+) -> Result<(), Deny> {
+    let room = room_of(path).unwrap_or("");
+    let (locked, caps) = policy.rooms.access_for(room);
+    let check = |locked: bool, caps: &[Box<str>]| match identity {
+        Some(i) => room_check(i, room, locked, caps),
+        // No credentials were read on this route: only an open room lets it in.
+        None if locked => Err(Deny::RoomDenied),
+        None => Ok(()),
+    };
+    match check(locked, caps) {
+        Err(d) if locked && policy.rooms.shadow_for(room) => {
+            on_shadow();
+            tracing::info!(
+                target: "portcullis::security",
+                room,
+                subject = identity.map_or("anonymous", |i| &*i.subject),
+                would_deny = d.code(),
+                "shadow rule: room access would refuse this session"
+            );
+            check(false, &[])
+        }
+        r => r,
+    }
 }
 
 /// Whether `identity` may join `room` under its access rule.

@@ -532,6 +532,10 @@ impl Gateway {
         if let Some(rule) = &route.cors {
             // A preflight's own answer carries its headers; a refused one gets none.
             if !cors::is_preflight(&req.method, &req.headers) {
+                // The route's rule is the only CORS answer: an upstream's own grants go.
+                while let Some(name) = cors::access_control_header(&resp.headers) {
+                    resp.remove_header(&name);
+                }
                 resp.append_header(header::VARY, cors::VARY_ORIGIN)?;
                 for (name, value) in rule.actual(req.headers.get(header::ORIGIN)) {
                     resp.insert_header(name, value)?;
@@ -566,6 +570,22 @@ impl Gateway {
         }
         session.write_response_header(Box::new(resp), true).await?;
         Ok(())
+    }
+}
+
+/// Ends the client's connection after this response: HTTP/1.1 by not keeping it alive; HTTP/2,
+/// whose other streams share it, by shutting the socket's read side, so the connection ends
+/// once the server sees end of input.
+fn close_client_connection(session: &mut Session) {
+    session.set_keepalive(None);
+    if session.is_http2() {
+        if let Some(fd) = session
+            .digest()
+            .and_then(|d| d.socket_digest.as_ref())
+            .map(|s| s.raw_fd())
+        {
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
+        }
     }
 }
 
@@ -749,6 +769,21 @@ impl ProxyHttp for Gateway {
         let Some(policy) = ctx.policy.clone() else {
             return self.deny(session, ctx, Deny::Internal).await;
         };
+        // A client certificate is verified again after the CA bundle or CRLs change (a resumed
+        // session or a long-lived connection never meets the new verifier otherwise): one that
+        // no longer passes gets nothing more on its connection.
+        if let Some(Err(why)) = crate::tls::client_auth::handshake_info(session)
+            .map(|h| h.client_cert(policy.mtls.as_ref()).map(|_| ()))
+        {
+            tracing::info!(
+                target: "portcullis::security",
+                reason = %why,
+                client = %ctx.client.map(|c| c.to_string()).unwrap_or_default(),
+                "client certificate no longer passes: closing the connection"
+            );
+            close_client_connection(session);
+            return self.deny(session, ctx, Deny::ClientCertDenied).await;
+        }
         let req = session.req_header();
         let path = req.uri.path();
         // Answered by the gateway itself, always public.
@@ -840,7 +875,8 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if !route.public && ctx.identity.is_none() {
+        let authenticated = !route.public && ctx.identity.is_none();
+        if authenticated {
             let backoff = policy.auth.backoff.as_ref();
             if backoff.is_some() {
                 if let Some(left) = self.backoff.locked(client_key, Instant::now()) {
@@ -854,7 +890,7 @@ impl ProxyHttp for Gateway {
                 auth: &self.auth,
                 req: session.req_header(),
                 client_cert: crate::tls::client_auth::handshake_info(session)
-                    .and_then(|h| h.client.as_deref()),
+                    .and_then(|h| h.client_cert(policy.mtls.as_ref()).ok().flatten()),
                 on_shadow: &|| self.metrics.shadow_denial(),
             };
             match authn::authenticate(&request, &policy, route, to_rooms).await {
@@ -892,6 +928,16 @@ impl ProxyHttp for Gateway {
                 return self.deny(session, ctx, d).await;
             }
         }
+        if to_rooms && !authenticated {
+            // Authentication (which holds the room lock) did not run: a public route or a
+            // signed URL reaches the room server only where a room is open.
+            let path = session.req_header().uri.path();
+            if let Err(d) = authn::room_gate(&policy, path, ctx.identity.as_deref(), &|| {
+                self.metrics.shadow_denial()
+            }) {
+                return self.deny(session, ctx, d).await;
+            }
+        }
         let req = session.req_header();
         let path = req.uri.path();
         if policy.admin.covers(path) {
@@ -909,7 +955,10 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(rule) = &route.csrf {
-            if csrf::is_unsafe(&req.method) {
+            // A WebSocket handshake on a cookie route is a cross-site request like any other:
+            // it must come from an allowed origin.
+            let cookie_upgrade = ctx.websocket && route.session_cookie.is_some();
+            if csrf::is_unsafe(&req.method) || cookie_upgrade {
                 let bearer = req.headers.get(header::AUTHORIZATION).is_some_and(|v| {
                     v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer ")
                 });
@@ -924,7 +973,12 @@ impl ProxyHttp for Gateway {
                         .and_then(|h| h.to_str().ok())
                         .or_else(|| req.uri.authority().map(|a| a.as_str()))
                         .unwrap_or("");
-                    if let Err(f) = rule.check(&req.headers, host) {
+                    let checked = if cookie_upgrade {
+                        rule.check_origin(&req.headers, host)
+                    } else {
+                        rule.check(&req.headers, host)
+                    };
+                    if let Err(f) = checked {
                         self.metrics.csrf_failure(f);
                         tracing::info!(
                             target: "portcullis::security",

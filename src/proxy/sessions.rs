@@ -208,6 +208,20 @@ fn still_admitted(policy: &Policy, s: &WsSession) -> Result<(), &'static str> {
     if policy.blocked.find(&s.path).is_some() {
         return Err("path now blocked");
     }
+    // The room lock holds whatever route reached the room server.
+    let to_rooms = policy.upstreams[route.upstream].target == UpstreamTarget::Rooms;
+    if to_rooms {
+        let room = room_of(&s.path).unwrap_or("");
+        let (locked, caps) = policy.rooms.access_for(room);
+        let locked = locked && !policy.rooms.shadow_for(room);
+        let admitted = match &s.identity {
+            Some(identity) => super::authn::room_check(identity, room, locked, caps).is_ok(),
+            None => !locked,
+        };
+        if !admitted {
+            return Err("room rule no longer admits the session");
+        }
+    }
     if route.public {
         return Ok(());
     }
@@ -227,15 +241,7 @@ fn still_admitted(policy: &Policy, s: &WsSession) -> Result<(), &'static str> {
     if identity.missing(&route.capabilities).is_some() {
         return Err("route now needs a capability the session lacks");
     }
-    let to_rooms = policy.upstreams[route.upstream].target == UpstreamTarget::Rooms;
-    if to_rooms && route.auth.contains(&Provider::Room) {
-        let room = room_of(&s.path).unwrap_or("");
-        let (locked, caps) = policy.rooms.access_for(room);
-        let locked = locked && !policy.rooms.shadow_for(room);
-        if super::authn::room_check(identity, room, locked, caps).is_err() {
-            return Err("room rule no longer admits the session");
-        }
-    } else if anonymous && !dev {
+    if anonymous && !dev && !(to_rooms && route.auth.contains(&Provider::Room)) {
         return Err("route no longer admits anonymous sessions");
     }
     Ok(())

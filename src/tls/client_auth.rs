@@ -5,6 +5,7 @@
 //! SHA-256 fingerprint, subject and SANs are kept with the connection for the request phase.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,6 +26,38 @@ pub struct HandshakeInfo {
     pub version: &'static str,
     /// The verified client certificate's identity, when one was presented.
     pub client: Option<Arc<ClientCert>>,
+    /// The client's certificate chain (leaf first), kept to verify it again when the `[mtls]`
+    /// CA bundle or CRLs change: a resumed session skips the verifier, and a long-lived
+    /// connection outlives any reload.
+    chain: Vec<CertificateDer<'static>>,
+    /// The `MtlsSettings::id` the chain last passed (0: not yet checked on a request).
+    checked: AtomicU64,
+}
+
+impl HandshakeInfo {
+    /// The client certificate as the current policy sees it: verified again against `mtls`
+    /// (its CA bundle and CRLs, now) once per connection and per change of them. `Err` when the
+    /// connection carries a certificate that no longer passes, or client certificates are no
+    /// longer configured: nothing on that connection may pass any more.
+    pub fn client_cert(&self, mtls: Option<&MtlsSettings>) -> Result<Option<&ClientCert>, String> {
+        let Some(client) = self.client.as_deref() else {
+            return Ok(None);
+        };
+        let Some(m) = mtls else {
+            return Err("client certificates are no longer configured".into());
+        };
+        if self.checked.load(Ordering::Acquire) == m.id {
+            return Ok(Some(client));
+        }
+        let Some((leaf, intermediates)) = self.chain.split_first() else {
+            return Err("no certificate chain kept".into());
+        };
+        m.verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map_err(|e| e.to_string())?;
+        self.checked.store(m.id, Ordering::Release);
+        Ok(Some(client))
+    }
 }
 
 #[derive(Debug)]
@@ -168,6 +201,11 @@ impl TlsAccept for HandshakeCallbacks {
             client: tls
                 .peer_certificate_der()
                 .map(|der| Arc::new(ClientCert::from_der(der))),
+            chain: tls
+                .peer_cert_chain_der()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
+            checked: AtomicU64::new(0),
         };
         Some(Arc::new(info))
     }
@@ -262,6 +300,24 @@ impl ClientCertVerifier for PolicyClientVerifier {
 pub struct MtlsSettings {
     pub verifier: Arc<dyn ClientCertVerifier>,
     pub required: bool,
+    /// Names the CA bundle and CRLs by content (never 0): a connection's certificate is
+    /// verified again when it changes.
+    pub id: u64,
+}
+
+/// The `MtlsSettings::id` of a CA bundle and its CRLs.
+pub fn bundle_id(ca_pem: &[u8], crl_pems: &[Vec<u8>]) -> u64 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&(ca_pem.len() as u64).to_be_bytes());
+    ctx.update(ca_pem);
+    for c in crl_pems {
+        ctx.update(&(c.len() as u64).to_be_bytes());
+        ctx.update(c);
+    }
+    let d = ctx.finish();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&d.as_ref()[..8]);
+    u64::from_be_bytes(id).max(1)
 }
 
 impl std::fmt::Debug for MtlsSettings {

@@ -111,6 +111,13 @@ impl SocketDigest {
         }
     }
 
+    /// The socket's file descriptor, for a caller that must shut the connection down from
+    /// outside the protocol (e.g. an HTTP/2 connection whose identity no longer passes).
+    #[cfg(unix)]
+    pub fn raw_fd(&self) -> std::os::unix::io::RawFd {
+        self.raw_fd
+    }
+
     /// Return the kernel socket cookie for this connection.
     ///
     /// This is backed by Linux's `SO_COOKIE` socket option. On other Unix
