@@ -35,10 +35,13 @@ RUN apt-get update \
 COPY --from=build /src/target/release/portcullis /usr/local/bin/portcullis
 COPY policies /etc/portcullis/policies
 # The listener is on every interface, where the default policy's development provider
-# (`local`, anyone is admin) is refused: the worker token guards every route without its own
-# provider. Pass it with `-e PORTCULLIS_WORKER_TOKEN=...` (else one is generated in the data folder).
-ENV AUTH_PROVIDER=static \
-    PORTCULLIS_HTTPS_ADDR=0.0.0.0:8443 \
+# (`local`, anyone is admin) is refused: the image's copy of that policy guards every route
+# without its own provider with the worker token instead. Pass the token with
+# `-e PORTCULLIS_WORKER_TOKEN=...` (else one is generated in the data folder). The environment sets
+# no AUTH_PROVIDER, so a policy mounted over this folder keeps the provider it names.
+RUN sed -i 's/^default_provider = "local"$/default_provider = "static"/' /etc/portcullis/policies/default.toml \
+    && grep -q '^default_provider = "static"$' /etc/portcullis/policies/default.toml
+ENV PORTCULLIS_HTTPS_ADDR=0.0.0.0:8443 \
     PORTCULLIS_HTTP_ADDR=0.0.0.0:8080 \
     PORTCULLIS_ADMIN_ADDR=127.0.0.1:9901 \
     PORTCULLIS_POLICY_DIR=/etc/portcullis/policies \

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -117,6 +118,14 @@ def check_dockerfile() -> None:
         name = user.split(":")[0]
         if name in ("root", "0"):
             finding(f"{where}:{line}", f"the final stage runs as {user!r}; use a non-root user")
+    # An AUTH_PROVIDER baked into the image would override the provider of every policy run in
+    # it (a mounted policy's `jwt` silently becomes the worker token, or worse `local`).
+    for line, word, args in final:
+        if word == "ENV" and re.search(r"(^|\s)AUTH_PROVIDER[=\s]", args):
+            finding(
+                f"{where}:{line}",
+                "the image sets AUTH_PROVIDER: it would override every mounted policy's provider",
+            )
     checks = [(line, args) for line, word, args in final if word == "HEALTHCHECK"]
     if not checks:
         finding(where, "the final stage has no HEALTHCHECK")
@@ -467,6 +476,64 @@ def check_gateway(docs: dict[Path, list[dict]]) -> str:
     return "\n".join(results)
 
 
+def check_image_policy() -> str:
+    """`portcullis check` on the image's own policy folder with the image's environment.
+
+    The folder is `policies/` after the Dockerfile's RUN steps on /etc/portcullis/policies (run
+    here on a copy), so the check sees what `docker run` would serve. It must pass, and the
+    unmodified `policies/` under the same environment must be refused (a development provider
+    on every interface): that proves the check can tell the two apart.
+    """
+    binary = find_binary()
+    if not binary:
+        if os.environ.get("CI") == "true":
+            finding("image", "no portcullis binary (build it first, or set PORTCULLIS_BIN)")
+            return "  missing"
+        return "  skipped: no portcullis binary (build it, or set PORTCULLIS_BIN)"
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    start = max(i for i, (_, word, _) in enumerate(instructions) if word == "FROM")
+    final = instructions[start + 1 :]
+    image_env: dict[str, str] = {}
+    for _, word, args in final:
+        if word == "ENV":
+            for assignment in shlex.split(args):
+                name, _, value = assignment.partition("=")
+                image_env[name] = value
+    with tempfile.TemporaryDirectory(prefix="portcullis-image-") as tmp:
+        root = Path(tmp)
+        results = []
+        for label, edited in (("image", True), ("unedited policies/", False)):
+            work = root / label.replace("/", "").replace(" ", "-")
+            shutil.copytree(ROOT / "policies", work / "etc/portcullis/policies")
+            (work / "var/lib/portcullis/certs").mkdir(parents=True)
+            (work / "var/lib/portcullis/data").mkdir(parents=True)
+            if edited:
+                for line, word, args in final:
+                    if word == "RUN" and "/etc/portcullis/policies" in args:
+                        run = subprocess.run(
+                            ["sh", "-c", reroot(args, work)], capture_output=True, text=True
+                        )
+                        if run.returncode != 0:
+                            finding(f"{rel(DOCKERFILE)}:{line}", f"RUN fails on policies/: {run.stderr}")
+            env = {"PATH": "/usr/bin:/bin", "HOME": str(work / "home")}
+            env.update({k: reroot(v, work) for k, v in image_env.items()})
+            check = subprocess.run(
+                [binary, "check"], env=env, cwd=work, capture_output=True, text=True, timeout=60
+            )
+            if edited and check.returncode != 0:
+                detail = (check.stderr.strip() or check.stdout.strip()).replace(str(work), "")
+                finding(rel(DOCKERFILE), f"`portcullis check` refuses the image's policy:\n{detail}")
+            elif not edited and check.returncode == 0:
+                finding(
+                    rel(DOCKERFILE),
+                    "`portcullis check` accepts the unedited default policy on every interface: "
+                    "the development provider is not refused off loopback",
+                )
+            else:
+                results.append(f"  {label}: {'ok' if edited else 'refused, as it must be'}")
+    return "\n".join(results)
+
+
 def main() -> int:
     check_dockerfile()
     docs = load_manifests()
@@ -478,6 +545,8 @@ def main() -> int:
         f"manifests: {count} objects in {len(docs)} files, Kubernetes schemas "
         f"{', '.join(KUBERNETES_VERSIONS)} (kubernetes-validate {kubernetes_validate.__version__}, strict)"
     )
+    print("portcullis check on the image's policy, with the image's environment:")
+    print(check_image_policy())
     report = check_gateway(docs)
     print("portcullis check on the mounted configuration:")
     print(report if report else "  (no Deployment)")
