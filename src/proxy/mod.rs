@@ -177,9 +177,11 @@ fn security_event(d: &Deny) -> Option<crate::observability::alerts::EventKind> {
     use crate::observability::alerts::EventKind;
     Some(match d {
         d if d.is_auth_failure() => EventKind::AuthFailure,
-        Deny::BlockedPath | Deny::PathParameterOnBlocked | Deny::LookalikeOfBlocked => {
-            EventKind::BlockedPath
-        }
+        Deny::BlockedPath
+        | Deny::PathParameterOnBlocked
+        | Deny::LookalikeOfBlocked
+        | Deny::PathParameterOnAdmin
+        | Deny::LookalikeOfAdmin => EventKind::BlockedPath,
         Deny::Csrf(_) => EventKind::Csrf,
         _ => return None,
     })
