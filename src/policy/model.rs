@@ -58,6 +58,8 @@ pub struct NetworkSettings {
     pub max_connections_per_ip: usize,
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// Forward client header names containing `_` (default: dropped).
+    pub allow_underscores_in_headers: bool,
 }
 
 impl Default for NetworkSettings {
@@ -69,6 +71,7 @@ impl Default for NetworkSettings {
             max_connections_per_ip: 256,
             max_connections: 10_000,
             header_timeout: Duration::from_secs(10),
+            allow_underscores_in_headers: false,
         }
     }
 }

@@ -85,7 +85,9 @@ impl Policy {
             Ok(p) => p,
             Err(d) => return PathVerdict::Refused(d),
         };
-        let host_only = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        let Some(host_only) = crate::http::host::normalize(host) else {
+            return PathVerdict::Refused(Deny::BadHost);
+        };
         self.decide_path(host_only, &path, now)
     }
 }
