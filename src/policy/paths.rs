@@ -143,8 +143,9 @@ fn encode_all(s: &str, upper: bool) -> String {
 }
 
 /// Known bypass spellings of a blocked prefix (`/terminal`): dot segments, merged and encoded
-/// slashes, encoded and double-encoded characters, case, path parameters, backslashes, control
-/// bytes, overlong UTF-8 and absolute-form targets. `case` says whether case variants belong in
+/// slashes, encoded and double-encoded characters, case, path parameters (also `%3B`), trailing
+/// whitespace before `;` or on `..`, backslashes, control bytes, overlong UTF-8 and absolute-form
+/// targets. `case` says whether case variants belong in
 /// the set (they do when blocked prefixes match case-insensitively).
 pub fn bypass_corpus(prefix: &str, case: bool) -> Vec<String> {
     let rest = prefix.trim_start_matches('/');
@@ -185,6 +186,11 @@ pub fn bypass_corpus(prefix: &str, case: bool) -> Vec<String> {
         format!("{prefix}/..%2f"),
         format!("{prefix};a"),
         format!("{prefix};a=1/x"),
+        format!("{prefix}%3Ba"),
+        format!("{prefix}%3b"),
+        format!("/x/..%3B/{rest}"),
+        format!("{prefix}%20;a"),
+        format!("/x/..%20/{rest}"),
         format!("/x/..;/{rest}"),
         format!("/;/{rest}"),
         format!("/x;y/../{rest}"),
