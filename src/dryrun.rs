@@ -202,7 +202,9 @@ impl<'p> Evaluator<'p> {
                 what: "health (gateway)",
             });
         }
-        let host_only = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&host);
+        let Some(host_only) = crate::http::host::normalize(&host) else {
+            return Ok(deny(Deny::BadHost, None));
+        };
         let idx = match policy.decide_path(host_only, &path, now) {
             PathVerdict::Refused(d) => return Ok(deny(d, None)),
             PathVerdict::Routed(idx, _) => idx,

@@ -53,6 +53,10 @@ pub enum Deny {
     /// A spelling a lenient backend may take for a blocked path (fullwidth letters, a trailing
     /// space, `~` or `.extension`).
     LookalikeOfBlocked,
+    /// A `;` path parameter (or `%3B`, or `..;`) whose removal yields an admin path.
+    PathParameterOnAdmin,
+    /// A spelling a lenient backend may take for an admin path.
+    LookalikeOfAdmin,
     /// An admin path without the admin capability or an admin network.
     AdminRequired,
     CorsDenied(PreflightDenied),
@@ -96,7 +100,10 @@ impl Deny {
             | Deny::Signature(_)
             | Deny::ClientCertRequired
             | Deny::ClientCertDenied => 403,
-            Deny::PathParameterOnBlocked | Deny::LookalikeOfBlocked => 400,
+            Deny::PathParameterOnBlocked
+            | Deny::LookalikeOfBlocked
+            | Deny::PathParameterOnAdmin
+            | Deny::LookalikeOfAdmin => 400,
             Deny::NoRoute => 404,
             Deny::MethodNotAllowed => 405,
             Deny::UpstreamUnavailable => 502,
@@ -145,6 +152,8 @@ impl Deny {
             Deny::BlockedPath => "path_blocked",
             Deny::PathParameterOnBlocked => "path_parameter_on_blocked",
             Deny::LookalikeOfBlocked => "path_lookalike_of_blocked",
+            Deny::PathParameterOnAdmin => "path_parameter_on_admin",
+            Deny::LookalikeOfAdmin => "path_lookalike_of_admin",
             Deny::AdminRequired => "admin_required",
             Deny::CorsDenied(_) => "cors_denied",
             Deny::Csrf(_) => "csrf_failed",
@@ -243,6 +252,8 @@ impl Deny {
             Deny::BlockedPath => br#"{"error":"path_blocked"}"#,
             Deny::PathParameterOnBlocked => br#"{"error":"path_parameter_on_blocked"}"#,
             Deny::LookalikeOfBlocked => br#"{"error":"path_lookalike_of_blocked"}"#,
+            Deny::PathParameterOnAdmin => br#"{"error":"path_parameter_on_admin"}"#,
+            Deny::LookalikeOfAdmin => br#"{"error":"path_lookalike_of_admin"}"#,
             Deny::AdminRequired => br#"{"error":"admin_required"}"#,
             Deny::CorsDenied(d) => d.body(),
             Deny::Csrf(f) => f.body(),
@@ -283,6 +294,8 @@ mod tests {
             Deny::BlockedPath,
             Deny::PathParameterOnBlocked,
             Deny::LookalikeOfBlocked,
+            Deny::PathParameterOnAdmin,
+            Deny::LookalikeOfAdmin,
             Deny::AdminRequired,
             Deny::ClientCertRequired,
             Deny::ClientCertDenied,

@@ -1,4 +1,5 @@
-//! HTTP helpers that face attacker input: path canonicalization, request-target checks, the
+//! HTTP helpers that face attacker input: path canonicalization, request-target checks, host
+//! normalization, the
 //! JSON denial bodies, security-header profiles, CORS, CSRF and signed URLs. Pure functions, no
 //! I/O, no policy state.
 
@@ -6,5 +7,6 @@ pub mod cors;
 pub mod csrf;
 pub mod deny;
 pub mod headers;
+pub mod host;
 pub mod path;
 pub mod signed;

@@ -212,16 +212,17 @@ pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
 }
 
 /// The path with `;` parameters removed from every segment (`/a;x/b;y=1` → `/a/b`), re-canonicalized,
-/// or `None` when the path has none. Some servers (Tomcat, Jetty) drop them before routing, so a
-/// backend may read `/..;/terminal` as `/terminal`: the gateway checks this view against its
-/// blocked prefixes too.
+/// or `None` when the path has none. Some servers (Tomcat, Jetty, Spring) drop them before
+/// routing, so a backend may read `/..;/terminal` as `/terminal`, and some decode `%3B` first: an
+/// encoded `;` starts a parameter here too. The gateway checks this view against its protected
+/// prefixes as well as the path itself.
 pub fn without_params(path: &str) -> Option<String> {
-    if !path.contains(';') {
+    if !has_params(path) {
         return None;
     }
     let stripped: String = path
         .split('/')
-        .map(|seg| seg.split(';').next().unwrap_or(""))
+        .map(|seg| &seg[..param_start(seg).unwrap_or(seg.len())])
         .collect::<Vec<_>>()
         .join("/");
     let stripped = if stripped.is_empty() {
@@ -235,10 +236,126 @@ pub fn without_params(path: &str) -> Option<String> {
     })
 }
 
+/// Whether `path` has a `;` parameter, literal or encoded as `%3B`.
+fn has_params(path: &str) -> bool {
+    param_start(path).is_some()
+}
+
+/// Where the first `;` or `%3B` (either hex case) in `s` starts.
+fn param_start(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    (0..b.len()).find(|&i| {
+        b[i] == b';'
+            || (b[i] == b'%'
+                && b.get(i + 1) == Some(&b'3')
+                && matches!(b.get(i + 2), Some(b'b' | b'B')))
+    })
+}
+
+/// How a canonical path stands to a protected prefix (a blocked or an admin path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Under {
+    /// Under the prefix in no reading.
+    No,
+    /// The path itself is under the prefix (a whole segment, never `/prefix;x`).
+    Yes,
+    /// Under it once `;` parameters (or `%3B`) are removed and `..;` resolved, as Tomcat, Jetty
+    /// and Spring do: ambiguous, refused.
+    Parameter,
+    /// Under it as a lenient backend reads it (trailing whitespace or junk on a segment, an
+    /// extension, fullwidth letters; see `lookalikes`): ambiguous, refused.
+    Lookalike,
+}
+
+/// The readings of one canonical path that some backend may take: the path itself, the path
+/// without parameters, and the lookalikes of both (dot segments resolved). Built once per
+/// request; costs nothing for a path with no `;`, `%`, `.`, `~`, `#`, `?`, whitespace or
+/// non-ASCII byte.
+#[derive(Debug)]
+pub struct Readings<'a> {
+    canonical: &'a str,
+    params: Option<String>,
+    lookalikes: Vec<String>,
+}
+
+impl<'a> Readings<'a> {
+    pub fn of(canonical: &'a str) -> Readings<'a> {
+        let params = without_params(canonical);
+        let mut lookalikes = Vec::new();
+        for form in std::iter::once(canonical)
+            .chain(params.as_deref())
+            .flat_map(self::lookalikes)
+        {
+            // A backend that trims `..%20` to `..` then resolves it.
+            let form = match canonicalize(&form) {
+                Ok(c) => c.into_owned(),
+                Err(_) => form,
+            };
+            if form != canonical && !lookalikes.contains(&form) {
+                lookalikes.push(form);
+            }
+        }
+        Readings {
+            canonical,
+            params,
+            lookalikes,
+        }
+    }
+
+    /// Whether the path has readings other than itself.
+    pub fn is_plain(&self) -> bool {
+        self.params.is_none() && self.lookalikes.is_empty()
+    }
+
+    /// The one decision "is this path under `prefix`" for blocked and admin paths alike.
+    pub fn under(&self, prefix: &str, case_sensitive: bool) -> Under {
+        if under_segment(prefix, self.canonical, case_sensitive) {
+            return Under::Yes;
+        }
+        if self
+            .params
+            .as_deref()
+            .is_some_and(|p| under_segment(prefix, p, case_sensitive))
+        {
+            return Under::Parameter;
+        }
+        if self
+            .lookalikes
+            .iter()
+            .any(|l| under_segment(prefix, l, case_sensitive))
+        {
+            return Under::Lookalike;
+        }
+        Under::No
+    }
+}
+
+/// `path` starts with `prefix` as whole segments: `/admin` covers `/admin` and `/admin/x`,
+/// not `/adminx` nor `/admin;x`.
+fn under_segment(prefix: &str, path: &str, case_sensitive: bool) -> bool {
+    head_matches(prefix, path, case_sensitive)
+        && (prefix.ends_with('/')
+            || path.len() == prefix.len()
+            || path.as_bytes()[prefix.len()] == b'/')
+}
+
+fn head_matches(prefix: &str, path: &str, case_sensitive: bool) -> bool {
+    if path.len() < prefix.len() || !path.is_char_boundary(prefix.len()) {
+        return false;
+    }
+    let head = &path[..prefix.len()];
+    if case_sensitive {
+        head == prefix
+    } else {
+        head.eq_ignore_ascii_case(prefix)
+    }
+}
+
 /// What a lenient backend might take a canonical path for: fullwidth letters folded to ASCII
 /// (Unicode compatibility normalization), and in each segment trailing spaces, tabs, `~`, `.`,
 /// `#` and `?` (percent-encoded or not) and a trailing `.extension` removed (suffix matching, as
-/// some frameworks do), each form on its own. Empty when that changes nothing. Only used to
+/// some frameworks do), each form on its own; a segment of dots and junk stays a dot segment
+/// (`..%20` is `..`). Empty when that changes nothing. Only used to
 /// refuse lookalikes of blocked paths; the request still goes upstream as sent.
 pub fn lookalikes(path: &str) -> Vec<String> {
     let suspicious = path
@@ -272,18 +389,25 @@ pub fn lookalikes(path: &str) -> Vec<String> {
             _ => c,
         })
         .collect();
+    // A segment of dots and junk (`..%20`, `..~`) is a dot segment to a backend that trims it.
     let trim = |s: &str| {
-        s.trim_end_matches([' ', '\t', '~', '.', '#', '?', '\0'])
-            .to_string()
+        let t = s.trim_end_matches([' ', '\t', '~', '.', '#', '?', '\0']);
+        match t {
+            "" if s.starts_with("..") => "..".to_string(),
+            "" if s.starts_with('.') => ".".to_string(),
+            t => t.to_string(),
+        }
     };
     let trimmed: Vec<String> = folded.split('/').map(trim).collect();
     // A trailing extension off each segment, but never the whole of a dot-file's name.
     let stemmed: Vec<String> = trimmed
         .iter()
-        .map(|seg| match seg.rfind('.').filter(|&d| d > 0) {
-            Some(dot) => trim(&seg[..dot]),
-            None => seg.clone(),
-        })
+        .map(
+            |seg| match seg.rfind('.').filter(|&d| d > 0 && seg != "..") {
+                Some(dot) => trim(&seg[..dot]),
+                None => seg.clone(),
+            },
+        )
         .collect();
     let mut out = Vec::new();
     for form in [trimmed.join("/"), stemmed.join("/")] {
@@ -383,6 +507,48 @@ mod tests {
             Some("/ter/minal")
         );
         assert_eq!(without_params("/;/terminal").as_deref(), Some("/terminal"));
+    }
+
+    #[test]
+    fn encoded_semicolons_are_parameters_too() {
+        assert_eq!(
+            without_params("/terminal%3Bx").as_deref(),
+            Some("/terminal")
+        );
+        assert_eq!(
+            without_params("/v1/..%3b/admin/x").as_deref(),
+            Some("/admin/x")
+        );
+        assert_eq!(without_params("/a%3Ab"), None);
+    }
+
+    #[test]
+    fn one_decision_for_every_reading_of_a_path() {
+        let under = |path: &str, prefix: &str| {
+            let c = canonicalize(path).unwrap();
+            Readings::of(&c).under(prefix, false)
+        };
+        assert_eq!(under("/admin/x", "/admin/"), Under::Yes);
+        assert_eq!(under("/ADMIN/x", "/admin/"), Under::Yes);
+        assert_eq!(under("/admin/x;y", "/admin/"), Under::Yes);
+        assert_eq!(under("/terminal/x", "/terminal"), Under::Yes);
+        assert_eq!(under("/admin;x/y", "/admin/"), Under::Parameter);
+        assert_eq!(under("/admin%3Bx/y", "/admin/"), Under::Parameter);
+        assert_eq!(under("/terminal;a", "/terminal"), Under::Parameter);
+        assert_eq!(under("/x/..;/admin/y", "/admin/"), Under::Parameter);
+        assert_eq!(under("/x/..%3B/admin/y", "/admin/"), Under::Parameter);
+        assert_eq!(under("/admin%20/y", "/admin/"), Under::Lookalike);
+        assert_eq!(under("/admin./y", "/admin/"), Under::Lookalike);
+        assert_eq!(under("/x/..%20/admin/y", "/admin/"), Under::Lookalike);
+        assert_eq!(under("/admin%20;x/y", "/admin/"), Under::Lookalike);
+        assert_eq!(under("/administrator/x", "/admin/"), Under::No);
+        assert_eq!(under("/adminx;y/z", "/admin/"), Under::No);
+        assert_eq!(under("/x/..;/public/a", "/admin/"), Under::No);
+        assert_eq!(under("/admin-ui%20/x", "/admin/"), Under::No);
+        // Case-sensitive prefixes stay so in every reading.
+        let c = canonicalize("/ADMIN;x/y").unwrap();
+        assert_eq!(Readings::of(&c).under("/admin/", true), Under::No);
+        assert!(Readings::of("/v1/models").is_plain());
     }
 
     proptest::proptest! {

@@ -116,6 +116,7 @@ pub(crate) fn compile_network(
         &mut header_ms,
     );
     out.header_timeout = Duration::from_millis(header_ms as u64);
+    out.allow_underscores_in_headers = n.allow_underscores_in_headers;
     out
 }
 

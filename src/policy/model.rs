@@ -12,6 +12,7 @@ use http::{HeaderName, HeaderValue};
 use crate::auth::jwt::{Issuer, RoomKeys};
 pub use crate::auth::Provider;
 use crate::config::Mode;
+use crate::http::path::{Readings, Under};
 use crate::limits::{BackoffSpec, LimitSpec};
 
 #[derive(Debug)]
@@ -57,6 +58,8 @@ pub struct NetworkSettings {
     pub max_connections_per_ip: usize,
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// Forward client header names containing `_` (default: dropped).
+    pub allow_underscores_in_headers: bool,
 }
 
 impl Default for NetworkSettings {
@@ -68,6 +71,7 @@ impl Default for NetworkSettings {
             max_connections_per_ip: 256,
             max_connections: 10_000,
             header_timeout: Duration::from_secs(10),
+            allow_underscores_in_headers: false,
         }
     }
 }
@@ -351,13 +355,35 @@ pub struct BlockException {
     pub closed_logged: std::sync::atomic::AtomicBool,
 }
 
+/// How `readings` stand to a set of protected prefixes: the strictest answer over all of them
+/// (an ambiguous reading under any prefix outranks the path itself being under another).
+pub fn classify(prefixes: &[Box<str>], case_sensitive: bool, readings: &Readings) -> Under {
+    let mut worst = Under::No;
+    for p in prefixes {
+        match readings.under(p, case_sensitive) {
+            Under::Parameter => return Under::Parameter,
+            Under::Lookalike => worst = Under::Lookalike,
+            Under::Yes if worst == Under::No => worst = Under::Yes,
+            _ => {}
+        }
+    }
+    worst
+}
+
 impl BlockedPaths {
-    /// The blocked prefix covering `path`, if any. `path` must be canonical.
+    /// The blocked prefix covering `path` in any of its readings (see `Readings`), if any.
+    /// `path` must be canonical.
     pub fn find(&self, path: &str) -> Option<&str> {
+        let readings = Readings::of(path);
         self.prefixes
             .iter()
-            .find(|p| prefix_matches(p, path, self.case_sensitive))
+            .find(|p| readings.under(p, self.case_sensitive) != Under::No)
             .map(|p| &**p)
+    }
+
+    /// How `readings` stand to the blocked prefixes.
+    pub fn classify(&self, readings: &Readings) -> Under {
+        classify(&self.prefixes, self.case_sensitive, readings)
     }
 
     /// Whether `path` is refused for `route` at `now` (unix seconds): `Ok(None)` when not
@@ -419,8 +445,15 @@ impl std::fmt::Debug for MetricsToken {
 }
 
 impl AdminPaths {
+    /// Whether `path` (canonical) is under an admin prefix in any of its readings: the same
+    /// decision as for blocked paths, case-insensitive.
     pub fn covers(&self, path: &str) -> bool {
-        self.prefixes.iter().any(|p| prefix_matches(p, path, false))
+        self.classify(&Readings::of(path)) != Under::No
+    }
+
+    /// How `readings` stand to the admin prefixes.
+    pub fn classify(&self, readings: &Readings) -> Under {
+        classify(&self.prefixes, false, readings)
     }
     pub fn network_allows(&self, ip: std::net::IpAddr) -> bool {
         self.networks.iter().any(|n| n.contains(&ip))

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use super::model::{BlockException, Policy};
 use crate::http::deny::Deny;
-use crate::http::path::{canonicalize, lookalikes, without_params};
+use crate::http::path::{canonicalize, Readings, Under};
 
 /// Where a request target lands.
 #[derive(Debug)]
@@ -17,21 +17,26 @@ pub enum PathVerdict<'p> {
 }
 
 impl Policy {
-    /// Canonicalizes a request path and refuses the ambiguous ones: bad encodings (400), `;`
-    /// parameters that hide a blocked path from the prefix check (400), and lookalikes a lenient
-    /// backend may take for a blocked path (400, see `lookalikes`).
+    /// Canonicalizes a request path and refuses the ambiguous ones: bad encodings (400), and
+    /// readings a lenient backend may take for a blocked or an admin path while the path itself
+    /// is not one — `;` parameters (also `%3B`, and `..;`) removed (400), lookalikes such as a
+    /// trailing space or fullwidth letters (400, see `lookalikes`). Blocked and admin prefixes
+    /// are judged by the one function, `Readings::under`.
     pub fn screen_path<'a>(&self, raw: &'a str) -> Result<Cow<'a, str>, Deny> {
         let canonical = canonicalize(raw).map_err(Deny::BadPath)?;
-        if let Some(stripped) = without_params(&canonical) {
-            if self.blocked.find(&stripped).is_some() {
-                return Err(Deny::PathParameterOnBlocked);
-            }
+        let readings = Readings::of(&canonical);
+        if readings.is_plain() {
+            return Ok(canonical);
         }
-        let loose = lookalikes(&canonical);
-        if loose.iter().any(|l| self.blocked.find(l).is_some())
-            && self.blocked.find(&canonical).is_none()
-        {
-            return Err(Deny::LookalikeOfBlocked);
+        match self.blocked.classify(&readings) {
+            Under::Parameter => return Err(Deny::PathParameterOnBlocked),
+            Under::Lookalike => return Err(Deny::LookalikeOfBlocked),
+            Under::Yes | Under::No => {}
+        }
+        match self.admin.classify(&readings) {
+            Under::Parameter => return Err(Deny::PathParameterOnAdmin),
+            Under::Lookalike => return Err(Deny::LookalikeOfAdmin),
+            Under::Yes | Under::No => {}
         }
         Ok(canonical)
     }
@@ -80,7 +85,9 @@ impl Policy {
             Ok(p) => p,
             Err(d) => return PathVerdict::Refused(d),
         };
-        let host_only = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        let Some(host_only) = crate::http::host::normalize(host) else {
+            return PathVerdict::Refused(Deny::BadHost);
+        };
         self.decide_path(host_only, &path, now)
     }
 }
@@ -136,8 +143,9 @@ fn encode_all(s: &str, upper: bool) -> String {
 }
 
 /// Known bypass spellings of a blocked prefix (`/terminal`): dot segments, merged and encoded
-/// slashes, encoded and double-encoded characters, case, path parameters, backslashes, control
-/// bytes, overlong UTF-8 and absolute-form targets. `case` says whether case variants belong in
+/// slashes, encoded and double-encoded characters, case, path parameters (also `%3B`), trailing
+/// whitespace before `;` or on `..`, backslashes, control bytes, overlong UTF-8 and absolute-form
+/// targets. `case` says whether case variants belong in
 /// the set (they do when blocked prefixes match case-insensitively).
 pub fn bypass_corpus(prefix: &str, case: bool) -> Vec<String> {
     let rest = prefix.trim_start_matches('/');
@@ -178,6 +186,11 @@ pub fn bypass_corpus(prefix: &str, case: bool) -> Vec<String> {
         format!("{prefix}/..%2f"),
         format!("{prefix};a"),
         format!("{prefix};a=1/x"),
+        format!("{prefix}%3Ba"),
+        format!("{prefix}%3b"),
+        format!("/x/..%3B/{rest}"),
+        format!("{prefix}%20;a"),
+        format!("/x/..%20/{rest}"),
         format!("/x/..;/{rest}"),
         format!("/;/{rest}"),
         format!("/x;y/../{rest}"),

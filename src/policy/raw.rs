@@ -190,6 +190,10 @@ pub struct RawNetwork {
     /// A new connection must finish TLS and send its first request header within this
     /// (default 10000); slower clients (slowloris) are cut off.
     pub header_timeout_ms: Option<Spanned<u64>>,
+    /// Forward client header names containing `_` (default false: dropped, as nginx and Envoy
+    /// can; CGI-style backends read `X_Forwarded_For` as `X-Forwarded-For`).
+    #[serde(default)]
+    pub allow_underscores_in_headers: bool,
 }
 
 /// Budgets for each WebSocket client connection, enforced by the gateway.

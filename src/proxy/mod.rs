@@ -23,7 +23,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::auth::{AuthState, Identity};
 use crate::http::deny::Deny;
-use crate::http::{cors, csrf, headers as profiles, signed};
+use crate::http::{cors, csrf, headers as profiles, host, signed};
 use crate::limits::connections::HeaderDeadline;
 use crate::limits::{client_ip, AuthBackoff, LimiterRegistry, Verdict};
 use crate::observability::Metrics;
@@ -177,9 +177,11 @@ fn security_event(d: &Deny) -> Option<crate::observability::alerts::EventKind> {
     use crate::observability::alerts::EventKind;
     Some(match d {
         d if d.is_auth_failure() => EventKind::AuthFailure,
-        Deny::BlockedPath | Deny::PathParameterOnBlocked | Deny::LookalikeOfBlocked => {
-            EventKind::BlockedPath
-        }
+        Deny::BlockedPath
+        | Deny::PathParameterOnBlocked
+        | Deny::LookalikeOfBlocked
+        | Deny::PathParameterOnAdmin
+        | Deny::LookalikeOfAdmin => EventKind::BlockedPath,
         Deny::Csrf(_) => EventKind::Csrf,
         _ => return None,
     })
@@ -212,33 +214,55 @@ fn strip_cookie(req: &mut RequestHeader, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Headers a client may not set: identity and forwarding headers are the gateway's to write.
+/// Client headers that legacy stacks take as the client's address, the path or the method:
+/// always removed (a path or method override gets past blocked paths and method allow-lists).
+const OVERRIDE_HEADERS: [&[u8]; 7] = [
+    b"true-client-ip",
+    b"x-client-ip",
+    b"x-original-url",
+    b"x-rewrite-url",
+    b"x-http-method-override",
+    b"x-http-method",
+    b"x-method-override",
+];
+
+/// Headers a client may not set: identity and forwarding headers are the gateway's to write, and
+/// the override headers above. Names are compared with `_` read as `-`, as CGI-style stacks
+/// (WSGI, PHP, Apache CGI) read them, so `X_Portcullis_Subject` is `X-Portcullis-Subject`.
 fn is_identity_header(name: &str) -> bool {
-    name.starts_with("x-portcullis-")
-        || name.starts_with("x-forwarded-")
-        || name == "x-real-ip"
-        || name == "forwarded"
-        || name == "x-request-id"
+    let n = name.as_bytes();
+    starts_folded(n, b"x-portcullis-")
+        || starts_folded(n, b"x-forwarded-")
+        || eq_folded(n, b"x-real-ip")
+        || eq_folded(n, b"forwarded")
+        || eq_folded(n, b"x-request-id")
+        || OVERRIDE_HEADERS.iter().any(|h| eq_folded(n, h))
 }
 
-/// The request's host without port, lower-case comparison left to the matchers.
-fn request_host(req: &RequestHeader) -> &str {
-    let raw = req
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    strip_port(raw)
+/// Whether two lower-case header names are the same with `_` read as `-`.
+fn eq_folded(a: &[u8], b: &[u8]) -> bool {
+    let fold = |c: u8| if c == b'_' { b'-' } else { c };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
 }
 
-fn strip_port(h: &str) -> &str {
-    if let Some(rest) = h.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or("");
+fn starts_folded(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len() && eq_folded(&name[..prefix.len()], prefix)
+}
+
+/// The request's `Host` (or HTTP/2 `:authority`) as sent, `None` when there is none.
+fn raw_host(req: &RequestHeader) -> Option<Result<&str, ()>> {
+    match req.headers.get(header::HOST) {
+        Some(h) => Some(h.to_str().map_err(|_| ())),
+        None => req.uri.authority().map(|a| Ok(a.as_str())),
     }
-    match h.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => h,
+}
+
+/// The request's host without port or trailing dot (see `host::normalize`), lower-case
+/// comparison left to the matchers; empty when absent or invalid (refused early).
+fn request_host(req: &RequestHeader) -> &str {
+    match raw_host(req) {
+        Some(Ok(raw)) => host::normalize(raw).unwrap_or(""),
+        _ => "",
     }
 }
 
@@ -712,6 +736,14 @@ impl ProxyHttp for Gateway {
         if hosts > 1 || (hosts == 0 && req.version == http::Version::HTTP_11) {
             ctx.deny = Some(Deny::BadHost);
             return Ok(());
+        }
+        // Routes match the normalized host: one that does not parse is refused, never left to
+        // fall through to the routes that take any host.
+        if let Some(raw) = raw_host(req) {
+            if raw.ok().and_then(host::normalize).is_none() {
+                ctx.deny = Some(Deny::BadHost);
+                return Ok(());
+            }
         }
         // An absolute-form target must name the same host as the Host header.
         if let (Some(auth), Some(host)) = (req.uri.authority(), req.headers.get(header::HOST)) {
@@ -1234,12 +1266,22 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let policy = ctx.policy.as_ref();
         let route = policy.zip(ctx.route).map(|(p, r)| &p.routes[r]);
+        // Names with `_` are dropped unless the policy allows them (nginx's
+        // `underscores_in_headers off`): a CGI-style backend reads them as their `-` twins.
+        let drop_underscores = !policy.is_some_and(|p| p.network.allow_underscores_in_headers);
         let strip: Vec<HeaderName> = upstream_request
             .headers
             .keys()
             .filter(|k| {
-                is_identity_header(k.as_str())
-                    || policy.is_some_and(|p| p.auth.strip_headers.contains(k))
+                let name = k.as_str();
+                is_identity_header(name)
+                    || (drop_underscores && name.contains('_'))
+                    || policy.is_some_and(|p| {
+                        p.auth
+                            .strip_headers
+                            .iter()
+                            .any(|h| eq_folded(h.as_str().as_bytes(), name.as_bytes()))
+                    })
             })
             .cloned()
             .collect();
@@ -1581,11 +1623,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_ports_are_stripped() {
-        assert_eq!(strip_port("example.com:8443"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("[::1]:8443"), "::1");
-        assert_eq!(strip_port("127.0.0.1:1"), "127.0.0.1");
+    fn identity_and_override_headers_match_in_every_spelling() {
+        for name in [
+            "x-portcullis-subject",
+            "x_portcullis_subject",
+            "x-portcullis_capabilities",
+            "x_forwarded_for",
+            "x-forwarded-host",
+            "x_real_ip",
+            "forwarded",
+            "x_request_id",
+            "true-client-ip",
+            "true_client_ip",
+            "x-client-ip",
+            "x-original-url",
+            "x_original_url",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "x_http_method_override",
+            "x-http-method",
+            "x-method-override",
+        ] {
+            assert!(is_identity_header(name), "{name}");
+        }
+        for name in [
+            "x-portcullis",
+            "x-client-ipx",
+            "accept",
+            "x-real-ipv6",
+            "forwarded-x",
+        ] {
+            assert!(!is_identity_header(name), "{name}");
+        }
     }
 
     #[test]
