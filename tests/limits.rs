@@ -447,3 +447,71 @@ async fn a_full_key_table_leaves_established_clients_their_own_bucket() {
         assert_eq!(get(&c, &g, Some(client)).await.status(), 429);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_chains_over_several_lines_with_ports_and_brackets_name_the_client() {
+    let g = Gateway::start(Options::with_policy(PROXIED_PUBLIC)).await;
+    let whoami = |c: reqwest::Client,
+                  headers: Vec<(&'static str, reqwest::header::HeaderValue)>| {
+        let url = g.url("/whoami");
+        async move {
+            let mut r = c.get(url);
+            for (k, v) in headers {
+                r = r.header(k, v);
+            }
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
+            (status, body)
+        }
+    };
+    let v = |s: &[u8]| reqwest::header::HeaderValue::from_bytes(s).unwrap();
+    for http1 in [true, false] {
+        let c = g.client(http1);
+        for (lines, client) in [
+            // Several header lines are one chain, walked from the last line's right end.
+            (
+                vec![&b"6.6.6.6"[..], b"198.51.100.7:5555", b"127.0.0.1:443"],
+                "198.51.100.7",
+            ),
+            (
+                vec![&b"[2001:db8::1]:8443"[..], b"127.0.0.1"],
+                "2001:db8::1",
+            ),
+            (vec![&b"[2001:db8::1]"[..]], "2001:db8::1"),
+            // Garbage (non-ASCII included) left of the client is the client's own.
+            (
+                vec![&b"\xff\xfe caf\xc3\xa9, 198.51.100.7"[..], b"127.0.0.1"],
+                "198.51.100.7",
+            ),
+            // Every hop a trusted proxy: the leftmost is the client.
+            (vec![&b"127.0.0.1:1"[..], b"127.0.0.1"], "127.0.0.1"),
+        ] {
+            let headers = lines.iter().map(|l| ("x-forwarded-for", v(l))).collect();
+            let (s, who) = whoami(c.clone(), headers).await;
+            assert_eq!(
+                (s, who["forwarded_for"].as_str()),
+                (200, Some(client)),
+                "{:?} (http1: {http1})",
+                lines
+                    .iter()
+                    .map(|l| String::from_utf8_lossy(l))
+                    .collect::<Vec<_>>()
+            );
+        }
+        // With a chain present, X-Real-IP is never read, even when every hop is trusted.
+        let (s, who) = whoami(
+            c.clone(),
+            vec![
+                ("x-forwarded-for", v(b"127.0.0.1")),
+                ("x-real-ip", v(b"192.0.2.44")),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (s, who["forwarded_for"].as_str()),
+            (200, Some("127.0.0.1")),
+            "http1: {http1}"
+        );
+    }
+}

@@ -655,7 +655,8 @@ impl ProxyHttp for Gateway {
         if let Some(peer_addr) = session.client_addr().and_then(|a| a.as_inet()) {
             // The connection delivered a request header: it is off the slowloris watch.
             self.header_deadline.request_seen(peer_addr);
-            let peer = peer_addr.ip();
+            // A dual-stack listener reports IPv4 peers as IPv4-mapped IPv6 addresses.
+            let peer = peer_addr.ip().to_canonical();
             let net = &policy.network;
             // Forwarding headers that do not say who the client is: the request is refused
             // below, counted against the peer that sent them.
