@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn a_flood_of_distinct_keys_stays_within_the_bound() {
         let reg = LimiterRegistry::default();
-        let s = spec(1, 1, 10_000);
+        let s = spec_per(1, HOUR, 1, 10_000);
         let l = s.limiter(&reg);
         let mut limited = 0;
         for i in 0..100_000u32 {
@@ -392,7 +392,8 @@ mod tests {
             }
         }
         // Bounded: the table never exceeds max_keys plus the overflow buckets, and the ~90k
-        // keys past the bound were limited together as at most that many clients.
+        // keys past the bound were limited together as at most that many clients (an hour's
+        // refill: however slowly the test runs, no overflow bucket gets a token back).
         assert!(l.len() <= 10_000 + OVERFLOW_BUCKETS as usize, "{}", l.len());
         assert!(limited > 89_000, "{limited}");
         assert!(l.overflowed.load(Ordering::Relaxed) >= 89_999);
