@@ -1,8 +1,9 @@
 //! The `static` provider's worker token. Resolution order: `PORTCULLIS_WORKER_TOKEN`, then
 //! `WORKER_AUTH_TOKEN`, then the token file (`worker_auth_token:` in
 //! `$XDG_CONFIG_HOME/portcullis/deployment.yaml` unless overridden), then a freshly generated
-//! 32-byte token saved to that file with mode 0600. A token file readable by group or others is
-//! refused. Comparison is constant-time.
+//! 32-byte token saved to that file with mode 0600. A token file that is a link, not a regular
+//! file, owned by another uid or readable by group or others is refused. Comparison is
+//! constant-time.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
