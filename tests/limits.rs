@@ -515,3 +515,38 @@ async fn forwarded_chains_over_several_lines_with_ports_and_brackets_name_the_cl
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv4_proxy_on_a_dual_stack_listener_is_still_trusted() {
+    // On [::] an IPv4 peer arrives as ::ffff:127.0.0.1: it must still match 127.0.0.1/32 for
+    // trusted proxies and admin networks.
+    let port = free_port();
+    let policy = PROXIED_PUBLIC.replace(
+        "[network]",
+        "[auth]\ndefault_provider = \"static\"\n\n[network]",
+    );
+    let g = Gateway::start(Options {
+        https_port: Some(port),
+        env: vec![
+            ("PORTCULLIS_HTTPS_ADDR".into(), format!("[::]:{port}")),
+            (
+                "PORTCULLIS_WORKER_TOKEN".into(),
+                "dual-stack-test-worker-token-0123456789".into(),
+            ),
+        ],
+        ..Options::with_policy(policy)
+    })
+    .await;
+    for http1 in [true, false] {
+        let c = g.client(http1);
+        let (s, who) = send(&c, &g, "/whoami", &[("x-forwarded-for", "198.51.100.7")]).await;
+        assert_eq!(
+            (s, who["forwarded_for"].as_str()),
+            (200, Some("198.51.100.7")),
+            "http1: {http1}"
+        );
+        // The proxy itself, in the admin network, is admitted as such.
+        let (s, _) = send(&c, &g, "/admin/x", &[]).await;
+        assert_ne!(s, 403, "http1: {http1}");
+    }
+}
