@@ -12,6 +12,7 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod dryrun;
+pub mod fetch;
 pub mod files;
 pub mod http;
 pub mod limits;

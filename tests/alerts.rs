@@ -231,3 +231,57 @@ webhook = "env:ALERT_HOOK"
         "{slack}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_that_names_no_client_is_a_security_event_without_a_client() {
+    let hook = Hook::start(0, false).await;
+    // The per-client rule comes first: the engine weighs both rules on the same event, so by
+    // the time the overall alert is raised, a per-client one would have been too.
+    let rules = r#"
+[network]
+trusted_proxies = ["127.0.0.1/32"]
+
+[[alerts]]
+name = "bad-forwarding-per-client"
+event = "bad_forwarded_for"
+threshold = 0
+per = "ip"
+webhook = "env:ALERT_HOOK"
+
+[[alerts]]
+name = "bad-forwarding-overall"
+event = "bad_forwarded_for"
+threshold = 1
+webhook = "env:ALERT_HOOK"
+"#;
+    let g = start(&hook, rules).await;
+    for http1 in [true, false] {
+        let r = g
+            .client(http1)
+            .get(g.url("/v1/models"))
+            .header("x-forwarded-for", "198.51.100.7, unknown")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "http1: {http1}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "bad_forwarded_for");
+    }
+    let (bodies, _) = eventually(Duration::from_secs(10), "the overall alert", || async {
+        let b = hook.bodies();
+        (!b.is_empty()).then_some(b)
+    })
+    .await;
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(bodies[0]["alert"], "bad-forwarding-overall");
+    assert_eq!(bodies[0]["event"], "bad_forwarded_for");
+    // The trusted proxy (127.0.0.1) was never taken for the client: no per-client count.
+    let log = g.log();
+    assert!(log.contains("bad-forwarding-overall"), "{log}");
+    assert!(!log.contains("bad-forwarding-per-client"), "{log}");
+    let m = g.metrics().await;
+    assert!(
+        m.contains("portcullis_security_events_total{event=\"bad_forwarded_for\"} 2"),
+        "{m}"
+    );
+}

@@ -349,19 +349,19 @@ async fn token_capabilities_outside_the_safe_set_never_reach_the_upstream() {
         None,
         &claims(
             "https://hs.test",
-            serde_json::json!({"caps": ["read,policy.admin", "query.read", "a b", "x;y", "urn:team:ops"]}),
+            serde_json::json!({"caps": ["read,policy.admin", "query.read", "a b", "x;y", "urn:team:ops", "Policy.Admin", "team.ops"]}),
         ),
     );
     let es = s.es.sign(
         Some("es1"),
         &claims(
             "https://es.test",
-            serde_json::json!({"sub": "bob", "caps": "read,policy.admin query.read"}),
+            serde_json::json!({"sub": "bob", "caps": "read,policy.admin QUERY.READ query.read"}),
         ),
     );
     for http1 in [true, false] {
         let c = g.client(http1);
-        for (token, forwarded) in [(&hs, "query.read,urn:team:ops"), (&es, "query.read")] {
+        for (token, forwarded) in [(&hs, "query.read,team.ops"), (&es, "query.read")] {
             let (st, body, _) =
                 status_and_body(&c, &g.url("/whoami"), Some(&format!("Bearer {token}"))).await;
             assert_eq!(st, 200, "{body}");

@@ -52,23 +52,6 @@ struct KeySet {
 /// The largest key set read; a larger one is refused without reading the rest.
 const MAX_KEY_SET_BYTES: usize = 1 << 20;
 
-/// Reads a response body of at most `limit` bytes: a declared length over it is refused before
-/// any of the body is read, and reading stops at the first chunk past it.
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    let too_large = || "key set larger than 1 MiB".to_string();
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 pub struct JwksCache {
     url: String,
     state: ArcSwapOption<KeySet>,
@@ -109,7 +92,9 @@ impl JwksCache {
             if !resp.status().is_success() {
                 return Err(format!("HTTP {}", resp.status()));
             }
-            let bytes = read_limited(resp, MAX_KEY_SET_BYTES).await?;
+            let bytes =
+                crate::fetch::read_limited(resp, MAX_KEY_SET_BYTES, "key set larger than 1 MiB")
+                    .await?;
             let set: JwkSet =
                 serde_json::from_slice(&bytes).map_err(|e| format!("not a JWK set: {e}"))?;
             let mut keys = HashMap::new();
@@ -237,50 +222,7 @@ impl JwksRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A key-set server that sends `head`, then `body_bytes` of body, then holds the
-    /// connection open without ending the body until the test is over.
-    /// Keeps a test server's connection open while alive.
-    struct Hold(Option<tokio::sync::oneshot::Sender<()>>);
-
-    impl Drop for Hold {
-        fn drop(&mut self) {
-            if let Some(t) = self.0.take() {
-                let _ = t.send(());
-            }
-        }
-    }
-
-    async fn stalling_server(head: &'static str, body_bytes: usize) -> (String, Hold) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-        let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await;
-            let _ = s.write_all(head.as_bytes()).await;
-            let chunk = vec![b' '; 16 * 1024];
-            let mut sent = 0;
-            while sent < body_bytes {
-                let frame = if head.contains("chunked") {
-                    let mut f = format!("{:x}\r\n", chunk.len()).into_bytes();
-                    f.extend_from_slice(&chunk);
-                    f.extend_from_slice(b"\r\n");
-                    f
-                } else {
-                    chunk.clone()
-                };
-                if s.write_all(&frame).await.is_err() {
-                    return;
-                }
-                sent += chunk.len();
-            }
-            let _ = hold_rx.await;
-        });
-        (url, Hold(Some(hold_tx)))
-    }
+    use crate::fetch::testing::stalling_server;
 
     #[test]
     fn reading_stops_at_the_limit_without_waiting_for_the_rest() {
@@ -294,6 +236,7 @@ mod tests {
             let (url, _hold) = stalling_server(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
                 (1 << 20) + 64 * 1024,
+                "/jwks.json",
             )
             .await;
             let cache = JwksCache::new(url);
@@ -303,6 +246,7 @@ mod tests {
             let (url, _hold) = stalling_server(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 104857600\r\n\r\n",
                 0,
+                "/jwks.json",
             )
             .await;
             let cache = JwksCache::new(url);

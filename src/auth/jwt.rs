@@ -134,8 +134,8 @@ fn peek_claims(token: &str) -> Option<Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// The token's capabilities. A name outside the safe set is dropped: it can match no policy
-/// capability, and forwarded upstream in the comma-joined header it could read as several.
+/// The token's capabilities. A name outside the policy's own name rule is dropped: it can match
+/// no policy capability, and forwarded upstream it could read as another name or as several.
 fn capabilities_from(claims: &Value, claim: &str) -> Vec<Box<str>> {
     let names: Vec<&str> = match claims.get(claim) {
         Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
@@ -150,7 +150,7 @@ fn capabilities_from(claims: &Value, claim: &str) -> Vec<Box<str>> {
             tracing::info!(
                 target: "portcullis::security",
                 claim,
-                "token capability with characters outside [A-Za-z0-9._:-] ignored"
+                "token capability that is not a policy capability name ([a-z0-9._-], 1 to 64) ignored"
             );
         }
     }

@@ -78,15 +78,16 @@ impl Provider {
     }
 }
 
-/// Whether a capability name from a token may be used: 1 to 128 characters from
-/// `[A-Za-z0-9._:-]`. Nothing else can be mistaken for a separator (`,`, whitespace) where
-/// capabilities are joined for the upstream. Policy names are a stricter subset.
+/// Whether a capability name may be used, in a policy or from a token: 1 to 64 characters from
+/// `[a-z0-9._-]`. A token's name outside that set can match no policy capability, and is never
+/// forwarded upstream, where it could read as another name (`Policy.Admin` to a case-blind
+/// upstream) or as several (`,` and whitespace separate the joined names).
 pub fn safe_capability_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && name.len() <= 64
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
 }
 
 /// A verified identity. Built once per token (then cached), shared by reference.

@@ -1,8 +1,9 @@
 //! The `static` provider's worker token. Resolution order: `PORTCULLIS_WORKER_TOKEN`, then
 //! `WORKER_AUTH_TOKEN`, then the token file (`worker_auth_token:` in
 //! `$XDG_CONFIG_HOME/portcullis/deployment.yaml` unless overridden), then a freshly generated
-//! 32-byte token saved to that file with mode 0600. A token file readable by group or others is
-//! refused. Comparison is constant-time.
+//! 32-byte token saved to that file with mode 0600. A token file that is a link, not a regular
+//! file, owned by another uid or readable by group or others is refused. Comparison is
+//! constant-time.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,14 @@ pub enum TokenError {
     Write(String, std::io::Error),
     #[error("{0}: the worker token is too short ({1} characters; at least 16)")]
     TooShort(String, usize),
+    #[error("{0}: the token file is a symbolic link; it must be a regular file (put the file itself there)")]
+    Link(String),
+    #[error("{0}: the token file is not a regular file")]
+    NotRegular(String),
+    #[error(
+        "{0}: the token file is owned by uid {1}, not by the gateway's uid {2}; run: chown {2} {0}"
+    )]
+    Owner(String, u32, u32),
 }
 
 /// The default token file: `$XDG_CONFIG_HOME/portcullis/deployment.yaml`, else
@@ -62,20 +71,44 @@ pub fn generate() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Reads `worker_auth_token:` from a small YAML file (one `key: value` per line).
+/// Reads `worker_auth_token:` from a small YAML file (one `key: value` per line). The file is
+/// opened without following a link, and what was opened must be a regular file owned by the
+/// gateway's own uid with no access for group or others: a link or a file someone else planted
+/// never supplies the token.
 fn read_token_file(path: &Path) -> Result<Option<String>, TokenError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let p = path.display().to_string();
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
+    // O_NONBLOCK: a planted FIFO must not hang the start; it is refused below.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Err(TokenError::Link(p)),
         Err(e) => return Err(TokenError::Read(p, e)),
     };
-    let mode = meta.permissions().mode() & 0o777;
+    // The checks are on the file that was opened (fstat), not on the name.
+    let meta = file
+        .metadata()
+        .map_err(|e| TokenError::Read(p.clone(), e))?;
+    if !meta.file_type().is_file() {
+        return Err(TokenError::NotRegular(p));
+    }
+    let uid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != uid {
+        return Err(TokenError::Owner(p, meta.uid(), uid));
+    }
+    let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(TokenError::Permissions(p, mode));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| TokenError::Read(p.clone(), e))?;
+    let mut text = String::new();
+    file.take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| TokenError::Read(p.clone(), e))?;
     for line in text.lines() {
         if let Some(v) = line.trim().strip_prefix("worker_auth_token:") {
             let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
@@ -260,6 +293,55 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = WorkerToken::resolve(&|_| None, file).unwrap_err();
         assert!(e.to_string().contains("readable by group or others"), "{e}");
+    }
+
+    #[test]
+    fn a_token_file_behind_a_link_or_not_ours_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let private = |name: &str| {
+            let f = dir.path().join(name);
+            std::fs::write(&f, "worker_auth_token: abcdefghijklmnopqrstuvwxyz\n").unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+            f
+        };
+        // A link planted at the token file's name, to a private file with a token in it.
+        let target = private("elsewhere.yaml");
+        let file = dir.path().join("deployment.yaml");
+        std::os::unix::fs::symlink(&target, &file).unwrap();
+        let e = WorkerToken::resolve(&|_| None, file.clone()).unwrap_err();
+        assert!(matches!(e, TokenError::Link(_)), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{}: the token file is a symbolic link",
+                file.display()
+            )),
+            "{e}"
+        );
+        // A dangling link is refused too, never replaced by a generated token.
+        let dangling = dir.path().join("dangling.yaml");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+        let e = WorkerToken::resolve(&|_| None, dangling).unwrap_err();
+        assert!(matches!(e, TokenError::Link(_)), "{e}");
+        // Not a regular file (a FIFO must not hang the start either).
+        let fifo = dir.path().join("fifo.yaml");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = WorkerToken::resolve(&|_| None, fifo).unwrap_err();
+        assert!(matches!(e, TokenError::NotRegular(_)), "{e}");
+        // Owned by another user: made so where the test may chown, else a system file.
+        let foreign = private("foreign.yaml");
+        let foreign = if std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).is_ok() {
+            foreign
+        } else {
+            PathBuf::from("/etc/passwd")
+        };
+        let e = WorkerToken::resolve(&|_| None, foreign).unwrap_err();
+        assert!(matches!(e, TokenError::Owner(..)), "{e}");
+        assert!(e.to_string().contains("not by the gateway's uid"), "{e}");
     }
 
     #[test]

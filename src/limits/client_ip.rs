@@ -1,10 +1,12 @@
 //! Who the client is: the TCP peer, unless that peer is a trusted proxy — then `X-Forwarded-For`
-//! is walked from the right and the first address that is not a trusted proxy is the client.
-//! A hop that does not parse (`unknown`, empty, garbage) before any untrusted address is
-//! reached leaves the client unknown: the request is refused rather than blamed on the proxy.
-//! `X-Real-IP` is believed only from a trusted peer, and only when `X-Forwarded-For` is absent
-//! or names trusted proxies alone. IPv6 clients are bucketed by prefix so one host cannot dodge a
-//! limit by rotating through its /64.
+//! (every header line, in order) is walked from the right and the first address that is not a
+//! trusted proxy is the client; when every hop is a trusted proxy, the leftmost is. A hop that
+//! does not parse (`unknown`, empty, garbage) before any untrusted address is reached leaves the
+//! client unknown: the request is refused rather than blamed on the proxy. Hops may carry a port
+//! (`192.0.2.1:443`, `[2001:db8::1]:443`) or IPv6 brackets alone. `X-Real-IP` is believed only
+//! from a trusted peer, and only when there is no `X-Forwarded-For` at all. Addresses are
+//! compared in canonical form (an IPv4-mapped IPv6 peer is its IPv4 address). IPv6 clients are
+//! bucketed by prefix so one host cannot dodge a limit by rotating through its /64.
 
 use std::net::IpAddr;
 
@@ -23,52 +25,56 @@ pub fn resolve(
     headers: &HeaderMap,
     trusted: &[IpNet],
 ) -> Result<IpAddr, UnparsableForwarding> {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if trusted.is_empty() || !is_trusted(&peer) {
         return Ok(peer);
     }
-    // Rightmost first: each hop appends what it saw, so the right end is the most trustworthy.
-    // Only what is walked past matters: garbage left of the first untrusted hop is the
-    // client's own and ignored.
-    let mut leftmost_trusted = None;
-    for line in headers.get_all("x-forwarded-for").iter().rev() {
-        let Ok(s) = line.to_str() else {
-            return Err(UnparsableForwarding);
+    let forwarded = headers.get_all("x-forwarded-for");
+    if forwarded.iter().next().is_none() {
+        // No chain at all: the trusted peer may name the client in X-Real-IP, once.
+        let mut real = headers.get_all("x-real-ip").iter();
+        let Some(v) = real.next() else {
+            return Ok(peer);
         };
-        for part in s.rsplit(',') {
-            match parse_ip(part.trim()) {
+        if real.next().is_some() {
+            return Err(UnparsableForwarding);
+        }
+        return parse_hop(v.as_bytes()).ok_or(UnparsableForwarding);
+    }
+    // Rightmost first: each hop appends what it saw, so the right end is the most trustworthy.
+    // Only what is walked past matters: garbage left of the first untrusted hop (non-ASCII
+    // bytes included) is the client's own and never even decoded.
+    let mut leftmost_trusted = None;
+    for line in forwarded.iter().rev() {
+        for part in line.as_bytes().rsplit(|&b| b == b',') {
+            match parse_hop(part) {
                 Some(ip) if is_trusted(&ip) => leftmost_trusted = Some(ip),
                 Some(ip) => return Ok(ip),
                 None => return Err(UnparsableForwarding),
             }
         }
     }
-    let mut real = headers.get_all("x-real-ip").iter();
-    if let Some(v) = real.next() {
-        if real.next().is_some() {
-            return Err(UnparsableForwarding);
-        }
-        return v
-            .to_str()
-            .ok()
-            .and_then(|s| parse_ip(s.trim()))
-            .ok_or(UnparsableForwarding);
-    }
-    // Every hop was a trusted proxy: the leftmost is the best we know.
+    // Every hop was a trusted proxy: the leftmost is the client.
     Ok(leftmost_trusted.unwrap_or(peer))
 }
 
-fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.parse::<IpAddr>()
+/// One forwarded hop: an address, with an optional port (`192.0.2.1:443`, `[2001:db8::1]:443`)
+/// or IPv6 brackets alone (`[2001:db8::1]`), surrounded by optional whitespace.
+fn parse_hop(raw: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(raw).ok()?.trim();
+    let ip = s
+        .parse::<IpAddr>()
         .ok()
         .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-        .map(|ip| match ip {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        })
+        .or_else(|| {
+            s.strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<std::net::Ipv6Addr>()
+                .ok()
+                .map(IpAddr::V6)
+        })?;
+    Some(ip.to_canonical())
 }
 
 /// The limiting key of an address: IPv4 as is, IPv6 truncated to `v6_prefix` bits.
@@ -181,9 +187,14 @@ mod tests {
             resolve(proxy, &with(&[], &["192.0.2.44"]), &trusted),
             Ok(real)
         );
+        // A chain of trusted hops alone: its leftmost is the client, X-Real-IP is not read.
         assert_eq!(
             resolve(proxy, &with(&["10.0.0.9"], &["192.0.2.44"]), &trusted),
-            Ok(real)
+            Ok("10.0.0.9".parse().unwrap())
+        );
+        assert_eq!(
+            resolve(proxy, &with(&["10.0.0.9"], &["unknown"]), &trusted),
+            Ok("10.0.0.9".parse().unwrap())
         );
         assert_eq!(
             resolve(proxy, &with(&["198.51.100.7"], &["192.0.2.44"]), &trusted),
@@ -203,6 +214,63 @@ mod tests {
             Ok("10.0.0.9".parse().unwrap())
         );
         assert_eq!(resolve(proxy, &with(&[], &[]), &trusted), Ok(proxy));
+    }
+
+    #[test]
+    fn hops_with_ports_brackets_and_foreign_bytes() {
+        let trusted: Vec<IpNet> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8:f::/48".parse().unwrap(),
+        ];
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let v4: IpAddr = "198.51.100.7".parse().unwrap();
+        for (xff, client) in [
+            ("[2001:db8::1]", v6),
+            (" [2001:db8::1] , 10.0.0.3", v6),
+            ("[2001:db8::1]:8443, [2001:db8:f::5]:443", v6),
+            ("198.51.100.7:1234, 10.0.0.3:80", v4),
+            ("::ffff:198.51.100.7", v4),
+            ("[::ffff:198.51.100.7]:99", v4),
+        ] {
+            assert_eq!(resolve(peer, &h(&[xff]), &trusted), Ok(client), "{xff}");
+        }
+        // Non-ASCII garbage left of the client is the client's own.
+        let mut m = HeaderMap::new();
+        m.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff\xfe caf\xc3\xa9, 198.51.100.7").unwrap(),
+        );
+        assert_eq!(resolve(peer, &m, &trusted), Ok(v4));
+        // Non-ASCII bytes the walk has to pass are a bad hop.
+        let mut m = HeaderMap::new();
+        m.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"198.51.100.7, \xff").unwrap(),
+        );
+        assert_eq!(resolve(peer, &m, &trusted), Err(UnparsableForwarding));
+        // Unbalanced brackets are not an address.
+        assert_eq!(
+            resolve(peer, &h(&["[2001:db8::1"]), &trusted),
+            Err(UnparsableForwarding)
+        );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_peer_is_compared_as_ipv4() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // A dual-stack listener reports an IPv4 proxy as ::ffff:10.0.0.2.
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        assert_eq!(
+            resolve(mapped, &h(&["198.51.100.7"]), &trusted),
+            Ok("198.51.100.7".parse::<IpAddr>().unwrap())
+        );
+        // An untrusted mapped peer is the client, as its IPv4 address.
+        let outsider: IpAddr = "::ffff:203.0.113.9".parse().unwrap();
+        assert_eq!(
+            resolve(outsider, &h(&["198.51.100.7"]), &trusted),
+            Ok("203.0.113.9".parse::<IpAddr>().unwrap())
+        );
     }
 
     #[test]

@@ -214,7 +214,8 @@ impl PreTlsProcess for ConnectionCaps {
         else {
             return Ok(());
         };
-        let ip = peer.ip();
+        // A dual-stack listener reports IPv4 peers as IPv4-mapped IPv6 addresses.
+        let ip = peer.ip().to_canonical();
         let policy = self.policy.snapshot();
         let net = &policy.network;
         let exempt = net.trusted_proxies.iter().any(|n| n.contains(&ip));

@@ -1,10 +1,12 @@
 //! Rate limits (GCRA via `governor`), declared in policy and keyed by client IP, subject, route
 //! or a combination. Limiter *state* lives in a registry outside the policy, keyed by the limit's
 //! definition, so a reload that leaves a limit unchanged keeps its buckets. Memory is bounded per
-//! limit: past `max_keys` distinct keys, newcomers share one overflow bucket until idle keys are
-//! evicted (every second), so a flood of forged keys is limited as one client, never unbounded.
-//! A key that already holds a bucket keeps it while the table is full: a flood of newcomers
-//! cannot push established clients into the shared bucket.
+//! limit: past `max_keys` distinct keys, a newcomer shares one of `OVERFLOW_BUCKETS` overflow
+//! buckets, picked by a hash of its key seeded per process (an attacker cannot aim at a bucket),
+//! until idle keys are evicted (every second). A flood of forged keys is limited as at most that
+//! many clients, never unbounded, and drains only the overflow buckets its own keys land in: an
+//! ordinary client whose idle key was evicted while the table is full is refused only if it
+//! lands in one of those. A key that already holds a bucket keeps it while the table is full.
 //! The bound is soft by the number of proxy threads: threads checking new keys at the same
 //! moment may each add one before the size check sees the others.
 
@@ -59,7 +61,13 @@ impl ShrinkableKeyedStateStore<u64> for Table {
     }
 }
 
-const OVERFLOW_KEY: u64 = u64::MAX;
+/// Overflow buckets a full table spreads newcomers over. Their keys are odd, `key` makes every
+/// client key even, so the two never meet.
+const OVERFLOW_BUCKETS: u64 = 256;
+
+fn overflow_key(slot: u64) -> u64 {
+    (slot % OVERFLOW_BUCKETS) << 1 | 1
+}
 
 /// A compiled limit from the policy.
 #[derive(Debug)]
@@ -179,6 +187,8 @@ pub struct Limiter {
     pub max_keys: usize,
     pub limited: AtomicU64,
     pub overflowed: AtomicU64,
+    /// Seeds the overflow bucket choice, so nobody outside the process can predict it.
+    overflow_seed: std::collections::hash_map::RandomState,
 }
 
 impl Limiter {
@@ -201,14 +211,15 @@ impl Limiter {
             max_keys: spec.max_keys,
             limited: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
+            overflow_seed: Default::default(),
         }
     }
 
     pub fn check(&self, key: u64) -> Verdict {
-        // Only a newcomer to a full table shares the overflow bucket.
+        // Only a newcomer to a full table shares an overflow bucket.
         let key = if !self.table.0.contains_key(&key) && self.rl.len() >= self.max_keys {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
-            OVERFLOW_KEY
+            overflow_key(self.overflow_seed.hash_one(key))
         } else {
             key
         };
@@ -282,7 +293,7 @@ impl LimiterRegistry {
         if spec.by_route {
             route.hash(&mut h);
         }
-        Some(h.finish() & !1) // never the overflow key
+        Some(h.finish() & !1) // never an overflow key (those are odd)
     }
 
     /// Evicts idle keys everywhere and forgets limiters no policy uses any more.
@@ -317,24 +328,32 @@ impl LimiterRegistry {
 mod tests {
     use super::*;
 
-    fn spec(requests: u32, burst: u32, max_keys: usize) -> LimitSpec {
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A limit of `requests` per `per`. Tests that count what is left use an hour, so a
+    /// descheduled test thread never sees a token refill.
+    fn spec_per(requests: u32, per: Duration, burst: u32, max_keys: usize) -> LimitSpec {
         LimitSpec::new(
             "t".into(),
             true,
             false,
             false,
             requests,
-            Duration::from_secs(1),
+            per,
             burst,
             None,
             max_keys,
         )
     }
 
+    fn spec(requests: u32, burst: u32, max_keys: usize) -> LimitSpec {
+        spec_per(requests, Duration::from_secs(1), burst, max_keys)
+    }
+
     #[test]
     fn a_burst_over_the_limit_is_refused_with_a_retry_time() {
         let reg = LimiterRegistry::default();
-        let s = spec(2, 3, 1000);
+        let s = spec_per(2, HOUR, 3, 1000);
         let l = s.limiter(&reg);
         let k = reg
             .key(&s, "192.0.2.1".parse().unwrap(), None, "r")
@@ -349,7 +368,7 @@ mod tests {
         }
         match l.check(k) {
             Verdict::Limited { retry_after } => {
-                assert!(retry_after <= Duration::from_millis(500) && retry_after > Duration::ZERO)
+                assert!(retry_after <= HOUR / 2 && retry_after > Duration::ZERO)
             }
             v => panic!("{v:?}"),
         }
@@ -363,7 +382,7 @@ mod tests {
     #[test]
     fn a_flood_of_distinct_keys_stays_within_the_bound() {
         let reg = LimiterRegistry::default();
-        let s = spec(1, 1, 10_000);
+        let s = spec_per(1, HOUR, 1, 10_000);
         let l = s.limiter(&reg);
         let mut limited = 0;
         for i in 0..100_000u32 {
@@ -372,9 +391,10 @@ mod tests {
                 limited += 1;
             }
         }
-        // Bounded: the table never exceeds max_keys (+1 for the shared overflow bucket), and the
-        // ~90k keys past the bound were limited together as one client.
-        assert!(l.len() <= 10_001, "{}", l.len());
+        // Bounded: the table never exceeds max_keys plus the overflow buckets, and the ~90k
+        // keys past the bound were limited together as at most that many clients (an hour's
+        // refill: however slowly the test runs, no overflow bucket gets a token back).
+        assert!(l.len() <= 10_000 + OVERFLOW_BUCKETS as usize, "{}", l.len());
         assert!(limited > 89_000, "{limited}");
         assert!(l.overflowed.load(Ordering::Relaxed) >= 89_999);
     }
@@ -382,21 +402,56 @@ mod tests {
     #[test]
     fn a_full_table_keeps_established_keys_in_their_own_buckets() {
         let reg = LimiterRegistry::default();
-        let s = spec(1, 3, 2);
+        let s = spec_per(1, HOUR, 3, 2);
         let l = s.limiter(&reg);
         let key = |i: u32| reg.key(&s, IpAddr::V4(i.into()), None, "r").unwrap();
         let (a, b) = (key(1), key(2));
         assert_eq!(l.check(a), Verdict::Allowed { remaining: 2 });
         assert_eq!(l.check(b), Verdict::Allowed { remaining: 2 });
-        // The table is full: a flood of newcomers drains the one shared bucket.
-        for i in 3..100 {
-            l.check(key(i));
+        // The table is full: one newcomer, again and again, drains its overflow bucket.
+        for _ in 0..10 {
+            l.check(key(3));
         }
-        assert!(matches!(l.check(key(100)), Verdict::Limited { .. }));
+        assert!(matches!(l.check(key(3)), Verdict::Limited { .. }));
         // The established keys still have what they had left.
         assert_eq!(l.check(a), Verdict::Allowed { remaining: 1 });
         assert_eq!(l.check(b), Verdict::Allowed { remaining: 1 });
-        assert_eq!(l.len(), 3, "two keys and the overflow bucket");
+        assert_eq!(l.len(), 3, "two keys and one overflow bucket");
+    }
+
+    #[test]
+    fn a_newcomer_to_a_table_an_attacker_filled_is_rarely_in_a_drained_bucket() {
+        let reg = LimiterRegistry::default();
+        let s = spec_per(1, HOUR, 3, 1000);
+        let l = s.limiter(&reg);
+        let key = |i: u32| reg.key(&s, IpAddr::V4(i.into()), None, "r").unwrap();
+        // The attacker fills the table, its keys stay busy (eviction keeps them), and four
+        // more of its addresses drain the overflow buckets they land in.
+        for i in 0..1000 {
+            l.check(key(i));
+        }
+        for round in 0..10 {
+            for i in 1000..1004 {
+                l.check(key(i));
+            }
+            if round % 3 == 0 {
+                l.evict_idle();
+            }
+        }
+        for i in 1000..1004 {
+            assert!(matches!(l.check(key(i)), Verdict::Limited { .. }));
+        }
+        // Occasional clients, each a newcomer (an idle key is evicted between its requests):
+        // only one landing in one of the attacker's few overflow buckets is refused.
+        let mut allowed = 0;
+        for i in 0..20 {
+            l.evict_idle();
+            if let Verdict::Allowed { .. } = l.check(key(1_000_000 + i)) {
+                allowed += 1;
+            }
+        }
+        assert!(allowed >= 15, "only {allowed} of 20 newcomers got through");
+        assert!(l.len() <= 1000 + OVERFLOW_BUCKETS as usize);
     }
 
     #[test]

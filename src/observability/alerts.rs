@@ -1,6 +1,7 @@
 //! Security events and alerting. Components `emit` events (authentication failures, lockouts,
 //! blocked-path hits, CSRF refusals, WebSocket budget closes, revoked staples, refused reloads,
-//! failed certificate issuance or renewal),
+//! failed certificate issuance or renewal, forwarding headers from a trusted proxy that do not
+//! name the client),
 //! which they also log (the refusals on the access log, the others on `portcullis::security`);
 //! the hub counts each and offers it to the alert engine
 //! through a bounded queue — `emit` never waits, and a full queue drops (and counts) the event.
@@ -30,10 +31,11 @@ pub enum EventKind {
     RevokedStaple,
     ReloadFailure,
     CertificateFailure,
+    BadForwardedFor,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::AuthFailure,
         EventKind::Lockout,
         EventKind::BlockedPath,
@@ -42,6 +44,7 @@ impl EventKind {
         EventKind::RevokedStaple,
         EventKind::ReloadFailure,
         EventKind::CertificateFailure,
+        EventKind::BadForwardedFor,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -53,6 +56,7 @@ impl EventKind {
             EventKind::RevokedStaple => "revoked_staple",
             EventKind::ReloadFailure => "reload_failure",
             EventKind::CertificateFailure => "certificate_failure",
+            EventKind::BadForwardedFor => "bad_forwarded_for",
         }
     }
     pub fn parse(s: &str) -> Option<EventKind> {
@@ -84,7 +88,7 @@ struct Event {
 /// The event hub, shared by every component.
 pub struct SecurityEvents {
     tx: mpsc::Sender<Event>,
-    counts: [AtomicU64; 8],
+    counts: [AtomicU64; 9],
     pub dropped: AtomicU64,
     pub alerts_sent: AtomicU64,
     pub alerts_failed: AtomicU64,

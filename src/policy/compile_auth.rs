@@ -549,12 +549,9 @@ pub(crate) fn compile_room_access(
     (default_locked, rules)
 }
 
+/// One rule for policy and token capability names alike.
 pub(crate) fn valid_capability(c: &str) -> bool {
-    !c.is_empty()
-        && c.len() <= 64
-        && c.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
-        })
+    crate::auth::safe_capability_name(c)
 }
 
 fn is_loopback_url(url: &str) -> bool {

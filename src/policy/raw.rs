@@ -57,7 +57,8 @@ pub struct RawSharedState {
 #[serde(deny_unknown_fields)]
 pub struct RawAlert {
     pub name: Spanned<String>,
-    /// auth_failure, lockout, blocked_path, csrf, budget_close, revoked_staple, reload_failure
+    /// auth_failure, lockout, blocked_path, csrf, budget_close, revoked_staple, reload_failure,
+    /// certificate_failure, bad_forwarded_for
     pub event: Spanned<String>,
     pub threshold: Spanned<u64>,
     pub window_seconds: Option<Spanned<u64>>,

@@ -128,6 +128,10 @@ fn capability_names_that_could_split_upstream_are_refused() {
         assert!(super::compile_auth::valid_capability(good));
         assert!(crate::auth::safe_capability_name(good));
     }
+    // And a token's name the policy would refuse is never used (nor forwarded).
+    for bad in ["Policy.Admin", "urn:team:ops", "read,policy.admin", "a b"] {
+        assert!(!crate::auth::safe_capability_name(bad), "{bad:?}");
+    }
 }
 
 #[test]

@@ -183,6 +183,7 @@ fn security_event(d: &Deny) -> Option<crate::observability::alerts::EventKind> {
         | Deny::PathParameterOnAdmin
         | Deny::LookalikeOfAdmin => EventKind::BlockedPath,
         Deny::Csrf(_) => EventKind::Csrf,
+        Deny::BadForwardedFor => EventKind::BadForwardedFor,
         _ => return None,
     })
 }
@@ -699,16 +700,19 @@ impl ProxyHttp for Gateway {
         if let Some(peer_addr) = session.client_addr().and_then(|a| a.as_inet()) {
             // The connection delivered a request header: it is off the slowloris watch.
             self.header_deadline.request_seen(peer_addr);
-            let peer = peer_addr.ip();
+            // A dual-stack listener reports IPv4 peers as IPv4-mapped IPv6 addresses.
+            let peer = peer_addr.ip().to_canonical();
             let net = &policy.network;
             // Forwarding headers that do not say who the client is: the request is refused
-            // below, counted against the peer that sent them.
-            let resolved =
-                client_ip::resolve(peer, &session.req_header().headers, &net.trusted_proxies);
-            bad_forwarding = resolved.is_err();
-            let client = resolved.unwrap_or(peer);
-            ctx.client = Some(client);
-            ctx.client_key = Some(client_ip::bucket(client, net.ipv6_prefix));
+            // below with the client unknown. The peer is a trusted proxy; taking it for the
+            // client would blame (and lock out, or admit) everyone behind it.
+            match client_ip::resolve(peer, &session.req_header().headers, &net.trusted_proxies) {
+                Ok(client) => {
+                    ctx.client = Some(client);
+                    ctx.client_key = Some(client_ip::bucket(client, net.ipv6_prefix));
+                }
+                Err(client_ip::UnparsableForwarding) => bad_forwarding = true,
+            }
         }
         let header_bytes: usize = session
             .req_header()

@@ -107,13 +107,18 @@ fn jitter(base: i64) -> i64 {
     base + rand::random::<i64>().rem_euclid(2 * spread + 1) - spread
 }
 
+/// The client that asks OCSP responders.
+fn responder_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::limited(2))
+        .build()
+        .expect("an HTTP client without custom TLS settings builds")
+}
+
 impl Stapler {
     pub fn new(certs: Arc<CertStore>, cache_dir: PathBuf, max_refresh: Duration) -> Arc<Stapler> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::limited(2))
-            .build()
-            .expect("an HTTP client without custom TLS settings builds");
+        let http = responder_client();
         Arc::new(Stapler {
             certs,
             cache_dir,
@@ -366,23 +371,28 @@ impl Stapler {
     }
 
     async fn fetch(&self, url: &str, req: Vec<u8>) -> Result<Vec<u8>, String> {
-        let resp = self
-            .http
-            .post(url)
-            .header("content-type", "application/ocsp-request")
-            .body(req)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("{url}: HTTP {}", resp.status()));
-        }
-        let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-        if body.len() > 64 * 1024 {
-            return Err(format!("{url}: response over 64 KiB"));
-        }
-        Ok(body.to_vec())
+        post_ocsp(&self.http, url, req).await
     }
+}
+
+/// The largest OCSP response read; a larger one is refused without reading the rest.
+const MAX_OCSP_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// POSTs an OCSP request to `url` and reads the response, at most 64 KiB of it.
+async fn post_ocsp(http: &reqwest::Client, url: &str, req: Vec<u8>) -> Result<Vec<u8>, String> {
+    let resp = http
+        .post(url)
+        .header("content-type", "application/ocsp-request")
+        .body(req)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: HTTP {}", resp.status()));
+    }
+    crate::fetch::read_limited(resp, MAX_OCSP_RESPONSE_BYTES, "response over 64 KiB")
+        .await
+        .map_err(|e| format!("{url}: {e}"))
 }
 
 /// `<folder>/<name>.ocsp`, beside the certificate.
@@ -402,5 +412,49 @@ fn apply(e: &CertEntry, staple: Option<Vec<u8>>) {
             e.stapled.store(Some(Arc::new(k)));
         }
         None => e.stapled.store(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::testing::stalling_server;
+
+    #[test]
+    fn a_response_is_read_only_up_to_64_kib() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let http = responder_client();
+            // An endless chunked body: refused once past 64 KiB, not read to the end (or to
+            // the fetch timeout).
+            let (url, _hold) = stalling_server(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/ocsp-response\r\ntransfer-encoding: chunked\r\n\r\n",
+                128 * 1024,
+                "/ocsp",
+            )
+            .await;
+            let e = post_ocsp(&http, &url, vec![0x30]).await.unwrap_err();
+            assert_eq!(e, format!("{url}: response over 64 KiB"));
+            // A declared length over the limit: refused before any of the body is read.
+            let (url, _hold) = stalling_server(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/ocsp-response\r\ncontent-length: 104857600\r\n\r\n",
+                0,
+                "/ocsp",
+            )
+            .await;
+            let e = post_ocsp(&http, &url, vec![0x30]).await.unwrap_err();
+            assert_eq!(e, format!("{url}: response over 64 KiB"));
+            // A response within the limit is read whole.
+            let (url, _hold) = stalling_server(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/ocsp-response\r\ncontent-length: 16384\r\n\r\n",
+                16 * 1024,
+                "/ocsp",
+            )
+            .await;
+            assert_eq!(post_ocsp(&http, &url, vec![0x30]).await.unwrap().len(), 16 * 1024);
+        });
     }
 }
