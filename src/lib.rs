@@ -525,7 +525,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let gateway = Gateway::new(
+    let mut gateway = Gateway::new(
         policy.clone(),
         auth.clone(),
         (limiters, backoff),
@@ -537,11 +537,20 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         ws_sessions,
         shared_store.clone(),
     );
+    gateway.connections = config.connections;
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
         "portcullis-https",
     );
+    // Requests per HTTP/1.1 connection (Pingora counts the reuses after the first request) and
+    // the HTTP/2 idle bound; the per-request bounds are set in `early_request_filter`.
+    if let Some(app) = service.app_logic_mut() {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.keepalive_request_limit = config.connections.max_requests.map(|n| n - 1);
+        options.h2_idle_timeout = config.connections.keepalive_timeout;
+        app.server_options = Some(options);
+    }
     let mut tls = TlsSettings::with_callbacks(Box::new(tls::client_auth::HandshakeCallbacks))
         .map_err(|e| StartError::Other(e.to_string()))?;
     tls.set_cert_resolver(Arc::new(CertResolver(certs.clone())));

@@ -53,6 +53,8 @@ pub struct Gateway {
     pub ws_sessions: Arc<sessions::WsRegistry>,
     /// State shared with other replicas (Redis), when the policy configures it.
     pub shared: Arc<crate::shared::SharedStore>,
+    /// `[network]` of the static configuration: idle, body and requests-per-connection bounds.
+    pub connections: crate::config::ConnectionBounds,
     request_seq: AtomicU64,
     request_prefix: u32,
     /// The route label of requests no route answered.
@@ -86,11 +88,30 @@ impl Gateway {
             in_flight,
             ws_sessions,
             shared,
+            connections: crate::config::ConnectionBounds::default(),
             request_seq: AtomicU64::new(0),
             request_prefix: rand::random(),
             no_route: Arc::from("-"),
         }
     }
+}
+
+/// Bounds the life of the request's HTTP/1.1 connection: how long it may idle before the next
+/// request, how long the next request's header may take once it has started, and how long this
+/// request's body may go without a byte. Set on every request so the bounds follow the
+/// connection across keep-alive reuse; a WebSocket tunnel re-arms its own read timeout at 101.
+fn bound_connection(
+    session: &mut Session,
+    bounds: &crate::config::ConnectionBounds,
+    header_timeout: Duration,
+) {
+    // Only where keep-alive is already on: an HTTP/1.0 client without keep-alive, or one that
+    // said `Connection: close`, keeps its connection closing.
+    if let (Some(_), Some(idle)) = (session.get_keepalive(), bounds.keepalive_timeout) {
+        session.set_keepalive(Some(idle.as_secs().max(1)));
+    }
+    session.set_header_timeout(Some(header_timeout));
+    session.set_read_timeout(bounds.body_timeout);
 }
 
 /// Decrements the in-flight count when a request's context is dropped, however it ends.
@@ -646,6 +667,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let policy = self.policy.snapshot();
+        bound_connection(session, &self.connections, policy.network.header_timeout);
         ctx.request_id = Some(self.new_request_id());
         if let Some(otel) = crate::observability::otel::get() {
             let req = session.req_header();

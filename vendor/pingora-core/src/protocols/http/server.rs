@@ -385,6 +385,22 @@ impl Session {
         }
     }
 
+    /// Bound the time from the first byte of a request header to its end, for this and the
+    /// following requests on the connection. HTTP/1.x only; a noop otherwise.
+    pub fn set_header_timeout(&mut self, timeout: Option<Duration>) {
+        if let Self::H1(s) = self {
+            s.set_header_timeout(timeout);
+        }
+    }
+
+    /// Gets the header timeout if set (HTTP/1.x only).
+    pub fn get_header_timeout(&self) -> Option<Duration> {
+        match self {
+            Self::H1(s) => s.get_header_timeout(),
+            _ => None,
+        }
+    }
+
     /// Gets the downstream read timeout if set.
     pub fn get_read_timeout(&self) -> Option<Duration> {
         match self {

@@ -172,9 +172,15 @@ pub(crate) async fn accept_downstream_sessions<F>(
                 // waits for all active streams to finish before starting a fresh
                 // idle period.
                 _ = wait_for_idle_timeout(&active, idle_timeout.unwrap_or_default()), if idle_timeout.is_some() => {
-                    // Idle with nothing in flight: drop `conn` to close the
-                    // socket now (no graceful GOAWAY wait that could hang on
-                    // a dead peer).
+                    // Idle with nothing in flight: send GOAWAY(NO_ERROR) so the
+                    // client knows why, flush it for at most a second (a dead peer
+                    // cannot hang this), then drop `conn` to close the socket.
+                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    let _ = timeout(
+                        Duration::from_secs(1),
+                        std::future::poll_fn(|cx| conn.poll_closed(cx)),
+                    )
+                    .await;
                     return;
                 }
             }
