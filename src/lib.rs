@@ -265,6 +265,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let backoff = Arc::new(limits::AuthBackoff::new(100_000));
     let connections = limits::connections::ConnectionCounts::new();
     let resilience = Arc::new(upstreams::Resilience::default());
+    // Named upstream addresses resolve before the first request (a failure is logged; those
+    // requests get 502 until a later lookup succeeds).
+    resilience.resolve_new_names(&policy.snapshot());
     let header_deadline = limits::connections::HeaderDeadline::new();
     let metrics = Arc::new(Metrics::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -393,8 +396,11 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         log_exceptions(&policy.snapshot());
         let ws = ws_sessions.clone();
         let store = shared_store.clone();
+        let names = resilience.clone();
         policy.set_on_applied(Box::new(move |p| {
             log_exceptions(p);
+            // New upstream names get their addresses now, before requests need them.
+            names.resolve_new_names(p);
             store.configure(p.shared_state.as_ref());
             // Sessions the new policy no longer admits are closed (4403); the rest stay open.
             ws.revalidate(p);
@@ -445,6 +451,23 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             loop {
                 tick.tick().await;
                 d.reap(p.snapshot().network.header_timeout);
+            }
+        });
+        // Named upstream addresses: resolved at start (below) and on reload, and again every
+        // 30 s here; a failed lookup keeps the last good addresses.
+        let (r, p) = (resilience.clone(), policy.clone());
+        aux.spawn(async move {
+            let mut tick = tokio::time::interval(upstreams::RESOLVE_EVERY);
+            loop {
+                tick.tick().await;
+                let (r, p) = (r.clone(), p.snapshot());
+                let _ = tokio::task::spawn_blocking(move || {
+                    r.resolve_names_with(&p, upstreams::RESOLVE_EVERY, &|a: &str| {
+                        use std::net::ToSocketAddrs;
+                        a.to_socket_addrs().map(|i| i.collect())
+                    })
+                })
+                .await;
             }
         });
         // Active health checks for external upstream pools.

@@ -1069,11 +1069,20 @@ impl ProxyHttp for Gateway {
                 tls,
                 sni,
             } => {
-                let idx = match &ctx.upstream_addr {
-                    Some((i, _)) => *i,
-                    None => upstream.next_address(addresses),
+                let state = match &ctx.upstream_addr {
+                    Some((_, s)) => s.clone(),
+                    None => upstream
+                        .address_state(upstream.next_address(addresses), &self.resilience)
+                        .clone(),
                 };
-                HttpPeer::new(addresses[idx].as_str(), *tls, sni.clone())
+                // Names were resolved when the policy was applied and are refreshed on a
+                // timer: a request never looks one up.
+                let Some(addr) = state.socket_addr() else {
+                    let mut e = Error::new_up(ErrorType::ConnectNoRoute);
+                    e.set_context("the upstream's address name has not resolved");
+                    return Err(e);
+                };
+                HttpPeer::new(addr, *tls, sni.clone())
             }
         };
         peer.options.connection_timeout = Some(upstream.connect_timeout);
