@@ -116,6 +116,15 @@ async fn every_request_header_on_a_connection_must_arrive_within_the_header_time
     let (took, _) = closed_within(&mut tls, Duration::from_secs(6), "half a header").await;
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
     assert_eq!(up.seen.lock().unwrap().len(), 1, "only the first request");
+    // A client cut at a timeout is routine, not a fault: logged at INFO, never ERROR.
+    eventually(Duration::from_secs(5), "the cut is logged", || async {
+        g.log()
+            .lines()
+            .any(|l| l.contains("header timeout") && l.contains("\"level\":\"INFO\""))
+            .then_some(())
+    })
+    .await;
+    assert!(!g.log().contains("\"level\":\"ERROR\""), "{}", g.log());
 }
 
 /// An upstream that accepts and reads but never answers.

@@ -177,3 +177,51 @@ async fn a_slowloris_client_is_cut_off_while_others_are_served() {
         .unwrap();
     assert_eq!(cut, 2, "only the slow and the idle connection are cut");
 }
+
+/// Log lines at `level` in the gateway's JSON log.
+fn lines_at<'a>(log: &'a str, level: &str) -> Vec<&'a str> {
+    let tag = format!("\"level\":\"{level}\"");
+    log.lines().filter(|l| l.contains(&tag)).collect()
+}
+
+/// A request the gateway refuses on purpose is a security event (WARN), not a fault: operators
+/// page on ERROR. Over HTTP/1.1 a Connection header naming a protected header; over HTTP/2 a
+/// streamed body (no length declared) that runs over the route's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deliberate_refusal_is_logged_as_a_warning_not_an_error() {
+    let up = common::upstream::TestUpstream::start(0).await;
+    let mut o = opts(up.port);
+    o.policy[0].1 = o.policy[0].1.replace(
+        "public = true\n",
+        "public = true\nmax_body_bytes = 1024\n",
+    );
+    let g = Gateway::start(o).await;
+    let resp = g
+        .raw(b"GET /a HTTP/1.1\r\nHost: localhost\r\nConnection: close, X-Forwarded-For\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n")
+        .await;
+    assert!(resp.starts_with("HTTP/1.1 4"), "{resp}");
+    let r = g
+        .client(false)
+        .post(g.url("/a"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter([
+            Ok::<_, std::io::Error>(vec![b'x'; 4096]),
+        ])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 413);
+    assert!(up.seen.lock().unwrap().iter().all(|h| !h.contains("10.9.9.9")));
+    let (refusals, _) = eventually(Duration::from_secs(5), "both refusals logged", || async {
+        let log = g.log();
+        let n = lines_at(&log, "WARN")
+            .iter()
+            .filter(|l| l.contains("request refused"))
+            .count();
+        (n >= 2).then_some(n)
+    })
+    .await;
+    assert_eq!(refusals, 2);
+    let log = g.log();
+    assert!(lines_at(&log, "ERROR").is_empty(), "{log}");
+}

@@ -1281,6 +1281,44 @@ impl ProxyHttp for Gateway {
         self.decorate(upstream_response, ctx, session.req_header())
     }
 
+    /// Pingora logs every failed request as ERROR ("Fail to proxy"); operators page on ERROR,
+    /// so only faults keep that level. A request the gateway or Pingora refused on purpose (bad
+    /// framing, a Connection header naming a protected header, a body over its limit, a
+    /// WebSocket closed for its budget) is a security event at WARN; a client that went away
+    /// or stalled past a timeout is routine, at INFO. Upstream and internal failures stay ERROR.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        let refused = match e.etype() {
+            ErrorType::ReadError
+            | ErrorType::WriteError
+            | ErrorType::ConnectionClosed
+            | ErrorType::ReadTimedout
+            | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Downstream =>
+            {
+                tracing::info!(
+                    route = ctx.route_name(),
+                    reason = %e,
+                    "client connection ended during the request"
+                );
+                return true;
+            }
+            ErrorType::InvalidHTTPHeader | ErrorType::HTTPStatus(_) => true,
+            ErrorType::Custom(_) => ctx.websocket,
+            _ => false,
+        };
+        if refused && e.esource() != &ErrorSource::Upstream {
+            tracing::warn!(
+                target: "portcullis::security",
+                route = ctx.route_name(),
+                client = %ctx.client.map(|c| c.to_string()).unwrap_or_default(),
+                reason = %e,
+                "request refused"
+            );
+            return true;
+        }
+        false
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
