@@ -583,6 +583,8 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         provider: Arc::new(rustls::crypto::ring::default_provider()),
     }));
     tls.enable_h2();
+    // The server's suite order wins (strongest first in ring's list), not the client's.
+    tls.set_ignore_client_order(true);
     service
         .endpoints()
         .set_pre_tls_callback(Arc::new(tls::acme::PreTls {
