@@ -112,6 +112,9 @@ fn bound_connection(
     }
     session.set_header_timeout(Some(header_timeout));
     session.set_read_timeout(bounds.body_timeout);
+    // Pipelined requests (RFC 9112 §9.3.2) are answered one after another, in order; without
+    // this Pingora answered the first with `keep-alive` and then dropped the rest.
+    session.set_pipelining_enabled(true);
 }
 
 /// Decrements the in-flight count when a request's context is dropped, however it ends.
