@@ -245,3 +245,49 @@ async fn an_idle_http2_connection_gets_goaway_after_the_idle_timeout() {
     assert_eq!(code, 0, "NO_ERROR");
     assert!(at >= Duration::from_millis(900), "GOAWAY after {at:?}");
 }
+
+/// A WebSocket tunnel keeps its own budgets and idle timeout: the connection bounds for
+/// requests (idle and body, 1 s here) do not cut a quiet session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_tunnel_outlives_the_request_bounds() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let policy = r#"
+[[upstreams]]
+name = "rooms"
+kind = "rooms"
+
+[[routes]]
+name = "rooms"
+path_prefix = "/rooms/"
+upstream = "rooms"
+auth = "room"
+
+[rooms]
+keys = [{ kid = "k1", algorithm = "HS256", secret = "room-key-for-connection-tests-0123456789" }]
+
+[websocket]
+idle_timeout_seconds = 60
+"#;
+    let g = Gateway::start(Options {
+        policy: vec![("p.toml".into(), policy.into())],
+        config_extra: "\n[network]\nkeepalive_timeout_seconds = 1\nbody_timeout_seconds = 1\n"
+            .into(),
+        ..Default::default()
+    })
+    .await;
+    let (mut a, mut b) = common::ws::pair(&g, "quiet").await;
+    // Quiet for well past both bounds: a wait for time to pass, not for an event.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    a.send(Message::Text("still here".into())).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = b.next().await {
+            if m.to_text().unwrap_or("").contains("still here") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(heard, Ok(true), "the quiet session stays open");
+}
