@@ -205,22 +205,12 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 async fn an_idle_http2_connection_gets_goaway_after_the_idle_timeout() {
     let up = common::upstream::TestUpstream::start(0).await;
     let g = Gateway::start(opts(up.port, 10_000, "keepalive_timeout_seconds = 1")).await;
-    let mut cfg = (*g.tls_client_config()).clone();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    // Preface, empty SETTINGS, then GET https://localhost/a (HPACK: :method GET, :scheme
-    // https, :path from a literal, :authority from a literal) ending the stream.
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    out.extend(frame(0x4, 0, 0, &[]));
+    let mut tls = h2_connect(&g).await;
+    // GET https://localhost/a (HPACK: :method GET, :scheme https, :path and :authority from
+    // literals) ending the stream.
     let mut hpack = vec![0x82, 0x87, 0x04, 0x02, b'/', b'a', 0x01, 0x09];
     hpack.extend_from_slice(b"localhost");
-    out.extend(frame(0x1, 0x5, 1, &hpack));
-    tls.write_all(&out).await.unwrap();
+    tls.write_all(&frame(0x1, 0x5, 1, &hpack)).await.unwrap();
     let start = Instant::now();
     let (mut answered, mut goaway) = (None, None);
     loop {
@@ -244,6 +234,61 @@ async fn an_idle_http2_connection_gets_goaway_after_the_idle_timeout() {
     let (at, code) = goaway.expect("GOAWAY before the close");
     assert_eq!(code, 0, "NO_ERROR");
     assert!(at >= Duration::from_millis(900), "GOAWAY after {at:?}");
+}
+
+/// A TLS connection to the gateway offering only HTTP/2, with the preface and SETTINGS sent.
+async fn h2_connect(g: &Gateway) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut cfg = (*g.tls_client_config()).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    tls.write_all(&out).await.unwrap();
+    tls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_request_body_that_stops_arriving_is_cut_at_the_body_timeout() {
+    let (port, _up) = silent_upstream().await;
+    let g = Gateway::start(opts(
+        port,
+        10_000,
+        "keepalive_timeout_seconds = 60\nbody_timeout_seconds = 1",
+    ))
+    .await;
+    let mut tls = h2_connect(&g).await;
+    // POST https://localhost/upload, headers ended but not the stream; three body bytes, then
+    // nothing more.
+    let mut hpack = vec![0x83, 0x87, 0x04, 0x07];
+    hpack.extend_from_slice(b"/upload");
+    hpack.extend_from_slice(&[0x01, 0x09]);
+    hpack.extend_from_slice(b"localhost");
+    let mut out = frame(0x1, 0x4, 1, &hpack);
+    out.extend(frame(0x0, 0, 1, b"abc"));
+    tls.write_all(&out).await.unwrap();
+    let start = Instant::now();
+    let ended = loop {
+        let f = tokio::time::timeout(Duration::from_secs(6), read_frame(&mut tls))
+            .await
+            .expect("the stalled HTTP/2 body is still waited for after 6 s");
+        match f {
+            None => break "connection closed",
+            Some((0x4, flags, _, _)) if flags & 1 == 0 => {
+                tls.write_all(&frame(0x4, 1, 0, &[])).await.unwrap()
+            }
+            Some((0x1, _, 1, _)) => break "answered",
+            Some((0x3, _, 1, _)) => break "reset",
+            Some((0x7, ..)) => break "GOAWAY",
+            Some(_) => {}
+        }
+    };
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(900), "{ended} after {took:?}");
 }
 
 /// A WebSocket tunnel keeps its own budgets and idle timeout: the connection bounds for

@@ -96,10 +96,11 @@ impl Gateway {
     }
 }
 
-/// Bounds the life of the request's HTTP/1.1 connection: how long it may idle before the next
-/// request, how long the next request's header may take once it has started, and how long this
-/// request's body may go without a byte. Set on every request so the bounds follow the
-/// connection across keep-alive reuse; a WebSocket tunnel re-arms its own read timeout at 101.
+/// Bounds the life of the request's connection: how long an HTTP/1.1 connection may idle
+/// before the next request, how long the next request's header may take once it has started,
+/// and how long this request's body (HTTP/1.1 or HTTP/2) may go without a byte. Set on every
+/// request so the bounds follow the connection across keep-alive reuse; a WebSocket tunnel
+/// re-arms its own read timeout at 101.
 fn bound_connection(
     session: &mut Session,
     bounds: &crate::config::ConnectionBounds,
