@@ -566,8 +566,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         gateway,
         "portcullis-https",
     );
-    // Requests per HTTP/1.1 connection (Pingora counts the reuses after the first request) and
-    // the HTTP/2 idle bound; the per-request bounds are set in `early_request_filter`.
+    // Requests per connection (Pingora counts the reuses after the first request; HTTP/2
+    // streams in the vendored pingora-core) and the HTTP/2 idle bound; the per-request bounds
+    // are set in `early_request_filter`.
     if let Some(app) = service.app_logic_mut() {
         let mut options = pingora::apps::HttpServerOptions::default();
         options.keepalive_request_limit = config.connections.max_requests.map(|n| n - 1);

@@ -291,6 +291,39 @@ async fn an_http2_request_body_that_stops_arriving_is_cut_at_the_body_timeout() 
     assert!(took >= Duration::from_millis(900), "{ended} after {took:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_carries_at_most_max_requests_per_connection() {
+    let up = common::upstream::TestUpstream::start(0).await;
+    let g = Gateway::start(opts(up.port, 10_000, "max_requests_per_connection = 2")).await;
+    let mut tls = h2_connect(&g).await;
+    let mut hpack = vec![0x82, 0x87, 0x04, 0x02, b'/', b'a', 0x01, 0x09];
+    hpack.extend_from_slice(b"localhost");
+    let mut out = frame(0x1, 0x5, 1, &hpack);
+    out.extend(frame(0x1, 0x5, 3, &hpack));
+    tls.write_all(&out).await.unwrap();
+    let (mut answered, mut goaway) = (Vec::new(), false);
+    loop {
+        let f = tokio::time::timeout(Duration::from_secs(6), read_frame(&mut tls))
+            .await
+            .expect("the HTTP/2 connection is still open after its last request");
+        match f {
+            None => break,
+            Some((0x4, flags, _, _)) if flags & 1 == 0 => {
+                tls.write_all(&frame(0x4, 1, 0, &[])).await.unwrap()
+            }
+            Some((0x1, _, stream, _)) => answered.push(stream),
+            Some((0x7, ..)) => goaway = true,
+            // A graceful shutdown waits for the PING it sends to be answered.
+            Some((0x6, flags, _, payload)) if flags & 1 == 0 => {
+                tls.write_all(&frame(0x6, 1, 0, &payload)).await.unwrap()
+            }
+            Some(_) => {}
+        }
+    }
+    assert_eq!(answered, [1, 3], "both requests answered");
+    assert!(goaway, "GOAWAY after the last request");
+}
+
 /// A WebSocket tunnel keeps its own budgets and idle timeout: the connection bounds for
 /// requests (idle and body, 1 s here) do not cut a quiet session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,8 +72,8 @@ struct RawNetworkConfig {
     keepalive_timeout_seconds: Option<u64>,
     /// Seconds a request body may go without a byte arriving (default 60; 0 = no bound).
     body_timeout_seconds: Option<u64>,
-    /// Requests one HTTP/1.1 connection may carry; the last answer says `Connection: close`
-    /// (default 1000; 0 = no limit).
+    /// Requests one connection may carry: HTTP/1.1's last answer says `Connection: close`,
+    /// HTTP/2 gets GOAWAY after that many streams (default 1000; 0 = no limit).
     max_requests_per_connection: Option<u64>,
 }
 
@@ -315,7 +315,7 @@ pub struct ConnectionBounds {
     pub keepalive_timeout: Option<std::time::Duration>,
     /// Longest wait for the next byte of a request body.
     pub body_timeout: Option<std::time::Duration>,
-    /// Requests one HTTP/1.1 connection carries before it is closed.
+    /// Requests (HTTP/2: streams) one connection carries before it is closed.
     pub max_requests: Option<u32>,
 }
 

@@ -325,11 +325,17 @@ where
             let app = self.clone();
             let shutdown_for_session = shutdown.clone();
             let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
+            // Vendored change: the request limit applies to HTTP/2 too (as streams).
+            let h2_max_streams = self
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit)
+                .map(|reuses| reuses as usize + 1);
+            server::accept_downstream_sessions_up_to(
                 h2_conn,
                 digest,
                 shutdown.clone(),
                 h2_idle_timeout,
+                h2_max_streams,
                 |h2_stream, guard| {
                     let app = app.clone();
                     let shutdown = shutdown_for_session.clone();

@@ -130,16 +130,36 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
 /// that bound during drain.
 // TODO: add a per-connection drain timeout to bound how long a single
 // misbehaving client can keep this task alive after GOAWAY.
+// Vendored change: the server now calls `accept_downstream_sessions_up_to`; the tests in
+// `protocols::http::v2` still call this.
+#[cfg(test)]
 pub(crate) async fn accept_downstream_sessions<F>(
+    conn: H2Connection<Stream>,
+    digest: Arc<Digest>,
+    shutdown: ShutdownWatch,
+    idle_timeout: Option<Duration>,
+    on_session: F,
+) where
+    F: FnMut(HttpSession, StreamGuard),
+{
+    accept_downstream_sessions_up_to(conn, digest, shutdown, idle_timeout, None, on_session).await
+}
+
+/// `accept_downstream_sessions`, and after `max_streams` streams the connection is shut
+/// down gracefully (GOAWAY; the streams already open finish), as an HTTP/1.1 connection is
+/// closed after its keepalive request limit.
+pub(crate) async fn accept_downstream_sessions_up_to<F>(
     mut conn: H2Connection<Stream>,
     digest: Arc<Digest>,
     mut shutdown: ShutdownWatch,
     idle_timeout: Option<Duration>,
+    max_streams: Option<usize>,
     mut on_session: F,
 ) where
     F: FnMut(HttpSession, StreamGuard),
 {
     let mut shutdown_initiated = false;
+    let mut accepted = 0usize;
     // Per-connection budget for malformed streams (see MAX_MALFORMED_STREAMS_PER_CONN).
     let mut malformed_streams = 0usize;
     // In-flight sessions, decremented by the `StreamGuard` given to `on_session`.
@@ -199,6 +219,11 @@ pub(crate) async fn accept_downstream_sessions<F>(
             Ok(Some(H2Accept::Rejected)) => continue,
             Ok(Some(H2Accept::Session(session))) => {
                 on_session(session, active.start_session());
+                accepted += 1;
+                if !shutdown_initiated && max_streams.is_some_and(|max| accepted >= max) {
+                    conn.graceful_shutdown();
+                    shutdown_initiated = true;
+                }
             }
         }
     }
