@@ -261,6 +261,10 @@ cert_dir = "certs"
 [log]
 format = "json"
 level = "$level"
+# The same connection bounds as nginx and HAProxy above.
+[network]
+keepalive_timeout_seconds = 300
+max_requests_per_connection = 1000000
 EOF
 done
 # A JWT for the full policy: minted with the room key, whose issuer the JWT issuer accepts.

@@ -266,6 +266,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let backoff = Arc::new(limits::AuthBackoff::new(100_000));
     let connections = limits::connections::ConnectionCounts::new();
     let resilience = Arc::new(upstreams::Resilience::default());
+    // Named upstream addresses resolve before the first request (a failure is logged; those
+    // requests get 502 until a later lookup succeeds).
+    resilience.resolve_new_names(&policy.snapshot());
     let header_deadline = limits::connections::HeaderDeadline::new();
     let metrics = Arc::new(Metrics::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -394,8 +397,11 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         log_exceptions(&policy.snapshot());
         let ws = ws_sessions.clone();
         let store = shared_store.clone();
+        let names = resilience.clone();
         policy.set_on_applied(Box::new(move |p| {
             log_exceptions(p);
+            // New upstream names get their addresses now, before requests need them.
+            names.resolve_new_names(p);
             store.configure(p.shared_state.as_ref());
             // Sessions the new policy no longer admits are closed (4403); the rest stay open.
             ws.revalidate(p);
@@ -446,6 +452,23 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             loop {
                 tick.tick().await;
                 d.reap(p.snapshot().network.header_timeout);
+            }
+        });
+        // Named upstream addresses: resolved at start (below) and on reload, and again every
+        // 30 s here; a failed lookup keeps the last good addresses.
+        let (r, p) = (resilience.clone(), policy.clone());
+        aux.spawn(async move {
+            let mut tick = tokio::time::interval(upstreams::RESOLVE_EVERY);
+            loop {
+                tick.tick().await;
+                let (r, p) = (r.clone(), p.snapshot());
+                let _ = tokio::task::spawn_blocking(move || {
+                    r.resolve_names_with(&p, upstreams::RESOLVE_EVERY, &|a: &str| {
+                        use std::net::ToSocketAddrs;
+                        a.to_socket_addrs().map(|i| i.collect())
+                    })
+                })
+                .await;
             }
         });
         // Active health checks for external upstream pools.
@@ -526,7 +549,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let gateway = Gateway::new(
+    let mut gateway = Gateway::new(
         policy.clone(),
         auth.clone(),
         (limiters, backoff),
@@ -538,11 +561,21 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         ws_sessions,
         shared_store.clone(),
     );
+    gateway.connections = config.connections;
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
         "portcullis-https",
     );
+    // Requests per connection (Pingora counts the reuses after the first request; HTTP/2
+    // streams in the vendored pingora-core) and the HTTP/2 idle bound; the per-request bounds
+    // are set in `early_request_filter`.
+    if let Some(app) = service.app_logic_mut() {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.keepalive_request_limit = config.connections.max_requests.map(|n| n - 1);
+        options.h2_idle_timeout = config.connections.keepalive_timeout;
+        app.server_options = Some(options);
+    }
     let mut tls = TlsSettings::with_callbacks(Box::new(tls::client_auth::HandshakeCallbacks))
         .map_err(|e| StartError::Other(e.to_string()))?;
     tls.set_cert_resolver(Arc::new(CertResolver(certs.clone())));
@@ -552,6 +585,8 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         provider: Arc::new(rustls::crypto::ring::default_provider()),
     }));
     tls.enable_h2();
+    // The server's suite order wins (strongest first in ring's list), not the client's.
+    tls.set_ignore_client_order(true);
     service
         .endpoints()
         .set_pre_tls_callback(Arc::new(tls::acme::PreTls {

@@ -157,6 +157,10 @@ pub fn run(inp: &Inputs) -> Report {
     items.push(admin_listener_item(config));
     items.push(tls_version_item(config));
     items.push(logging_item(config));
+    items.push(keepalive_item(
+        config,
+        inp.policy.as_ref().ok().map(|p| p.network.header_timeout),
+    ));
     items.extend(cert_items(config, &inp.certs, &inp.ocsp, inp.now));
     Report { items }
 }
@@ -984,6 +988,46 @@ fn tls_version_item(config: &Config) -> Item {
             crate::config::TlsVersion::V12 => "TLS 1.2 and 1.3 (AEAD, forward-secret suites)",
         },
     )
+}
+
+/// The bounds on a client connection's life: without an idle timeout a few addresses can hold
+/// every connection slot with connections that sent one request and went quiet.
+fn keepalive_item(config: &Config, header_timeout: Option<std::time::Duration>) -> Item {
+    let b = &config.connections;
+    let secs = |d: Option<std::time::Duration>| match d {
+        Some(d) => format!("{} s", d.as_secs()),
+        None => "off".to_string(),
+    };
+    let header = match header_timeout {
+        Some(d) if d.subsec_millis() == 0 => format!("{} s", d.as_secs()),
+        Some(d) => format!("{} ms", d.as_millis()),
+        None => "per policy".to_string(),
+    };
+    let finding = format!(
+        "idle {}, header {header}, body {}, {} request(s) per connection",
+        secs(b.keepalive_timeout),
+        secs(b.body_timeout),
+        b.max_requests
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "unlimited".into()),
+    );
+    if b.keepalive_timeout.is_none() {
+        return Item::new(
+            "keepalive",
+            prod_fail(config.mode),
+            format!("keep-alive bounds off: {finding}"),
+            "set network.keepalive_timeout_seconds in portcullis.toml (75 is the default)",
+        );
+    }
+    if b.body_timeout.is_none() || b.max_requests.is_none() {
+        return Item::new(
+            "keepalive",
+            Status::Warn,
+            format!("keep-alive bounds partly off: {finding}"),
+            "set network.body_timeout_seconds and network.max_requests_per_connection",
+        );
+    }
+    Item::pass("keepalive", finding)
 }
 
 fn logging_item(config: &Config) -> Item {

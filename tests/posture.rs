@@ -112,7 +112,7 @@ fn a_secure_production_setup_passes() {
 fn insecure() -> Setup {
     let s = Setup::new(
         "insecure",
-        "[log]\nlevel = \"debug\"\n\n[auth]\ntoken_file = \"token.yaml\"\n",
+        "[log]\nlevel = \"debug\"\n\n[auth]\ntoken_file = \"token.yaml\"\n\n[network]\nkeepalive_timeout_seconds = 0\n",
         true,
     );
     // A short token in a token file others can read.
@@ -138,6 +138,7 @@ fn an_insecure_production_setup_fails_with_remedies() {
         "worker-token",
         "admin-listener",
         "logging",
+        "keepalive",
         "certificates",
     ] {
         assert!(

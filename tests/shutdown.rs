@@ -86,6 +86,19 @@ async fn sigterm_fails_ready_first_then_drains_in_flight_requests() {
     eprintln!("exited {:?} after SIGTERM", t0.elapsed());
     let stored = std::fs::read(g.data_dir().join("storage/s/slow")).unwrap();
     assert_eq!(stored.len(), 2000);
+    // A normal shutdown is news, not a fault: the listener's "Shutting down" line is INFO and
+    // nothing in the log is an ERROR (operators page on those).
+    let log = g.log();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\""))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Shutting down") && l.contains("\"level\":\"INFO\"")),
+        "{log}"
+    );
 }
 
 fn tokio_stream_from(

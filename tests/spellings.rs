@@ -17,7 +17,7 @@ const ADMIN: [&str; 2] = ["/admin/", "/internal"];
 const BLOCKED: [&str; 3] = ["/terminal", "/.git", "/debug/pprof"];
 
 fn policy(port: u16, network: &str) -> Options {
-    Options::with_policy(format!(
+    let with_policy = Options::with_policy(format!(
         r#"
 [[upstreams]]
 name = "log"
@@ -53,7 +53,12 @@ paths = ["/debug/pprof"]
 [network]
 {network}
 "#
-    ))
+    ));
+    Options {
+        // The corpus sends thousands of requests over one HTTP/2 connection.
+        config_extra: "\n[network]\nmax_requests_per_connection = 0\n".into(),
+        ..with_policy
+    }
 }
 
 /// Every spelling of `prefix` (and of a path below it) that some backend reads as the prefix:

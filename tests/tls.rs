@@ -1,5 +1,6 @@
 //! Certificates: SNI picks by SAN, a replaced pair is served to new connections without a
-//! restart, and a garbage pair is refused while the previous one keeps serving.
+//! restart, and a garbage pair is refused while the previous one keeps serving. The server's
+//! cipher-suite order wins over the client's.
 
 mod common;
 
@@ -163,4 +164,64 @@ async fn reload_errors(g: &Gateway) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// The suite negotiated by a client that offers `suites` in that order, at `version`.
+async fn negotiated(
+    g: &Gateway,
+    suites: Vec<rustls::SupportedCipherSuite>,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> rustls::CipherSuite {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(g.ca.pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: suites,
+        ..rustls::crypto::ring::default_provider()
+    };
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_cipher_order_wins_over_the_clients() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let g = Gateway::start(Options::default()).await;
+    // Each client prefers the suite the server ranks last; the server's first choice wins.
+    let tls13 = negotiated(
+        &g,
+        vec![
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+        ],
+        &rustls::version::TLS13,
+    )
+    .await;
+    assert_eq!(tls13, rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+    let tls12 = negotiated(
+        &g,
+        vec![
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ],
+        &rustls::version::TLS12,
+    )
+    .await;
+    assert_eq!(
+        tls12,
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+    );
 }

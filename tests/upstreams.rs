@@ -324,3 +324,57 @@ async fn a_refused_connection_is_retried_on_the_next_address() {
     let r = c.get(g.url("/thing")).send().await.unwrap();
     assert!(matches!(r.status().as_u16(), 502 | 503), "{}", r.status());
 }
+
+/// Named addresses are resolved when the policy is applied and on a timer, never per request:
+/// a name that resolves is served, and one that does not answers 502 over HTTP/1.1 and HTTP/2
+/// (before, each such request looked the name up and panicked on the failure, dropping the
+/// connection without an answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_upstream_addresses_resolve_off_the_request_path() {
+    let up = Upstream::start(0).await;
+    let g = Gateway::start(Options::with_policy(format!(
+        r#"
+[[upstreams]]
+name = "named"
+kind = "external"
+addresses = ["localhost:{}"]
+health_check_interval_seconds = 0
+
+[[upstreams]]
+name = "nowhere"
+kind = "external"
+addresses = ["no-such-host.invalid:80"]
+health_check_interval_seconds = 0
+
+[[routes]]
+name = "named"
+path_prefix = "/named"
+upstream = "named"
+public = true
+
+[[routes]]
+name = "nowhere"
+path_prefix = "/nowhere"
+upstream = "nowhere"
+public = true
+"#,
+        up.port
+    )))
+    .await;
+    for http1 in [true, false] {
+        let c = g.client(http1);
+        for _ in 0..2 {
+            let r = c.get(g.url("/named/x")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "http1 {http1}");
+            let r = c.get(g.url("/nowhere/x")).send().await.unwrap();
+            assert_eq!(r.status(), 502, "http1 {http1}");
+            assert!(r.text().await.unwrap().contains("upstream_unavailable"));
+        }
+    }
+    assert_eq!(up.seen.lock().unwrap().len(), 4);
+    assert!(
+        g.log().contains("upstream name does not resolve"),
+        "{}",
+        g.log()
+    );
+}

@@ -58,6 +58,23 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     auth: RawAuthConfig,
+    #[serde(default)]
+    network: RawNetworkConfig,
+}
+
+/// `[network]`: how long a client connection may live. The policy's own `[network]` holds the
+/// header timeout and the connection caps, which change with the policy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetworkConfig {
+    /// Seconds an idle keep-alive connection waits for its next request (default 75; 0 = no
+    /// bound). HTTP/2 connections with no open stream get GOAWAY after the same time.
+    keepalive_timeout_seconds: Option<u64>,
+    /// Seconds a request body may go without a byte arriving (default 60; 0 = no bound).
+    body_timeout_seconds: Option<u64>,
+    /// Requests one connection may carry: HTTP/1.1's last answer says `Connection: close`,
+    /// HTTP/2 gets GOAWAY after that many streams (default 1000; 0 = no limit).
+    max_requests_per_connection: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -286,6 +303,30 @@ pub struct Config {
     pub read_buffer_bytes: usize,
     /// `[tls.acme]`, when certificates are obtained automatically.
     pub acme: Option<AcmeConfig>,
+    /// `[network]`: the bounds on every client connection's life.
+    pub connections: ConnectionBounds,
+}
+
+/// How long a client connection may live (`[network]` in `portcullis.toml`). `None` = no bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionBounds {
+    /// Idle time between requests on a keep-alive connection (HTTP/1.1), or with no open
+    /// stream (HTTP/2, closed with GOAWAY).
+    pub keepalive_timeout: Option<std::time::Duration>,
+    /// Longest wait for the next byte of a request body.
+    pub body_timeout: Option<std::time::Duration>,
+    /// Requests (HTTP/2: streams) one connection carries before it is closed.
+    pub max_requests: Option<u32>,
+}
+
+impl Default for ConnectionBounds {
+    fn default() -> Self {
+        ConnectionBounds {
+            keepalive_timeout: Some(std::time::Duration::from_secs(75)),
+            body_timeout: Some(std::time::Duration::from_secs(60)),
+            max_requests: Some(1000),
+        }
+    }
 }
 
 /// A TLS protocol version floor.
@@ -560,6 +601,47 @@ impl Config {
                 .min(1 << 20),
         };
 
+        let number = |env_name: &str, file: Option<u64>, default: u64, field: &str, max: u64| {
+            let (v, from) = match env(env_name) {
+                Some(v) => (
+                    v.trim()
+                        .parse::<u64>()
+                        .map_err(|_| invalid(format!("{env_name}: {v:?} is not a whole number")))?,
+                    env_name.to_string(),
+                ),
+                None => (file.unwrap_or(default), format!("network.{field}")),
+            };
+            if v > max {
+                return Err(invalid(format!("{from}: {v} is more than {max}")));
+            }
+            Ok(v)
+        };
+        let seconds = |v: u64| (v > 0).then(|| std::time::Duration::from_secs(v));
+        let connections = ConnectionBounds {
+            keepalive_timeout: seconds(number(
+                "PORTCULLIS_KEEPALIVE_TIMEOUT_SECONDS",
+                raw.network.keepalive_timeout_seconds,
+                75,
+                "keepalive_timeout_seconds",
+                86_400,
+            )?),
+            body_timeout: seconds(number(
+                "PORTCULLIS_BODY_TIMEOUT_SECONDS",
+                raw.network.body_timeout_seconds,
+                60,
+                "body_timeout_seconds",
+                86_400,
+            )?),
+            max_requests: Some(number(
+                "PORTCULLIS_MAX_REQUESTS_PER_CONNECTION",
+                raw.network.max_requests_per_connection,
+                1000,
+                "max_requests_per_connection",
+                u32::MAX as u64,
+            )? as u32)
+            .filter(|n| *n > 0),
+        };
+
         let acme = raw
             .tls
             .acme
@@ -569,6 +651,7 @@ impl Config {
 
         Ok(Config {
             acme,
+            connections,
             source,
             mode,
             https_addr,
@@ -698,6 +781,46 @@ mod tests {
         assert_eq!(c.https_addr.port(), 9443);
         assert_eq!(c.mode, Mode::Production);
         assert!(c.http_addr.is_none());
+    }
+
+    #[test]
+    fn connection_bounds_default_to_nginx_like_values_and_zero_turns_one_off() {
+        let c = Config::from_str_with_env("", None, Path::new("."), &no_env).unwrap();
+        assert_eq!(c.connections, ConnectionBounds::default());
+        assert_eq!(
+            c.connections.keepalive_timeout,
+            Some(std::time::Duration::from_secs(75))
+        );
+        let env = |k: &str| (k == "PORTCULLIS_BODY_TIMEOUT_SECONDS").then(|| "5".to_string());
+        let c = Config::from_str_with_env(
+            "[network]\nkeepalive_timeout_seconds = 0\nbody_timeout_seconds = 30\nmax_requests_per_connection = 0\n",
+            None,
+            Path::new("."),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.connections.keepalive_timeout, None);
+        assert_eq!(
+            c.connections.body_timeout,
+            Some(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(c.connections.max_requests, None);
+        let e = Config::from_str_with_env(
+            "[network]\nkeepalive_timeout_seconds = 100000\n",
+            None,
+            Path::new("."),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("network.keepalive_timeout_seconds"), "{e}");
+        let bad = |k: &str| (k == "PORTCULLIS_MAX_REQUESTS_PER_CONNECTION").then(|| "x".into());
+        let e = Config::from_str_with_env("", None, Path::new("."), &bad).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("PORTCULLIS_MAX_REQUESTS_PER_CONNECTION"),
+            "{e}"
+        );
     }
 
     #[test]

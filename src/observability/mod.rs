@@ -251,7 +251,24 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ListenerEvents {
                     tracing::warn!(target: "portcullis::tls", reason = reason.as_str(), client, sni, error, "TLS handshake failed");
                 }
             }
-            None => tracing::error!(target: "portcullis::listener", "{}", m.0),
+            // Anything else keeps Pingora's own level: a listener stopping at shutdown is news,
+            // not a fault, and only faults may page an operator.
+            None => {
+                use tracing_log::NormalizeEvent;
+                let level = event
+                    .normalized_metadata()
+                    .map(|m| *m.level())
+                    .unwrap_or(*event.metadata().level());
+                match level {
+                    tracing::Level::ERROR => {
+                        tracing::error!(target: "portcullis::listener", "{}", m.0)
+                    }
+                    tracing::Level::WARN => {
+                        tracing::warn!(target: "portcullis::listener", "{}", m.0)
+                    }
+                    _ => tracing::info!(target: "portcullis::listener", "{}", m.0),
+                }
+            }
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Gateway {
     pub ws_sessions: Arc<sessions::WsRegistry>,
     /// State shared with other replicas (Redis), when the policy configures it.
     pub shared: Arc<crate::shared::SharedStore>,
+    /// `[network]` of the static configuration: idle, body and requests-per-connection bounds.
+    pub connections: crate::config::ConnectionBounds,
     request_seq: AtomicU64,
     request_prefix: u32,
     /// The route label of requests no route answered.
@@ -86,11 +88,34 @@ impl Gateway {
             in_flight,
             ws_sessions,
             shared,
+            connections: crate::config::ConnectionBounds::default(),
             request_seq: AtomicU64::new(0),
             request_prefix: rand::random(),
             no_route: Arc::from("-"),
         }
     }
+}
+
+/// Bounds the life of the request's connection: how long an HTTP/1.1 connection may idle
+/// before the next request, how long the next request's header may take once it has started,
+/// and how long this request's body (HTTP/1.1 or HTTP/2) may go without a byte. Set on every
+/// request so the bounds follow the connection across keep-alive reuse; a WebSocket tunnel
+/// re-arms its own read timeout at 101.
+fn bound_connection(
+    session: &mut Session,
+    bounds: &crate::config::ConnectionBounds,
+    header_timeout: Duration,
+) {
+    // Only where keep-alive is already on: an HTTP/1.0 client without keep-alive, or one that
+    // said `Connection: close`, keeps its connection closing.
+    if let (Some(_), Some(idle)) = (session.get_keepalive(), bounds.keepalive_timeout) {
+        session.set_keepalive(Some(idle.as_secs().max(1)));
+    }
+    session.set_header_timeout(Some(header_timeout));
+    session.set_read_timeout(bounds.body_timeout);
+    // Pipelined requests (RFC 9112 §9.3.2) are answered one after another, in order; without
+    // this Pingora answered the first with `keep-alive` and then dropped the rest.
+    session.set_pipelining_enabled(true);
 }
 
 /// Decrements the in-flight count when a request's context is dropped, however it ends.
@@ -691,6 +716,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let policy = self.policy.snapshot();
+        bound_connection(session, &self.connections, policy.network.header_timeout);
         ctx.request_id = Some(self.new_request_id());
         if let Some(otel) = crate::observability::otel::get() {
             let req = session.req_header();
@@ -1148,11 +1174,20 @@ impl ProxyHttp for Gateway {
                 tls,
                 sni,
             } => {
-                let idx = match &ctx.upstream_addr {
-                    Some((i, _)) => *i,
-                    None => upstream.next_address(addresses),
+                let state = match &ctx.upstream_addr {
+                    Some((_, s)) => s.clone(),
+                    None => upstream
+                        .address_state(upstream.next_address(addresses), &self.resilience)
+                        .clone(),
                 };
-                HttpPeer::new(addresses[idx].as_str(), *tls, sni.clone())
+                // Names were resolved when the policy was applied and are refreshed on a
+                // timer: a request never looks one up.
+                let Some(addr) = state.socket_addr() else {
+                    let mut e = Error::new_up(ErrorType::ConnectNoRoute);
+                    e.set_context("the upstream's address name has not resolved");
+                    return Err(e);
+                };
+                HttpPeer::new(addr, *tls, sni.clone())
             }
         };
         peer.options.connection_timeout = Some(upstream.connect_timeout);
@@ -1359,6 +1394,44 @@ impl ProxyHttp for Gateway {
             self.metrics.detail.ws_opened();
         }
         self.decorate(upstream_response, ctx, session.req_header())
+    }
+
+    /// Pingora logs every failed request as ERROR ("Fail to proxy"); operators page on ERROR,
+    /// so only faults keep that level. A request the gateway or Pingora refused on purpose (bad
+    /// framing, a Connection header naming a protected header, a body over its limit, a
+    /// WebSocket closed for its budget) is a security event at WARN; a client that went away
+    /// or stalled past a timeout is routine, at INFO. Upstream and internal failures stay ERROR.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        let refused = match e.etype() {
+            ErrorType::ReadError
+            | ErrorType::WriteError
+            | ErrorType::ConnectionClosed
+            | ErrorType::ReadTimedout
+            | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Downstream =>
+            {
+                tracing::info!(
+                    route = ctx.route_name(),
+                    reason = %e,
+                    "client connection ended during the request"
+                );
+                return true;
+            }
+            ErrorType::InvalidHTTPHeader | ErrorType::HTTPStatus(_) => true,
+            ErrorType::Custom(_) => ctx.websocket,
+            _ => false,
+        };
+        if refused && e.esource() != &ErrorSource::Upstream {
+            tracing::warn!(
+                target: "portcullis::security",
+                route = ctx.route_name(),
+                client = %ctx.client.map(|c| c.to_string()).unwrap_or_default(),
+                reason = %e,
+                "request refused"
+            );
+            return true;
+        }
+        false
     }
 
     async fn fail_to_proxy(

@@ -3,8 +3,12 @@
 //! open period) and an active TCP health check that takes dead addresses out of rotation after
 //! `fall` failed checks and brings them back after `rise` passed ones, checking a dead address
 //! every second. State is keyed by upstream name and address and outlives policy reloads.
+//! A named address (`app.internal:8080`) is resolved here, off the request path: when a policy
+//! naming it is applied and again every [`RESOLVE_EVERY`]; a failed lookup keeps the last good
+//! addresses. A request only reads the stored address.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,11 +33,21 @@ pub struct AddressState {
     check_passes: AtomicU32,
     check_fails: AtomicU32,
     pub opened: AtomicU64,
+    /// Where to connect: the address itself when it is an IP literal, else the last good
+    /// result of resolving it (empty until a lookup succeeds).
+    resolved: arc_swap::ArcSwap<Vec<SocketAddr>>,
+    /// Whether the address is a name to resolve (not an IP literal).
+    named: bool,
+    /// When the name was last looked up (milliseconds after the registry's epoch; 0 = never).
+    looked_up_ms: AtomicU64,
 }
 
 impl Default for AddressState {
     fn default() -> Self {
         AddressState {
+            resolved: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            named: false,
+            looked_up_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             open_until_ms: AtomicU64::new(0),
             probe_in_flight: AtomicBool::new(false),
@@ -76,8 +90,89 @@ impl Resilience {
     pub fn state(&self, upstream: &str, address: &str) -> Arc<AddressState> {
         let mut m = self.states.lock().unwrap_or_else(|p| p.into_inner());
         m.entry((upstream.to_string(), address.to_string()))
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(match address.parse::<SocketAddr>() {
+                    Ok(ip) => AddressState {
+                        resolved: arc_swap::ArcSwap::from_pointee(vec![ip]),
+                        ..AddressState::default()
+                    },
+                    Err(_) => AddressState {
+                        named: true,
+                        ..AddressState::default()
+                    },
+                })
+            })
             .clone()
+    }
+
+    /// Resolves the named external addresses of `policy` that have never been resolved, with
+    /// the system resolver, blocking: run when a policy is applied (at start and on reload, off
+    /// the request path) so its new names have addresses before requests need them.
+    pub fn resolve_new_names(&self, policy: &Policy) {
+        self.resolve_names_with(policy, Duration::MAX, &|a: &str| {
+            use std::net::ToSocketAddrs;
+            a.to_socket_addrs().map(|i| i.collect())
+        });
+    }
+
+    /// Resolves again every named external address of `policy` last looked up more than
+    /// `every` ago; `lookup` is the resolver. A failed or empty answer keeps the last good
+    /// addresses (and says so); a name never resolved stays unusable (its requests get 502).
+    pub fn resolve_names_with(
+        &self,
+        policy: &Policy,
+        every: Duration,
+        lookup: &dyn Fn(&str) -> std::io::Result<Vec<SocketAddr>>,
+    ) {
+        for u in &policy.upstreams {
+            let UpstreamTarget::External { addresses, .. } = &u.target else {
+                continue;
+            };
+            for a in addresses {
+                let s = self.state(&u.name, a);
+                if !s.named {
+                    continue;
+                }
+                let last = s.looked_up_ms.load(Ordering::Acquire);
+                let now = self.now_ms();
+                let due = last == 0
+                    || (every != Duration::MAX
+                        && now.saturating_sub(last) >= every.as_millis() as u64);
+                if !due {
+                    continue;
+                }
+                s.looked_up_ms.store(now, Ordering::Release);
+                match lookup(a) {
+                    Ok(found) if !found.is_empty() => {
+                        if **s.resolved.load() != found {
+                            tracing::info!(upstream = &*u.name, address = a.as_str(), resolved = ?found, "upstream name resolved");
+                        }
+                        s.resolved.store(Arc::new(found));
+                    }
+                    result => {
+                        let error = match result {
+                            Err(e) => e.to_string(),
+                            Ok(_) => "no addresses".to_string(),
+                        };
+                        if s.resolved.load().is_empty() {
+                            tracing::warn!(
+                                upstream = &*u.name,
+                                address = a.as_str(),
+                                error,
+                                "upstream name does not resolve; its requests get 502"
+                            );
+                        } else {
+                            tracing::warn!(
+                                upstream = &*u.name,
+                                address = a.as_str(),
+                                error,
+                                "upstream name lookup failed; keeping the last good addresses"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     pub fn admit(&self, s: &AddressState) -> Admit {
@@ -249,7 +344,15 @@ impl Resilience {
     }
 }
 
+/// How often named upstream addresses are resolved again.
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+
 impl AddressState {
+    /// Where to connect now: no lookup, no allocation. `None` for a name not resolved yet.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.resolved.load().first().copied()
+    }
+
     /// The circuit is open (its open period may have run out, its probe not yet gone).
     fn circuit_open(&self) -> bool {
         self.open_until_ms.load(Ordering::Acquire) > 1
@@ -262,6 +365,60 @@ const DOWN_RECHECK: Duration = Duration::from_secs(1);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_resolve_off_the_request_path_and_keep_the_last_good_addresses() {
+        let text = r#"
+[[upstreams]]
+name = "app"
+kind = "external"
+addresses = ["app.internal:8080", "10.0.0.9:80"]
+
+[[routes]]
+name = "app"
+path_prefix = "/"
+upstream = "app"
+public = true
+"#;
+        let files = [crate::policy::SourceFile {
+            path: "p.toml".into(),
+            text: text.into(),
+        }];
+        let policy = crate::policy::compile(&files, crate::config::Mode::Development).unwrap();
+        let r = Resilience::default();
+        let (named, literal) = (
+            r.state("app", "app.internal:8080"),
+            r.state("app", "10.0.0.9:80"),
+        );
+        assert_eq!(literal.socket_addr(), Some("10.0.0.9:80".parse().unwrap()));
+        assert_eq!(named.socket_addr(), None, "nothing is looked up on demand");
+        let answer = std::sync::Mutex::new(Ok(vec!["10.1.1.1:8080".parse().unwrap()]));
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let lookup = |a: &str| {
+            assert_eq!(a, "app.internal:8080", "IP literals are never looked up");
+            asked.fetch_add(1, Ordering::Relaxed);
+            match &*answer.lock().unwrap() {
+                Ok(v) => Ok(v.clone()),
+                Err(k) => Err(std::io::Error::from(*k)),
+            }
+        };
+        r.resolve_names_with(&policy, Duration::MAX, &lookup);
+        assert_eq!(named.socket_addr(), Some("10.1.1.1:8080".parse().unwrap()));
+        // A failing resolver keeps the last good address; an empty answer too.
+        *answer.lock().unwrap() = Err(std::io::ErrorKind::TimedOut);
+        r.resolve_names_with(&policy, Duration::ZERO, &lookup);
+        *answer.lock().unwrap() = Ok(Vec::new());
+        r.resolve_names_with(&policy, Duration::ZERO, &lookup);
+        assert_eq!(named.socket_addr(), Some("10.1.1.1:8080".parse().unwrap()));
+        assert_eq!(asked.load(Ordering::Relaxed), 3);
+        // Not due yet: no lookup.
+        r.resolve_names_with(&policy, Duration::from_secs(3600), &lookup);
+        r.resolve_names_with(&policy, Duration::MAX, &lookup);
+        assert_eq!(asked.load(Ordering::Relaxed), 3);
+        *answer.lock().unwrap() = Ok(vec!["10.2.2.2:8080".parse().unwrap()]);
+        r.resolve_names_with(&policy, Duration::ZERO, &lookup);
+        assert_eq!(named.socket_addr(), Some("10.2.2.2:8080".parse().unwrap()));
+    }
 
     #[test]
     fn opens_after_consecutive_failures_and_closes_after_a_good_probe() {

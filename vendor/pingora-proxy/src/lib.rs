@@ -40,7 +40,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::future::FutureExt;
 use http::{header, version::Version, Method};
-use log::{debug, error, trace, warn};
+use log::{debug, error, info, trace, warn};
 use once_cell::sync::Lazy;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::fmt::Debug;
@@ -360,7 +360,10 @@ where
                         });
                 } else {
                     // otherwise the connection must be broken, no need to send anything
-                    error!(
+                    // Vendored change: logged at info, not error. A client that closed or
+                    // stalled mid-header (or was cut at the header timeout) is no fault of
+                    // the proxy, and operators page on errors.
+                    info!(
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );

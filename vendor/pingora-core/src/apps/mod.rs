@@ -106,6 +106,7 @@ pub struct HttpServerOptions {
 #[derive(Debug)]
 pub struct HttpPersistentSettings {
     keepalive_timeout: Option<u64>,
+    header_timeout: Option<Duration>,
     keepalive_reuses_remaining: Option<u32>,
     /// User-defined context to carry to the next request on this connection.
     user_context: Option<Box<dyn Any + Send + Sync>>,
@@ -123,6 +124,7 @@ impl HttpPersistentSettings {
     pub fn for_session(session: &ServerSession) -> Self {
         HttpPersistentSettings {
             keepalive_timeout: session.get_keepalive(),
+            header_timeout: session.get_header_timeout(),
             keepalive_reuses_remaining: session.get_keepalive_reuses_remaining(),
             user_context: None,
             pipelined_prefix: None,
@@ -151,6 +153,7 @@ impl HttpPersistentSettings {
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,
+            header_timeout,
             mut keepalive_reuses_remaining,
             user_context,
             pipelined_prefix,
@@ -164,6 +167,7 @@ impl HttpPersistentSettings {
         }
 
         session.set_keepalive(keepalive_timeout);
+        session.set_header_timeout(header_timeout);
         session.set_keepalive_reuses_remaining(keepalive_reuses_remaining);
 
         // Carry user context into the session for the proxy layer to consume
@@ -321,11 +325,17 @@ where
             let app = self.clone();
             let shutdown_for_session = shutdown.clone();
             let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
+            // Vendored change: the request limit applies to HTTP/2 too (as streams).
+            let h2_max_streams = self
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit)
+                .map(|reuses| reuses as usize + 1);
+            server::accept_downstream_sessions_up_to(
                 h2_conn,
                 digest,
                 shutdown.clone(),
                 h2_idle_timeout,
+                h2_max_streams,
                 |h2_stream, guard| {
                     let app = app.clone();
                     let shutdown = shutdown_for_session.clone();

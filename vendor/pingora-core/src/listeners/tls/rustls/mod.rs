@@ -38,6 +38,7 @@ pub struct TlsSettings {
     client_cert_verifier: Option<Arc<dyn ClientCertVerifier>>,
     callbacks: Option<TlsAcceptCallbacks>,
     offload_threadpool: Option<(usize, usize)>,
+    ignore_client_order: bool,
 }
 
 pub struct Acceptor {
@@ -94,6 +95,7 @@ impl TlsSettings {
         if let Some(alpn_protocols) = self.alpn_protocols {
             config.alpn_protocols = alpn_protocols;
         }
+        config.ignore_client_order = self.ignore_client_order;
 
         Acceptor {
             acceptor: RusTlsAcceptor::from(Arc::new(config)),
@@ -112,6 +114,12 @@ impl TlsSettings {
 
     pub fn set_alpn(&mut self, alpn: ALPN) {
         self.alpn_protocols = Some(alpn.to_wire_protocols());
+    }
+
+    /// Choose the cipher suite by the server's order of preference (the crypto provider's
+    /// order) rather than the client's. Off by default.
+    pub fn set_ignore_client_order(&mut self, ignore: bool) {
+        self.ignore_client_order = ignore;
     }
 
     /// Configure mTLS by providing a rustls client certificate verifier.
@@ -200,6 +208,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: None,
             offload_threadpool: None,
+            ignore_client_order: false,
         })
     }
 
@@ -220,6 +229,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: Some(callbacks),
             offload_threadpool: None,
+            ignore_client_order: false,
         })
     }
 }

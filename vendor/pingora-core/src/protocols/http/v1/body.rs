@@ -675,6 +675,17 @@ impl BodyReader {
                             "Got size {chunk_size}, payload_index: {payload_index}, chunk: {:?}",
                             String::from_utf8_lossy(buf).escape_default(),
                         );
+                        // Vendored change: httparse accepts any byte inside a chunk
+                        // extension, a bare LF too. A peer that reads that LF as the end of
+                        // the line would frame the body differently, so it is refused (as
+                        // nginx does). `payload_index` is just past the line's CRLF.
+                        if buf[..payload_index.saturating_sub(2)].contains(&LF) {
+                            self.body_state = self.body_state.done(0);
+                            return Error::e_explain(
+                                INVALID_CHUNK,
+                                "bare LF in the chunk-size line",
+                            );
+                        }
                         let chunk_size = match usize::try_from(chunk_size) {
                             Ok(chunk_size) => chunk_size,
                             Err(_) => {
