@@ -519,6 +519,15 @@ impl Gateway {
             resp.remove_header(name);
         }
         let route = ctx.route.map(|r| &policy.routes[r]);
+        // On a route with a CORS rule, the rule is the only CORS answer: an upstream's own grants
+        // go before the header profile and the rule add the gateway's (a preflight's own answer
+        // carries the rule's headers already).
+        if route.is_some_and(|r| r.cors.is_some()) && !cors::is_preflight(&req.method, &req.headers)
+        {
+            for name in cors::upstream_grants(&resp.headers) {
+                resp.remove_header(&name);
+            }
+        }
         let profile = &policy.headers.profiles[route.map_or(policy.headers.default, |r| r.headers)];
         for (name, value) in &profile.set {
             resp.insert_header(name.clone(), value.clone())?;
@@ -532,10 +541,6 @@ impl Gateway {
         if let Some(rule) = &route.cors {
             // A preflight's own answer carries its headers; a refused one gets none.
             if !cors::is_preflight(&req.method, &req.headers) {
-                // The route's rule is the only CORS answer: an upstream's own grants go.
-                while let Some(name) = cors::access_control_header(&resp.headers) {
-                    resp.remove_header(&name);
-                }
                 resp.append_header(header::VARY, cors::VARY_ORIGIN)?;
                 for (name, value) in rule.actual(req.headers.get(header::ORIGIN)) {
                     resp.insert_header(name, value)?;
