@@ -960,42 +960,40 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(rule) = &route.csrf {
-            // A WebSocket handshake on a cookie route is a cross-site request like any other:
-            // it must come from an allowed origin.
-            let cookie_upgrade = ctx.websocket && route.session_cookie.is_some();
-            if csrf::is_unsafe(&req.method) || cookie_upgrade {
-                let bearer = req.headers.get(header::AUTHORIZATION).is_some_and(|v| {
-                    v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer ")
-                });
-                let signed = ctx
-                    .identity
-                    .as_ref()
-                    .is_some_and(|i| i.provider == crate::auth::Provider::SignedUrl);
-                if !bearer && !signed {
-                    let host = req
-                        .headers
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-                        .unwrap_or("");
-                    let checked = if cookie_upgrade {
-                        rule.check_origin(&req.headers, host)
-                    } else {
-                        rule.check(&req.headers, host)
-                    };
-                    if let Err(f) = checked {
-                        self.metrics.csrf_failure(f);
-                        tracing::info!(
-                            target: "portcullis::security",
-                            reason = f.reason(),
-                            client = %client_key,
-                            route = &*route.name,
-                            "CSRF check failed"
-                        );
-                        return self.deny(session, ctx, Deny::Csrf(f)).await;
-                    }
+            // Unsafe methods, and WebSocket handshakes on routes a browser authenticates by
+            // itself (a cross-site request like any other), must come from an allowed origin.
+            let signed = ctx
+                .identity
+                .as_ref()
+                .is_some_and(|i| i.provider == crate::auth::Provider::SignedUrl);
+            let required = csrf::required(
+                &req.method,
+                &req.headers,
+                ctx.websocket,
+                route.ambient_credentials(),
+                signed,
+            );
+            if required != csrf::Required::Nothing {
+                let host = req
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .or_else(|| req.uri.authority().map(|a| a.as_str()))
+                    .unwrap_or("");
+                if let Err(f) = rule.check_required(required, &req.headers, host) {
+                    self.metrics.csrf_failure(f);
+                    tracing::info!(
+                        target: "portcullis::security",
+                        reason = f.reason(),
+                        client = %client_key,
+                        route = &*route.name,
+                        "CSRF check failed"
+                    );
+                    return self.deny(session, ctx, Deny::Csrf(f)).await;
                 }
-            } else if csrf::cookie(&req.headers, &rule.cookie).is_none() {
+            } else if !csrf::is_unsafe(&req.method)
+                && csrf::cookie(&req.headers, &rule.cookie).is_none()
+            {
                 ctx.issue_csrf = true;
             }
         }
