@@ -580,15 +580,31 @@ impl Gateway {
 
 /// Ends the client's connection after this response: HTTP/1.1 by not keeping it alive; HTTP/2,
 /// whose other streams share it, by shutting the socket's read side, so the connection ends
-/// once the server sees end of input.
+/// once the server sees end of input. A stream can outlive its connection and the descriptor
+/// be reused by then: it is shut down only while its addresses are still the connection's.
 fn close_client_connection(session: &mut Session) {
     session.set_keepalive(None);
     if session.is_http2() {
-        if let Some(fd) = session
-            .digest()
-            .and_then(|d| d.socket_digest.as_ref())
-            .map(|s| s.raw_fd())
-        {
+        let Some(s) = session.digest().and_then(|d| d.socket_digest.as_ref()) else {
+            return;
+        };
+        // The peer address is read at accept (it is the client's); the local one when first
+        // asked for, so it is compared only if it was.
+        let inet = |a: Option<&Option<pingora::protocols::l4::socket::SocketAddr>>| {
+            a.map(|a| a.as_ref().and_then(|a| a.as_inet().copied()))
+        };
+        let Some(Some(peer)) = inet(s.peer_addr.get()) else {
+            return;
+        };
+        let fd = s.raw_fd();
+        let Some((now_local, now_peer)) = sessions::addresses(fd) else {
+            return;
+        };
+        let same_local = match inet(s.local_addr.get()) {
+            Some(local) => local == Some(now_local),
+            None => true,
+        };
+        if now_peer == peer && same_local {
             let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
         }
     }
@@ -775,10 +791,14 @@ impl ProxyHttp for Gateway {
             return self.deny(session, ctx, Deny::Internal).await;
         };
         // A client certificate is verified again after the CA bundle or CRLs change (a resumed
-        // session or a long-lived connection never meets the new verifier otherwise): one that
-        // no longer passes gets nothing more on its connection.
-        if let Some(Err(why)) = crate::tls::client_auth::handshake_info(session)
-            .map(|h| h.client_cert(policy.mtls.as_ref()).map(|_| ()))
+        // session or a long-lived connection never meets the new verifier otherwise), must not
+        // have expired, and must be there once `[mtls] required` is on: a connection that no
+        // longer passes gets nothing more.
+        if let Some((Err(why), with_cert)) =
+            crate::tls::client_auth::handshake_info(session).map(|h| {
+                let now = crate::auth::now_unix() as i64;
+                (h.cert.check(policy.mtls.as_ref(), now), h.client.is_some())
+            })
         {
             tracing::info!(
                 target: "portcullis::security",
@@ -787,7 +807,12 @@ impl ProxyHttp for Gateway {
                 "client certificate no longer passes: closing the connection"
             );
             close_client_connection(session);
-            return self.deny(session, ctx, Deny::ClientCertDenied).await;
+            let deny = if with_cert {
+                Deny::ClientCertDenied
+            } else {
+                Deny::ClientCertRequired
+            };
+            return self.deny(session, ctx, deny).await;
         }
         let req = session.req_header();
         let path = req.uri.path();
@@ -894,8 +919,9 @@ impl ProxyHttp for Gateway {
             let request = authn::AuthRequest {
                 auth: &self.auth,
                 req: session.req_header(),
+                // Checked against the live `[mtls]` at the start of the request.
                 client_cert: crate::tls::client_auth::handshake_info(session)
-                    .and_then(|h| h.client_cert(policy.mtls.as_ref()).ok().flatten()),
+                    .and_then(|h| h.client.as_deref()),
                 on_shadow: &|| self.metrics.shadow_denial(),
             };
             match authn::authenticate(&request, &policy, route, to_rooms).await {
@@ -1017,6 +1043,7 @@ impl ProxyHttp for Gateway {
                 route.name.clone(),
                 session.req_header().uri.path(),
                 ctx.identity.clone(),
+                crate::tls::client_auth::handshake_info(session).map(|h| h.cert.clone()),
             ));
         }
         if route.query_token {

@@ -26,37 +26,81 @@ pub struct HandshakeInfo {
     pub version: &'static str,
     /// The verified client certificate's identity, when one was presented.
     pub client: Option<Arc<ClientCert>>,
-    /// The client's certificate chain (leaf first), kept to verify it again when the `[mtls]`
-    /// CA bundle or CRLs change: a resumed session skips the verifier, and a long-lived
-    /// connection outlives any reload.
-    chain: Vec<CertificateDer<'static>>,
-    /// The `MtlsSettings::id` the chain last passed (0: not yet checked on a request).
-    checked: AtomicU64,
+    /// The connection's client certificate as the live policy sees it (shared with the
+    /// WebSocket tunnels opened on the connection, which a reload re-checks).
+    pub cert: Arc<CertCheck>,
 }
 
-impl HandshakeInfo {
-    /// The client certificate as the current policy sees it: verified again against `mtls`
-    /// (its CA bundle and CRLs, now) once per connection and per change of them. `Err` when the
-    /// connection carries a certificate that no longer passes, or client certificates are no
-    /// longer configured: nothing on that connection may pass any more.
-    pub fn client_cert(&self, mtls: Option<&MtlsSettings>) -> Result<Option<&ClientCert>, String> {
-        let Some(client) = self.client.as_deref() else {
-            return Ok(None);
-        };
-        let Some(m) = mtls else {
-            return Err("client certificates are no longer configured".into());
-        };
-        if self.checked.load(Ordering::Acquire) == m.id {
-            return Ok(Some(client));
+/// A connection's client certificate chain, checked again against the live `[mtls]` settings:
+/// after the CA bundle or CRLs change (a resumed session skips the verifier, and a long-lived
+/// connection outlives any reload), once `required` is switched on for a connection without
+/// one, and once the certificate expires while the connection stays open.
+#[derive(Debug)]
+pub struct CertCheck {
+    /// Leaf first; empty when the client presented no certificate.
+    chain: Vec<CertificateDer<'static>>,
+    /// The leaf's notAfter, in Unix seconds.
+    not_after: i64,
+    /// The `MtlsSettings::id` the chain last passed; `UNCHECKED` before the first check,
+    /// `FAILED` for good once a check failed (the connection is being closed).
+    state: AtomicU64,
+}
+
+const UNCHECKED: u64 = 0;
+const FAILED: u64 = u64::MAX;
+
+impl CertCheck {
+    pub fn new(chain: Vec<CertificateDer<'static>>) -> CertCheck {
+        let not_after = chain.first().map_or(i64::MAX, |leaf| {
+            // A chain the verifier accepted parses; should it not, the expiry is left to the
+            // verifier's own check on the next bundle change.
+            x509_parser::parse_x509_certificate(leaf.as_ref())
+                .map_or(i64::MAX, |(_, c)| c.validity().not_after.timestamp())
+        });
+        CertCheck {
+            chain,
+            not_after,
+            state: AtomicU64::new(UNCHECKED),
+        }
+    }
+
+    /// Whether the connection may still be served under `mtls` (the live `[mtls]`): its
+    /// certificate verified against the current CA bundle and CRLs (once per change of them),
+    /// not expired, and present if certificates are now required. `Err` says why not; a
+    /// failure is kept, so later requests on the connection pay no verification.
+    pub fn check(&self, mtls: Option<&MtlsSettings>, now_unix: i64) -> Result<(), &'static str> {
+        let state = self.state.load(Ordering::Acquire);
+        if state == FAILED {
+            return Err("client certificate already refused on this connection");
         }
         let Some((leaf, intermediates)) = self.chain.split_first() else {
-            return Err("no certificate chain kept".into());
+            return match mtls {
+                Some(m) if m.required => self.fail("client certificate now required"),
+                _ => Ok(()),
+            };
         };
-        m.verifier
+        let Some(m) = mtls else {
+            return self.fail("client certificates are no longer configured");
+        };
+        if now_unix > self.not_after {
+            return self.fail("client certificate has expired");
+        }
+        if state == m.id {
+            return Ok(());
+        }
+        if m.verifier
             .verify_client_cert(leaf, intermediates, UnixTime::now())
-            .map_err(|e| e.to_string())?;
-        self.checked.store(m.id, Ordering::Release);
-        Ok(Some(client))
+            .is_err()
+        {
+            return self.fail("client certificate no longer passes the CA bundle or CRLs");
+        }
+        self.state.store(m.id, Ordering::Release);
+        Ok(())
+    }
+
+    fn fail(&self, why: &'static str) -> Result<(), &'static str> {
+        self.state.store(FAILED, Ordering::Release);
+        Err(why)
     }
 }
 
@@ -201,11 +245,11 @@ impl TlsAccept for HandshakeCallbacks {
             client: tls
                 .peer_certificate_der()
                 .map(|der| Arc::new(ClientCert::from_der(der))),
-            chain: tls
-                .peer_cert_chain_der()
-                .map(<[_]>::to_vec)
-                .unwrap_or_default(),
-            checked: AtomicU64::new(0),
+            cert: Arc::new(CertCheck::new(
+                tls.peer_cert_chain_der()
+                    .map(<[_]>::to_vec)
+                    .unwrap_or_default(),
+            )),
         };
         Some(Arc::new(info))
     }
@@ -300,8 +344,8 @@ impl ClientCertVerifier for PolicyClientVerifier {
 pub struct MtlsSettings {
     pub verifier: Arc<dyn ClientCertVerifier>,
     pub required: bool,
-    /// Names the CA bundle and CRLs by content (never 0): a connection's certificate is
-    /// verified again when it changes.
+    /// Names the CA bundle and CRLs by content (never 0 nor `u64::MAX`): a connection's
+    /// certificate is verified again when it changes.
     pub id: u64,
 }
 
@@ -317,7 +361,7 @@ pub fn bundle_id(ca_pem: &[u8], crl_pems: &[Vec<u8>]) -> u64 {
     let d = ctx.finish();
     let mut id = [0u8; 8];
     id.copy_from_slice(&d.as_ref()[..8]);
-    u64::from_be_bytes(id).max(1)
+    u64::from_be_bytes(id).clamp(1, FAILED - 1)
 }
 
 impl std::fmt::Debug for MtlsSettings {
