@@ -887,3 +887,43 @@ async fn client_certificate_websockets_check_origin_and_close_when_the_certifica
     };
     assert_eq!(code, 4403, "access revoked by policy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_expires_on_an_open_connection_stops_working() {
+    let agents = TestCa::new("Agent CA");
+    let (cert, key) = agents.client_leaf_expiring_in("agent-1.internal", 3);
+    let g = Gateway::start(Options {
+        policy: vec![
+            ("p.toml".into(), required_policy(false)),
+            ("agents-ca.pem".into(), agents.pem.clone()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+    let mut h1 = tokio_rustls::TlsConnector::from(mtls_client_config(&g, &cert, &key))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut h2 = H2Conn::open(&g, mtls_client_config_alpn(&g, &cert, &key, b"h2")).await;
+    assert_eq!(keepalive_get(&mut h1, "/v1/models").await.unwrap().0, 200);
+    assert_eq!(h2.get(&g, "/v1/models").await.unwrap().0, 200);
+    // The same connections, asked again until the certificate's notAfter has passed (no reload
+    // happens in between): refused, then closed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let denied = r#"{"error":"client_certificate_denied"}"#;
+    loop {
+        let (status, body) = keepalive_get(&mut h1, "/v1/models").await.unwrap();
+        if status == 403 {
+            assert_eq!(body, denied);
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(tokio::time::Instant::now() < deadline, "still admitted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(keepalive_get(&mut h1, "/v1/models").await.is_none());
+    let (status, body) = h2.get(&g, "/v1/models").await.unwrap();
+    assert_eq!((status, body.as_str()), (403, denied));
+    h2.ended().await;
+}
