@@ -219,6 +219,33 @@ mod tests {
     const T: &str = "0123456789abcdefXYZ";
 
     #[test]
+    fn what_a_request_must_pass() {
+        use Required::*;
+        let none = headers(&[]);
+        let bearer = headers(&[("authorization", "Bearer abc")]);
+        // (method, headers, websocket, ambient credentials, signed URL) -> required
+        let cases: [(Method, &HeaderMap, bool, bool, bool, Required); 8] = [
+            (Method::GET, &none, false, true, false, Nothing),
+            (Method::POST, &none, false, false, false, Full),
+            (Method::POST, &bearer, false, true, false, Nothing),
+            (Method::POST, &none, false, true, true, Nothing),
+            // A handshake on a cookie or client-certificate route: the origin alone.
+            (Method::GET, &none, true, true, false, Origin),
+            (Method::GET, &bearer, true, true, false, Nothing),
+            (Method::GET, &none, true, true, true, Nothing),
+            // A handshake a browser cannot authenticate by itself.
+            (Method::GET, &none, true, false, false, Nothing),
+        ];
+        for (m, h, ws, ambient, signed, want) in cases {
+            assert_eq!(
+                required(&m, h, ws, ambient, signed),
+                want,
+                "{m} ws={ws} ambient={ambient} signed={signed}"
+            );
+        }
+    }
+
+    #[test]
     fn same_origin_with_matching_token_passes() {
         let c = rule();
         let cookie = format!("session=x; __Host-csrf={T}");
