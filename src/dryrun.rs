@@ -309,24 +309,18 @@ impl<'p> Evaluator<'p> {
             }
         }
         if let Some(rule) = &route.csrf {
-            let cookie_upgrade = t.websocket && route.session_cookie.is_some();
-            if csrf::is_unsafe(&method) || cookie_upgrade {
-                let bearer = req.headers.get(header::AUTHORIZATION).is_some_and(|v| {
-                    v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer ")
-                });
-                let signed = identity
-                    .as_ref()
-                    .is_some_and(|i| i.provider == Provider::SignedUrl);
-                if !bearer && !signed {
-                    let checked = if cookie_upgrade {
-                        rule.check_origin(&req.headers, &host)
-                    } else {
-                        rule.check(&req.headers, &host)
-                    };
-                    if let Err(f) = checked {
-                        return Ok(deny(Deny::Csrf(f), rname));
-                    }
-                }
+            let signed = identity
+                .as_ref()
+                .is_some_and(|i| i.provider == Provider::SignedUrl);
+            let required = csrf::required(
+                &method,
+                &req.headers,
+                t.websocket,
+                route.ambient_credentials(),
+                signed,
+            );
+            if let Err(f) = rule.check_required(required, &req.headers, &host) {
+                return Ok(deny(Deny::Csrf(f), rname));
             }
         }
         Ok(Decision::Allow {

@@ -576,13 +576,17 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         options.h2_idle_timeout = config.connections.keepalive_timeout;
         app.server_options = Some(options);
     }
-    let mut tls = TlsSettings::with_callbacks(Box::new(tls::client_auth::HandshakeCallbacks))
-        .map_err(|e| StartError::Other(e.to_string()))?;
+    let verified = Arc::new(tls::client_auth::JustVerified::default());
+    let mut tls = TlsSettings::with_callbacks(Box::new(tls::client_auth::HandshakeCallbacks {
+        verified: verified.clone(),
+    }))
+    .map_err(|e| StartError::Other(e.to_string()))?;
     tls.set_cert_resolver(Arc::new(CertResolver(certs.clone())));
     // Asks for client certificates only while the policy has an [mtls] bundle.
     tls.set_client_cert_verifier(Arc::new(tls::client_auth::PolicyClientVerifier {
         store: policy.clone(),
         provider: Arc::new(rustls::crypto::ring::default_provider()),
+        verified,
     }));
     tls.enable_h2();
     // The server's suite order wins (strongest first in ring's list), not the client's.

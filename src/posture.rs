@@ -549,15 +549,15 @@ fn rooms_item(p: &Policy) -> Item {
     )
 }
 
-/// A browser sends cookies with a cross-site WebSocket handshake: every cookie route that takes
-/// upgrades must check their Origin.
+/// A browser sends cookies, and presents an installed client certificate, with a cross-site
+/// WebSocket handshake: every such route that takes upgrades must check their Origin.
 fn ws_origin_item(p: &Policy) -> Item {
-    let cookie_ws: Vec<&crate::policy::model::Route> = p
+    let ambient_ws: Vec<&crate::policy::model::Route> = p
         .routes
         .iter()
-        .filter(|r| r.websocket && r.session_cookie.is_some())
+        .filter(|r| r.websocket && r.ambient_credentials())
         .collect();
-    let unchecked: Vec<&str> = cookie_ws
+    let unchecked: Vec<&str> = ambient_ws
         .iter()
         .filter(|r| r.csrf.is_none())
         .map(|r| &*r.name)
@@ -567,20 +567,23 @@ fn ws_origin_item(p: &Policy) -> Item {
             "ws-origin",
             Status::Fail,
             format!(
-                "cookie route(s) {} take WebSocket upgrades without an origin check",
+                "cookie or client-certificate route(s) {} take WebSocket upgrades without an origin check",
                 unchecked.join(", ")
             ),
             "add [routes.csrf] with the allowed origins",
         );
     }
-    if cookie_ws.is_empty() {
-        return Item::pass("ws-origin", "no cookie route takes WebSocket upgrades");
+    if ambient_ws.is_empty() {
+        return Item::pass(
+            "ws-origin",
+            "no cookie or client-certificate route takes WebSocket upgrades",
+        );
     }
     Item::pass(
         "ws-origin",
         format!(
-            "{} cookie route(s) with WebSocket, each checks Origin",
-            cookie_ws.len()
+            "{} cookie or client-certificate route(s) with WebSocket, each checks Origin",
+            ambient_ws.len()
         ),
     )
 }

@@ -628,8 +628,8 @@ public = true
     assert_eq!(r.status(), 200);
 }
 
-/// An upstream with a CORS answer of its own: any origin, with credentials.
-const SELF_CORS: &[u8] = b"HTTP/1.1 200 OK\r\naccess-control-allow-origin: https://evil.example\r\naccess-control-allow-credentials: true\r\naccess-control-allow-methods: PUT, DELETE\r\naccess-control-expose-headers: x-secret\r\naccess-control-max-age: 86400\r\ncontent-length: 2\r\n\r\nok";
+/// An upstream with a CORS answer of its own: any origin, with credentials, and its timings.
+const SELF_CORS: &[u8] = b"HTTP/1.1 200 OK\r\ntiming-allow-origin: *\r\naccess-control-allow-origin: https://evil.example\r\naccess-control-allow-credentials: true\r\naccess-control-allow-methods: PUT, DELETE\r\naccess-control-expose-headers: x-secret\r\naccess-control-max-age: 86400\r\ncontent-length: 2\r\n\r\nok";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routes_cors_rule_replaces_the_upstreams_own_cors_headers() {
@@ -658,7 +658,7 @@ async fn a_routes_cors_rule_replaces_the_upstreams_own_cors_headers() {
             .headers()
             .keys()
             .map(|k| k.as_str())
-            .filter(|k| k.starts_with("access-control-"))
+            .filter(|k| k.starts_with("access-control-") || *k == "timing-allow-origin")
             .collect();
         assert!(acl.is_empty(), "http1={http1}: {acl:?}");
         // An allowed origin: the gateway's answer alone, not the upstream's beside it.
@@ -691,6 +691,7 @@ async fn a_routes_cors_rule_replaces_the_upstreams_own_cors_headers() {
             header(&r, "access-control-allow-origin"),
             Some("https://evil.example")
         );
+        assert_eq!(header(&r, "timing-allow-origin"), Some("*"));
     }
 }
 

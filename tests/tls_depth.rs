@@ -517,6 +517,16 @@ async fn certificate_expiry_is_exposed_and_warned_about() {
 /// A rustls client presenting `cert`/`key`, trusting the gateway's CA, offering HTTP/1.1; it
 /// keeps TLS sessions for resumption (rustls' default in-memory store).
 fn mtls_client_config(g: &Gateway, cert: &str, key: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    mtls_client_config_alpn(g, cert, key, b"http/1.1")
+}
+
+/// The same, offering only `alpn`.
+fn mtls_client_config_alpn(
+    g: &Gateway,
+    cert: &str,
+    key: &str,
+    alpn: &[u8],
+) -> std::sync::Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
@@ -531,8 +541,63 @@ fn mtls_client_config(g: &Gateway, cert: &str, key: &str) -> std::sync::Arc<rust
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .unwrap();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     std::sync::Arc::new(cfg)
+}
+
+/// One HTTP/2 connection driven by hand, so a test knows every request went over it.
+struct H2Conn {
+    send: h2::client::SendRequest<bytes::Bytes>,
+    /// The connection task: it ends when the connection does.
+    conn: tokio::task::JoinHandle<()>,
+}
+
+impl H2Conn {
+    async fn open(g: &Gateway, cfg: std::sync::Arc<rustls::ClientConfig>) -> H2Conn {
+        let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (send, conn) = h2::client::handshake(tls).await.unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        H2Conn { send, conn }
+    }
+
+    /// `GET path` on this connection: (status, body), or the error that ended the stream.
+    async fn get(&mut self, g: &Gateway, path: &str) -> Result<(u16, String), h2::Error> {
+        let req = http::Request::get(format!("https://localhost:{}{path}", g.https.port()))
+            .body(())
+            .unwrap();
+        let ready = tokio::time::timeout(Duration::from_secs(10), self.send.clone().ready())
+            .await
+            .expect("HTTP/2 connection ready in time")?;
+        self.send = ready;
+        let (resp, _) = self.send.send_request(req, true)?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+            .await
+            .expect("HTTP/2 answer in time")?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut out = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+        Ok((status, String::from_utf8_lossy(&out).into_owned()))
+    }
+
+    /// Waits for the connection to end (the server closed it).
+    async fn ended(self) {
+        tokio::time::timeout(Duration::from_secs(10), self.conn)
+            .await
+            .expect("the gateway closes the HTTP/2 connection")
+            .unwrap();
+    }
 }
 
 /// Sends one keep-alive `GET path` on `tls` and reads its answer: (status, body), or `None`
@@ -613,26 +678,20 @@ public = true
             .connect("localhost".try_into().unwrap(), tcp)
             .await
     };
-    // Two HTTP/1.1 keep-alive connections (the first leaves a session to resume) and one
-    // HTTP/2 client, each admitted.
+    // Two HTTP/1.1 keep-alive connections, the second resuming the first's session, and one
+    // HTTP/2 connection, each admitted.
     let mut first = connect().await.unwrap();
     assert_eq!(keepalive_get(&mut first, "/whoami").await.unwrap().0, 200);
     let mut open = connect().await.unwrap();
+    assert_eq!(
+        open.get_ref().1.handshake_kind(),
+        Some(HandshakeKind::Resumed),
+        "the gateway resumes sessions"
+    );
     assert_eq!(keepalive_get(&mut open, "/whoami").await.unwrap().0, 200);
     drop(first);
-    let h2 = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(g.ca.pem.as_bytes()).unwrap())
-        .resolve("localhost", g.https)
-        .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let r = h2.get(g.url("/whoami")).send().await.unwrap();
-    assert_eq!(
-        (r.status().as_u16(), r.version()),
-        (200, reqwest::Version::HTTP_2)
-    );
+    let mut h2 = H2Conn::open(&g, mtls_client_config_alpn(&g, &cert, &key, b"h2")).await;
+    assert_eq!(h2.get(&g, "/whoami").await.unwrap().0, 200);
     assert!(metric(&g, "portcullis_connections ").await >= 2);
 
     // The CRL now revokes the certificate.
@@ -650,26 +709,22 @@ public = true
     assert!(keepalive_get(&mut open, "/v1/models").await.is_none());
 
     // A resumed session never meets the verifier: refused all the same.
-    match connect().await {
-        Err(_) => {}
-        Ok(mut again) => {
-            let resumed = again.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
-            let got = keepalive_get(&mut again, "/whoami").await;
-            if resumed {
-                assert_eq!(got.as_ref().map(|g| g.0), Some(403), "{got:?}");
-            } else {
-                // A full handshake: the gateway's verifier refuses the certificate.
-                assert!(got.is_none(), "{got:?}");
-            }
-        }
-    }
+    let mut again = connect().await.expect("a resumed handshake");
+    assert_eq!(
+        again.get_ref().1.handshake_kind(),
+        Some(HandshakeKind::Resumed)
+    );
+    let got = keepalive_get(&mut again, "/whoami").await;
+    assert_eq!(got.as_ref().map(|g| g.0), Some(403), "{got:?}");
 
-    // The HTTP/2 connection: nothing more passes on it, and the gateway closes it (the HTTP/1.1
-    // ones are closed already, so no connection is left open).
-    match h2.get(g.url("/v1/models")).send().await {
-        Ok(r) => assert_eq!(r.status(), 403),
-        Err(e) => assert!(!e.is_timeout(), "{e}"),
-    }
+    // The HTTP/2 connection: refused on the same connection, which the gateway then closes
+    // (the HTTP/1.1 ones are closed already, so no connection is left open).
+    let (status, body) = h2.get(&g, "/v1/models").await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (403, r#"{"error":"client_certificate_denied"}"#)
+    );
+    h2.ended().await;
     eventually(
         Duration::from_secs(10),
         "every connection closed",
@@ -681,4 +736,194 @@ public = true
         log.contains("client certificate no longer passes: closing the connection"),
         "{log}"
     );
+}
+
+/// A rustls client without a certificate, offering only `alpn`.
+fn anonymous_client_config(g: &Gateway, alpn: &[u8]) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut cfg = (*g.tls_client_config()).clone();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    std::sync::Arc::new(cfg)
+}
+
+fn required_policy(required: bool) -> String {
+    format!(
+        r#"
+[mtls]
+ca_file = "agents-ca.pem"
+required = {required}
+
+[[upstreams]]
+name = "worker"
+kind = "worker"
+
+[[routes]]
+name = "models"
+path_prefix = "/v1/"
+upstream = "worker"
+public = true
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_requiring_client_certificates_refuses_open_connections_without_one() {
+    let agents = TestCa::new("Agent CA");
+    let g = Gateway::start(Options {
+        policy: vec![
+            ("p.toml".into(), required_policy(false)),
+            ("agents-ca.pem".into(), agents.pem.clone()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    // Without a certificate, over HTTP/1.1 and HTTP/2: admitted while certificates are optional.
+    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+    let mut h1 = tokio_rustls::TlsConnector::from(anonymous_client_config(&g, b"http/1.1"))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(keepalive_get(&mut h1, "/v1/models").await.unwrap().0, 200);
+    let mut h2 = H2Conn::open(&g, anonymous_client_config(&g, b"h2")).await;
+    assert_eq!(h2.get(&g, "/v1/models").await.unwrap().0, 200);
+
+    let generation = g.generation().await;
+    rename_over(&g.policy_dir().join("p.toml"), &required_policy(true));
+    eventually(Duration::from_secs(10), "policy reloaded", || async {
+        (g.generation().await > generation).then_some(())
+    })
+    .await;
+
+    // Both connections: refused, then closed.
+    let required = r#"{"error":"client_certificate_required"}"#;
+    let (status, body) = keepalive_get(&mut h1, "/v1/models").await.unwrap();
+    assert_eq!((status, body.as_str()), (403, required));
+    assert!(keepalive_get(&mut h1, "/v1/models").await.is_none());
+    let (status, body) = h2.get(&g, "/v1/models").await.unwrap();
+    assert_eq!((status, body.as_str()), (403, required));
+    h2.ended().await;
+}
+
+fn ws_mtls_policy() -> &'static str {
+    r#"
+[mtls]
+ca_file = "agents-ca.pem"
+crl_files = ["agents.crl"]
+
+[[upstreams]]
+name = "rooms"
+kind = "rooms"
+
+[[routes]]
+name = "rooms"
+path_prefix = "/rooms/"
+upstream = "rooms"
+auth = "mtls"
+
+[routes.csrf]
+origins = ["https://app.example"]
+"#
+}
+
+/// Opens `wss://localhost/rooms/lobby/ws` presenting `cert`, sending `origin`.
+async fn open_mtls_ws(
+    g: &Gateway,
+    cert: &str,
+    key: &str,
+    origin: &str,
+) -> Result<common::ws::Ws, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(mtls_client_config(g, cert, key))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut req = format!("wss://localhost:{}/rooms/lobby/ws", g.https.port())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("origin", origin.parse().unwrap());
+    match tokio_tungstenite::client_async(req, tls).await {
+        Ok((s, _)) => Ok(s),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("handshake failed: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_websockets_check_origin_and_close_when_the_certificate_is_revoked() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let agents = TestCa::new("Agent CA");
+    let (cert, key, _) = agents.client_leaf_serial("agent-1.internal", 1001);
+    let g = Gateway::start(Options {
+        policy: vec![
+            ("p.toml".into(), ws_mtls_policy().into()),
+            ("agents-ca.pem".into(), agents.pem.clone()),
+            ("agents.crl".into(), agents.crl(&[9999])),
+        ],
+        ..Options::default()
+    })
+    .await;
+    // A page on another site: the browser would present the installed certificate.
+    let refused = open_mtls_ws(&g, &cert, &key, "https://evil.example").await;
+    assert_eq!(refused.err(), Some(403));
+    let mut ws = open_mtls_ws(&g, &cert, &key, "https://app.example")
+        .await
+        .unwrap_or_else(|s| panic!("HTTP {s}\n{}", g.log()));
+
+    // The CRL now revokes the certificate: the open tunnel is closed with 4403.
+    let generation = g.generation().await;
+    rename_over(&g.policy_dir().join("agents.crl"), &agents.crl(&[1001]));
+    eventually(Duration::from_secs(10), "CRL reloaded", || async {
+        (g.generation().await > generation).then_some(())
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => break u16::from(f.code),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}\n{}", g.log()),
+        }
+    };
+    assert_eq!(code, 4403, "access revoked by policy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_expires_on_an_open_connection_stops_working() {
+    let agents = TestCa::new("Agent CA");
+    let (cert, key) = agents.client_leaf_expiring_in("agent-1.internal", 3);
+    let g = Gateway::start(Options {
+        policy: vec![
+            ("p.toml".into(), required_policy(false)),
+            ("agents-ca.pem".into(), agents.pem.clone()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+    let mut h1 = tokio_rustls::TlsConnector::from(mtls_client_config(&g, &cert, &key))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut h2 = H2Conn::open(&g, mtls_client_config_alpn(&g, &cert, &key, b"h2")).await;
+    assert_eq!(keepalive_get(&mut h1, "/v1/models").await.unwrap().0, 200);
+    assert_eq!(h2.get(&g, "/v1/models").await.unwrap().0, 200);
+    // The same connections, asked again until the certificate's notAfter has passed (no reload
+    // happens in between): refused, then closed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let denied = r#"{"error":"client_certificate_denied"}"#;
+    loop {
+        let (status, body) = keepalive_get(&mut h1, "/v1/models").await.unwrap();
+        if status == 403 {
+            assert_eq!(body, denied);
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(tokio::time::Instant::now() < deadline, "still admitted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(keepalive_get(&mut h1, "/v1/models").await.is_none());
+    let (status, body) = h2.get(&g, "/v1/models").await.unwrap();
+    assert_eq!((status, body.as_str()), (403, denied));
+    h2.ended().await;
 }

@@ -161,16 +161,19 @@ impl Cors {
     }
 }
 
-/// The first `Access-Control-*` header of a response (an upstream's own CORS answer): the
-/// caller removes them one by one, so that a route's rule is the only answer the client sees.
-pub fn access_control_header(headers: &HeaderMap) -> Option<HeaderName> {
+/// The names of an upstream's own CORS answer (`Access-Control-*` and `Timing-Allow-Origin`),
+/// collected in one pass (usually none, and then nothing is allocated): on a route with a CORS
+/// rule the caller removes them, so that the rule is the only answer the client sees.
+pub fn upstream_grants(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .keys()
-        .find(|n| {
+        .filter(|n| {
             let n = n.as_str().as_bytes();
-            n.len() > ACCESS_CONTROL.len() && n[..ACCESS_CONTROL.len()] == *ACCESS_CONTROL
+            (n.len() > ACCESS_CONTROL.len() && n[..ACCESS_CONTROL.len()] == *ACCESS_CONTROL)
+                || n == b"timing-allow-origin"
         })
         .cloned()
+        .collect()
 }
 
 /// Header names are lower case in `http`.

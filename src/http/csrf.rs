@@ -51,6 +51,46 @@ impl CsrfFailure {
     }
 }
 
+/// What a request on a route with a CSRF rule must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Required {
+    /// Nothing: a safe method, or credentials a cross-site page cannot send.
+    Nothing,
+    /// The origin alone: a WebSocket handshake on a route a browser authenticates by itself
+    /// (a session cookie, or an installed client certificate, both presented on a cross-site
+    /// handshake), which cannot carry the token.
+    Origin,
+    /// Origin and token: an unsafe method.
+    Full,
+}
+
+/// The one place deciding what a request on a route with a CSRF rule must pass, for the proxy
+/// and `policy test` alike. `ambient`: the route takes credentials a browser sends by itself
+/// (`Route::ambient_credentials`); `signed`: a signed URL authenticated the request. A request
+/// with a bearer token or a signed URL was not sent by a cross-site page on its own.
+pub fn required(
+    method: &Method,
+    headers: &HeaderMap,
+    websocket: bool,
+    ambient: bool,
+    signed: bool,
+) -> Required {
+    let wanted = if is_unsafe(method) {
+        Required::Full
+    } else if websocket && ambient {
+        Required::Origin
+    } else {
+        return Required::Nothing;
+    };
+    let bearer = headers.get(http::header::AUTHORIZATION).is_some_and(|v| {
+        v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer ")
+    });
+    if bearer || signed {
+        return Required::Nothing;
+    }
+    wanted
+}
+
 /// Methods that change state and so need the check.
 pub fn is_unsafe(m: &Method) -> bool {
     !matches!(
@@ -82,6 +122,20 @@ fn referer_origin(r: &str) -> Option<&str> {
 }
 
 impl Csrf {
+    /// Checks what `required` asked for. `host` is the request's Host (with port, as sent).
+    pub fn check_required(
+        &self,
+        required: Required,
+        headers: &HeaderMap,
+        host: &str,
+    ) -> Result<(), CsrfFailure> {
+        match required {
+            Required::Nothing => Ok(()),
+            Required::Origin => self.check_origin(headers, host),
+            Required::Full => self.check(headers, host),
+        }
+    }
+
     /// Checks an unsafe request. `host` is the request's Host (with port, as sent).
     pub fn check(&self, headers: &HeaderMap, host: &str) -> Result<(), CsrfFailure> {
         self.check_origin(headers, host)?;
@@ -163,6 +217,33 @@ mod tests {
     }
 
     const T: &str = "0123456789abcdefXYZ";
+
+    #[test]
+    fn what_a_request_must_pass() {
+        use Required::*;
+        let none = headers(&[]);
+        let bearer = headers(&[("authorization", "Bearer abc")]);
+        // (method, headers, websocket, ambient credentials, signed URL) -> required
+        let cases: [(Method, &HeaderMap, bool, bool, bool, Required); 8] = [
+            (Method::GET, &none, false, true, false, Nothing),
+            (Method::POST, &none, false, false, false, Full),
+            (Method::POST, &bearer, false, true, false, Nothing),
+            (Method::POST, &none, false, true, true, Nothing),
+            // A handshake on a cookie or client-certificate route: the origin alone.
+            (Method::GET, &none, true, true, false, Origin),
+            (Method::GET, &bearer, true, true, false, Nothing),
+            (Method::GET, &none, true, true, true, Nothing),
+            // A handshake a browser cannot authenticate by itself.
+            (Method::GET, &none, true, false, false, Nothing),
+        ];
+        for (m, h, ws, ambient, signed, want) in cases {
+            assert_eq!(
+                required(&m, h, ws, ambient, signed),
+                want,
+                "{m} ws={ws} ambient={ambient} signed={signed}"
+            );
+        }
+    }
 
     #[test]
     fn same_origin_with_matching_token_passes() {

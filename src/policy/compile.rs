@@ -785,6 +785,17 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
                 "a cookie-authenticated route needs [routes.csrf] (cookies ride along on cross-site requests)",
             );
         }
+        if !raw.public
+            && raw.websocket.unwrap_or(is_rooms)
+            && auth.contains(&crate::auth::Provider::Mtls)
+            && raw.csrf.is_none()
+        {
+            cx.err_at(
+                &raw.name,
+                format!("{at}.csrf"),
+                "a WebSocket route taking client certificates needs [routes.csrf] with its allowed origins (a browser presents its certificate on a cross-site handshake)",
+            );
+        }
         if raw.signed_urls && signed.is_none() {
             cx.err_at(
                 &raw.name,

@@ -208,6 +208,12 @@ impl Route {
         format!("auth:{}", providers.join("|"))
     }
 
+    /// Whether the route takes credentials a browser presents by itself on a cross-site
+    /// request, WebSocket handshakes included: a session cookie or a client certificate.
+    pub fn ambient_credentials(&self) -> bool {
+        !self.public && (self.session_cookie.is_some() || self.auth.contains(&Provider::Mtls))
+    }
+
     pub fn matches_host(&self, host: &str) -> bool {
         self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host))
     }

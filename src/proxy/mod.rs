@@ -569,6 +569,15 @@ impl Gateway {
             resp.remove_header(name);
         }
         let route = ctx.route.map(|r| &policy.routes[r]);
+        // On a route with a CORS rule, the rule is the only CORS answer: an upstream's own grants
+        // go before the header profile and the rule add the gateway's (a preflight's own answer
+        // carries the rule's headers already).
+        if route.is_some_and(|r| r.cors.is_some()) && !cors::is_preflight(&req.method, &req.headers)
+        {
+            for name in cors::upstream_grants(&resp.headers) {
+                resp.remove_header(&name);
+            }
+        }
         let profile = &policy.headers.profiles[route.map_or(policy.headers.default, |r| r.headers)];
         for (name, value) in &profile.set {
             resp.insert_header(name.clone(), value.clone())?;
@@ -582,10 +591,6 @@ impl Gateway {
         if let Some(rule) = &route.cors {
             // A preflight's own answer carries its headers; a refused one gets none.
             if !cors::is_preflight(&req.method, &req.headers) {
-                // The route's rule is the only CORS answer: an upstream's own grants go.
-                while let Some(name) = cors::access_control_header(&resp.headers) {
-                    resp.remove_header(&name);
-                }
                 resp.append_header(header::VARY, cors::VARY_ORIGIN)?;
                 for (name, value) in rule.actual(req.headers.get(header::ORIGIN)) {
                     resp.insert_header(name, value)?;
@@ -625,15 +630,31 @@ impl Gateway {
 
 /// Ends the client's connection after this response: HTTP/1.1 by not keeping it alive; HTTP/2,
 /// whose other streams share it, by shutting the socket's read side, so the connection ends
-/// once the server sees end of input.
+/// once the server sees end of input. A stream can outlive its connection and the descriptor
+/// be reused by then: it is shut down only while its addresses are still the connection's.
 fn close_client_connection(session: &mut Session) {
     session.set_keepalive(None);
     if session.is_http2() {
-        if let Some(fd) = session
-            .digest()
-            .and_then(|d| d.socket_digest.as_ref())
-            .map(|s| s.raw_fd())
-        {
+        let Some(s) = session.digest().and_then(|d| d.socket_digest.as_ref()) else {
+            return;
+        };
+        // The peer address is read at accept (it is the client's); the local one when first
+        // asked for, so it is compared only if it was.
+        let inet = |a: Option<&Option<pingora::protocols::l4::socket::SocketAddr>>| {
+            a.map(|a| a.as_ref().and_then(|a| a.as_inet().copied()))
+        };
+        let Some(Some(peer)) = inet(s.peer_addr.get()) else {
+            return;
+        };
+        let fd = s.raw_fd();
+        let Some((now_local, now_peer)) = sessions::addresses(fd) else {
+            return;
+        };
+        let same_local = match inet(s.local_addr.get()) {
+            Some(local) => local == Some(now_local),
+            None => true,
+        };
+        if now_peer == peer && same_local {
             let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
         }
     }
@@ -832,10 +853,14 @@ impl ProxyHttp for Gateway {
             return self.deny(session, ctx, Deny::Internal).await;
         };
         // A client certificate is verified again after the CA bundle or CRLs change (a resumed
-        // session or a long-lived connection never meets the new verifier otherwise): one that
-        // no longer passes gets nothing more on its connection.
-        if let Some(Err(why)) = crate::tls::client_auth::handshake_info(session)
-            .map(|h| h.client_cert(policy.mtls.as_ref()).map(|_| ()))
+        // session or a long-lived connection never meets the new verifier otherwise), must not
+        // have expired, and must be there once `[mtls] required` is on: a connection that no
+        // longer passes gets nothing more.
+        if let Some((Err(why), with_cert)) =
+            crate::tls::client_auth::handshake_info(session).map(|h| {
+                let now = crate::auth::now_unix() as i64;
+                (h.cert.check(policy.mtls.as_ref(), now), h.client.is_some())
+            })
         {
             tracing::info!(
                 target: "portcullis::security",
@@ -844,7 +869,12 @@ impl ProxyHttp for Gateway {
                 "client certificate no longer passes: closing the connection"
             );
             close_client_connection(session);
-            return self.deny(session, ctx, Deny::ClientCertDenied).await;
+            let deny = if with_cert {
+                Deny::ClientCertDenied
+            } else {
+                Deny::ClientCertRequired
+            };
+            return self.deny(session, ctx, deny).await;
         }
         let req = session.req_header();
         let path = req.uri.path();
@@ -951,8 +981,9 @@ impl ProxyHttp for Gateway {
             let request = authn::AuthRequest {
                 auth: &self.auth,
                 req: session.req_header(),
+                // Checked against the live `[mtls]` at the start of the request.
                 client_cert: crate::tls::client_auth::handshake_info(session)
-                    .and_then(|h| h.client_cert(policy.mtls.as_ref()).ok().flatten()),
+                    .and_then(|h| h.client.as_deref()),
                 on_shadow: &|| self.metrics.shadow_denial(),
             };
             match authn::authenticate(&request, &policy, route, to_rooms).await {
@@ -1017,42 +1048,40 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(rule) = &route.csrf {
-            // A WebSocket handshake on a cookie route is a cross-site request like any other:
-            // it must come from an allowed origin.
-            let cookie_upgrade = ctx.websocket && route.session_cookie.is_some();
-            if csrf::is_unsafe(&req.method) || cookie_upgrade {
-                let bearer = req.headers.get(header::AUTHORIZATION).is_some_and(|v| {
-                    v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer ")
-                });
-                let signed = ctx
-                    .identity
-                    .as_ref()
-                    .is_some_and(|i| i.provider == crate::auth::Provider::SignedUrl);
-                if !bearer && !signed {
-                    let host = req
-                        .headers
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-                        .unwrap_or("");
-                    let checked = if cookie_upgrade {
-                        rule.check_origin(&req.headers, host)
-                    } else {
-                        rule.check(&req.headers, host)
-                    };
-                    if let Err(f) = checked {
-                        self.metrics.csrf_failure(f);
-                        tracing::info!(
-                            target: "portcullis::security",
-                            reason = f.reason(),
-                            client = %client_key,
-                            route = &*route.name,
-                            "CSRF check failed"
-                        );
-                        return self.deny(session, ctx, Deny::Csrf(f)).await;
-                    }
+            // Unsafe methods, and WebSocket handshakes on routes a browser authenticates by
+            // itself (a cross-site request like any other), must come from an allowed origin.
+            let signed = ctx
+                .identity
+                .as_ref()
+                .is_some_and(|i| i.provider == crate::auth::Provider::SignedUrl);
+            let required = csrf::required(
+                &req.method,
+                &req.headers,
+                ctx.websocket,
+                route.ambient_credentials(),
+                signed,
+            );
+            if required != csrf::Required::Nothing {
+                let host = req
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .or_else(|| req.uri.authority().map(|a| a.as_str()))
+                    .unwrap_or("");
+                if let Err(f) = rule.check_required(required, &req.headers, host) {
+                    self.metrics.csrf_failure(f);
+                    tracing::info!(
+                        target: "portcullis::security",
+                        reason = f.reason(),
+                        client = %client_key,
+                        route = &*route.name,
+                        "CSRF check failed"
+                    );
+                    return self.deny(session, ctx, Deny::Csrf(f)).await;
                 }
-            } else if csrf::cookie(&req.headers, &rule.cookie).is_none() {
+            } else if !csrf::is_unsafe(&req.method)
+                && csrf::cookie(&req.headers, &rule.cookie).is_none()
+            {
                 ctx.issue_csrf = true;
             }
         }
@@ -1076,6 +1105,7 @@ impl ProxyHttp for Gateway {
                 route.name.clone(),
                 session.req_header().uri.path(),
                 ctx.identity.clone(),
+                crate::tls::client_auth::handshake_info(session).map(|h| h.cert.clone()),
             ));
         }
         if route.query_token {

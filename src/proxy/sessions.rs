@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use crate::auth::{Identity, Provider};
 use crate::backends::rooms::room_of;
 use crate::policy::model::{Policy, UpstreamTarget};
+use crate::tls::client_auth::CertCheck;
 
 /// One open session, as admitted.
 #[derive(Debug)]
@@ -21,6 +22,9 @@ pub struct WsSession {
     /// The request path (the room is read from it).
     pub path: Box<str>,
     pub identity: Option<Arc<Identity>>,
+    /// The connection's client certificate (TLS connections), checked against `[mtls]` again on
+    /// every reload like the connection's requests are.
+    pub cert: Option<Arc<CertCheck>>,
     /// The upstream socket: its fd and both addresses, to check it is still the same socket
     /// before shutting it down (an fd number can be reused once closed).
     upstream: Mutex<Option<(RawFd, SocketAddr, SocketAddr)>>,
@@ -64,7 +68,7 @@ impl Drop for WsGuard {
 }
 
 /// The local and peer addresses of a TCP socket.
-fn addresses(fd: RawFd) -> Option<(SocketAddr, SocketAddr)> {
+pub(crate) fn addresses(fd: RawFd) -> Option<(SocketAddr, SocketAddr)> {
     use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
     let addr = |s: SockaddrStorage| -> Option<SocketAddr> {
         if let Some(a) = s.as_sockaddr_in() {
@@ -84,12 +88,14 @@ impl WsRegistry {
         route: Arc<str>,
         path: &str,
         identity: Option<Arc<Identity>>,
+        cert: Option<Arc<CertCheck>>,
     ) -> WsGuard {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let session = Arc::new(WsSession {
             route,
             path: path.into(),
             identity,
+            cert,
             upstream: Mutex::new(None),
             revoked: AtomicBool::new(false),
             why: std::sync::atomic::AtomicU8::new(Why::PolicyRevoked as u8),
@@ -191,11 +197,16 @@ impl WsSession {
     }
 }
 
-/// Whether the session would be admitted by `policy` as it was: same route (by name) still
+/// Whether the session would be admitted by `policy` as it was: its connection's client
+/// certificate (or its absence) still passing `[mtls]`, same route (by name) still
 /// taking WebSocket upgrades, its credentials still enough for the route, and the room rule
 /// still letting it in. Credentials are not re-verified (keys and expiry were checked at the
 /// handshake; expiry closes the session on its own).
 fn still_admitted(policy: &Policy, s: &WsSession) -> Result<(), &'static str> {
+    // The connection's client certificate, as its requests would be checked now.
+    if let Some(cert) = &s.cert {
+        cert.check(policy.mtls.as_ref(), crate::auth::now_unix() as i64)?;
+    }
     let Some(route) = policy.routes.iter().find(|r| r.name == s.route) else {
         return Err("route removed");
     };

@@ -5,8 +5,9 @@
 //! SHA-256 fingerprint, subject and SANs are kept with the connection for the request phase.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use pingora::listeners::TlsAccept;
@@ -26,37 +27,88 @@ pub struct HandshakeInfo {
     pub version: &'static str,
     /// The verified client certificate's identity, when one was presented.
     pub client: Option<Arc<ClientCert>>,
-    /// The client's certificate chain (leaf first), kept to verify it again when the `[mtls]`
-    /// CA bundle or CRLs change: a resumed session skips the verifier, and a long-lived
-    /// connection outlives any reload.
-    chain: Vec<CertificateDer<'static>>,
-    /// The `MtlsSettings::id` the chain last passed (0: not yet checked on a request).
-    checked: AtomicU64,
+    /// The connection's client certificate as the live policy sees it (shared with the
+    /// WebSocket tunnels opened on the connection, which a reload re-checks).
+    pub cert: Arc<CertCheck>,
 }
 
-impl HandshakeInfo {
-    /// The client certificate as the current policy sees it: verified again against `mtls`
-    /// (its CA bundle and CRLs, now) once per connection and per change of them. `Err` when the
-    /// connection carries a certificate that no longer passes, or client certificates are no
-    /// longer configured: nothing on that connection may pass any more.
-    pub fn client_cert(&self, mtls: Option<&MtlsSettings>) -> Result<Option<&ClientCert>, String> {
-        let Some(client) = self.client.as_deref() else {
-            return Ok(None);
-        };
-        let Some(m) = mtls else {
-            return Err("client certificates are no longer configured".into());
-        };
-        if self.checked.load(Ordering::Acquire) == m.id {
-            return Ok(Some(client));
+/// A connection's client certificate chain, checked again against the live `[mtls]` settings:
+/// after the CA bundle or CRLs change (a resumed session skips the verifier, and a long-lived
+/// connection outlives any reload), once `required` is switched on for a connection without
+/// one, and once the certificate expires while the connection stays open.
+#[derive(Debug)]
+pub struct CertCheck {
+    /// Leaf first; empty when the client presented no certificate.
+    chain: Vec<CertificateDer<'static>>,
+    /// The leaf's notAfter, in Unix seconds.
+    not_after: i64,
+    /// The `MtlsSettings::id` the chain last passed; `UNCHECKED` before the first check,
+    /// `FAILED` for good once a check failed (the connection is being closed).
+    state: AtomicU64,
+}
+
+const UNCHECKED: u64 = 0;
+const FAILED: u64 = u64::MAX;
+
+impl CertCheck {
+    pub fn new(chain: Vec<CertificateDer<'static>>) -> CertCheck {
+        let not_after = chain.first().map_or(i64::MAX, |leaf| {
+            // A chain the verifier accepted parses; should it not, the expiry is left to the
+            // verifier's own check on the next bundle change.
+            x509_parser::parse_x509_certificate(leaf.as_ref())
+                .map_or(i64::MAX, |(_, c)| c.validity().not_after.timestamp())
+        });
+        CertCheck {
+            chain,
+            not_after,
+            state: AtomicU64::new(UNCHECKED),
+        }
+    }
+
+    /// A chain the listener's verifier accepted during this handshake under `mtls_id`: the
+    /// first request needs no second verification.
+    fn verified_under(self, mtls_id: u64) -> CertCheck {
+        self.state.store(mtls_id, Ordering::Relaxed);
+        self
+    }
+
+    /// Whether the connection may still be served under `mtls` (the live `[mtls]`): its
+    /// certificate verified against the current CA bundle and CRLs (once per change of them),
+    /// not expired, and present if certificates are now required. `Err` says why not; a
+    /// failure is kept, so later requests on the connection pay no verification.
+    pub fn check(&self, mtls: Option<&MtlsSettings>, now_unix: i64) -> Result<(), &'static str> {
+        let state = self.state.load(Ordering::Acquire);
+        if state == FAILED {
+            return Err("client certificate already refused on this connection");
         }
         let Some((leaf, intermediates)) = self.chain.split_first() else {
-            return Err("no certificate chain kept".into());
+            return match mtls {
+                Some(m) if m.required => self.fail("client certificate now required"),
+                _ => Ok(()),
+            };
         };
-        m.verifier
+        let Some(m) = mtls else {
+            return self.fail("client certificates are no longer configured");
+        };
+        if now_unix > self.not_after {
+            return self.fail("client certificate has expired");
+        }
+        if state == m.id {
+            return Ok(());
+        }
+        if m.verifier
             .verify_client_cert(leaf, intermediates, UnixTime::now())
-            .map_err(|e| e.to_string())?;
-        self.checked.store(m.id, Ordering::Release);
-        Ok(Some(client))
+            .is_err()
+        {
+            return self.fail("client certificate no longer passes the CA bundle or CRLs");
+        }
+        self.state.store(m.id, Ordering::Release);
+        Ok(())
+    }
+
+    fn fail(&self, why: &'static str) -> Result<(), &'static str> {
+        self.state.store(FAILED, Ordering::Release);
+        Err(why)
     }
 }
 
@@ -186,8 +238,46 @@ impl AllowEntry {
     }
 }
 
+/// Leaves the listener's verifier has just accepted, each with the `MtlsSettings::id` it
+/// accepted it under, until the handshake callback takes them: the first request of a full
+/// handshake then needs no second verification (a resumed session never meets the verifier and
+/// finds nothing here). The verifier has no per-connection state, so leaves are matched by
+/// their SHA-256: two handshakes presenting the same leaf at once may take each other's entry,
+/// which that same leaf has just passed. Bounded: entries left by handshakes that failed after
+/// the verifier are dropped when it fills.
+#[derive(Debug, Default)]
+pub struct JustVerified(Mutex<HashMap<[u8; 32], u64>>);
+
+const JUST_VERIFIED_MAX: usize = 4096;
+
+fn leaf_key(leaf: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, leaf).as_ref());
+    k
+}
+
+impl JustVerified {
+    fn put(&self, leaf: &[u8], mtls_id: u64) {
+        let k = leaf_key(leaf);
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= JUST_VERIFIED_MAX && !m.contains_key(&k) {
+                m.clear();
+            }
+            m.insert(k, mtls_id);
+        }
+    }
+
+    fn take(&self, leaf: &[u8]) -> Option<u64> {
+        let k = leaf_key(leaf);
+        self.0.lock().ok()?.remove(&k)
+    }
+}
+
 /// Keeps SNI, version and the client certificate with the connection.
-pub struct HandshakeCallbacks;
+pub struct HandshakeCallbacks {
+    /// Shared with the listener's `PolicyClientVerifier`.
+    pub verified: Arc<JustVerified>,
+}
 
 #[async_trait]
 impl TlsAccept for HandshakeCallbacks {
@@ -201,11 +291,18 @@ impl TlsAccept for HandshakeCallbacks {
             client: tls
                 .peer_certificate_der()
                 .map(|der| Arc::new(ClientCert::from_der(der))),
-            chain: tls
-                .peer_cert_chain_der()
-                .map(<[_]>::to_vec)
-                .unwrap_or_default(),
-            checked: AtomicU64::new(0),
+            cert: Arc::new({
+                let chain = tls
+                    .peer_cert_chain_der()
+                    .map(<[_]>::to_vec)
+                    .unwrap_or_default();
+                let verified = chain.first().and_then(|leaf| self.verified.take(leaf));
+                let check = CertCheck::new(chain);
+                match verified {
+                    Some(id) => check.verified_under(id),
+                    None => check,
+                }
+            }),
         };
         Some(Arc::new(info))
     }
@@ -224,6 +321,8 @@ pub fn handshake_info(session: &pingora::proxy::Session) -> Option<&HandshakeInf
 pub struct PolicyClientVerifier {
     pub store: Arc<PolicyStore>,
     pub provider: Arc<rustls::crypto::CryptoProvider>,
+    /// Shared with the listener's `HandshakeCallbacks`.
+    pub verified: Arc<JustVerified>,
 }
 
 impl ClientCertVerifier for PolicyClientVerifier {
@@ -252,9 +351,13 @@ impl ClientCertVerifier for PolicyClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         match &self.store.snapshot().mtls {
-            Some(m) => m
-                .verifier
-                .verify_client_cert(end_entity, intermediates, now),
+            Some(m) => {
+                let verified = m
+                    .verifier
+                    .verify_client_cert(end_entity, intermediates, now)?;
+                self.verified.put(end_entity, m.id);
+                Ok(verified)
+            }
             None => Err(rustls::Error::General(
                 "client certificates are not configured".into(),
             )),
@@ -300,8 +403,8 @@ impl ClientCertVerifier for PolicyClientVerifier {
 pub struct MtlsSettings {
     pub verifier: Arc<dyn ClientCertVerifier>,
     pub required: bool,
-    /// Names the CA bundle and CRLs by content (never 0): a connection's certificate is
-    /// verified again when it changes.
+    /// Names the CA bundle and CRLs by content (never 0 nor `u64::MAX`): a connection's
+    /// certificate is verified again when it changes.
     pub id: u64,
 }
 
@@ -317,7 +420,7 @@ pub fn bundle_id(ca_pem: &[u8], crl_pems: &[Vec<u8>]) -> u64 {
     let d = ctx.finish();
     let mut id = [0u8; 8];
     id.copy_from_slice(&d.as_ref()[..8]);
-    u64::from_be_bytes(id).max(1)
+    u64::from_be_bytes(id).clamp(1, FAILED - 1)
 }
 
 impl std::fmt::Debug for MtlsSettings {
@@ -376,5 +479,56 @@ mod tests {
         assert!(AllowEntry::parse("sha256:abc").is_err());
         assert!(AllowEntry::parse("agent").is_err());
         assert!(AllowEntry::parse("san:").is_err());
+    }
+
+    /// A CA and a client leaf it signed: (CA PEM, leaf DER).
+    fn ca_and_leaf() -> (String, CertificateDer<'static>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = p.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["agent.internal".to_string()]).unwrap();
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf = p.signed_by(&key, &ca, &ca_key).unwrap();
+        (ca.pem(), leaf.der().clone())
+    }
+
+    fn settings(ca_pem: &str) -> MtlsSettings {
+        MtlsSettings {
+            verifier: build_verifier(ca_pem.as_bytes(), &[]).unwrap(),
+            required: false,
+            id: bundle_id(ca_pem.as_bytes(), &[]),
+        }
+    }
+
+    #[test]
+    fn a_chain_the_handshake_verified_is_not_verified_again_until_the_bundle_changes() {
+        let (ca, leaf) = ca_and_leaf();
+        let (other_ca, _) = ca_and_leaf();
+        // A bundle that would refuse the leaf, named as the one the handshake passed it under:
+        // the first request trusts the handshake and verifies nothing.
+        let stale = settings(&other_ca);
+        let handshake = CertCheck::new(vec![leaf.clone()]).verified_under(stale.id);
+        assert_eq!(handshake.check(Some(&stale), 0), Ok(()));
+        // Without that stamp (a resumed session), the same request verifies, and fails.
+        let resumed = CertCheck::new(vec![leaf.clone()]);
+        assert!(resumed.check(Some(&stale), 0).is_err());
+        // ... and keeps failing without verifying again, even under a bundle it would pass.
+        assert!(resumed.check(Some(&settings(&ca)), 0).is_err());
+        // A changed bundle verifies again.
+        let fresh = CertCheck::new(vec![leaf]).verified_under(stale.id);
+        assert_eq!(fresh.check(Some(&settings(&ca)), 0), Ok(()));
+    }
+
+    #[test]
+    fn the_verifier_hands_each_leaf_to_its_own_handshake_once() {
+        let (_, leaf) = ca_and_leaf();
+        let (_, other) = ca_and_leaf();
+        let v = JustVerified::default();
+        v.put(leaf.as_ref(), 7);
+        assert_eq!(v.take(other.as_ref()), None);
+        assert_eq!(v.take(leaf.as_ref()), Some(7));
+        assert_eq!(v.take(leaf.as_ref()), None);
     }
 }

@@ -59,6 +59,20 @@ impl TestCa {
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
 
+    /// A client certificate for `name` that expires `secs` seconds from now: (certificate PEM,
+    /// key PEM).
+    pub fn client_leaf_expiring_in(&self, name: &str, secs: i64) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::seconds(secs);
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A leaf for `names` that expires in `days` days: (certificate PEM, key PEM).
     pub fn leaf_expiring(&self, names: &[&str], days: i64) -> (String, String) {
         let key = KeyPair::generate().unwrap();
