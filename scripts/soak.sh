@@ -106,6 +106,10 @@ default_cert = "localhost"
 [log]
 format = "json"
 level = "info"
+# h2load's fixed-rate clients never reconnect: each carries thousands of requests on one
+# connection, past the default cap of 1000 per connection.
+[network]
+max_requests_per_connection = 0
 EOF
 
 start_upstream() {
