@@ -425,6 +425,33 @@ async fn hosts_are_normalized_before_routing_and_bad_hosts_refused() {
         assert_eq!(status, 200, "HTTP/2 {host}: {body}");
         assert_eq!(route_of(&up), ["host", "host"], "{host}");
     }
+    // A rewritten target keeps its host: over HTTP/2 the host is only in `:authority`, and the
+    // canonical path replaces the URI.
+    for target in ["/x/../h", "//h", "/%68", "/./h"] {
+        up.seen.lock().unwrap().clear();
+        let (status, resp) = h1(&g, "api.example.com", target, "").await;
+        assert_eq!(status, 200, "HTTP/1.1 {target}: {resp}");
+        let (status, body) = h2(&send, "api.example.com", target, &[]).await;
+        assert_eq!(status, 200, "HTTP/2 {target}: {body}");
+        let heads: Vec<String> = up
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        assert_eq!(heads.len(), 2, "{heads:?}");
+        for head in &heads {
+            assert!(head.starts_with("get /h "), "{target}: {head}");
+            let lines: Vec<&str> = head.lines().collect();
+            assert!(lines.contains(&"host: api.example.com"), "{target}: {head}");
+            assert!(
+                lines.contains(&"x-forwarded-host: api.example.com"),
+                "{target}: {head}"
+            );
+        }
+        assert_eq!(route_of(&up), ["host", "host"], "{target}");
+    }
     for host in [
         "api.example.com..",
         "api..example.com",

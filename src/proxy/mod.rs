@@ -171,6 +171,17 @@ pub struct RequestCtx {
     pub ws_guard: Option<sessions::WsGuard>,
     /// OpenTelemetry spans, when tracing is on.
     pub trace: Option<Box<crate::observability::otel::RequestSpans>>,
+    /// The request's `Host` (or HTTP/2 `:authority`) as sent, read once before the target is
+    /// rewritten: routing, the upstream's `Host` and `X-Forwarded-Host` and the CSRF origin
+    /// check all use this one value.
+    pub host: Option<String>,
+}
+
+impl RequestCtx {
+    /// The normalized host routes match (see `host::normalize`); empty when there is none.
+    fn route_host(&self) -> &str {
+        self.host.as_deref().and_then(host::normalize).unwrap_or("")
+    }
 }
 
 impl RequestCtx {
@@ -213,10 +224,23 @@ fn security_event(d: &Deny) -> Option<crate::observability::alerts::EventKind> {
     })
 }
 
+/// `uri` with a new path and query, keeping its scheme and authority (an HTTP/2 request
+/// carries its host only in `:authority`).
+pub(crate) fn with_target(uri: &http::Uri, target: String) -> Option<http::Uri> {
+    let mut builder = http::Uri::builder();
+    if let Some(scheme) = uri.scheme() {
+        builder = builder.scheme(scheme.clone());
+    }
+    if let Some(authority) = uri.authority() {
+        builder = builder.authority(authority.clone());
+    }
+    builder.path_and_query(target).build().ok()
+}
+
 /// Drops the query string (a verified signed URL's parameters are not forwarded).
 fn strip_query(session: &mut Session) {
-    let path = session.req_header().uri.path().to_string();
-    if let Ok(uri) = http::Uri::builder().path_and_query(path).build() {
+    let req = session.req_header();
+    if let Some(uri) = with_target(&req.uri, req.uri.path().to_string()) {
         session.req_header_mut().set_uri(uri);
     }
 }
@@ -707,6 +731,7 @@ impl ProxyHttp for Gateway {
             ws_close: None,
             ws_guard: None,
             trace: None,
+            host: None,
         }
     }
 
@@ -770,9 +795,12 @@ impl ProxyHttp for Gateway {
         // Routes match the normalized host: one that does not parse is refused, never left to
         // fall through to the routes that take any host.
         if let Some(raw) = raw_host(req) {
-            if raw.ok().and_then(host::normalize).is_none() {
-                ctx.deny = Some(Deny::BadHost);
-                return Ok(());
+            match raw.ok().filter(|r| host::normalize(r).is_some()) {
+                Some(raw) => ctx.host = Some(raw.to_string()),
+                None => {
+                    ctx.deny = Some(Deny::BadHost);
+                    return Ok(());
+                }
             }
         }
         // An absolute-form target must name the same host as the Host header.
@@ -814,11 +842,12 @@ impl ProxyHttp for Gateway {
                 None => c,
             }),
         };
-        // Forward exactly the path that was matched: one canonical view for both.
+        // Forward exactly the path that was matched: one canonical view for both. The scheme
+        // and authority stay (an HTTP/2 request carries its host only there).
         if let Some(target) = rewritten {
-            match http::Uri::builder().path_and_query(target).build() {
-                Ok(uri) => session.req_header_mut().set_uri(uri),
-                Err(_) => ctx.deny = Some(Deny::BadPath(crate::http::path::PathError::BadPercent)),
+            match with_target(&req.uri, target) {
+                Some(uri) => session.req_header_mut().set_uri(uri),
+                None => ctx.deny = Some(Deny::BadPath(crate::http::path::PathError::BadPercent)),
             }
         }
         Ok(())
@@ -856,8 +885,7 @@ impl ProxyHttp for Gateway {
                 .await?;
             return Ok(true);
         }
-        let host = request_host(req);
-        let idx = match policy.decide_path(host, path, crate::auth::now_unix()) {
+        let idx = match policy.decide_path(ctx.route_host(), path, crate::auth::now_unix()) {
             PathVerdict::Refused(d) => {
                 if d == Deny::BlockedPath {
                     tracing::info!(
@@ -1029,12 +1057,7 @@ impl ProxyHttp for Gateway {
                     .as_ref()
                     .is_some_and(|i| i.provider == crate::auth::Provider::SignedUrl);
                 if !bearer && !signed {
-                    let host = req
-                        .headers
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-                        .unwrap_or("");
+                    let host = ctx.host.as_deref().unwrap_or("");
                     let checked = if cookie_upgrade {
                         rule.check_origin(&req.headers, host)
                     } else {
@@ -1299,7 +1322,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -1335,11 +1358,11 @@ impl ProxyHttp for Gateway {
             }
         }
         if !upstream_request.headers.contains_key(header::HOST) {
-            if let Some(a) = upstream_request.uri.authority().cloned() {
-                upstream_request.insert_header(header::HOST, a.as_str())?;
+            if let Some(h) = &ctx.host {
+                upstream_request.insert_header(header::HOST, h.as_str())?;
             }
         }
-        let host = request_host(session.req_header()).to_string();
+        let host = ctx.route_host().to_string();
         if let Some(ip) = ctx.client {
             upstream_request.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?;
         }
