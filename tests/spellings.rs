@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::upstream::TestUpstream;
 use common::*;
+use portcullis::policy::paths::bypass_corpus;
 
 const ADMIN: [&str; 2] = ["/admin/", "/internal"];
 const BLOCKED: [&str; 3] = ["/terminal", "/.git", "/debug/pprof"];
@@ -117,6 +118,8 @@ fn spellings(prefix: &str) -> Vec<String> {
                         })
                         .collect();
                     out.push(format!("{lead}/{}/storage/b/k", path.join("/")));
+                    // The prefix itself, with nothing below it (`/admin;x`, `/ADMIN%20`).
+                    out.push(format!("{lead}/{}", path.join("/")));
                 }
             }
         }
@@ -283,6 +286,68 @@ async fn admin_and_blocked_paths_in_every_spelling_never_reach_the_upstream() {
             (got, code(&body)),
             (status, error),
             "HTTP/2 {target}: {body}"
+        );
+    }
+    assert_eq!(targets(&up), Vec::<String>::new(), "forwarded upstream");
+}
+
+/// The bare admin prefix in the spellings a catch-all route would otherwise forward, and the
+/// canonicalizer's spellings (`//`, `/./`, `%61dmin`, fullwidth, `%2e`, backslash, absolute
+/// form) of each admin prefix: every one is refused by the gateway itself, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_prefixes_in_every_canonicalizer_spelling_are_refused() {
+    let up = TestUpstream::start(0).await;
+    let g = Gateway::start(policy(up.port, "")).await;
+    let send = h2_connect(&g).await;
+    let mut corpus: Vec<String> = [
+        "/admin",
+        "/ADMIN",
+        "/admin;x",
+        "/admin%20",
+        "/admin.",
+        "/a;b/../admin",
+        "/Admin/",
+        "/%61dmin",
+    ]
+    .map(String::from)
+    .to_vec();
+    for prefix in ADMIN {
+        corpus.extend(bypass_corpus(prefix.trim_end_matches('/'), true));
+    }
+    for target in &corpus {
+        let (status, resp) = h1(&g, "localhost", target, "").await;
+        assert!(
+            matches!(status, 400 | 403),
+            "HTTP/1.1 {target} answered {status}: {resp}"
+        );
+        // Only what the HTTP/2 client can put in `:path`.
+        if target.starts_with('/') && target.parse::<http::uri::PathAndQuery>().is_ok() {
+            let (status, body) = h2(&send, "localhost", target, &[]).await;
+            assert!(
+                matches!(status, 400 | 403),
+                "HTTP/2 {target} answered {status}: {body}"
+            );
+        }
+    }
+    for target in [
+        "/admin",
+        "/ADMIN",
+        "/admin/",
+        "//admin",
+        "/%61dmin",
+        "/internal",
+    ] {
+        let (status, resp) = h1(&g, "localhost", target, "").await;
+        assert_eq!(
+            (status, code(&resp)),
+            (403, "admin_required"),
+            "HTTP/1.1 {target}"
+        );
+        let (status, body) = h2(&send, "localhost", target, &[]).await;
+        assert_eq!(
+            (status, code(&body)),
+            (403, "admin_required"),
+            "HTTP/2 {target}"
         );
     }
     assert_eq!(targets(&up), Vec::<String>::new(), "forwarded upstream");
