@@ -274,6 +274,11 @@ async fn admin_and_blocked_paths_in_every_spelling_never_reach_the_upstream() {
         ("/terminal%3Bx", 400, "path_parameter_on_blocked"),
         ("/api/..%3B/terminal", 400, "path_parameter_on_blocked"),
         ("/debug%20/pprof", 400, "path_lookalike_of_blocked"),
+        // Non-ASCII letters that case-map to ASCII (dotless i; long s and the Kelvin sign in
+        // the unit tests).
+        ("/adm%C4%B1n/storage/b/k", 400, "path_lookalike_of_admin"),
+        ("/%C4%B1nternal", 400, "path_lookalike_of_admin"),
+        ("/.g%C4%B1t/config", 400, "path_lookalike_of_blocked"),
     ] {
         let (got, resp) = h1(&g, "localhost", target, "").await;
         assert_eq!(
