@@ -264,16 +264,38 @@ fn strip_cookie(req: &mut RequestHeader, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Client headers that legacy stacks take as the client's address, the path or the method:
-/// always removed (a path or method override gets past blocked paths and method allow-lists).
-const OVERRIDE_HEADERS: [&[u8]; 7] = [
+/// Client headers that legacy stacks or other proxies take as the client's address, its host,
+/// its scheme, the path or the method: always removed (a path or method override gets past
+/// blocked paths and method allow-lists). Sorted, for a binary search with `_` read as `-`.
+const OVERRIDE_HEADERS: [&[u8]; 28] = [
+    b"cf-connecting-ip",
+    b"client-ip",
+    b"fastly-client-ip",
+    b"forwarded",
+    b"forwarded-for",
+    b"front-end-https",
+    b"proxy-client-ip",
     b"true-client-ip",
+    b"wl-proxy-client-ip",
     b"x-client-ip",
-    b"x-original-url",
-    b"x-rewrite-url",
-    b"x-http-method-override",
+    b"x-cluster-client-ip",
+    b"x-envoy-external-address",
+    b"x-envoy-original-path",
+    b"x-forwarded",
+    b"x-host",
     b"x-http-method",
+    b"x-http-method-override",
     b"x-method-override",
+    b"x-original-host",
+    b"x-original-uri",
+    b"x-original-url",
+    b"x-originating-ip",
+    b"x-proxyuser-ip",
+    b"x-real-ip",
+    b"x-remote-addr",
+    b"x-remote-ip",
+    b"x-request-id",
+    b"x-rewrite-url",
 ];
 
 /// Headers a client may not set: identity and forwarding headers are the gateway's to write, and
@@ -283,10 +305,15 @@ fn is_identity_header(name: &str) -> bool {
     let n = name.as_bytes();
     starts_folded(n, b"x-portcullis-")
         || starts_folded(n, b"x-forwarded-")
-        || eq_folded(n, b"x-real-ip")
-        || eq_folded(n, b"forwarded")
-        || eq_folded(n, b"x-request-id")
-        || OVERRIDE_HEADERS.iter().any(|h| eq_folded(n, h))
+        || OVERRIDE_HEADERS
+            .binary_search_by(|h| cmp_folded(h, n))
+            .is_ok()
+}
+
+/// Orders a listed name against a lower-case header name read with `_` as `-`.
+fn cmp_folded(listed: &[u8], name: &[u8]) -> std::cmp::Ordering {
+    let fold = |c: &u8| if *c == b'_' { b'-' } else { *c };
+    listed.iter().copied().cmp(name.iter().map(fold))
 }
 
 /// Whether two lower-case header names are the same with `_` read as `-`.
@@ -1743,15 +1770,43 @@ mod tests {
             "x_http_method_override",
             "x-http-method",
             "x-method-override",
+            "x-forwarded",
+            "x_forwarded",
+            "forwarded-for",
+            "x-original-host",
+            "x-host",
+            "x-proxyuser-ip",
+            "client-ip",
+            "client_ip",
+            "x-cluster-client-ip",
+            "x-remote-addr",
+            "x-remote-ip",
+            "x-originating-ip",
+            "front-end-https",
+            "front_end_https",
+            "x-original-uri",
+            "proxy-client-ip",
+            "wl-proxy-client-ip",
+            "cf-connecting-ip",
+            "fastly-client-ip",
+            "x-envoy-external-address",
+            "x-envoy-original-path",
+            "x-rewrite-url",
         ] {
             assert!(is_identity_header(name), "{name}");
         }
+        // The binary search needs the list sorted.
+        assert!(OVERRIDE_HEADERS.windows(2).all(|w| w[0] < w[1]));
         for name in [
             "x-portcullis",
             "x-client-ipx",
             "accept",
             "x-real-ipv6",
             "forwarded-x",
+            "x-hosts",
+            "x-forwarde",
+            "a",
+            "zz",
         ] {
             assert!(!is_identity_header(name), "{name}");
         }
