@@ -230,10 +230,15 @@ pub fn without_params(path: &str) -> Option<String> {
     } else {
         stripped
     };
-    Some(match canonicalize(&stripped) {
-        Ok(c) => c.into_owned(),
-        Err(_) => stripped,
-    })
+    Some(rewritten(&stripped).unwrap_or(stripped))
+}
+
+/// `path` canonicalized when that changes it; `None` when it is canonical already or refused.
+fn rewritten(path: &str) -> Option<String> {
+    match canonicalize(path) {
+        Ok(Cow::Owned(c)) => Some(c),
+        _ => None,
+    }
 }
 
 /// Whether `path` has a `;` parameter, literal or encoded as `%3B`.
@@ -287,10 +292,7 @@ impl<'a> Readings<'a> {
             .flat_map(self::lookalikes)
         {
             // A backend that trims `..%20` to `..` then resolves it.
-            let form = match canonicalize(&form) {
-                Ok(c) => c.into_owned(),
-                Err(_) => form,
-            };
+            let form = rewritten(&form).unwrap_or(form);
             if form != canonical && !lookalikes.contains(&form) {
                 lookalikes.push(form);
             }

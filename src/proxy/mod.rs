@@ -175,6 +175,9 @@ pub struct RequestCtx {
     /// rewritten: routing, the upstream's `Host` and `X-Forwarded-Host` and the CSRF origin
     /// check all use this one value.
     pub host: Option<String>,
+    /// What screening the path found (blocked prefix, admin coverage), for routing and the
+    /// admin check.
+    pub screened: Option<crate::policy::paths::Screened>,
 }
 
 impl RequestCtx {
@@ -759,6 +762,7 @@ impl ProxyHttp for Gateway {
             ws_guard: None,
             trace: None,
             host: None,
+            screened: None,
         }
     }
 
@@ -854,17 +858,23 @@ impl ProxyHttp for Gateway {
         };
         let path = req.uri.path();
         let policy = ctx.policy.as_ref().expect("set above");
-        let rewritten = match policy.screen_path(path) {
+        let rewritten = match policy.screen(path) {
             Err(d) => {
                 ctx.deny = Some(d);
                 return Ok(());
             }
-            Ok(std::borrow::Cow::Borrowed(c)) if !raw_is_uri => Some(match req.uri.query() {
+            Ok((canonical, screened)) => {
+                ctx.screened = Some(screened);
+                canonical
+            }
+        };
+        let rewritten = match rewritten {
+            std::borrow::Cow::Borrowed(c) if !raw_is_uri => Some(match req.uri.query() {
                 Some(q) => format!("{c}?{q}"),
                 None => c.to_string(),
             }),
-            Ok(std::borrow::Cow::Borrowed(_)) => None,
-            Ok(std::borrow::Cow::Owned(c)) => Some(match req.uri.query() {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(c) => Some(match req.uri.query() {
                 Some(q) => format!("{c}?{q}"),
                 None => c,
             }),
@@ -912,7 +922,12 @@ impl ProxyHttp for Gateway {
                 .await?;
             return Ok(true);
         }
-        let idx = match policy.decide_path(ctx.route_host(), path, crate::auth::now_unix()) {
+        let now = crate::auth::now_unix();
+        let verdict = match ctx.screened {
+            Some(screened) => policy.decide_screened(ctx.route_host(), path, screened, now),
+            None => policy.decide_path(ctx.route_host(), path, now),
+        };
+        let idx = match verdict {
             PathVerdict::Refused(d) => {
                 if d == Deny::BlockedPath {
                     tracing::info!(
@@ -1057,7 +1072,11 @@ impl ProxyHttp for Gateway {
         }
         let req = session.req_header();
         let path = req.uri.path();
-        if policy.admin.covers(path) {
+        let admin = match ctx.screened {
+            Some(screened) => screened.admin,
+            None => policy.admin.covers(path),
+        };
+        if admin {
             let admitted = ctx.identity.as_ref().is_some_and(|i| {
                 i.has(&policy.admin.capability) || i.provider == crate::auth::Provider::SignedUrl
             }) || ctx.client.is_some_and(|c| policy.admin.network_allows(c));
