@@ -243,14 +243,16 @@ async fn admin_and_blocked_paths_in_every_spelling_never_reach_the_upstream() {
         let corpus = spellings(prefix);
         assert!(corpus.len() >= 300, "{prefix}: {}", corpus.len());
         for target in corpus {
+            // Refused by the gateway itself, with its reason: a dropped connection or a bare
+            // 400 from the HTTP layer proves nothing about the gateway's decision.
             let (status, resp) = h1(&g, "localhost", &target, "").await;
             assert!(
-                matches!(status, 400 | 403 | 0),
+                matches!(status, 400 | 403) && !code(&resp).is_empty(),
                 "HTTP/1.1 {target} answered {status}: {resp}"
             );
             let (status, body) = h2(&send, "localhost", &target, &[]).await;
             assert!(
-                matches!(status, 400 | 403 | 0),
+                matches!(status, 400 | 403) && !code(&body).is_empty(),
                 "HTTP/2 {target} answered {status}: {body}"
             );
             sent += 2;
@@ -279,6 +281,17 @@ async fn admin_and_blocked_paths_in_every_spelling_never_reach_the_upstream() {
         ("/adm%C4%B1n/storage/b/k", 400, "path_lookalike_of_admin"),
         ("/%C4%B1nternal", 400, "path_lookalike_of_admin"),
         ("/.g%C4%B1t/config", 400, "path_lookalike_of_blocked"),
+        // A fullwidth `；` folds to a parameter separator.
+        (
+            "/admin%EF%BC%9Bx/storage/b/k",
+            400,
+            "path_lookalike_of_admin",
+        ),
+        (
+            "/api/..%EF%BC%9B/terminal",
+            400,
+            "path_lookalike_of_blocked",
+        ),
     ] {
         let (got, resp) = h1(&g, "localhost", target, "").await;
         assert_eq!(
@@ -550,6 +563,11 @@ async fn hosts_are_normalized_before_routing_and_bad_hosts_refused() {
         "api.example.com,localhost",
         "[::1",
         "",
+        "api.example.com:0",
+        "127.1",
+        "2130706433",
+        "0x7f.0.0.1",
+        "127.000.000.001",
     ] {
         let (status, resp) = h1(&g, host, "/h", "").await;
         // Refused by the gateway, or already by the HTTP layer (a bare 400 without a body).
@@ -565,12 +583,24 @@ async fn hosts_are_normalized_before_routing_and_bad_hosts_refused() {
         "api.example.com:x",
         "api.example.com:99999",
         "",
+        "api.example.com:0",
+        "127.1",
+        "2130706433",
+        "0x7f.0.0.1",
+        "127.000.000.001",
     ] {
         let (_, resp) = h1(&g, host, "/h", "").await;
         assert_eq!(code(&resp), "bad_host", "HTTP/1.1 {host:?}: {resp}");
     }
     // HTTP/2 `:authority` values the client library lets through.
-    for authority in ["api..example.com", "api.example.com..", "a_b..c:1"] {
+    for authority in [
+        "api..example.com",
+        "api.example.com..",
+        "a_b..c:1",
+        "127.1",
+        "2130706433",
+        "api.example.com:0",
+    ] {
         let (status, body) = h2(&send, authority, "/h", &[]).await;
         assert!(
             matches!(status, 400 | 0),

@@ -293,8 +293,12 @@ impl<'a> Readings<'a> {
         {
             // A backend that trims `..%20` to `..` then resolves it.
             let form = rewritten(&form).unwrap_or(form);
-            if form != canonical && !lookalikes.contains(&form) {
-                lookalikes.push(form);
+            // A fullwidth `；` folds to a parameter separator.
+            let stripped = without_params(&form);
+            for form in std::iter::once(form).chain(stripped) {
+                if form != canonical && !lookalikes.contains(&form) {
+                    lookalikes.push(form);
+                }
             }
         }
         Readings {
@@ -561,6 +565,8 @@ mod tests {
         assert_eq!(under("/x/..;/public/a", "/admin/"), Under::No);
         assert_eq!(under("/admin-ui%20/x", "/admin/"), Under::No);
         assert_eq!(under("/adm%C4%B1n/x", "/admin"), Under::Lookalike);
+        assert_eq!(under("/admin%EF%BC%9Bx/y", "/admin"), Under::Lookalike);
+        assert_eq!(under("/x/..%EF%BC%9B/admin/y", "/admin"), Under::Lookalike);
         assert_eq!(under("/%E2%84%AAey", "/key"), Under::Lookalike);
         // Case-sensitive prefixes stay so in every reading.
         let c = canonicalize("/ADMIN;x/y").unwrap();
