@@ -24,7 +24,7 @@ pub fn normalize(raw: &str) -> Option<&str> {
     };
     if let Some(p) = port {
         let digits = p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
-        if !digits || (!p.is_empty() && p.parse::<u32>().ok()? > 65535) {
+        if !digits || (!p.is_empty() && !(1..=65535).contains(&p.parse::<u32>().ok()?)) {
             return None;
         }
     }
@@ -41,6 +41,15 @@ pub fn normalize(raw: &str) -> Option<&str> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
         });
+    // A name whose last label is numeric is an IPv4 address to resolvers (`127.1`,
+    // `2130706433`, `0x7f.0.0.1`, `127.000.000.001` all reach 127.0.0.1): only the one
+    // dotted-decimal spelling, without a trailing dot, is a host.
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let numeric = last.bytes().all(|b| b.is_ascii_digit())
+        || last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"));
+    if numeric && (name.len() != host.len() || name.parse::<std::net::Ipv4Addr>().is_err()) {
+        return None;
+    }
     valid.then_some(name)
 }
 
@@ -59,6 +68,9 @@ mod tests {
         assert_eq!(normalize("[::1]"), Some("::1"));
         assert_eq!(normalize("localhost"), Some("localhost"));
         assert_eq!(normalize("my_host.internal"), Some("my_host.internal"));
+        assert_eq!(normalize("10.0.0.1:8443"), Some("10.0.0.1"));
+        assert_eq!(normalize("1.example.com"), Some("1.example.com"));
+        assert_eq!(normalize("0xdead.example"), Some("0xdead.example"));
     }
 
     #[test]
@@ -87,6 +99,18 @@ mod tests {
             "api.example.com%2e",
             "ａｐｉ.example.com",
             "api.example.com,evil.example",
+            "api.example.com:0",
+            "localhost:00",
+            "127.1",
+            "2130706433",
+            "0x7f.0.0.1",
+            "0x7f000001",
+            "127.000.000.001",
+            "127.0.0.01",
+            "127.0.0.1.",
+            "1.2.3.4.5",
+            "256.0.0.1",
+            "example.123",
         ] {
             assert_eq!(normalize(bad), None, "{bad:?}");
         }

@@ -230,10 +230,15 @@ pub fn without_params(path: &str) -> Option<String> {
     } else {
         stripped
     };
-    Some(match canonicalize(&stripped) {
-        Ok(c) => c.into_owned(),
-        Err(_) => stripped,
-    })
+    Some(rewritten(&stripped).unwrap_or(stripped))
+}
+
+/// `path` canonicalized when that changes it; `None` when it is canonical already or refused.
+fn rewritten(path: &str) -> Option<String> {
+    match canonicalize(path) {
+        Ok(Cow::Owned(c)) => Some(c),
+        _ => None,
+    }
 }
 
 /// Whether `path` has a `;` parameter, literal or encoded as `%3B`.
@@ -287,12 +292,13 @@ impl<'a> Readings<'a> {
             .flat_map(self::lookalikes)
         {
             // A backend that trims `..%20` to `..` then resolves it.
-            let form = match canonicalize(&form) {
-                Ok(c) => c.into_owned(),
-                Err(_) => form,
-            };
-            if form != canonical && !lookalikes.contains(&form) {
-                lookalikes.push(form);
+            let form = rewritten(&form).unwrap_or(form);
+            // A fullwidth `；` folds to a parameter separator.
+            let stripped = without_params(&form);
+            for form in std::iter::once(form).chain(stripped) {
+                if form != canonical && !lookalikes.contains(&form) {
+                    lookalikes.push(form);
+                }
             }
         }
         Readings {
@@ -386,6 +392,9 @@ pub fn lookalikes(path: &str) -> Vec<String> {
             // Fullwidth ASCII variants (U+FF01..U+FF5E) and the ideographic space.
             0xFF01..=0xFF5E => char::from_u32(c as u32 - 0xFF01 + 0x21).unwrap_or(c),
             0x3000 => ' ',
+            // Letters whose case mapping is ASCII (dotless `ı`, long `ſ`, the Kelvin sign): a
+            // backend comparing case-insensitively by Unicode rules reads them as `I`, `S`, `k`.
+            _ if !c.is_ascii() => ascii_case_of(c).unwrap_or(c),
             _ => c,
         })
         .collect();
@@ -416,6 +425,16 @@ pub fn lookalikes(path: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The ASCII letter a non-ASCII character upper- or lower-cases to, if its mapping is exactly
+/// one ASCII character.
+fn ascii_case_of(c: char) -> Option<char> {
+    fn single_ascii(mut it: impl Iterator<Item = char>) -> Option<char> {
+        let a = it.next()?;
+        (a.is_ascii() && it.next().is_none()).then_some(a)
+    }
+    single_ascii(c.to_uppercase()).or_else(|| single_ascii(c.to_lowercase()))
 }
 
 fn decodes_to_utf8(bytes: &[u8]) -> bool {
@@ -545,6 +564,10 @@ mod tests {
         assert_eq!(under("/adminx;y/z", "/admin/"), Under::No);
         assert_eq!(under("/x/..;/public/a", "/admin/"), Under::No);
         assert_eq!(under("/admin-ui%20/x", "/admin/"), Under::No);
+        assert_eq!(under("/adm%C4%B1n/x", "/admin"), Under::Lookalike);
+        assert_eq!(under("/admin%EF%BC%9Bx/y", "/admin"), Under::Lookalike);
+        assert_eq!(under("/x/..%EF%BC%9B/admin/y", "/admin"), Under::Lookalike);
+        assert_eq!(under("/%E2%84%AAey", "/key"), Under::Lookalike);
         // Case-sensitive prefixes stay so in every reading.
         let c = canonicalize("/ADMIN;x/y").unwrap();
         assert_eq!(Readings::of(&c).under("/admin/", true), Under::No);
@@ -593,6 +616,10 @@ mod tests {
         assert_eq!(l("/%EF%BD%94erminal"), ["/terminal"]);
         assert_eq!(l("/ｔｅｒｍｉｎａｌ"), ["/terminal"]);
         assert_eq!(l("/.env.local"), ["/.env"]);
+        // Letters that case-map to ASCII: dotless i, long s, the Kelvin sign.
+        assert_eq!(l("/adm%C4%B1n/x"), ["/admIn/x"]);
+        assert_eq!(l("/\u{17F}erver-status"), ["/Server-status"]);
+        assert_eq!(l("/\u{212A}ey"), ["/key"]);
         // Both the trimmed name and its stem: a blocked name may carry an extension itself.
         assert_eq!(l("/phpinfo.php%20"), ["/phpinfo.php", "/phpinfo"]);
         // A dot-file keeps its name; plain paths are left alone without work.

@@ -503,7 +503,7 @@ pub(crate) fn compile_admin(
     errors: &mut Vec<PolicyError>,
 ) -> AdminPaths {
     let mut out = AdminPaths {
-        prefixes: vec!["/admin/".into()],
+        prefixes: vec!["/admin".into()],
         capability: "policy.admin".into(),
         networks: Vec::new(),
         metrics_token: None,
@@ -517,7 +517,17 @@ pub(crate) fn compile_admin(
         out.prefixes.clear();
         for (i, p) in ps.get_ref().iter().enumerate() {
             match check_path(p) {
-                Ok(()) => out.prefixes.push(p.as_str().into()),
+                // Matching respects segment boundaries: `/admin/` is `/admin`, so the bare
+                // `/admin` (and `/admin;x`, `/admin%20`) is covered too.
+                Ok(()) => {
+                    let v = match p.trim_end_matches('/') {
+                        "" => "/",
+                        v => v,
+                    };
+                    if !out.prefixes.iter().any(|x| &**x == v) {
+                        out.prefixes.push(v.into());
+                    }
+                }
                 Err(m) => e.at(ps, format!("admin.paths[{i}]"), m),
             }
         }

@@ -364,16 +364,30 @@ pub struct BlockException {
 /// How `readings` stand to a set of protected prefixes: the strictest answer over all of them
 /// (an ambiguous reading under any prefix outranks the path itself being under another).
 pub fn classify(prefixes: &[Box<str>], case_sensitive: bool, readings: &Readings) -> Under {
+    classify_at(prefixes, case_sensitive, readings).0
+}
+
+/// `classify`, with the first prefix the path is under in any reading (what `find` answers).
+pub fn classify_at(
+    prefixes: &[Box<str>],
+    case_sensitive: bool,
+    readings: &Readings,
+) -> (Under, Option<usize>) {
     let mut worst = Under::No;
-    for p in prefixes {
-        match readings.under(p, case_sensitive) {
-            Under::Parameter => return Under::Parameter,
+    let mut first = None;
+    for (i, p) in prefixes.iter().enumerate() {
+        let under = readings.under(p, case_sensitive);
+        if under != Under::No && first.is_none() {
+            first = Some(i);
+        }
+        match under {
+            Under::Parameter => return (Under::Parameter, first),
             Under::Lookalike => worst = Under::Lookalike,
             Under::Yes if worst == Under::No => worst = Under::Yes,
             _ => {}
         }
     }
-    worst
+    (worst, first)
 }
 
 impl BlockedPaths {
@@ -401,7 +415,19 @@ impl BlockedPaths {
         route: Option<&str>,
         now: u64,
     ) -> Result<Option<&BlockException>, &str> {
-        let Some(prefix) = self.find(path) else {
+        let found = self.find(path);
+        self.decide_found(found, path, route, now)
+    }
+
+    /// `decide` for a path whose blocked prefix (if any) the screening already found.
+    pub fn decide_found<'s>(
+        &'s self,
+        found: Option<&'s str>,
+        path: &str,
+        route: Option<&str>,
+        now: u64,
+    ) -> Result<Option<&'s BlockException>, &'s str> {
+        let Some(prefix) = found else {
             return Ok(None);
         };
         let opened = route.and_then(|r| {

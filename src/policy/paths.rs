@@ -3,9 +3,18 @@
 
 use std::borrow::Cow;
 
-use super::model::{BlockException, Policy};
+use super::model::{self, BlockException, Policy};
 use crate::http::deny::Deny;
 use crate::http::path::{canonicalize, Readings, Under};
+
+/// What screening a path found, kept for the request's later checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Screened {
+    /// Index of the blocked prefix the path is under in any reading.
+    pub blocked: Option<usize>,
+    /// An admin prefix covers the path (see `AdminPaths::covers`).
+    pub admin: bool,
+}
 
 /// Where a request target lands.
 #[derive(Debug)]
@@ -23,32 +32,68 @@ impl Policy {
     /// trailing space or fullwidth letters (400, see `lookalikes`). Blocked and admin prefixes
     /// are judged by the one function, `Readings::under`.
     pub fn screen_path<'a>(&self, raw: &'a str) -> Result<Cow<'a, str>, Deny> {
+        self.screen(raw).map(|(c, _)| c)
+    }
+
+    /// `screen_path`, also answering what it found: the blocked prefix and whether an admin
+    /// prefix covers the path, so the request's later checks need not read the path again.
+    pub fn screen<'a>(&self, raw: &'a str) -> Result<(Cow<'a, str>, Screened), Deny> {
         let canonical = canonicalize(raw).map_err(Deny::BadPath)?;
         let readings = Readings::of(&canonical);
-        if readings.is_plain() {
-            return Ok(canonical);
-        }
-        match self.blocked.classify(&readings) {
+        let (blocked, found) = model::classify_at(
+            &self.blocked.prefixes,
+            self.blocked.case_sensitive,
+            &readings,
+        );
+        match blocked {
             Under::Parameter => return Err(Deny::PathParameterOnBlocked),
             Under::Lookalike => return Err(Deny::LookalikeOfBlocked),
             Under::Yes | Under::No => {}
         }
-        match self.admin.classify(&readings) {
+        let admin = self.admin.classify(&readings);
+        match admin {
             Under::Parameter => return Err(Deny::PathParameterOnAdmin),
             Under::Lookalike => return Err(Deny::LookalikeOfAdmin),
             Under::Yes | Under::No => {}
         }
-        Ok(canonical)
+        let screened = Screened {
+            blocked: found,
+            admin: admin != Under::No,
+        };
+        Ok((canonical, screened))
     }
 
     /// The route for a canonical path, after the blocked-path check (with its exceptions).
     pub fn decide_path(&self, host: &str, path: &str, now: u64) -> PathVerdict<'_> {
+        let found = self.blocked.find(path);
+        self.decide_found(host, path, found, now)
+    }
+
+    /// `decide_path` for a path `screen` has read: its blocked prefix is already known.
+    pub fn decide_screened(
+        &self,
+        host: &str,
+        path: &str,
+        screened: Screened,
+        now: u64,
+    ) -> PathVerdict<'_> {
+        let found = screened.blocked.map(|i| &*self.blocked.prefixes[i]);
+        self.decide_found(host, path, found, now)
+    }
+
+    fn decide_found<'p>(
+        &'p self,
+        host: &str,
+        path: &str,
+        found: Option<&'p str>,
+        now: u64,
+    ) -> PathVerdict<'p> {
         let route = self
             .routes
             .iter()
             .position(|r| r.matches_path(path) && r.matches_host(host));
         let name = route.map(|i| &*self.routes[i].name);
-        match self.blocked.decide(path, name, now) {
+        match self.blocked.decide_found(found, path, name, now) {
             Err(_) => PathVerdict::Refused(Deny::BlockedPath),
             Ok(exception) => match route {
                 Some(i) => PathVerdict::Routed(i, exception),
@@ -373,6 +418,32 @@ public = true
 [blocked]
 paths = ["/.git", "/debug/pprof", "/actuator"]
 "#;
+
+    /// What the proxy keeps from screening is what `find` and `covers` answer on their own.
+    #[test]
+    fn screening_answers_what_find_and_covers_would() {
+        let p = policy(&format!(
+            "{CATCH_ALL}\n[admin]\npaths = [\"/admin/\", \"/internal\"]\n"
+        ));
+        let mut paths: Vec<String> = ["/v1/models", "/administrator", "/a/../admin", "/internal/x"]
+            .map(String::from)
+            .to_vec();
+        for prefix in ["/.git", "/debug/pprof", "/admin", "/internal", "/x"] {
+            paths.extend(bypass_corpus(prefix, true));
+        }
+        let (mut blocked, mut admin) = (0, 0);
+        for raw in &paths {
+            let Ok((canonical, screened)) = p.screen(raw) else {
+                continue;
+            };
+            let found = screened.blocked.map(|i| &*p.blocked.prefixes[i]);
+            assert_eq!(found, p.blocked.find(&canonical), "{raw}");
+            assert_eq!(screened.admin, p.admin.covers(&canonical), "{raw}");
+            blocked += usize::from(found.is_some());
+            admin += usize::from(screened.admin);
+        }
+        assert!(blocked > 10 && admin > 10, "{blocked} {admin}");
+    }
 
     #[test]
     fn the_corpus_is_large_and_all_refused_behind_a_catch_all_route() {

@@ -88,7 +88,8 @@ pub struct RawMtls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
-    /// Path prefixes (default `["/admin/"]`), matched case-insensitively.
+    /// Path prefixes (default `["/admin/"]`), matched case-insensitively on whole segments (a
+    /// trailing `/` is dropped: `/admin/` covers `/admin` too).
     pub paths: Option<Spanned<Vec<String>>>,
     /// The capability that opens them (default `policy.admin`).
     pub capability: Option<Spanned<String>>,

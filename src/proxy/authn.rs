@@ -254,7 +254,7 @@ pub(crate) fn strip_query_token(session: &mut Session) {
     } else {
         format!("{}?{rest}", req.uri.path())
     };
-    if let Ok(uri) = http::Uri::builder().path_and_query(target).build() {
+    if let Some(uri) = super::with_target(&req.uri, target) {
         session.req_header_mut().set_uri(uri);
     }
 }

@@ -171,6 +171,20 @@ pub struct RequestCtx {
     pub ws_guard: Option<sessions::WsGuard>,
     /// OpenTelemetry spans, when tracing is on.
     pub trace: Option<Box<crate::observability::otel::RequestSpans>>,
+    /// The request's `Host` (or HTTP/2 `:authority`) as sent, read once before the target is
+    /// rewritten: routing, the upstream's `Host` and `X-Forwarded-Host` and the CSRF origin
+    /// check all use this one value.
+    pub host: Option<String>,
+    /// What screening the path found (blocked prefix, admin coverage), for routing and the
+    /// admin check.
+    pub screened: Option<crate::policy::paths::Screened>,
+}
+
+impl RequestCtx {
+    /// The normalized host routes match (see `host::normalize`); empty when there is none.
+    fn route_host(&self) -> &str {
+        self.host.as_deref().and_then(host::normalize).unwrap_or("")
+    }
 }
 
 impl RequestCtx {
@@ -213,10 +227,23 @@ fn security_event(d: &Deny) -> Option<crate::observability::alerts::EventKind> {
     })
 }
 
+/// `uri` with a new path and query, keeping its scheme and authority (an HTTP/2 request
+/// carries its host only in `:authority`).
+pub(crate) fn with_target(uri: &http::Uri, target: String) -> Option<http::Uri> {
+    let mut builder = http::Uri::builder();
+    if let Some(scheme) = uri.scheme() {
+        builder = builder.scheme(scheme.clone());
+    }
+    if let Some(authority) = uri.authority() {
+        builder = builder.authority(authority.clone());
+    }
+    builder.path_and_query(target).build().ok()
+}
+
 /// Drops the query string (a verified signed URL's parameters are not forwarded).
 fn strip_query(session: &mut Session) {
-    let path = session.req_header().uri.path().to_string();
-    if let Ok(uri) = http::Uri::builder().path_and_query(path).build() {
+    let req = session.req_header();
+    if let Some(uri) = with_target(&req.uri, req.uri.path().to_string()) {
         session.req_header_mut().set_uri(uri);
     }
 }
@@ -240,16 +267,38 @@ fn strip_cookie(req: &mut RequestHeader, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Client headers that legacy stacks take as the client's address, the path or the method:
-/// always removed (a path or method override gets past blocked paths and method allow-lists).
-const OVERRIDE_HEADERS: [&[u8]; 7] = [
+/// Client headers that legacy stacks or other proxies take as the client's address, its host,
+/// its scheme, the path or the method: always removed (a path or method override gets past
+/// blocked paths and method allow-lists). Sorted, for a binary search with `_` read as `-`.
+const OVERRIDE_HEADERS: [&[u8]; 28] = [
+    b"cf-connecting-ip",
+    b"client-ip",
+    b"fastly-client-ip",
+    b"forwarded",
+    b"forwarded-for",
+    b"front-end-https",
+    b"proxy-client-ip",
     b"true-client-ip",
+    b"wl-proxy-client-ip",
     b"x-client-ip",
-    b"x-original-url",
-    b"x-rewrite-url",
-    b"x-http-method-override",
+    b"x-cluster-client-ip",
+    b"x-envoy-external-address",
+    b"x-envoy-original-path",
+    b"x-forwarded",
+    b"x-host",
     b"x-http-method",
+    b"x-http-method-override",
     b"x-method-override",
+    b"x-original-host",
+    b"x-original-uri",
+    b"x-original-url",
+    b"x-originating-ip",
+    b"x-proxyuser-ip",
+    b"x-real-ip",
+    b"x-remote-addr",
+    b"x-remote-ip",
+    b"x-request-id",
+    b"x-rewrite-url",
 ];
 
 /// Headers a client may not set: identity and forwarding headers are the gateway's to write, and
@@ -259,10 +308,15 @@ fn is_identity_header(name: &str) -> bool {
     let n = name.as_bytes();
     starts_folded(n, b"x-portcullis-")
         || starts_folded(n, b"x-forwarded-")
-        || eq_folded(n, b"x-real-ip")
-        || eq_folded(n, b"forwarded")
-        || eq_folded(n, b"x-request-id")
-        || OVERRIDE_HEADERS.iter().any(|h| eq_folded(n, h))
+        || OVERRIDE_HEADERS
+            .binary_search_by(|h| cmp_folded(h, n))
+            .is_ok()
+}
+
+/// Orders a listed name against a lower-case header name read with `_` as `-`.
+fn cmp_folded(listed: &[u8], name: &[u8]) -> std::cmp::Ordering {
+    let fold = |c: &u8| if *c == b'_' { b'-' } else { *c };
+    listed.iter().copied().cmp(name.iter().map(fold))
 }
 
 /// Whether two lower-case header names are the same with `_` read as `-`.
@@ -728,6 +782,8 @@ impl ProxyHttp for Gateway {
             ws_close: None,
             ws_guard: None,
             trace: None,
+            host: None,
+            screened: None,
         }
     }
 
@@ -791,9 +847,12 @@ impl ProxyHttp for Gateway {
         // Routes match the normalized host: one that does not parse is refused, never left to
         // fall through to the routes that take any host.
         if let Some(raw) = raw_host(req) {
-            if raw.ok().and_then(host::normalize).is_none() {
-                ctx.deny = Some(Deny::BadHost);
-                return Ok(());
+            match raw.ok().filter(|r| host::normalize(r).is_some()) {
+                Some(raw) => ctx.host = Some(raw.to_string()),
+                None => {
+                    ctx.deny = Some(Deny::BadHost);
+                    return Ok(());
+                }
             }
         }
         // An absolute-form target must name the same host as the Host header.
@@ -820,26 +879,33 @@ impl ProxyHttp for Gateway {
         };
         let path = req.uri.path();
         let policy = ctx.policy.as_ref().expect("set above");
-        let rewritten = match policy.screen_path(path) {
+        let rewritten = match policy.screen(path) {
             Err(d) => {
                 ctx.deny = Some(d);
                 return Ok(());
             }
-            Ok(std::borrow::Cow::Borrowed(c)) if !raw_is_uri => Some(match req.uri.query() {
+            Ok((canonical, screened)) => {
+                ctx.screened = Some(screened);
+                canonical
+            }
+        };
+        let rewritten = match rewritten {
+            std::borrow::Cow::Borrowed(c) if !raw_is_uri => Some(match req.uri.query() {
                 Some(q) => format!("{c}?{q}"),
                 None => c.to_string(),
             }),
-            Ok(std::borrow::Cow::Borrowed(_)) => None,
-            Ok(std::borrow::Cow::Owned(c)) => Some(match req.uri.query() {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(c) => Some(match req.uri.query() {
                 Some(q) => format!("{c}?{q}"),
                 None => c,
             }),
         };
-        // Forward exactly the path that was matched: one canonical view for both.
+        // Forward exactly the path that was matched: one canonical view for both. The scheme
+        // and authority stay (an HTTP/2 request carries its host only there).
         if let Some(target) = rewritten {
-            match http::Uri::builder().path_and_query(target).build() {
-                Ok(uri) => session.req_header_mut().set_uri(uri),
-                Err(_) => ctx.deny = Some(Deny::BadPath(crate::http::path::PathError::BadPercent)),
+            match with_target(&req.uri, target) {
+                Some(uri) => session.req_header_mut().set_uri(uri),
+                None => ctx.deny = Some(Deny::BadPath(crate::http::path::PathError::BadPercent)),
             }
         }
         Ok(())
@@ -886,8 +952,12 @@ impl ProxyHttp for Gateway {
                 .await?;
             return Ok(true);
         }
-        let host = request_host(req);
-        let idx = match policy.decide_path(host, path, crate::auth::now_unix()) {
+        let now = crate::auth::now_unix();
+        let verdict = match ctx.screened {
+            Some(screened) => policy.decide_screened(ctx.route_host(), path, screened, now),
+            None => policy.decide_path(ctx.route_host(), path, now),
+        };
+        let idx = match verdict {
             PathVerdict::Refused(d) => {
                 if d == Deny::BlockedPath {
                     tracing::info!(
@@ -1033,7 +1103,11 @@ impl ProxyHttp for Gateway {
         }
         let req = session.req_header();
         let path = req.uri.path();
-        if policy.admin.covers(path) {
+        let admin = match ctx.screened {
+            Some(screened) => screened.admin,
+            None => policy.admin.covers(path),
+        };
+        if admin {
             let admitted = ctx.identity.as_ref().is_some_and(|i| {
                 i.has(&policy.admin.capability) || i.provider == crate::auth::Provider::SignedUrl
             }) || ctx.client.is_some_and(|c| policy.admin.network_allows(c));
@@ -1062,12 +1136,7 @@ impl ProxyHttp for Gateway {
                 signed,
             );
             if required != csrf::Required::Nothing {
-                let host = req
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .or_else(|| req.uri.authority().map(|a| a.as_str()))
-                    .unwrap_or("");
+                let host = ctx.host.as_deref().unwrap_or("");
                 if let Err(f) = rule.check_required(required, &req.headers, host) {
                     self.metrics.csrf_failure(f);
                     tracing::info!(
@@ -1329,7 +1398,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -1365,11 +1434,11 @@ impl ProxyHttp for Gateway {
             }
         }
         if !upstream_request.headers.contains_key(header::HOST) {
-            if let Some(a) = upstream_request.uri.authority().cloned() {
-                upstream_request.insert_header(header::HOST, a.as_str())?;
+            if let Some(h) = &ctx.host {
+                upstream_request.insert_header(header::HOST, h.as_str())?;
             }
         }
-        let host = request_host(session.req_header()).to_string();
+        let host = ctx.route_host().to_string();
         if let Some(ip) = ctx.client {
             upstream_request.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?;
         }
@@ -1750,15 +1819,43 @@ mod tests {
             "x_http_method_override",
             "x-http-method",
             "x-method-override",
+            "x-forwarded",
+            "x_forwarded",
+            "forwarded-for",
+            "x-original-host",
+            "x-host",
+            "x-proxyuser-ip",
+            "client-ip",
+            "client_ip",
+            "x-cluster-client-ip",
+            "x-remote-addr",
+            "x-remote-ip",
+            "x-originating-ip",
+            "front-end-https",
+            "front_end_https",
+            "x-original-uri",
+            "proxy-client-ip",
+            "wl-proxy-client-ip",
+            "cf-connecting-ip",
+            "fastly-client-ip",
+            "x-envoy-external-address",
+            "x-envoy-original-path",
+            "x-rewrite-url",
         ] {
             assert!(is_identity_header(name), "{name}");
         }
+        // The binary search needs the list sorted.
+        assert!(OVERRIDE_HEADERS.windows(2).all(|w| w[0] < w[1]));
         for name in [
             "x-portcullis",
             "x-client-ipx",
             "accept",
             "x-real-ipv6",
             "forwarded-x",
+            "x-hosts",
+            "x-forwarde",
+            "a",
+            "zz",
         ] {
             assert!(!is_identity_header(name), "{name}");
         }
