@@ -180,6 +180,84 @@ async fn a_connection_carries_at_most_max_requests_per_connection() {
     assert!(sent.is_empty(), "{sent:?}");
 }
 
+/// An upstream answering every request with `len` bytes of body.
+async fn large_upstream(len: usize) -> common::upstream::TestUpstream {
+    let mut resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n").into_bytes();
+    resp.resize(resp.len() + len, b'x');
+    common::upstream::TestUpstream::start_with(0, Box::leak(resp.into_boxed_slice())).await
+}
+
+/// More than the socket buffers on both sides of the gateway hold.
+const LARGE: usize = 32 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_response_is_cut_at_the_send_timeout() {
+    let up = large_upstream(LARGE).await;
+    let g = Gateway::start(opts(
+        up.port,
+        10_000,
+        "keepalive_timeout_seconds = 60\nsend_timeout_seconds = 1",
+    ))
+    .await;
+    let mut tls = g.tls_connect().await;
+    tls.write_all(GET).await.unwrap();
+    // The client reads nothing: the gateway's writes stall once the buffers are full, and the
+    // stall outlasts the send timeout (1 s) well before this test reads again.
+    eventually(
+        Duration::from_secs(10),
+        "the stalled send is cut",
+        || async { g.log().contains("timeout").then_some(()) },
+    )
+    .await;
+    let start = Instant::now();
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut chunk)).await {
+            Err(_) => panic!("still open after the send timeout ({got} bytes read)"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+        }
+    }
+    assert!(got < LARGE, "the response was cut: {got} bytes");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_grants_no_window_is_cut_at_the_send_timeout() {
+    let up = large_upstream(LARGE).await;
+    let g = Gateway::start(opts(
+        up.port,
+        10_000,
+        "keepalive_timeout_seconds = 1\nsend_timeout_seconds = 1",
+    ))
+    .await;
+    let mut tls = h2_connect(&g).await;
+    let mut hpack = vec![0x82, 0x87, 0x04, 0x02, b'/', b'a', 0x01, 0x09];
+    hpack.extend_from_slice(b"localhost");
+    tls.write_all(&frame(0x1, 0x5, 1, &hpack)).await.unwrap();
+    // The client reads what arrives but never sends WINDOW_UPDATE: the stream stalls at the
+    // initial 64 KiB window. The stream is dropped at the send timeout, and the connection,
+    // then idle, is closed at the keep-alive timeout.
+    let start = Instant::now();
+    let mut data = 0usize;
+    loop {
+        let f = tokio::time::timeout(Duration::from_secs(8), read_frame(&mut tls))
+            .await
+            .expect("the HTTP/2 connection with a stalled response is still open after 8 s");
+        match f {
+            None => break,
+            Some((0x0, _, 1, payload)) => data += payload.len(),
+            Some((0x4, flags, _, _)) if flags & 1 == 0 => {
+                tls.write_all(&frame(0x4, 1, 0, &[])).await.unwrap()
+            }
+            Some(_) => {}
+        }
+    }
+    assert!(data < LARGE, "the response was cut: {data} bytes");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+}
+
 /// One HTTP/2 frame: (type, flags, stream, payload).
 type Frame = (u8, u8, u32, Vec<u8>);
 

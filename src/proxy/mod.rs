@@ -113,6 +113,9 @@ fn bound_connection(
     }
     session.set_header_timeout(Some(header_timeout));
     session.set_read_timeout(bounds.body_timeout);
+    // Each write of the response (HTTP/2: each wait for the stream's flow-control window) must
+    // complete within the bound: a client that stops reading cannot hold the connection.
+    session.set_write_timeout(bounds.send_timeout);
     // Pipelined requests (RFC 9112 §9.3.2) are answered one after another, in order; without
     // this Pingora answered the first with `keep-alive` and then dropped the rest.
     session.set_pipelining_enabled(true);
