@@ -404,6 +404,69 @@ async fn an_http2_connection_carries_at_most_max_requests_per_connection() {
     assert!(goaway, "GOAWAY after the last request");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_never_answers_the_shutdown_ping_is_refused_and_closed() {
+    let up = common::upstream::TestUpstream::start(0).await;
+    let g = Gateway::start(opts(
+        up.port,
+        10_000,
+        "keepalive_timeout_seconds = 1\nmax_requests_per_connection = 2",
+    ))
+    .await;
+    let mut tls = h2_connect(&g).await;
+    let mut hpack = vec![0x82, 0x87, 0x04, 0x02, b'/', b'a', 0x01, 0x09];
+    hpack.extend_from_slice(b"localhost");
+    let mut out = frame(0x1, 0x5, 1, &hpack);
+    out.extend(frame(0x1, 0x5, 3, &hpack));
+    tls.write_all(&out).await.unwrap();
+    // The shutdown PING is never answered, so h2's final GOAWAY never comes; the client opens
+    // more streams after the first GOAWAY.
+    let (mut answered, mut refused, mut more_sent) = (Vec::new(), Vec::new(), false);
+    let start = Instant::now();
+    loop {
+        let f = tokio::time::timeout(Duration::from_secs(8), read_frame(&mut tls))
+            .await
+            .expect("the draining HTTP/2 connection is still open after 8 s");
+        match f {
+            None => break,
+            Some((0x4, flags, _, _)) if flags & 1 == 0 => {
+                tls.write_all(&frame(0x4, 1, 0, &[])).await.unwrap()
+            }
+            Some((0x1, _, stream, _)) => answered.push(stream),
+            Some((0x3, _, stream, payload)) => {
+                let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                refused.push((stream, code));
+            }
+            Some((0x7, ..)) if !more_sent => {
+                more_sent = true;
+                let mut out = frame(0x1, 0x5, 5, &hpack);
+                out.extend(frame(0x1, 0x5, 7, &hpack));
+                tls.write_all(&out).await.unwrap();
+            }
+            Some(_) => {}
+        }
+    }
+    assert!(more_sent, "GOAWAY after the last request");
+    answered.sort_unstable();
+    assert_eq!(
+        answered,
+        [1, 3],
+        "only the requests within the limit are answered"
+    );
+    // REFUSED_STREAM (7): the client may retry them on a new connection.
+    assert_eq!(
+        refused,
+        [(5, 7), (7, 7)],
+        "streams past the limit are refused"
+    );
+    assert_eq!(
+        up.seen.lock().unwrap().len(),
+        2,
+        "nothing past the limit went upstream"
+    );
+    assert!(start.elapsed() < Duration::from_secs(8));
+}
+
 /// A WebSocket tunnel keeps its own budgets and idle timeout: the connection bounds for
 /// requests (idle and body, 1 s here) do not cut a quiet session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
