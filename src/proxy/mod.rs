@@ -1441,6 +1441,8 @@ impl ProxyHttp for Gateway {
             | ErrorType::ConnectionClosed
             | ErrorType::ReadTimedout
             | ErrorType::WriteTimedout
+            | ErrorType::H2Error
+            | ErrorType::Custom("PrematureBodyEnd")
                 if e.esource() == &ErrorSource::Downstream =>
             {
                 tracing::info!(
@@ -1451,6 +1453,8 @@ impl ProxyHttp for Gateway {
                 return true;
             }
             ErrorType::InvalidHTTPHeader | ErrorType::HTTPStatus(_) => true,
+            // Malformed chunked framing (a bare LF, a bad trailer end), whatever the route.
+            ErrorType::Custom("InvalidChunk" | "InvalidTrailerEnd") => true,
             ErrorType::Custom(_) => ctx.websocket,
             _ => false,
         };
@@ -1523,6 +1527,8 @@ impl ProxyHttp for Gateway {
             }
             ErrorType::HTTPStatus(code) => {
                 let code = *code;
+                // The connection is not reused: the answer says so.
+                session.set_keepalive(None);
                 let _ = session.respond_error(code).await;
                 return FailToProxy {
                     error_code: code,
@@ -1559,6 +1565,7 @@ impl ProxyHttp for Gateway {
                         None
                     }
                     _ => {
+                        session.set_keepalive(None);
                         let _ = session.respond_error(400).await;
                         return FailToProxy {
                             error_code: 400,
