@@ -1118,13 +1118,19 @@ impl ProxyHttp for Gateway {
         let upstream = &policy.upstreams[route.upstream];
         if let UpstreamTarget::External { addresses, .. } = &upstream.target {
             let start = upstream.next_address(addresses);
+            // A name that has never resolved takes no request while another address can; if
+            // none has resolved, the request gets its 502 when the peer is chosen.
+            let mut resolved = false;
             let picked = (0..addresses.len()).find_map(|i| {
                 let idx = (start + i) % addresses.len();
                 let state = upstream.address_state(idx, &self.resilience).clone();
+                state.socket_addr()?;
+                resolved = true;
                 (self.resilience.admit(&state) != Admit::No).then_some((idx, state))
             });
             match picked {
                 Some(p) => ctx.upstream_addr = Some(p),
+                None if !resolved => {}
                 None => return self.deny(session, ctx, Deny::CircuitOpen).await,
             }
         }
@@ -1274,6 +1280,7 @@ impl ProxyHttp for Gateway {
                 return None;
             }
             let state = upstream.address_state(j, &self.resilience).clone();
+            state.socket_addr()?;
             (self.resilience.admit(&state) != Admit::No).then_some((j, state))
         });
         if let Some((j, state)) = next {
