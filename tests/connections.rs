@@ -512,3 +512,33 @@ idle_timeout_seconds = 60
     .await;
     assert_eq!(heard, Ok(true), "the quiet session stays open");
 }
+
+/// The plain-HTTP (redirect) and admin listeners bound each request head, and with it the idle
+/// wait between requests, by the policy's header timeout: a connection that sends nothing, or
+/// trickles half a header, is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redirect_and_admin_listeners_close_silent_and_trickling_connections() {
+    let up = common::upstream::TestUpstream::start(0).await;
+    let g = Gateway::start(opts(up.port, 1000, "keepalive_timeout_seconds = 60")).await;
+    let http = g.http.expect("the plain-HTTP listener");
+    for (addr, what) in [(http, "plain HTTP"), (g.admin, "admin")] {
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (took, _) = closed_within(&mut silent, Duration::from_secs(6), what).await;
+        assert!(
+            took >= Duration::from_millis(900),
+            "{what}: closed after {took:?}"
+        );
+        let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        trickle
+            .write_all(b"GET / HTTP/1.1\r\nHost: loc")
+            .await
+            .unwrap();
+        closed_within(&mut trickle, Duration::from_secs(6), what).await;
+    }
+    // A kept-alive connection that goes quiet after a request is closed too.
+    let mut idle = tokio::net::TcpStream::connect(http).await.unwrap();
+    idle.write_all(GET).await.unwrap();
+    let head = read_response(&mut idle).await;
+    assert!(head.starts_with("http/1.1 30"), "{head}");
+    closed_within(&mut idle, Duration::from_secs(6), "idle plain HTTP").await;
+}
