@@ -350,15 +350,21 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             data_dir: config.data_dir.clone(),
         });
         let worker_l = to_tokio(worker_l)?;
+        // The worker is reached only through the gateway, whose pooled connections wait idle;
+        // the listeners clients reach bound each request head (and so the idle wait) by the
+        // policy's header timeout at start.
+        let client_header_timeout = Some(policy.snapshot().network.header_timeout);
         aux.spawn(backends::serve_http(
             worker_l,
             Arc::new(move |req| worker.clone().handle(req)),
+            None,
         ));
         aux.spawn(rooms.clone().serve(to_tokio(rooms_l)?));
         let admin_shared = shared.clone();
         aux.spawn(backends::serve_http(
             to_tokio(admin_l)?,
             Arc::new(move |req| admin::handle(admin_shared.clone(), req)),
+            client_header_timeout,
         ));
         if let Some(l) = http_l {
             let https = config.https_addr;
@@ -366,6 +372,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             aux.spawn(backends::serve_http(
                 to_tokio(l)?,
                 Arc::new(move |req| admin::redirect(https, challenges.clone(), req)),
+                client_header_timeout,
             ));
         }
         if let Some(a) = &acme {

@@ -1007,9 +1007,10 @@ fn keepalive_item(config: &Config, header_timeout: Option<std::time::Duration>) 
         None => "per policy".to_string(),
     };
     let finding = format!(
-        "idle {}, header {header}, body {}, {} request(s) per connection",
+        "idle {}, header {header}, body {}, send {}, {} request(s) per connection",
         secs(b.keepalive_timeout),
         secs(b.body_timeout),
+        secs(b.send_timeout),
         b.max_requests
             .map(|n| n.to_string())
             .unwrap_or_else(|| "unlimited".into()),
@@ -1022,12 +1023,13 @@ fn keepalive_item(config: &Config, header_timeout: Option<std::time::Duration>) 
             "set network.keepalive_timeout_seconds in portcullis.toml (75 is the default)",
         );
     }
-    if b.body_timeout.is_none() || b.max_requests.is_none() {
+    if b.body_timeout.is_none() || b.send_timeout.is_none() || b.max_requests.is_none() {
         return Item::new(
             "keepalive",
             Status::Warn,
             format!("keep-alive bounds partly off: {finding}"),
-            "set network.body_timeout_seconds and network.max_requests_per_connection",
+            "set network.body_timeout_seconds, network.send_timeout_seconds and \
+             network.max_requests_per_connection",
         );
     }
     Item::pass("keepalive", finding)

@@ -180,6 +180,84 @@ async fn a_connection_carries_at_most_max_requests_per_connection() {
     assert!(sent.is_empty(), "{sent:?}");
 }
 
+/// An upstream answering every request with `len` bytes of body.
+async fn large_upstream(len: usize) -> common::upstream::TestUpstream {
+    let mut resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n").into_bytes();
+    resp.resize(resp.len() + len, b'x');
+    common::upstream::TestUpstream::start_with(0, Box::leak(resp.into_boxed_slice())).await
+}
+
+/// More than the socket buffers on both sides of the gateway hold.
+const LARGE: usize = 32 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_response_is_cut_at_the_send_timeout() {
+    let up = large_upstream(LARGE).await;
+    let g = Gateway::start(opts(
+        up.port,
+        10_000,
+        "keepalive_timeout_seconds = 60\nsend_timeout_seconds = 1",
+    ))
+    .await;
+    let mut tls = g.tls_connect().await;
+    tls.write_all(GET).await.unwrap();
+    // The client reads nothing: the gateway's writes stall once the buffers are full, and the
+    // stall outlasts the send timeout (1 s) well before this test reads again.
+    eventually(
+        Duration::from_secs(10),
+        "the stalled send is cut",
+        || async { g.log().contains("timeout").then_some(()) },
+    )
+    .await;
+    let start = Instant::now();
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut chunk)).await {
+            Err(_) => panic!("still open after the send timeout ({got} bytes read)"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+        }
+    }
+    assert!(got < LARGE, "the response was cut: {got} bytes");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_grants_no_window_is_cut_at_the_send_timeout() {
+    let up = large_upstream(LARGE).await;
+    let g = Gateway::start(opts(
+        up.port,
+        10_000,
+        "keepalive_timeout_seconds = 1\nsend_timeout_seconds = 1",
+    ))
+    .await;
+    let mut tls = h2_connect(&g).await;
+    let mut hpack = vec![0x82, 0x87, 0x04, 0x02, b'/', b'a', 0x01, 0x09];
+    hpack.extend_from_slice(b"localhost");
+    tls.write_all(&frame(0x1, 0x5, 1, &hpack)).await.unwrap();
+    // The client reads what arrives but never sends WINDOW_UPDATE: the stream stalls at the
+    // initial 64 KiB window. The stream is dropped at the send timeout, and the connection,
+    // then idle, is closed at the keep-alive timeout.
+    let start = Instant::now();
+    let mut data = 0usize;
+    loop {
+        let f = tokio::time::timeout(Duration::from_secs(8), read_frame(&mut tls))
+            .await
+            .expect("the HTTP/2 connection with a stalled response is still open after 8 s");
+        match f {
+            None => break,
+            Some((0x0, _, 1, payload)) => data += payload.len(),
+            Some((0x4, flags, _, _)) if flags & 1 == 0 => {
+                tls.write_all(&frame(0x4, 1, 0, &[])).await.unwrap()
+            }
+            Some(_) => {}
+        }
+    }
+    assert!(data < LARGE, "the response was cut: {data} bytes");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+}
+
 /// One HTTP/2 frame: (type, flags, stream, payload).
 type Frame = (u8, u8, u32, Vec<u8>);
 
@@ -326,6 +404,69 @@ async fn an_http2_connection_carries_at_most_max_requests_per_connection() {
     assert!(goaway, "GOAWAY after the last request");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_never_answers_the_shutdown_ping_is_refused_and_closed() {
+    let up = common::upstream::TestUpstream::start(0).await;
+    let g = Gateway::start(opts(
+        up.port,
+        10_000,
+        "keepalive_timeout_seconds = 1\nmax_requests_per_connection = 2",
+    ))
+    .await;
+    let mut tls = h2_connect(&g).await;
+    let mut hpack = vec![0x82, 0x87, 0x04, 0x02, b'/', b'a', 0x01, 0x09];
+    hpack.extend_from_slice(b"localhost");
+    let mut out = frame(0x1, 0x5, 1, &hpack);
+    out.extend(frame(0x1, 0x5, 3, &hpack));
+    tls.write_all(&out).await.unwrap();
+    // The shutdown PING is never answered, so h2's final GOAWAY never comes; the client opens
+    // more streams after the first GOAWAY.
+    let (mut answered, mut refused, mut more_sent) = (Vec::new(), Vec::new(), false);
+    let start = Instant::now();
+    loop {
+        let f = tokio::time::timeout(Duration::from_secs(8), read_frame(&mut tls))
+            .await
+            .expect("the draining HTTP/2 connection is still open after 8 s");
+        match f {
+            None => break,
+            Some((0x4, flags, _, _)) if flags & 1 == 0 => {
+                tls.write_all(&frame(0x4, 1, 0, &[])).await.unwrap()
+            }
+            Some((0x1, _, stream, _)) => answered.push(stream),
+            Some((0x3, _, stream, payload)) => {
+                let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                refused.push((stream, code));
+            }
+            Some((0x7, ..)) if !more_sent => {
+                more_sent = true;
+                let mut out = frame(0x1, 0x5, 5, &hpack);
+                out.extend(frame(0x1, 0x5, 7, &hpack));
+                tls.write_all(&out).await.unwrap();
+            }
+            Some(_) => {}
+        }
+    }
+    assert!(more_sent, "GOAWAY after the last request");
+    answered.sort_unstable();
+    assert_eq!(
+        answered,
+        [1, 3],
+        "only the requests within the limit are answered"
+    );
+    // REFUSED_STREAM (7): the client may retry them on a new connection.
+    assert_eq!(
+        refused,
+        [(5, 7), (7, 7)],
+        "streams past the limit are refused"
+    );
+    assert_eq!(
+        up.seen.lock().unwrap().len(),
+        2,
+        "nothing past the limit went upstream"
+    );
+    assert!(start.elapsed() < Duration::from_secs(8));
+}
+
 /// A WebSocket tunnel keeps its own budgets and idle timeout: the connection bounds for
 /// requests (idle and body, 1 s here) do not cut a quiet session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,4 +511,34 @@ idle_timeout_seconds = 60
     })
     .await;
     assert_eq!(heard, Ok(true), "the quiet session stays open");
+}
+
+/// The plain-HTTP (redirect) and admin listeners bound each request head, and with it the idle
+/// wait between requests, by the policy's header timeout: a connection that sends nothing, or
+/// trickles half a header, is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redirect_and_admin_listeners_close_silent_and_trickling_connections() {
+    let up = common::upstream::TestUpstream::start(0).await;
+    let g = Gateway::start(opts(up.port, 1000, "keepalive_timeout_seconds = 60")).await;
+    let http = g.http.expect("the plain-HTTP listener");
+    for (addr, what) in [(http, "plain HTTP"), (g.admin, "admin")] {
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (took, _) = closed_within(&mut silent, Duration::from_secs(6), what).await;
+        assert!(
+            took >= Duration::from_millis(900),
+            "{what}: closed after {took:?}"
+        );
+        let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        trickle
+            .write_all(b"GET / HTTP/1.1\r\nHost: loc")
+            .await
+            .unwrap();
+        closed_within(&mut trickle, Duration::from_secs(6), what).await;
+    }
+    // A kept-alive connection that goes quiet after a request is closed too.
+    let mut idle = tokio::net::TcpStream::connect(http).await.unwrap();
+    idle.write_all(GET).await.unwrap();
+    let head = read_response(&mut idle).await;
+    assert!(head.starts_with("http/1.1 30"), "{head}");
+    closed_within(&mut idle, Duration::from_secs(6), "idle plain HTTP").await;
 }

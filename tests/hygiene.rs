@@ -293,3 +293,89 @@ async fn pipelined_requests_are_each_answered_in_order() {
         );
     }
 }
+
+/// A malformed chunked body is a refusal (WARN) and a client that resets its HTTP/2 stream
+/// mid-body has simply gone (INFO): neither is a fault, so neither is logged at ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_framing_and_a_client_gone_mid_body_are_not_errors() {
+    // An upstream that takes the request body and never answers, so the gateway is still
+    // reading the client's body when the client leaves.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let g2 = got.clone();
+    let _up = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let got = g2.clone();
+            tokio::spawn(async move {
+                let mut b = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut b).await {
+                    got.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let g = Gateway::start(opts(port)).await;
+    let resp = g
+        .raw(b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n")
+        .await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "the 400 says the connection closes: {resp}"
+    );
+    eventually(Duration::from_secs(5), "the refusal is logged", || async {
+        lines_at(&g.log(), "WARN")
+            .iter()
+            .any(|l| l.contains("request refused") && l.contains("InvalidChunk"))
+            .then_some(())
+    })
+    .await;
+    // HTTP/2: a POST with three body bytes, then the client cancels the stream
+    // (RST_STREAM(CANCEL)) while the gateway waits for the rest.
+    let mut cfg = (*g.tls_client_config()).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(g.https).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let len = (payload.len() as u32).to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut hpack = vec![0x83, 0x87, 0x04, 0x07];
+    hpack.extend_from_slice(b"/upload");
+    hpack.extend_from_slice(&[0x01, 0x09]);
+    hpack.extend_from_slice(b"localhost");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    out.extend(frame(0x1, 0x4, 1, &hpack));
+    out.extend(frame(0x0, 0, 1, b"abc"));
+    tls.write_all(&out).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the request reaches the upstream",
+        || async { (got.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(()) },
+    )
+    .await;
+    tls.write_all(&frame(0x3, 0, 1, &8u32.to_be_bytes()))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the client's leaving is logged",
+        || async {
+            lines_at(&g.log(), "INFO")
+                .iter()
+                .any(|l| l.contains("client connection ended"))
+                .then_some(())
+        },
+    )
+    .await;
+    let log = g.log();
+    assert!(lines_at(&log, "ERROR").is_empty(), "{log}");
+}

@@ -378,3 +378,35 @@ public = true
         g.log()
     );
 }
+
+/// An address whose name has never resolved takes no request while the pool has one that has,
+/// health checks off: before, round-robin gave it every other request, each answered 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresolved_name_in_a_pool_takes_no_requests() {
+    let up = Upstream::start(0).await;
+    let g = Gateway::start(Options::with_policy(format!(
+        r#"
+[[upstreams]]
+name = "pool"
+kind = "external"
+addresses = ["no-such-host.invalid:80", "127.0.0.1:{}"]
+health_check_interval_seconds = 0
+
+[[routes]]
+name = "pool"
+path_prefix = "/"
+upstream = "pool"
+public = true
+"#,
+        up.port
+    )))
+    .await;
+    for http1 in [true, false] {
+        let c = g.client(http1);
+        for i in 0..4 {
+            let r = c.get(g.url("/x")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "http1 {http1}, request {i}");
+        }
+    }
+    assert_eq!(up.seen.lock().unwrap().len(), 8);
+}

@@ -37,9 +37,14 @@ pub fn error(status: u16, code: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": code }))
 }
 
-/// Serves HTTP/1.1 on `listener` with `handler` until the process ends.
-pub async fn serve_http<H, F>(listener: TcpListener, handler: Arc<H>)
-where
+/// Serves HTTP/1.1 on `listener` with `handler` until the process ends. With `header_timeout`,
+/// every request head (the first, and each next one on a kept-alive connection, so the idle
+/// wait between requests too) must arrive within it, or the connection is closed.
+pub async fn serve_http<H, F>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    header_timeout: Option<std::time::Duration>,
+) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -59,8 +64,14 @@ where
                 let fut = handler(req);
                 async move { Ok::<_, Infallible>(fut.await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.keep_alive(true);
+            if let Some(t) = header_timeout {
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(t);
+            }
+            let _ = builder
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades()
                 .await;

@@ -72,6 +72,9 @@ struct RawNetworkConfig {
     keepalive_timeout_seconds: Option<u64>,
     /// Seconds a request body may go without a byte arriving (default 60; 0 = no bound).
     body_timeout_seconds: Option<u64>,
+    /// Seconds a response may go without the client taking a byte of it (default 60; 0 = no
+    /// bound): a client that stops reading loses its connection.
+    send_timeout_seconds: Option<u64>,
     /// Requests one connection may carry: HTTP/1.1's last answer says `Connection: close`,
     /// HTTP/2 gets GOAWAY after that many streams (default 1000; 0 = no limit).
     max_requests_per_connection: Option<u64>,
@@ -315,6 +318,8 @@ pub struct ConnectionBounds {
     pub keepalive_timeout: Option<std::time::Duration>,
     /// Longest wait for the next byte of a request body.
     pub body_timeout: Option<std::time::Duration>,
+    /// Longest wait for the client to take the next part of a response.
+    pub send_timeout: Option<std::time::Duration>,
     /// Requests (HTTP/2: streams) one connection carries before it is closed.
     pub max_requests: Option<u32>,
 }
@@ -324,6 +329,7 @@ impl Default for ConnectionBounds {
         ConnectionBounds {
             keepalive_timeout: Some(std::time::Duration::from_secs(75)),
             body_timeout: Some(std::time::Duration::from_secs(60)),
+            send_timeout: Some(std::time::Duration::from_secs(60)),
             max_requests: Some(1000),
         }
     }
@@ -630,6 +636,13 @@ impl Config {
                 raw.network.body_timeout_seconds,
                 60,
                 "body_timeout_seconds",
+                86_400,
+            )?),
+            send_timeout: seconds(number(
+                "PORTCULLIS_SEND_TIMEOUT_SECONDS",
+                raw.network.send_timeout_seconds,
+                60,
+                "send_timeout_seconds",
                 86_400,
             )?),
             max_requests: Some(number(

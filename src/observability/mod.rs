@@ -266,7 +266,15 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ListenerEvents {
                     tracing::Level::WARN => {
                         tracing::warn!(target: "portcullis::listener", "{}", m.0)
                     }
-                    _ => tracing::info!(target: "portcullis::listener", "{}", m.0),
+                    tracing::Level::INFO => {
+                        tracing::info!(target: "portcullis::listener", "{}", m.0)
+                    }
+                    tracing::Level::DEBUG => {
+                        tracing::debug!(target: "portcullis::listener", "{}", m.0)
+                    }
+                    tracing::Level::TRACE => {
+                        tracing::trace!(target: "portcullis::listener", "{}", m.0)
+                    }
                 }
             }
         }

@@ -113,6 +113,9 @@ fn bound_connection(
     }
     session.set_header_timeout(Some(header_timeout));
     session.set_read_timeout(bounds.body_timeout);
+    // Each write of the response (HTTP/2: each wait for the stream's flow-control window) must
+    // complete within the bound: a client that stops reading cannot hold the connection.
+    session.set_write_timeout(bounds.send_timeout);
     // Pipelined requests (RFC 9112 §9.3.2) are answered one after another, in order; without
     // this Pingora answered the first with `keep-alive` and then dropped the rest.
     session.set_pipelining_enabled(true);
@@ -1184,13 +1187,19 @@ impl ProxyHttp for Gateway {
         let upstream = &policy.upstreams[route.upstream];
         if let UpstreamTarget::External { addresses, .. } = &upstream.target {
             let start = upstream.next_address(addresses);
+            // A name that has never resolved takes no request while another address can; if
+            // none has resolved, the request gets its 502 when the peer is chosen.
+            let mut resolved = false;
             let picked = (0..addresses.len()).find_map(|i| {
                 let idx = (start + i) % addresses.len();
                 let state = upstream.address_state(idx, &self.resilience).clone();
+                state.socket_addr()?;
+                resolved = true;
                 (self.resilience.admit(&state) != Admit::No).then_some((idx, state))
             });
             match picked {
                 Some(p) => ctx.upstream_addr = Some(p),
+                None if !resolved => {}
                 None => return self.deny(session, ctx, Deny::CircuitOpen).await,
             }
         }
@@ -1340,6 +1349,7 @@ impl ProxyHttp for Gateway {
                 return None;
             }
             let state = upstream.address_state(j, &self.resilience).clone();
+            state.socket_addr()?;
             (self.resilience.admit(&state) != Admit::No).then_some((j, state))
         });
         if let Some((j, state)) = next {
@@ -1507,6 +1517,8 @@ impl ProxyHttp for Gateway {
             | ErrorType::ConnectionClosed
             | ErrorType::ReadTimedout
             | ErrorType::WriteTimedout
+            | ErrorType::H2Error
+            | ErrorType::Custom("PrematureBodyEnd")
                 if e.esource() == &ErrorSource::Downstream =>
             {
                 tracing::info!(
@@ -1517,6 +1529,8 @@ impl ProxyHttp for Gateway {
                 return true;
             }
             ErrorType::InvalidHTTPHeader | ErrorType::HTTPStatus(_) => true,
+            // Malformed chunked framing (a bare LF, a bad trailer end), whatever the route.
+            ErrorType::Custom("InvalidChunk" | "InvalidTrailerEnd") => true,
             ErrorType::Custom(_) => ctx.websocket,
             _ => false,
         };
@@ -1589,6 +1603,8 @@ impl ProxyHttp for Gateway {
             }
             ErrorType::HTTPStatus(code) => {
                 let code = *code;
+                // The connection is not reused: the answer says so.
+                session.set_keepalive(None);
                 let _ = session.respond_error(code).await;
                 return FailToProxy {
                     error_code: code,
@@ -1625,6 +1641,7 @@ impl ProxyHttp for Gateway {
                         None
                     }
                     _ => {
+                        session.set_keepalive(None);
                         let _ = session.respond_error(400).await;
                         return FailToProxy {
                             error_code: 400,

@@ -144,10 +144,16 @@ impl Resilience {
                 s.looked_up_ms.store(now, Ordering::Release);
                 match lookup(a) {
                     Ok(found) if !found.is_empty() => {
+                        let before = s.socket_addr();
                         if **s.resolved.load() != found {
                             tracing::info!(upstream = &*u.name, address = a.as_str(), resolved = ?found, "upstream name resolved");
                         }
                         s.resolved.store(Arc::new(found));
+                        // A new host behind the name starts afresh: the old one's failures
+                        // (breaker and health checks) say nothing about it.
+                        if before.is_some() && s.socket_addr() != before {
+                            s.reset();
+                        }
                     }
                     result => {
                         let error = match result {
@@ -274,11 +280,17 @@ impl Resilience {
                 due.push((u, a, s));
             }
         }
-        let results = futures_util::future::join_all(due.iter().map(|(u, a, _)| {
+        // The check connects where requests do: the stored address, never a fresh lookup. A
+        // name that has never resolved fails its check.
+        let results = futures_util::future::join_all(due.iter().map(|(u, _, s)| {
             let timeout = u.connect_timeout.min(Duration::from_secs(2));
+            let addr = s.socket_addr();
             async move {
+                let Some(addr) = addr else {
+                    return false;
+                };
                 matches!(
-                    tokio::time::timeout(timeout, tokio::net::TcpStream::connect(a.as_str())).await,
+                    tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
                     Ok(Ok(_))
                 )
             }
@@ -353,6 +365,16 @@ impl AddressState {
         self.resolved.load().first().copied()
     }
 
+    /// Forgets the breaker's and the health checks' verdicts.
+    fn reset(&self) {
+        self.consecutive_failures.store(0, Ordering::Release);
+        self.open_until_ms.store(0, Ordering::Release);
+        self.probe_in_flight.store(false, Ordering::Release);
+        self.check_passes.store(0, Ordering::Release);
+        self.check_fails.store(0, Ordering::Release);
+        self.healthy.store(true, Ordering::Release);
+    }
+
     /// The circuit is open (its open period may have run out, its probe not yet gone).
     fn circuit_open(&self) -> bool {
         self.open_until_ms.load(Ordering::Acquire) > 1
@@ -418,6 +440,76 @@ public = true
         *answer.lock().unwrap() = Ok(vec!["10.2.2.2:8080".parse().unwrap()]);
         r.resolve_names_with(&policy, Duration::ZERO, &lookup);
         assert_eq!(named.socket_addr(), Some("10.2.2.2:8080".parse().unwrap()));
+    }
+
+    fn named_policy(address: &str) -> Policy {
+        let text = format!(
+            r#"
+[[upstreams]]
+name = "app"
+kind = "external"
+addresses = ["{address}"]
+health_check_interval_seconds = 1
+
+[[routes]]
+name = "app"
+path_prefix = "/"
+upstream = "app"
+public = true
+"#
+        );
+        let files = [crate::policy::SourceFile {
+            path: "p.toml".into(),
+            text,
+        }];
+        crate::policy::compile(&files, crate::config::Mode::Development).unwrap()
+    }
+
+    #[tokio::test]
+    async fn health_checks_probe_the_stored_address_not_a_fresh_lookup() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        // The name does not resolve through the system resolver; the stored answer (from the
+        // resolver given here) points at the listener.
+        let name = format!("app.invalid:{port}");
+        let policy = named_policy(&name);
+        let r = Resilience::default();
+        let s = r.state("app", &name);
+        r.resolve_names_with(&policy, Duration::MAX, &|_| {
+            Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+        });
+        let mut last = HashMap::new();
+        for _ in 0..5 {
+            last.clear();
+            r.check_health(&policy, &mut last).await;
+        }
+        assert!(
+            s.healthy.load(Ordering::Acquire),
+            "the stored address answers"
+        );
+    }
+
+    #[test]
+    fn a_name_that_resolves_to_a_new_host_starts_afresh() {
+        let policy = named_policy("app.invalid:80");
+        let r = Resilience::default();
+        let s = r.state("app", "app.invalid:80");
+        let answer = std::sync::Mutex::new(vec!["10.1.1.1:80".parse().unwrap()]);
+        let lookup = |_: &str| Ok(answer.lock().unwrap().clone());
+        r.resolve_names_with(&policy, Duration::MAX, &lookup);
+        let spec = BreakerSpec {
+            failures: 1,
+            open_for: Duration::from_secs(3600),
+        };
+        r.failure(&s, spec, "app", "app.invalid:80");
+        r.record_check(&s, false, 1, 1, "app", "app.invalid:80");
+        assert_eq!(r.admit(&s), Admit::No);
+        // The same answer again keeps the verdict; a new one clears it.
+        r.resolve_names_with(&policy, Duration::ZERO, &lookup);
+        assert_eq!(r.admit(&s), Admit::No);
+        *answer.lock().unwrap() = vec!["10.2.2.2:80".parse().unwrap()];
+        r.resolve_names_with(&policy, Duration::ZERO, &lookup);
+        assert_eq!(r.admit(&s), Admit::Yes);
     }
 
     #[test]

@@ -62,6 +62,10 @@ const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 // different tolerance for malformed stream rejections.
 const MAX_MALFORMED_STREAMS_PER_CONN: usize = 32;
 
+// Vendored change: how long a draining connection (after GOAWAY) with no stream in flight waits
+// for the client to close it when no idle timeout is configured.
+const DRAIN_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Build [`H2Options`] with bounded defaults for received requests.
 ///
 /// Use this as the starting point when customizing options to retain the default
@@ -124,12 +128,9 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
 /// accept loop is not blocked, and move the guard into that task so its lifetime
 /// matches the session.
 ///
-/// Note: this function does not impose its own per-connection drain timeout
-/// (after a shutdown signal). The runtime-level `graceful_shutdown_timeout_seconds`
-/// is the only ceiling there, so a slow client can keep this future alive up to
-/// that bound during drain.
-// TODO: add a per-connection drain timeout to bound how long a single
-// misbehaving client can keep this task alive after GOAWAY.
+/// Note: while draining (after GOAWAY), streams in flight are bounded only by their own
+/// timeouts; once none is in flight the idle timeout (or `DRAIN_IDLE_TIMEOUT`) ends the
+/// connection abruptly (vendored change).
 // Vendored change: the server now calls `accept_downstream_sessions_up_to`; the tests in
 // `protocols::http::v2` still call this.
 #[cfg(test)]
@@ -166,12 +167,26 @@ pub(crate) async fn accept_downstream_sessions_up_to<F>(
     let active = Arc::new(ActiveSessions::new());
     loop {
         let h2_stream = if shutdown_initiated {
-            HttpSession::from_h2_conn_with_malformed_budget(
-                &mut conn,
-                digest.clone(),
-                &mut malformed_streams,
-            )
-            .await
+            // Vendored change: draining keeps an idle bound. h2 sends its final GOAWAY and
+            // closes only once the client answers the shutdown PING; a client that never does
+            // would hold the connection forever. With nothing in flight for the idle timeout
+            // (or DRAIN_IDLE_TIMEOUT when there is none), the connection is closed abruptly.
+            tokio::select! {
+                h2_stream = HttpSession::from_h2_conn_with_malformed_budget(
+                    &mut conn,
+                    digest.clone(),
+                    &mut malformed_streams,
+                ) => h2_stream,
+                _ = wait_for_idle_timeout(&active, idle_timeout.unwrap_or(DRAIN_IDLE_TIMEOUT)) => {
+                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    let _ = timeout(
+                        Duration::from_secs(1),
+                        std::future::poll_fn(|cx| conn.poll_closed(cx)),
+                    )
+                    .await;
+                    return;
+                }
+            }
         } else {
             tokio::select! {
                 // Poll the shutdown signal first so a concurrent signal is
@@ -217,6 +232,13 @@ pub(crate) async fn accept_downstream_sessions_up_to<F>(
             // The offending stream was already answered or reset; keep the
             // connection alive and continue accepting sibling streams.
             Ok(Some(H2Accept::Rejected)) => continue,
+            // Vendored change: past the stream limit, streams the client still opens before
+            // h2's final GOAWAY are refused, never dispatched.
+            Ok(Some(H2Accept::Session(mut session)))
+                if max_streams.is_some_and(|max| accepted >= max) =>
+            {
+                session.send_response.send_reset(h2::Reason::REFUSED_STREAM);
+            }
             Ok(Some(H2Accept::Session(session))) => {
                 on_session(session, active.start_session());
                 accepted += 1;
