@@ -40,27 +40,11 @@ header_timeout_ms = {header_ms}
 
 /// Reads one response head and its `content-length` body; the lower-cased head.
 async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return head;
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
-            .await
-            .expect("a response within 10 s")
-            .unwrap();
-        assert!(n > 0, "closed before a whole response: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    tokio::time::timeout(Duration::from_secs(10), common::read_message(s))
+        .await
+        .expect("a response within 10 s")
+        .expect("closed before a whole response")
+        .0
 }
 
 /// Waits up to `limit` for the server to close; returns how long that took and what it sent

@@ -606,34 +606,14 @@ async fn keepalive_get<S>(tls: &mut S, path: &str) -> Option<(u16, String)>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
     tls.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let status = head.get(9..12)?.parse().ok()?;
-                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                return Some((status, body));
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    let (head, body) = tokio::time::timeout(Duration::from_secs(10), common::read_message(tls))
+        .await
+        .ok()??;
+    let status = head.get(9..12)?.parse().ok()?;
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -451,9 +451,12 @@ pub fn rename_over(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Reads one HTTP/1.1 request (head and a `content-length` body) from `s`: the lower-cased head
-/// and the body, or `None` when the peer closes first. For the small servers tests run.
-pub async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+/// Reads one HTTP/1.1 message (head and a `content-length` body) from `s`: the lower-cased head
+/// and the body, or `None` when the peer closes first.
+pub async fn read_message<S>(s: &mut S) -> Option<(String, Vec<u8>)>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -475,4 +478,9 @@ pub async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(String, Vec<
             }
         }
     }
+}
+
+/// Reads one HTTP/1.1 request from `s` ([`read_message`]). For the small servers tests run.
+pub async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    read_message(s).await
 }
