@@ -352,6 +352,17 @@ def gateway_config(docs: dict[Path, list[dict]]) -> dict:
 # --- portcullis check on the mounted files ----------------------------------------------------
 
 
+def binary_for(what: str) -> tuple[str | None, str]:
+    """The binary, or None and the report line (a finding under CI=true, where it must exist)."""
+    binary = find_binary()
+    if binary:
+        return binary, ""
+    if os.environ.get("CI") == "true":
+        finding(what, "no portcullis binary (build it first, or set PORTCULLIS_BIN)")
+        return None, "  missing"
+    return None, "  skipped: no portcullis binary (build it, or set PORTCULLIS_BIN)"
+
+
 def find_binary() -> str | None:
     explicit = os.environ.get("PORTCULLIS_BIN")
     if explicit:
@@ -396,12 +407,9 @@ def secret_values(doc: dict, scratch: Path) -> dict[str, str]:
 
 
 def check_gateway(docs: dict[Path, list[dict]]) -> str:
-    binary = find_binary()
+    binary, report = binary_for("gateway")
     if not binary:
-        if os.environ.get("CI") == "true":
-            finding("gateway", "no portcullis binary (build it first, or set PORTCULLIS_BIN)")
-            return "  missing"
-        return "  skipped: no portcullis binary (build it, or set PORTCULLIS_BIN)"
+        return report
     if not shutil.which("openssl"):
         finding("gateway", "openssl is needed for a throwaway certificate")
         return "  missing openssl"
@@ -484,12 +492,9 @@ def check_image_policy() -> str:
     unmodified `policies/` under the same environment must be refused (a development provider
     on every interface): that proves the check can tell the two apart.
     """
-    binary = find_binary()
+    binary, report = binary_for("image")
     if not binary:
-        if os.environ.get("CI") == "true":
-            finding("image", "no portcullis binary (build it first, or set PORTCULLIS_BIN)")
-            return "  missing"
-        return "  skipped: no portcullis binary (build it, or set PORTCULLIS_BIN)"
+        return report
     instructions = dockerfile_instructions(DOCKERFILE.read_text())
     start = max(i for i, (_, word, _) in enumerate(instructions) if word == "FROM")
     final = instructions[start + 1 :]
