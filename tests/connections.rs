@@ -69,14 +69,27 @@ async fn closed_within<S: AsyncRead + Unpin>(
 
 const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_keepalive_connection_is_closed_after_the_idle_timeout() {
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A gateway with these bounds in front of a test upstream, and a TLS connection whose first
+/// keep-alive `GET` was answered 200: the upstream, the gateway, the connection and the
+/// lower-cased response head (kept so the test owns everything it started).
+async fn after_one_request(
+    header_ms: u64,
+    network: &str,
+) -> (common::upstream::TestUpstream, Gateway, Tls, String) {
     let up = common::upstream::TestUpstream::start(0).await;
-    let g = Gateway::start(opts(up.port, 10_000, "keepalive_timeout_seconds = 1")).await;
+    let g = Gateway::start(opts(up.port, header_ms, network)).await;
     let mut tls = g.tls_connect().await;
     tls.write_all(GET).await.unwrap();
     let head = read_response(&mut tls).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
+    (up, g, tls, head)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keepalive_connection_is_closed_after_the_idle_timeout() {
+    let (_up, _g, mut tls, head) = after_one_request(10_000, "keepalive_timeout_seconds = 1").await;
     assert!(!head.contains("connection: close"), "kept alive: {head}");
     // One request, then quiet: closed at the idle timeout, long before the header timeout.
     let (took, sent) = closed_within(&mut tls, Duration::from_secs(6), "idle connection").await;
@@ -86,12 +99,7 @@ async fn an_idle_keepalive_connection_is_closed_after_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_header_on_a_connection_must_arrive_within_the_header_timeout() {
-    let up = common::upstream::TestUpstream::start(0).await;
-    let g = Gateway::start(opts(up.port, 1000, "keepalive_timeout_seconds = 60")).await;
-    let mut tls = g.tls_connect().await;
-    tls.write_all(GET).await.unwrap();
-    let head = read_response(&mut tls).await;
-    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let (up, g, mut tls, _) = after_one_request(1000, "keepalive_timeout_seconds = 60").await;
     // The second request starts and never ends: cut at the header timeout (1 s), not at the
     // keep-alive timeout (60 s) that bounds each read.
     tls.write_all(b"GET /b HTTP/1.1\r\nHost: loc")
@@ -146,12 +154,8 @@ async fn a_request_body_that_stops_arriving_is_cut_at_the_body_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_carries_at_most_max_requests_per_connection() {
-    let up = common::upstream::TestUpstream::start(0).await;
-    let g = Gateway::start(opts(up.port, 10_000, "max_requests_per_connection = 2")).await;
-    let mut tls = g.tls_connect().await;
-    tls.write_all(GET).await.unwrap();
-    let first = read_response(&mut tls).await;
-    assert!(first.starts_with("http/1.1 200"), "{first}");
+    let (_up, _g, mut tls, first) =
+        after_one_request(10_000, "max_requests_per_connection = 2").await;
     assert!(!first.contains("connection: close"), "{first}");
     tls.write_all(GET).await.unwrap();
     let second = read_response(&mut tls).await;
