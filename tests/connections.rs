@@ -11,30 +11,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-/// A route to `port` on `/`, with the policy's header timeout at `header_ms`.
+/// A route to `port` on `/`, with the policy's header timeout at `header_ms` and `network`
+/// in `portcullis.toml`'s `[network]`.
 fn opts(port: u16, header_ms: u64, network: &str) -> Options {
-    let p = format!(
-        r#"
-[[upstreams]]
-name = "app"
-kind = "external"
-addresses = ["127.0.0.1:{port}"]
-health_check_interval_seconds = 0
-
-[[routes]]
-name = "app"
-path_prefix = "/"
-upstream = "app"
-public = true
-
-[network]
-header_timeout_ms = {header_ms}
-"#
-    );
     Options {
-        policy: vec![("p.toml".into(), p)],
         config_extra: format!("\n[network]\n{network}\n"),
-        ..Default::default()
+        ..public_route_to(port, header_ms)
     }
 }
 

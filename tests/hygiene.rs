@@ -8,28 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn opts(port: u16) -> Options {
-    let p = format!(
-        r#"
-[[upstreams]]
-name = "app"
-kind = "external"
-addresses = ["127.0.0.1:{port}"]
-health_check_interval_seconds = 0
-
-[[routes]]
-name = "app"
-path_prefix = "/"
-upstream = "app"
-public = true
-
-[network]
-header_timeout_ms = 1000
-"#
-    );
-    Options {
-        policy: vec![("p.toml".into(), p)],
-        ..Default::default()
-    }
+    public_route_to(port, 1000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

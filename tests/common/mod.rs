@@ -484,3 +484,26 @@ where
 pub async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
     read_message(s).await
 }
+
+/// One public route `/` to an external upstream on `port`, with the policy's header timeout at
+/// `header_ms`.
+pub fn public_route_to(port: u16, header_ms: u64) -> Options {
+    Options::with_policy(format!(
+        r#"
+[[upstreams]]
+name = "app"
+kind = "external"
+addresses = ["127.0.0.1:{port}"]
+health_check_interval_seconds = 0
+
+[[routes]]
+name = "app"
+path_prefix = "/"
+upstream = "app"
+public = true
+
+[network]
+header_timeout_ms = {header_ms}
+"#
+    ))
+}
