@@ -15,6 +15,13 @@
 #   bench/run.sh                       # 3 rounds of 5 s per scenario, ~10 minutes
 #   ROUNDS=5 DURATION=10 bench/run.sh  # longer
 #   IDLE=9000 bench/run.sh             # idle connections for the memory scenario
+#   PROFILE=pc-full bench/run.sh       # a perf profile of one contender instead of the table
+#   PIN=0 bench/run.sh                 # do not pin (by default the proxies share core 0 and the
+#                                      # load generators, upstream and echo server the others)
+#
+# Beside req/s the table shows each contender's CPU-µs per request: the user+system time its
+# process spent during the scenario (from /proc/PID/stat) divided by the requests it answered, a
+# figure that does not depend on how busy the load generator's core was.
 #
 # Writes bench/results/<date>.md. Needs root once to install nginx, haproxy, wrk and h2load.
 set -euo pipefail
@@ -26,6 +33,7 @@ DURATION=${DURATION:-5}
 # limit of 20000 open files it admits at most 9990, so the memory scenario holds 9000 by default.
 IDLE=${IDLE:-9000}
 OUT=${OUT:-bench/results/$(date +%F).md}
+PIN=${PIN:-1}
 
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
@@ -42,13 +50,27 @@ fi
 # Debian starts the packaged services; they are not part of the benchmark.
 systemctl stop nginx haproxy >/dev/null 2>&1 || true
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+# Pinning: proxies on core 0, everything else (load generators, upstream, echo server) on the
+# remaining cores, so a proxy never competes with the load it is measured under.
+PX=() LD=()
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+    PX=(taskset -c 0) LD=(taskset -c "1-$(($(nproc) - 1))")
+fi
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime of a process, all threads
+per_req_us() { # ticks requests → CPU-µs per request
+    awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN {if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print 0}'
+}
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-echo "building (release)…"
-cargo build --release --locked --bin portcullis --example ws_echo --example ws_load --example idle_conns 2>&1 | tail -1
 BIN=${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}
 EX=$ROOT/target/release/examples
+# PORTCULLIS_BIN=path/to/portcullis measures that binary (built elsewhere) without a build here.
+if [ -z "${PORTCULLIS_BIN:-}" ] || [ ! -x "$EX/idle_conns" ]; then
+    echo "building (release)…"
+    cargo build --release --locked --bin portcullis --example ws_echo --example ws_load --example idle_conns 2>&1 | tail -1
+fi
 
 W=$(mktemp -d)
 PIDS=()
@@ -271,17 +293,17 @@ done
 TOKEN=$("$BIN" token mint --config "$W/pc-full/portcullis.toml" --room bench --sub bench --ttl 1d --kid k1)
 
 echo "starting upstream, echo server and contenders…"
-"$NGINX" -c "$W/nginx-up.conf" -p "$W"
-"$EX/ws_echo" --listen "127.0.0.1:$ECHO" 2>/dev/null &
+"${LD[@]}" "$NGINX" -c "$W/nginx-up.conf" -p "$W"
+"${LD[@]}" "$EX/ws_echo" --listen "127.0.0.1:$ECHO" 2>/dev/null &
 PIDS+=($!)
-"$NGINX" -c "$W/nginx-px.conf" -p "$W"
-"$HAPROXY" -q -f "$W/haproxy.cfg" &
+"${PX[@]}" "$NGINX" -c "$W/nginx-px.conf" -p "$W"
+"${PX[@]}" "$HAPROXY" -q -f "$W/haproxy.cfg" &
 PIDS+=($!)
 HAPROXY_PID=$!
-(cd "$W/pc-plain" && exec "$BIN" serve --config portcullis.toml >gateway.log 2>&1) &
+(cd "$W/pc-plain" && exec "${PX[@]}" "$BIN" serve --config portcullis.toml >gateway.log 2>&1) &
 PIDS+=($!)
 PLAIN_PID=$!
-(cd "$W/pc-full" && exec "$BIN" serve --config portcullis.toml >gateway.log 2>&1) &
+(cd "$W/pc-full" && exec "${PX[@]}" "$BIN" serve --config portcullis.toml >gateway.log 2>&1) &
 PIDS+=($!)
 FULL_PID=$!
 for a in $A_PLAIN $A_FULL; do
@@ -311,7 +333,7 @@ if [ -n "${PROFILE:-}" ]; then
     PROFILE_OUT=${PROFILE_OUT:-bench/results/$(date +%F)-profile-$PROFILE.txt}
     perf record -e cpu-clock -F 1999 -p "${PID[$PROFILE]}" -o "$W/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
     perfpid=$!
-    wrk -t1 -c50 -d"${DURATION}s" "${AUTH[@]}" "https://127.0.0.1:${PORT[$PROFILE]}/small" | grep Requests/sec
+    "${LD[@]}" wrk -t1 -c50 -d"${DURATION}s" "${AUTH[@]}" "https://127.0.0.1:${PORT[$PROFILE]}/small" | grep Requests/sec
     wait "$perfpid" || true
     {
         echo "# perf record -e cpu-clock, $PROFILE under wrk -t1 -c50 keep-alive, ${DURATION}s"
@@ -330,36 +352,45 @@ fi
 declare -A R   # R[scenario,contender] = space-separated samples
 add() { R[$1,$2]="${R[$1,$2]:-} $3"; }
 
-wrk_run() { # contender connections path extra-header… → "req/s p99_ms errors"
+wrk_run() { # contender connections path extra-header… → "req/s p99_ms errors cpu_us_per_request"
     local c=$1 n=$2 path=$3; shift 3
-    local out
-    out=$(wrk -t1 -c"$n" -d"${DURATION}s" --latency "${AUTH[@]}" "$@" "https://127.0.0.1:${PORT[$c]}$path" 2>&1)
-    local rps p99 err
+    local out t0 t1
+    t0=$(cpu_ticks "${PID[$c]}")
+    out=$("${LD[@]}" wrk -t1 -c"$n" -d"${DURATION}s" --latency "${AUTH[@]}" "$@" "https://127.0.0.1:${PORT[$c]}$path" 2>&1)
+    t1=$(cpu_ticks "${PID[$c]}")
+    local rps p99 err reqs
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}')
     err=$(echo "$out" | awk '/Non-2xx/ {n+=$NF} /Socket errors/ {gsub(/,/,""); n+=$4+$6+$8+$10} END {print n+0}')
-    echo "${rps:-0} ${p99:-0} ${err:-0}"
+    reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+    echo "${rps:-0} ${p99:-0} ${err:-0} $(per_req_us $((t1 - t0)) "${reqs:-0}")"
 }
 
 for r in $(seq "$ROUNDS"); do
     echo "round $r/$ROUNDS"
     for c in "${CONTENDERS[@]}"; do
-        read -r rps p99 err < <(wrk_run "$c" 50 /small)
-        add ka50 "$c" "$rps"; add ka50p99 "$c" "$p99"; add errors "$c" "$err"
-        read -r rps p99 err < <(wrk_run "$c" 500 /small)
-        add ka500 "$c" "$rps"; add ka500p99 "$c" "$p99"; add errors "$c" "$err"
-        read -r rps p99 err < <(wrk_run "$c" 50 /small -H "Connection: close")
-        add hs "$c" "$rps"; add hsp99 "$c" "$p99"
-        read -r rps p99 err < <(wrk_run "$c" 50 /big)
-        add big "$c" "$rps"; add errors "$c" "$err"
-        h2=$(h2load -D "$DURATION" -c 10 -m 100 -t 1 -H "authorization: Bearer $TOKEN" \
-            "https://127.0.0.1:${PORT[$c]}/small" 2>/dev/null | awk '/^finished in/ {gsub(/,/,""); print $4}')
-        add h2 "$c" "${h2:-0}"
-        ws=$("$EX/ws_load" --url "wss://127.0.0.1:${PORT[$c]}/ws" --ca "$W/ca.pem" --connections 50 \
-            --seconds "$DURATION" --size 64 --token "$TOKEN" | awk '{print $1}')
-        add ws "$c" "${ws:-0}"
+        read -r rps p99 err us < <(wrk_run "$c" 50 /small)
+        add ka50 "$c" "$rps"; add ka50p99 "$c" "$p99"; add errors "$c" "$err"; add ka50us "$c" "$us"
+        read -r rps p99 err us < <(wrk_run "$c" 500 /small)
+        add ka500 "$c" "$rps"; add ka500p99 "$c" "$p99"; add errors "$c" "$err"; add ka500us "$c" "$us"
+        read -r rps p99 err us < <(wrk_run "$c" 50 /small -H "Connection: close")
+        add hs "$c" "$rps"; add hsp99 "$c" "$p99"; add hsus "$c" "$us"
+        read -r rps p99 err us < <(wrk_run "$c" 50 /big)
+        add big "$c" "$rps"; add errors "$c" "$err"; add bigus "$c" "$us"
+        t0=$(cpu_ticks "${PID[$c]}")
+        out=$("${LD[@]}" h2load -D "$DURATION" -c 10 -m 100 -t 1 -H "authorization: Bearer $TOKEN" \
+            "https://127.0.0.1:${PORT[$c]}/small" 2>/dev/null)
+        t1=$(cpu_ticks "${PID[$c]}")
+        add h2 "$c" "$(echo "$out" | awk '/^finished in/ {gsub(/,/,""); print $4}')"
+        add h2us "$c" "$(per_req_us $((t1 - t0)) "$(echo "$out" | awk '/^requests:/ {print $8}')")"
+        t0=$(cpu_ticks "${PID[$c]}")
+        out=$("${LD[@]}" "$EX/ws_load" --url "wss://127.0.0.1:${PORT[$c]}/ws" --ca "$W/ca.pem" --connections 50 \
+            --seconds "$DURATION" --size 64 --token "$TOKEN")
+        t1=$(cpu_ticks "${PID[$c]}")
+        add ws "$c" "$(echo "$out" | awk '{print $1}')"
+        add wsus "$c" "$(per_req_us $((t1 - t0)) "$(echo "$out" | awk '{gsub(/\(/,""); print $3}')")"
     done
-    ws=$("$EX/ws_load" --url "ws://127.0.0.1:$ECHO/ws" --connections 50 --seconds "$DURATION" --size 64 | awk '{print $1}')
+    ws=$("${LD[@]}" "$EX/ws_load" --url "ws://127.0.0.1:$ECHO/ws" --connections 50 --seconds "$DURATION" --size 64 | awk '{print $1}')
     add ws direct "${ws:-0}"
 done
 
@@ -368,7 +399,7 @@ echo "idle connections: $IDLE per contender…"
 for c in "${CONTENDERS[@]}"; do
     before=$(rss_kib "${PID[$c]}")
     fifo="$W/idle-$c"
-    "$EX/idle_conns" --addr "127.0.0.1:${PORT[$c]}" --ca "$W/ca.pem" --count "$IDLE" --hold 8 \
+    "${LD[@]}" "$EX/idle_conns" --addr "127.0.0.1:${PORT[$c]}" --ca "$W/ca.pem" --count "$IDLE" --hold 8 \
         --token "$TOKEN" >"$fifo" &
     ip=$!
     for _ in $(seq 600); do grep -q ready "$fifo" 2>/dev/null && break; sleep 0.1; done
@@ -392,7 +423,7 @@ RELOAD_S=$((DURATION * 2))
 ) &
 reloader=$!
 g0=$(curl -s "http://127.0.0.1:$A_FULL/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["policy"]["generation"])')
-out=$(wrk -t1 -c50 -d"${RELOAD_S}s" --latency "${AUTH[@]}" "https://127.0.0.1:$P_FULL/small" 2>&1)
+out=$("${LD[@]}" wrk -t1 -c50 -d"${RELOAD_S}s" --latency "${AUTH[@]}" "https://127.0.0.1:$P_FULL/small" 2>&1)
 wait "$reloader"
 g1=$(curl -s "http://127.0.0.1:$A_FULL/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["policy"]["generation"])')
 RELOAD_RPS=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -408,7 +439,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else 
     echo
     echo "\`bench/run.sh\` (ROUNDS=$ROUNDS, DURATION=${DURATION}s per scenario, contenders alternating)."
     echo "Machine: $(nproc) cores ($(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')),"
-    echo "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load generator, proxies and upstream share the cores (loopback)."
+    if ((${#PX[@]})); then
+        placement="proxies pinned to core 0, load generators, upstream and echo server to cores 1-$(($(nproc) - 1)) (loopback)"
+    else
+        placement="load generator, proxies and upstream share the cores (loopback)"
+    fi
+    echo "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $placement."
     echo "Versions: $("$NGINX" -v 2>&1 | sed 's/.*: //'), HAProxy $("$HAPROXY" -v | awk 'NR==1 {print $3}'), $("$BIN" --version), wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}'), $(h2load --version 2>/dev/null | awk 'NR==1 {print $1, $2}')."
     echo
     echo "Each proxy: one worker process/thread, TLS 1.2+1.3 (same ECDSA P-256 certificate), HTTP/2 by ALPN, keep-alive pool to one upstream nginx. pc-full: ES256 JWT (cached), two rate limits that never trigger, api-strict headers, HSTS, JSON access log on; nginx and HAProxy log nothing."
@@ -423,13 +459,19 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else 
     }
     row "keep-alive, 50 conns: req/s" ka50
     row "keep-alive, 50 conns: p99 ms" ka50p99
+    row "keep-alive, 50 conns: CPU-µs per request" ka50us
     row "keep-alive, 500 conns: req/s" ka500
     row "keep-alive, 500 conns: p99 ms" ka500p99
+    row "keep-alive, 500 conns: CPU-µs per request" ka500us
     row "new TLS connection per request: req/s" hs
     row "new TLS connection per request: p99 ms" hsp99
+    row "new TLS connection per request: CPU-µs per request" hsus
     row "HTTP/2, 10 conns × 100 streams: req/s" h2
+    row "HTTP/2: CPU-µs per request" h2us
     row "64 KiB body, 50 conns: req/s" big
+    row "64 KiB body: CPU-µs per request" bigus
     row "WebSocket echo, 50 conns: messages/s" ws
+    row "WebSocket echo: CPU-µs per message" wsus
     echo "| RSS per idle keep-alive TLS connection, KiB ($IDLE opened) | ${R[idle,nginx]} | ${R[idle,haproxy]} | ${R[idle,pc-plain]} | ${R[idle,pc-full]} | | |"
     echo
     echo "WebSocket echo straight to the echo server (no proxy, no TLS): $(median "${R[ws,direct]}") messages/s."
@@ -438,9 +480,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else 
     echo
     echo "Policy reload every second under keep-alive load (pc-full, 50 conns, ${RELOAD_S}s): $RELOADS reloads applied, $RELOAD_REQS requests at $RELOAD_RPS req/s, **$RELOAD_ERR failed**."
     echo
+    echo "CPU-µs per request: user+system time of the contender's process during the scenario ÷ requests (messages for WebSocket) it answered; lower is better, so its ratio to nginx above reads the other way (2.00 = twice nginx's CPU)."
+    echo
     echo "Samples per scenario (rounds in order):"
     echo
-    for k in ka50 ka500 hs h2 big ws; do
+    for k in ka50 ka50us ka500 ka500us hs hsus h2 h2us big bigus ws wsus; do
         echo "- $k: nginx [${R[$k,nginx]# }] haproxy [${R[$k,haproxy]# }] pc-plain [${R[$k,pc-plain]# }] pc-full [${R[$k,pc-full]# }]"
     done
 } | tee "$OUT"
