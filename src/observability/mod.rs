@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{Config, LogFormat};
 
+pub mod access;
 pub mod alerts;
 pub mod batch;
 pub mod otel;
@@ -161,6 +162,7 @@ pub fn init_logging(config: &Config) {
     // Every line passes the redaction writer: no secret reaches the log, whoever wrote it. Lines
     // are redacted and written in batches by the log thread (`batch`): no request waits on it.
     let fmt = tracing_subscriber::fmt::layer().with_writer(batch::BatchWriter::get());
+    access::set_json(matches!(config.log_format, LogFormat::Json));
     let fmt = match config.log_format {
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
         LogFormat::Pretty => fmt.compact().boxed(),

@@ -1,10 +1,10 @@
 //! The last line of defence for secrets in logs: every formatted log line passes through
-//! `redact` before it is written. Whatever a component (ours or Pingora's) put in a message, the
-//! line loses JWT-looking strings, `Bearer`/`Basic` credentials, the values of `access_token`,
-//! `token`, `sig`, `signature`, `password`, `secret`, `api_key`, … parameters and JSON fields,
-//! and any value registered as a secret (the worker token, HMAC keys).
+//! `redact` before it is written (the access line field by field, `access`). Whatever a
+//! component (ours or Pingora's) put in a message, the line loses JWT-looking strings,
+//! `Bearer`/`Basic` credentials, the values of `access_token`, `token`, `sig`, `signature`,
+//! `password`, `secret`, `api_key`, … parameters and JSON fields, and any value registered as a
+//! secret (the worker token, HMAC keys).
 
-use std::io::Write;
 use std::sync::RwLock;
 
 const MASK: &str = "[redacted]";
@@ -66,7 +66,9 @@ pub fn redact(line: &str) -> std::borrow::Cow<'_, str> {
         *copied = to;
     };
     'scan: while i < b.len() {
-        if !TRIGGERS[b[i] as usize] {
+        // The first byte is checked whatever it is: a `name=value` can open the text (a field's
+        // value redacted on its own, `access`).
+        if i > 0 && !TRIGGERS[b[i] as usize] {
             i += 1;
             continue;
         }
@@ -91,7 +93,12 @@ pub fn redact(line: &str) -> std::borrow::Cow<'_, str> {
             if b[i..].starts_with(scheme) {
                 let start = i + scheme.len();
                 let mut j = start;
-                while j < b.len() && !matches!(b[j], b' ' | b'"' | b'\'' | b',' | b';' | b'\\') {
+                while j < b.len()
+                    && !matches!(
+                        b[j],
+                        b' ' | b'"' | b'\'' | b',' | b';' | b'\\' | b'\n' | b'\r'
+                    )
+                {
                     j += 1;
                 }
                 if j > start {
@@ -174,8 +181,9 @@ pub fn redact(line: &str) -> std::borrow::Cow<'_, str> {
             }
         }
         // name=value parameters (query strings, cookies, form-like text).
-        if (b[i] == b'?' || b[i] == b'&' || b[i] == b';' || b[i] == b' ') && i + 1 < b.len() {
-            let rest = &line[i + 1..];
+        let sep = matches!(b[i], b'?' | b'&' | b';' | b' ');
+        if (sep && i + 1 < b.len()) || (i == 0 && !sep) {
+            let rest = if sep { &line[i + 1..] } else { line };
             let rest = rest.trim_start();
             let offset = line.len() - rest.len();
             for p in PARAMS {
@@ -188,7 +196,7 @@ pub fn redact(line: &str) -> std::borrow::Cow<'_, str> {
                     while j < b.len()
                         && !matches!(
                             b[j],
-                            b'&' | b' ' | b'"' | b'\'' | b';' | b',' | b'\\' | b'#'
+                            b'&' | b' ' | b'"' | b'\'' | b';' | b',' | b'\\' | b'#' | b'\n' | b'\r'
                         )
                     {
                         j += 1;
@@ -218,44 +226,6 @@ pub fn redact(line: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     result
-}
-
-/// A writer that redacts each complete line before passing it on.
-pub struct RedactingWriter<W: Write> {
-    inner: W,
-    buf: Vec<u8>,
-}
-
-impl<W: Write> RedactingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        RedactingWriter {
-            inner,
-            buf: Vec::new(),
-        }
-    }
-}
-
-impl<W: Write> Write for RedactingWriter<W> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return self.inner.flush();
-        }
-        let text = String::from_utf8_lossy(&self.buf);
-        let clean = redact(&text);
-        self.inner.write_all(clean.as_bytes())?;
-        self.buf.clear();
-        self.inner.flush()
-    }
-}
-
-impl<W: Write> Drop for RedactingWriter<W> {
-    fn drop(&mut self) {
-        let _ = self.flush();
-    }
 }
 
 #[cfg(test)]
@@ -302,6 +272,23 @@ mod tests {
         }
         assert_eq!(redact("GET /v1/models 200"), "GET /v1/models 200");
         assert_eq!(redact("monkey=1&keys=2"), "monkey=1&keys=2");
+    }
+
+    #[test]
+    fn a_parameter_opening_the_text_and_a_credential_ending_a_line_are_masked_alone() {
+        // A field's value redacted on its own loses what it would lose inside its line.
+        assert_eq!(redact("password=hunter22"), "password=[redacted]");
+        assert_eq!(redact("Token=abc&x=1"), "Token=[redacted]&x=1");
+        assert_eq!(redact("tokens=1"), "tokens=1");
+        // The mask ends at the line's end: the next line is not swallowed with the secret.
+        assert_eq!(
+            redact("a Bearer abc.def\nnext line\n"),
+            "a Bearer [redacted]\nnext line\n"
+        );
+        assert_eq!(
+            redact("GET /x?token=abc\r\nnext line"),
+            "GET /x?token=[redacted]\r\nnext line"
+        );
     }
 
     #[test]

@@ -1729,12 +1729,12 @@ impl ProxyHttp for Gateway {
         if ctx.response_aborted {
             self.metrics.response_aborted();
         }
-        let route = match (&ctx.policy, ctx.route) {
-            (Some(p), Some(r)) => p.routes[r].name.clone(),
-            _ => self.no_route.clone(),
+        let route: &Arc<str> = match (&ctx.policy, ctx.route) {
+            (Some(p), Some(r)) => &p.routes[r].name,
+            _ => &self.no_route,
         };
         self.metrics.detail.record(
-            &route,
+            route,
             status,
             ctx.started.elapsed(),
             ctx.upstream_took,
@@ -1753,7 +1753,7 @@ impl ProxyHttp for Gateway {
         }
         if let Some(t) = ctx.trace.take() {
             t.finish(
-                &route,
+                route,
                 session.req_header().uri.path(),
                 status,
                 ctx.deny.as_ref().map(|d| d.code()),
@@ -1786,28 +1786,40 @@ impl ProxyHttp for Gateway {
             _ => "-",
         };
         let req = session.req_header();
-        tracing::info!(
-            target: "portcullis::access",
-            request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
-            client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
-            method = %req.method,
-            path = req.uri.path(),
-            route = ctx.route_name(),
+        let client = session.client_addr();
+        crate::observability::access::Line {
+            request_id: ctx
+                .request_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-"),
+            client: client.map(|a| a as &dyn std::fmt::Display),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            route: ctx.route_name(),
             status,
-            decision = if ctx.deny.is_some() { "deny" } else { "allow" },
-            reason = ctx.deny.as_ref().map(|d| d.code()).unwrap_or("-"),
-            subject = ctx.identity.as_ref().map(|i| &*i.subject).unwrap_or("-"),
-            auth = ctx.identity.as_ref().map(|i| i.provider.as_str()).unwrap_or("-"),
-            key = ctx.identity.as_ref().and_then(|i| i.verified_by.as_deref()).unwrap_or("-"),
-            generation = ctx.policy.as_ref().map(|p| p.generation).unwrap_or(0),
-            duration_us = ctx.started.elapsed().as_micros() as u64,
-            upstream = upstream_name,
-            upstream_us = ctx.upstream_took.map(|d| d.as_micros() as u64).unwrap_or(0),
-            bytes_in = session.body_bytes_read() as u64,
-            bytes_out = session.body_bytes_sent() as u64,
-            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
-            "request"
-        );
+            decision: if ctx.deny.is_some() { "deny" } else { "allow" },
+            reason: ctx.deny.as_ref().map(|d| d.code()).unwrap_or("-"),
+            subject: ctx.identity.as_ref().map(|i| &*i.subject).unwrap_or("-"),
+            auth: ctx
+                .identity
+                .as_ref()
+                .map(|i| i.provider.as_str())
+                .unwrap_or("-"),
+            key: ctx
+                .identity
+                .as_ref()
+                .and_then(|i| i.verified_by.as_deref())
+                .unwrap_or("-"),
+            generation: ctx.policy.as_ref().map(|p| p.generation).unwrap_or(0),
+            duration_us: ctx.started.elapsed().as_micros() as u64,
+            upstream: upstream_name,
+            upstream_us: ctx.upstream_took.map(|d| d.as_micros() as u64).unwrap_or(0),
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+            error: e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        }
+        .log();
     }
 }
 
