@@ -301,55 +301,9 @@ where
             }
         }
         if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // create a shared connection digest
-            let digest = Arc::new(Digest {
-                ssl_digest: stream.get_ssl_digest(),
-                // TODO: log h2 handshake time
-                timing_digest: stream.get_timing_digest(),
-                proxy_digest: stream.get_proxy_digest(),
-                socket_digest: stream.get_socket_digest(),
-            });
-
-            let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
-                Err(e) => {
-                    error!("H2 handshake error {e}");
-                    return None;
-                }
-                Ok(c) => c,
-            };
-
-            // The accept-loop body — including the graceful-shutdown state
-            // machine — lives in `server::accept_downstream_sessions` so that
-            // the same code path is exercised by tests in `protocols::http::v2`.
-            let app = self.clone();
-            let shutdown_for_session = shutdown.clone();
-            let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            // Vendored change: the request limit applies to HTTP/2 too (as streams).
-            let h2_max_streams = self
-                .server_options()
-                .and_then(|o| o.keepalive_request_limit)
-                .map(|reuses| reuses as usize + 1);
-            server::accept_downstream_sessions_up_to(
-                h2_conn,
-                digest,
-                shutdown.clone(),
-                h2_idle_timeout,
-                h2_max_streams,
-                |h2_stream, guard| {
-                    let app = app.clone();
-                    let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
-                        // hold `guard` for the session's lifetime so the accept
-                        // loop's idle timeout sees this connection as busy.
-                        let _guard = guard;
-                        // Note, `PersistentSettings` not currently relevant for h2
-                        app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                            .await;
-                    });
-                },
-            )
-            .await;
+            // Vendored change: the HTTP/2 branch is boxed, so its (large) handshake and accept
+            // loop state is not part of every HTTP/1 connection's future.
+            Box::pin(process_h2(self, stream, shutdown)).await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
@@ -369,9 +323,19 @@ where
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+                // Vendored change: an idle keep-alive connection holds its stream and nothing
+                // else until the next request's first bytes arrive (see `await_next_request`).
+                let Some((stream, persistent_settings, first)) =
+                    await_next_request(stream, persistent_settings, shutdown).await
+                else {
+                    break;
+                };
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
+                }
+                if let Some(first) = first {
+                    session.set_pipelined_prefix(first);
                 }
 
                 result = self.process_new_http(session, shutdown).await;
@@ -383,6 +347,120 @@ where
     async fn cleanup(&self) {
         self.http_cleanup().await;
     }
+}
+
+/// The HTTP/2 branch of [`ServerApp::process_new`] for HTTP applications: the handshake, then
+/// the accept loop spawning a task per stream.
+async fn process_h2<T>(app: &Arc<T>, stream: Stream, shutdown: &ShutdownWatch)
+where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    // create a shared connection digest
+    let digest = Arc::new(Digest {
+        ssl_digest: stream.get_ssl_digest(),
+        // TODO: log h2 handshake time
+        timing_digest: stream.get_timing_digest(),
+        proxy_digest: stream.get_proxy_digest(),
+        socket_digest: stream.get_socket_digest(),
+    });
+
+    let h2_options = app.h2_options();
+    let h2_conn = match server::handshake(stream, h2_options).await {
+        Err(e) => {
+            error!("H2 handshake error {e}");
+            return;
+        }
+        Ok(c) => c,
+    };
+
+    // The accept-loop body — including the graceful-shutdown state
+    // machine — lives in `server::accept_downstream_sessions` so that
+    // the same code path is exercised by tests in `protocols::http::v2`.
+    let app = app.clone();
+    let shutdown_for_session = shutdown.clone();
+    let h2_idle_timeout = app.server_options().and_then(|o| o.h2_idle_timeout);
+    // Vendored change: the request limit applies to HTTP/2 too (as streams).
+    let h2_max_streams = app
+        .server_options()
+        .and_then(|o| o.keepalive_request_limit)
+        .map(|reuses| reuses as usize + 1);
+    server::accept_downstream_sessions_up_to(
+        h2_conn,
+        digest,
+        shutdown.clone(),
+        h2_idle_timeout,
+        h2_max_streams,
+        |h2_stream, guard| {
+            let app = app.clone();
+            let shutdown = shutdown_for_session.clone();
+            pingora_runtime::current_handle().spawn(async move {
+                // hold `guard` for the session's lifetime so the accept
+                // loop's idle timeout sees this connection as busy.
+                let _guard = guard;
+                // Note, `PersistentSettings` not currently relevant for h2
+                app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                    .await;
+            });
+        },
+    )
+    .await;
+}
+
+/// How many bytes [`await_next_request`] reads in its wait: enough for most request lines, small
+/// enough to live in every idle connection's task.
+const NEXT_REQUEST_PEEK: usize = 64;
+
+/// Vendored change: waits on a kept-alive HTTP/1 connection for the first bytes of its next
+/// request while holding only the stream, so an idle connection costs its stream and this small
+/// future; the session, its header buffer and the application's (large, boxed) request future
+/// are built once bytes arrived. Returns the bytes read, to be parsed as the start of the
+/// request, or `None` when the connection should close: the client closed it or it failed, the
+/// keep-alive timeout passed (`persistent_settings`' timeout; none waits for ever), or the
+/// service is shutting down. A connection already holding the next request's bytes (a
+/// pipelined prefix) returns at once.
+async fn await_next_request(
+    mut stream: Stream,
+    persistent_settings: Option<HttpPersistentSettings>,
+    shutdown: &ShutdownWatch,
+) -> Option<(Stream, Option<HttpPersistentSettings>, Option<BytesMut>)> {
+    use tokio::io::AsyncReadExt;
+    if persistent_settings
+        .as_ref()
+        .and_then(|s| s.pipelined_prefix.as_ref())
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Some((stream, persistent_settings, None));
+    }
+    let mut shutdown = shutdown.clone();
+    if *shutdown.borrow_and_update() {
+        return None;
+    }
+    let idle = persistent_settings
+        .as_ref()
+        .and_then(|s| s.keepalive_timeout)
+        .filter(|secs| *secs > 0)
+        .map(Duration::from_secs);
+    let mut peek = [0u8; NEXT_REQUEST_PEEK];
+    let read = async {
+        match idle {
+            Some(t) => pingora_timeout::timeout(t, stream.read(&mut peek))
+                .await
+                .unwrap_or(Ok(0)),
+            None => stream.read(&mut peek).await,
+        }
+    };
+    let n = tokio::select! {
+        biased;
+        r = read => r.unwrap_or(0),
+        _ = shutdown.changed() => 0,
+    };
+    if n == 0 {
+        debug!("keep-alive connection closed, failed, timed out or shut down while idle");
+        return None;
+    }
+    let mut first = BytesMut::with_capacity(4096.max(n));
+    first.extend_from_slice(&peek[..n]);
+    Some((stream, persistent_settings, Some(first)))
 }
 
 #[cfg(test)]
