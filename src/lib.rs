@@ -614,8 +614,10 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 _ => None,
             },
         }));
-    // The read buffer below TLS: Pingora's 64 KiB default dominates memory per idle connection;
-    // rustls reads whole records (≤ 16 KiB) through it, so 16 KiB costs little throughput.
+    // The read buffer below TLS, off by default: rustls reads into its own buffer, so a second
+    // one below it (Pingora's default is 64 KiB) costs memory on every idle connection and a
+    // copy on every read. Only large uploads read in more, smaller syscalls without it
+    // (`bench/results/2026-12-06.md`).
     service.add_listener(
         pingora::listeners::ListenerConfig::tcp(config.https_addr.to_string())
             .tls(tls)

@@ -302,7 +302,8 @@ pub struct Config {
     pub tls_min_version: TlsVersion,
     pub cert_expiry_warn_days: u64,
     pub ocsp_max_refresh: std::time::Duration,
-    /// The HTTPS listener's per-connection read buffer below TLS, bytes.
+    /// The HTTPS listener's per-connection read buffer below TLS, bytes; 0 (the default) reads
+    /// straight into rustls' own buffer.
     pub read_buffer_bytes: usize,
     /// `[tls.acme]`, when certificates are obtained automatically.
     pub acme: Option<AcmeConfig>,
@@ -600,11 +601,7 @@ impl Config {
                         "PORTCULLIS_READ_BUFFER_BYTES: {v:?} is not a size up to 1048576"
                     ))
                 })?,
-            None => raw
-                .listeners
-                .read_buffer_bytes
-                .unwrap_or(16 * 1024)
-                .min(1 << 20),
+            None => raw.listeners.read_buffer_bytes.unwrap_or(0).min(1 << 20),
         };
 
         let number = |env_name: &str, file: Option<u64>, default: u64, field: &str, max: u64| {
