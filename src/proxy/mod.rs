@@ -1063,7 +1063,7 @@ impl ProxyHttp for Gateway {
                 Ok(identity) => {
                     // An anonymous join to an open room proves nothing about the client: only
                     // a verified credential clears its failures and lockout.
-                    if backoff.is_some() && identity.credentialed() && !self.backoff.is_empty() {
+                    if backoff.is_some() && identity.credentialed() {
                         self.backoff.success(client_key);
                     }
                     ctx.identity = Some(identity);
