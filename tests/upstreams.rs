@@ -411,68 +411,11 @@ public = true
     assert_eq!(up.seen.lock().unwrap().len(), 8);
 }
 
-/// An upstream answering `200 ok` to every request head, counting the connections it accepted;
-/// `close_all` closes every open one (as an upstream closing idle keep-alive connections).
-struct CountingUpstream {
-    port: u16,
-    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl CountingUpstream {
-    async fn start() -> CountingUpstream {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (a, c) = (accepted.clone(), conns.clone());
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let h = tokio::spawn(async move {
-                    let mut got = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    loop {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                            got.drain(..end + 4);
-                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                            if s.write_all(ok).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-                c.lock().unwrap().push(h.abort_handle());
-            }
-        });
-        CountingUpstream {
-            port,
-            accepted,
-            conns,
-        }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn close_all(&self) {
-        for h in self.conns.lock().unwrap().drain(..) {
-            h.abort();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused_and_one_the_upstream_closed_is_never_used() {
     // Idle upstream connections wait in the vendored pool without a task each, and a checkout
     // tests the one it takes (vendored pingora-core, `connectors/idle.rs`).
-    let up = CountingUpstream::start().await;
+    let up = Upstream::start(0).await;
     let g = Gateway::start(opts(up.port, 0)).await;
     let c = g.client(true);
     for _ in 0..5 {
@@ -480,7 +423,7 @@ async fn upstream_connections_are_reused_and_one_the_upstream_closed_is_never_us
     }
     assert_eq!(up.accepted(), 1, "one upstream connection, reused");
     // The upstream closes its idle connection: the next requests never get it, none fails.
-    up.close_all();
+    up.close_connections();
     tokio::time::sleep(Duration::from_millis(200)).await;
     for _ in 0..3 {
         assert_eq!(status(&c, &g).await.0, 200);

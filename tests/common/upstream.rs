@@ -1,7 +1,9 @@
 //! A plain HTTP/1.1 upstream for tests: answers `200 ok` to every request head it reads,
-//! records each `\r\n\r\n`-terminated block it receives (heads, and chunked bodies), and can be
-//! killed like a crashed process (listener and every open connection dropped).
+//! records each `\r\n\r\n`-terminated block it receives (heads, and chunked bodies), counts the
+//! connections it accepted, and can be killed like a crashed process (listener and every open
+//! connection dropped) or close its open connections and keep listening.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ pub struct TestUpstream {
     pub port: u16,
     /// Every block received, in order.
     pub seen: Arc<Mutex<Vec<String>>>,
+    accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
@@ -32,12 +35,14 @@ impl TestUpstream {
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(Mutex::new(Vec::new()));
-        let (s2, c2) = (seen.clone(), conns.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (s2, c2, a2) = (seen.clone(), conns.clone(), accepted.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut s, _)) = listener.accept().await else {
                     return;
                 };
+                a2.fetch_add(1, Ordering::SeqCst);
                 let seen = s2.clone();
                 let h = tokio::spawn(async move {
                     let mut buf = vec![0u8; 65536];
@@ -64,17 +69,29 @@ impl TestUpstream {
         TestUpstream {
             port,
             seen,
+            accepted,
             task,
             conns,
+        }
+    }
+
+    /// How many connections it accepted.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Closes every open connection (as an upstream closing idle keep-alive connections) and
+    /// keeps listening.
+    pub fn close_connections(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
         }
     }
 
     /// Stops listening and drops every open connection.
     pub fn kill(self) {
         self.task.abort();
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
+        self.close_connections();
     }
 }
 
