@@ -211,36 +211,6 @@ async fn a_deliberate_refusal_is_logged_as_a_warning_not_an_error() {
     assert!(lines_at(&log, "ERROR").is_empty(), "{log}");
 }
 
-/// Reads until `n` whole responses (`content-length` bodies) have arrived or the server closes;
-/// returns the lower-cased heads, and whether the connection was closed.
-async fn responses<S: tokio::io::AsyncRead + Unpin>(s: &mut S, n: usize) -> (Vec<String>, bool) {
-    let (mut buf, mut heads) = (Vec::new(), Vec::new());
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() < end + 4 + len {
-                break;
-            }
-            buf.drain(..end + 4 + len);
-            heads.push(head);
-        }
-        if heads.len() >= n {
-            return (heads, false);
-        }
-        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (heads, true),
-            Ok(Ok(k)) => buf.extend_from_slice(&chunk[..k]),
-            Err(_) => panic!("neither a response nor a close within 5 s: {heads:?}"),
-        }
-    }
-}
-
 /// Pipelined HTTP/1.1 requests (RFC 9112 §9.3.2): every request is answered, in order, on the
 /// connection they arrived on; none is left unanswered on an open connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,7 +231,7 @@ async fn pipelined_requests_are_each_answered_in_order() {
         up.seen.lock().unwrap().clear();
         let mut tls = g.tls_connect().await;
         tls.write_all(req).await.unwrap();
-        let (heads, _) = responses(&mut tls, 2).await;
+        let (heads, _) = common::read_responses(&mut tls, 2).await;
         assert_eq!(heads.len(), 2, "{name}: {heads:?}");
         assert!(
             heads.iter().all(|h| h.starts_with("http/1.1 200")),
@@ -277,7 +247,7 @@ async fn pipelined_requests_are_each_answered_in_order() {
         tls.write_all(b"GET /p3 HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
             .unwrap();
-        let (heads, _) = responses(&mut tls, 1).await;
+        let (heads, _) = common::read_responses(&mut tls, 1).await;
         assert_eq!(
             heads.len(),
             1,

@@ -480,6 +480,41 @@ where
     }
 }
 
+/// Reads until `n` whole responses (`content-length` bodies) have arrived or the server closes;
+/// returns the lower-cased heads, and whether the connection was closed. Pipelined answers
+/// may share one read, which [`read_message`] would drop.
+pub async fn read_responses<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    n: usize,
+) -> (Vec<String>, bool) {
+    let (mut buf, mut heads) = (Vec::new(), Vec::new());
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            buf.drain(..end + 4 + len);
+            heads.push(head);
+        }
+        if heads.len() >= n {
+            return (heads, false);
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (heads, true),
+            Ok(Ok(k)) => buf.extend_from_slice(&chunk[..k]),
+            Err(_) => panic!("neither a response nor a close within 5 s: {heads:?}"),
+        }
+    }
+}
+
 /// Reads one HTTP/1.1 request from `s` ([`read_message`]). For the small servers tests run.
 pub async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
     read_message(s).await
