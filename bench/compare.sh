@@ -11,6 +11,10 @@
 #   LOG_LEVEL=info bench/compare.sh a b     # with the access log on (default warn: off), in
 #                                           # JSON (LOG_FORMAT=pretty for the development format)
 #   URL_PATH=/healthz bench/compare.sh a b  # another path (default /v1/models)
+#   CONFIG=dir URL_PATH=/small bench/compare.sh a b
+#                                           # each gateway on a copy of dir (its portcullis.toml,
+#                                           # policies, certificates) instead of the embedded
+#                                           # defaults, e.g. a plain route to an upstream you run
 #   PIN=0 bench/compare.sh a b              # by default the gateways run on core 0 and wrk on
 #                                           # the others
 set -euo pipefail
@@ -37,9 +41,14 @@ free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 start() { # binary, folder → "https_port pid"
     local dir=$2 port admin
     mkdir -p "$dir"
+    local config=()
+    if [ -n "${CONFIG:-}" ]; then
+        cp -r "$CONFIG"/. "$dir"/
+        config=(--config portcullis.toml)
+    fi
     port=$(free); admin=$(free)
     (cd "$dir" && exec env PORTCULLIS_HTTPS_ADDR="127.0.0.1:$port" PORTCULLIS_ADMIN_ADDR="127.0.0.1:$admin" \
-        PORTCULLIS_HTTP_ADDR=off PORTCULLIS_LOG_LEVEL="$LOG_LEVEL" PORTCULLIS_LOG_FORMAT="$LOG_FORMAT" "${PX[@]}" "$1" serve >gateway.log 2>&1) &
+        PORTCULLIS_HTTP_ADDR=off PORTCULLIS_LOG_LEVEL="$LOG_LEVEL" PORTCULLIS_LOG_FORMAT="$LOG_FORMAT" "${PX[@]}" "$1" serve "${config[@]}" >gateway.log 2>&1) &
     local pid=$!
     for _ in $(seq 200); do
         curl -sf "http://127.0.0.1:$admin/ready" >/dev/null && break

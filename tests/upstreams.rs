@@ -439,3 +439,129 @@ async fn upstream_connections_are_reused_and_one_the_upstream_closed_is_never_us
     }
     assert_eq!(up.accepted(), after_burst, "kept connections are reused");
 }
+
+/// An upstream that reads one request head per connection and answers it after `delay` (`200`,
+/// body `ok`), reporting on `events` when a request arrives (`request <path>`) and when the
+/// gateway closes a connection it holds (`closed`).
+async fn slow_upstream(delay: Duration) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => {
+                            let _ = tx.send("closed".to_string());
+                            return;
+                        }
+                        Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&got[..end]).to_string();
+                        got.drain(..end + 4);
+                        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let _ = tx.send(format!("request {path}"));
+                        // Thinks for `delay`, noticing meanwhile a close (or more bytes).
+                        let pause = tokio::time::sleep(delay);
+                        tokio::pin!(pause);
+                        loop {
+                            tokio::select! {
+                                _ = &mut pause => break,
+                                r = s.read(&mut chunk) => match r {
+                                    Ok(0) | Err(_) => {
+                                        let _ = tx.send("closed".to_string());
+                                        return;
+                                    }
+                                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                                },
+                            }
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+async fn next_event(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    within: Duration,
+) -> String {
+    tokio::time::timeout(within, rx.recv())
+        .await
+        .expect("an upstream event in time")
+        .expect("the upstream runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_the_upstream_thinks_frees_the_upstream_connection() {
+    // A request without a body takes the vendored bodiless path (pingora-proxy,
+    // `proxy_h1_bodiless`), which watches the client's connection while it waits for the
+    // upstream: the client leaving ends the request and its upstream connection at once, long
+    // before the upstream would answer (30 s) or time out (60 s).
+    use tokio::io::AsyncWriteExt;
+    let (port, mut events) = slow_upstream(Duration::from_secs(30)).await;
+    let g = Gateway::start(opts(port, 0)).await;
+    let mut tls = g.tls_connect().await;
+    tls.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        "request /slow"
+    );
+    drop(tls);
+    let t = Instant::now();
+
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        "closed"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pipelined_behind_a_slow_answer_waits_its_turn() {
+    // The bodiless path keeps the first bytes of a request that arrives while the upstream is
+    // still answering the one before, and serves it next on the same connection.
+    use tokio::io::AsyncWriteExt;
+    let (port, mut events) = slow_upstream(Duration::from_millis(500)).await;
+    let g = Gateway::start(opts(port, 0)).await;
+    let mut tls = g.tls_connect().await;
+    tls.write_all(b"GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        "request /first"
+    );
+    // The next request arrives in two pieces while the first is being answered.
+    tls.write_all(b"G").await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tls.write_all(b"ET /second HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let (heads, closed) = common::read_responses(&mut tls, 2).await;
+    assert!(!closed, "the connection stays open: {heads:?}");
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(
+        heads.iter().all(|h| h.starts_with("http/1.1 200")),
+        "{heads:?}"
+    );
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        "request /second"
+    );
+}

@@ -113,7 +113,8 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upgrade_req = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upgrade_req);
 
         session.upstream_compression.request_filter(&req);
 
@@ -124,6 +125,25 @@ where
             Err(e) => {
                 return (false, false, Some(e.into_up()));
             }
+        }
+
+        // Vendored change: an HTTP/1 request without a body, upgrade or cache takes the
+        // bodiless path, one future without the duplex task pipes (see `proxy_h1_bodiless`).
+        if !upgrade_req
+            && session.downstream_session.as_http1().is_some()
+            && !session.was_upgraded()
+            && !session.cache.enabled()
+            && !session.cache.bypassing()
+            && session.as_mut().is_body_done()
+            && session.as_mut().is_body_empty()
+        {
+            session.as_mut().enable_retry_buffering();
+            return match self.proxy_h1_bodiless(session, client_session, ctx).await {
+                Ok((downstream_can_reuse, upstream_can_reuse)) => {
+                    (downstream_can_reuse, upstream_can_reuse, None)
+                }
+                Err(e) => (false, false, Some(e)),
+            };
         }
 
         let mut downstream_custom_message_writer = session
@@ -189,6 +209,118 @@ where
             }
             Err(e) => (false, false, Some(e)),
         }
+    }
+
+    /// Vendored change: the bodiless path of [`Self::proxy_1to1`], for an HTTP/1 request
+    /// without a body or upgrade and with the cache off (the commonest request). The general path
+    /// runs two halves joined by two task pipes and `select!` loops; here one future ends the
+    /// (empty) request body through the same body filters, then reads the response from the
+    /// upstream, filters it and writes it to the client, batching what is already read (a
+    /// header and a small body go out in one write). Meanwhile it watches the client's
+    /// connection as the general path does: a close aborts the request and the first bytes of a
+    /// pipelined next request are kept for it. Returns whether the client's and the upstream's
+    /// connections can be reused.
+    async fn proxy_h1_bodiless(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> Result<(bool, bool)>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        // The request body's end, seen by the body filters as on the general path (which
+        // sends it down the pipe); whatever a filter makes of it goes to the upstream.
+        let mut data = None;
+        session
+            .downstream_modules_ctx
+            .request_body_filter(&mut data, true)
+            .await?;
+        self.inner
+            .request_body_filter(session, &mut data, true, ctx)
+            .await?;
+        // As on the general path, a failed send still lets the response come, but the
+        // upstream connection is not reused and a failed response read reports the send error.
+        let mut send_error = None;
+        if let Err(e) = send_body_to1(client_session, Some(HttpTask::Body(data, true))).await {
+            warn!("send error, draining read buf: {e}");
+            send_error = Some(e);
+        }
+        let upstream_can_reuse = send_error.is_none();
+
+        let mut serve_from_cache = proxy_cache::ServeFromCache::new();
+        let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
+        loop {
+            let first = tokio::select! {
+                biased;
+                task = client_session.read_response_task() => task,
+                // Returns only when the client closed or sent bytes no request may carry; the
+                // first bytes of a pipelined request are stashed and it stays pending.
+                idle = session.downstream_session.read_body_or_idle(true) => match idle {
+                    Err(e) => return Err(e.into_down()),
+                    Ok(_) => continue,
+                },
+            };
+            // A failed read goes through the filters to the client as `Failed`, after what was
+            // read before it, as on the general path: an error page if nothing was sent yet,
+            // else the response is cut short.
+            let first = first
+                .unwrap_or_else(|e| HttpTask::Failed(send_error.take().unwrap_or(e).into_up()));
+            let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+            let mut done = first.is_end();
+            tasks.push(first);
+            // Batch what the upstream already sent, as the general path batches its pipe.
+            while !done && tasks.len() < TASK_BUFFER_SIZE {
+                match tokio::task::unconstrained(client_session.read_response_task()).now_or_never()
+                {
+                    Some(task) => {
+                        let task = task.unwrap_or_else(|e| {
+                            HttpTask::Failed(send_error.take().unwrap_or(e).into_up())
+                        });
+                        done = task.is_end();
+                        tasks.push(task);
+                    }
+                    None => break,
+                }
+            }
+            let mut filtered = Vec::with_capacity(tasks.len());
+            for mut t in tasks {
+                #[cfg(feature = "upstream_modules")]
+                if let HttpTask::Header(header, end_of_stream) = &t {
+                    self.inner
+                        .adjust_upstream_modules(session, header, *end_of_stream, ctx)
+                        .await?;
+                }
+                #[cfg(feature = "upstream_modules")]
+                session.upstream_modules_filter_task(&mut t).await?;
+                session.upstream_compression.response_filter(&mut t);
+                let task = self
+                    .h1_response_filter(
+                        session,
+                        t,
+                        ctx,
+                        &mut serve_from_cache,
+                        &mut range_body_filter,
+                        false,
+                    )
+                    .await?;
+                filtered.push(task);
+            }
+            let response_done = session.write_response_tasks(filtered).await?;
+            if response_done || done {
+                break;
+            }
+        }
+
+        let reuse_downstream = match session.as_mut().finish_body().await {
+            Ok(_) => true,
+            Err(e) => {
+                error!("Error finish sending body to downstream: {}", e);
+                false
+            }
+        };
+        Ok((reuse_downstream, upstream_can_reuse))
     }
 
     pub(crate) async fn proxy_to_h1_upstream(
