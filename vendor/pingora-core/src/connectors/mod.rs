@@ -242,7 +242,17 @@ impl TransportConnector {
             .await
             .or_err(InternalError, "offload runtime failure")??
         } else {
-            do_connect(peer, bind_to, alpn_override, &self.tls_ctx.ctx, None).await?
+            // Vendored change: the connect (TCP, then a TLS handshake's state, ~8 KiB) is boxed,
+            // so it is not part of every caller's future, which a reused connection never needs:
+            // the proxy's per-request future was copied whole with it on every request.
+            Box::pin(do_connect(
+                peer,
+                bind_to,
+                alpn_override,
+                &self.tls_ctx.ctx,
+                None,
+            ))
+            .await?
         };
 
         Ok(stream)
