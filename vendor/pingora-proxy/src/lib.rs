@@ -432,9 +432,16 @@ where
                         (server_reused, error)
                     }
                     ClientSession::H2(mut h2) => {
-                        let (server_reused, mut error) = self
-                            .proxy_to_h2_upstream(session, &mut h2, client_reused, &peer, ctx)
-                            .await;
+                        // Vendored change: the HTTP/2 and custom upstream paths are boxed, so
+                        // their state is not part of every request's future (see `handle_error`).
+                        let (server_reused, mut error) = Box::pin(self.proxy_to_h2_upstream(
+                            session,
+                            &mut h2,
+                            client_reused,
+                            &peer,
+                            ctx,
+                        ))
+                        .await;
                         let session = ClientSession::H2(h2);
                         self.client_upstream
                             .release_http_session(session, &*peer, peer.idle_timeout())
@@ -461,9 +468,14 @@ where
                         (server_reused, error)
                     }
                     ClientSession::Custom(mut c) => {
-                        let (server_reused, error) = self
-                            .proxy_to_custom_upstream(session, &mut c, client_reused, &peer, ctx)
-                            .await;
+                        let (server_reused, error) = Box::pin(self.proxy_to_custom_upstream(
+                            session,
+                            &mut c,
+                            client_reused,
+                            &peer,
+                            ctx,
+                        ))
+                        .await;
                         let session = ClientSession::Custom(c);
                         self.client_upstream
                             .release_http_session(session, &*peer, peer.idle_timeout())
@@ -1372,7 +1384,24 @@ where
             .await
     }
 
-    async fn handle_error(
+    /// Vendored change: the error path is boxed. Its state (~4.7 KiB) was part of every
+    /// request's future, which is moved whole as it is built on every request; most requests
+    /// never take it.
+    fn handle_error<'a>(
+        &'a self,
+        session: Session,
+        ctx: &'a mut <SV as ProxyHttp>::CTX,
+        e: Box<Error>,
+        context: &'a str,
+    ) -> BoxFuture<'a, Option<ReusedHttpStream>>
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        <SV as ProxyHttp>::CTX: Send + Sync,
+    {
+        Box::pin(self.handle_error_inner(session, ctx, e, context))
+    }
+
+    async fn handle_error_inner(
         &self,
         mut session: Session,
         ctx: &mut <SV as ProxyHttp>::CTX,

@@ -330,9 +330,7 @@ impl HttpSession {
                 skip_next_read = false;
             } else {
                 if header_deadline.is_none() && already_read > 0 {
-                    header_deadline = self
-                        .header_timeout
-                        .map(|t| std::time::Instant::now() + t);
+                    header_deadline = self.header_timeout.map(|t| std::time::Instant::now() + t);
                 }
                 let read = match header_deadline {
                     Some(deadline) => {
@@ -1490,7 +1488,11 @@ impl HttpSession {
             self.shutdown().await;
             Ok(None)
         } else {
-            self.drain_request_body().await?;
+            // Vendored change: the drain (with its timeout) is boxed and taken only when body
+            // is left, so its state is not part of every request's `reuse` future.
+            if !self.is_body_done() {
+                Box::pin(self.drain_request_body()).await?;
+            }
             if self.body_reader.has_bytes_overread() && !self.pipelining_enabled {
                 debug!("bytes overread on request, disallowing reuse");
                 Ok(None)
