@@ -504,26 +504,39 @@ async fn next_event(
         .expect("the upstream runs")
 }
 
+/// A gateway in front of [`slow_upstream`] (`delay`), and a TLS connection whose `GET path`
+/// the upstream has received: the gateway, the connection and the upstream's events.
+async fn request_to_slow_upstream(
+    delay: Duration,
+    path: &str,
+) -> (
+    Gateway,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let (port, mut events) = slow_upstream(delay).await;
+    let g = Gateway::start(opts(port, 0)).await;
+    let mut tls = g.tls_connect().await;
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        format!("request {path}")
+    );
+    (g, tls, events)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_while_the_upstream_thinks_frees_the_upstream_connection() {
     // A request without a body takes the vendored bodiless path (pingora-proxy,
     // `proxy_h1_bodiless`), which watches the client's connection while it waits for the
     // upstream: the client leaving ends the request and its upstream connection at once, long
     // before the upstream would answer (30 s) or time out (60 s).
-    use tokio::io::AsyncWriteExt;
-    let (port, mut events) = slow_upstream(Duration::from_secs(30)).await;
-    let g = Gateway::start(opts(port, 0)).await;
-    let mut tls = g.tls_connect().await;
-    tls.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(
-        next_event(&mut events, Duration::from_secs(5)).await,
-        "request /slow"
-    );
+    let (_g, tls, mut events) = request_to_slow_upstream(Duration::from_secs(30), "/slow").await;
     drop(tls);
     let t = Instant::now();
-
     assert_eq!(
         next_event(&mut events, Duration::from_secs(5)).await,
         "closed"
@@ -536,16 +549,8 @@ async fn a_request_pipelined_behind_a_slow_answer_waits_its_turn() {
     // The bodiless path keeps the first bytes of a request that arrives while the upstream is
     // still answering the one before, and serves it next on the same connection.
     use tokio::io::AsyncWriteExt;
-    let (port, mut events) = slow_upstream(Duration::from_millis(500)).await;
-    let g = Gateway::start(opts(port, 0)).await;
-    let mut tls = g.tls_connect().await;
-    tls.write_all(b"GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(
-        next_event(&mut events, Duration::from_secs(5)).await,
-        "request /first"
-    );
+    let (_g, mut tls, mut events) =
+        request_to_slow_upstream(Duration::from_millis(500), "/first").await;
     // The next request arrives in two pieces while the first is being answered.
     tls.write_all(b"G").await.unwrap();
     tls.flush().await.unwrap();

@@ -466,18 +466,23 @@ where
             return None;
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return Some((head, buf[end + 4..end + 4 + len].to_vec()));
-            }
+        if let Some((head, body)) = whole_message(&buf) {
+            return Some((head, buf[body].to_vec()));
         }
     }
+}
+
+/// The first whole message (head and `content-length` body) at the start of `buf`: its
+/// lower-cased head and where its body lies, or `None` while it is incomplete.
+fn whole_message(buf: &[u8]) -> Option<(String, std::ops::Range<usize>)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (buf.len() >= end + 4 + len).then(|| (head, end + 4..end + 4 + len))
 }
 
 /// Reads until `n` whole responses (`content-length` bodies) have arrived or the server closes;
@@ -491,17 +496,8 @@ pub async fn read_responses<S: tokio::io::AsyncRead + Unpin>(
     use tokio::io::AsyncReadExt;
     let mut chunk = [0u8; 4096];
     loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() < end + 4 + len {
-                break;
-            }
-            buf.drain(..end + 4 + len);
+        while let Some((head, body)) = whole_message(&buf) {
+            buf.drain(..body.end);
             heads.push(head);
         }
         if heads.len() >= n {
