@@ -178,6 +178,9 @@ pub struct RequestCtx {
     /// rewritten: routing, the upstream's `Host` and `X-Forwarded-Host` and the CSRF origin
     /// check all use this one value.
     pub host: Option<String>,
+    /// Where, in `host`, the normalized host that routes match lies (`host::normalize` borrows
+    /// from its input), found once when the host is checked.
+    host_span: std::ops::Range<usize>,
     /// What screening the path found (blocked prefix, admin coverage), for routing and the
     /// admin check.
     pub screened: Option<crate::policy::paths::Screened>,
@@ -186,7 +189,10 @@ pub struct RequestCtx {
 impl RequestCtx {
     /// The normalized host routes match (see `host::normalize`); empty when there is none.
     fn route_host(&self) -> &str {
-        self.host.as_deref().and_then(host::normalize).unwrap_or("")
+        self.host
+            .as_deref()
+            .and_then(|h| h.get(self.host_span.clone()))
+            .unwrap_or("")
     }
 }
 
@@ -200,6 +206,33 @@ impl RequestCtx {
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The client's address as a header value. An IPv4 address is written digit by digit: it is
+/// on every proxied request, and `Display` for addresses goes through the formatting machinery.
+fn address_value(ip: std::net::IpAddr) -> HeaderValue {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).expect("an address is a header value");
+    };
+    let mut buf = [0u8; 15];
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    HeaderValue::from_bytes(&buf[..n]).expect("digits and dots are a header value")
+}
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -786,6 +819,7 @@ impl ProxyHttp for Gateway {
             ws_guard: None,
             trace: None,
             host: None,
+            host_span: 0..0,
             screened: None,
         }
     }
@@ -850,8 +884,12 @@ impl ProxyHttp for Gateway {
         // Routes match the normalized host: one that does not parse is refused, never left to
         // fall through to the routes that take any host.
         if let Some(raw) = raw_host(req) {
-            match raw.ok().filter(|r| host::normalize(r).is_some()) {
-                Some(raw) => ctx.host = Some(raw.to_string()),
+            match raw.ok().and_then(|r| Some((r, host::normalize(r)?))) {
+                Some((raw, routed)) => {
+                    let start = routed.as_ptr() as usize - raw.as_ptr() as usize;
+                    ctx.host_span = start..start + routed.len();
+                    ctx.host = Some(raw.to_string());
+                }
                 None => {
                     ctx.deny = Some(Deny::BadHost);
                     return Ok(());
@@ -1450,7 +1488,7 @@ impl ProxyHttp for Gateway {
         }
         let host = ctx.route_host().to_string();
         if let Some(ip) = ctx.client {
-            upstream_request.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?;
+            upstream_request.insert_header(X_FORWARDED_FOR.clone(), address_value(ip))?;
         }
         upstream_request.insert_header(X_FORWARDED_PROTO.clone(), "https")?;
         if !host.is_empty() {
@@ -1826,6 +1864,23 @@ impl ProxyHttp for Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_address_is_written_as_display_writes_it() {
+        for a in 0..=255u8 {
+            for ip in [
+                [a, 0, 9, 10],
+                [10, a, 99, 100],
+                [255, 1, a, 0],
+                [1, 2, 3, a],
+            ] {
+                let ip = std::net::IpAddr::from(ip);
+                assert_eq!(address_value(ip).to_str().unwrap(), ip.to_string());
+            }
+        }
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(address_value(v6).to_str().unwrap(), "2001:db8::1");
+    }
 
     #[test]
     fn identity_and_override_headers_match_in_every_spelling() {
