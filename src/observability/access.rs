@@ -43,9 +43,10 @@ pub struct Line<'a> {
 impl Line<'_> {
     /// Logs the line at INFO under `portcullis::access`.
     pub fn log(&self) {
-        if JSON.load(Ordering::Relaxed)
-            && tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
-        {
+        if !tracing::enabled!(target: "portcullis::access", tracing::Level::INFO) {
+            return;
+        }
+        if JSON.load(Ordering::Relaxed) {
             BUF.with(|b| {
                 let mut b = b.borrow_mut();
                 b.clear();

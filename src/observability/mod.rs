@@ -169,11 +169,20 @@ pub fn init_logging(config: &Config) {
     };
     // Pingora's listener lines are rewritten by `ListenerEvents` (below), not printed as is.
     let fmt = fmt.with_filter(NotListenerEvents);
+    let most_verbose = filter.max_level_hint();
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
         .with(ListenerEvents)
         .try_init();
+    // The per-layer filters leave the subscriber without a level hint, so `try_init` lets every
+    // `log` record through to be judged by the filter: Pingora's per-request `debug!` and
+    // `trace!` lines each cost a dispatcher lookup. Records the filter would drop anyway are
+    // dropped where they are written instead.
+    if let Some(level) = most_verbose {
+        use tracing_log::AsLog;
+        tracing_log::log::set_max_level(level.as_log());
+    }
 }
 
 const PINGORA_LISTENER: &str = "pingora_core::services::listening";
