@@ -569,6 +569,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         shared_store.clone(),
     );
     gateway.connections = config.connections;
+    pingora::protocols::http::v1::common::set_preserve_header_case(config.preserve_header_case);
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,

@@ -570,3 +570,55 @@ async fn a_request_pipelined_behind_a_slow_answer_waits_its_turn() {
         "request /second"
     );
 }
+
+/// Header names pass through HTTP/1 in one of two documented spellings: by default as HTTP/2
+/// writes them (well-known names title-cased, others lower-case), with
+/// `network.preserve_header_case` exactly as they arrived. Values, and every header, arrive
+/// either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_keep_their_case_only_when_asked() {
+    const MIXED: &[u8] = b"HTTP/1.1 200 OK\r\nX-Upstream-Says: Hello\r\ncontent-TYPE: text/plain\r\nContent-Length: 2\r\n\r\nok";
+    for preserve in [false, true] {
+        let up = Upstream::start_with(0, MIXED).await;
+        let mut opts = public_route_to(up.port, 10_000);
+        opts.env.push((
+            "PORTCULLIS_PRESERVE_HEADER_CASE".into(),
+            preserve.to_string(),
+        ));
+        let g = Gateway::start(opts).await;
+        let answer = g
+            .raw(b"GET /case HTTP/1.1\r\nHost: localhost\r\nX-Client-Says: Hi\r\nACCEPT: */*\r\nConnection: close\r\n\r\n")
+            .await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(body, "ok");
+        let seen = up.seen.lock().unwrap().clone();
+        let request = seen.first().expect("the upstream got the request").clone();
+        let lines = |text: &str| text.lines().skip(1).map(str::to_string).collect::<Vec<_>>();
+        let (sent, got) = (lines(&request), lines(head));
+        if preserve {
+            assert!(sent.contains(&"X-Client-Says: Hi".to_string()), "{request}");
+            assert!(sent.contains(&"ACCEPT: */*".to_string()), "{request}");
+            assert!(
+                got.contains(&"X-Upstream-Says: Hello".to_string()),
+                "{head}"
+            );
+            assert!(
+                got.contains(&"content-TYPE: text/plain".to_string()),
+                "{head}"
+            );
+        } else {
+            assert!(sent.contains(&"x-client-says: Hi".to_string()), "{request}");
+            assert!(sent.contains(&"accept: */*".to_string()), "{request}");
+            assert!(
+                got.contains(&"x-upstream-says: Hello".to_string()),
+                "{head}"
+            );
+            assert!(
+                got.contains(&"Content-Type: text/plain".to_string()),
+                "{head}"
+            );
+        }
+        assert!(sent.contains(&"Host: localhost".to_string()), "{request}");
+    }
+}

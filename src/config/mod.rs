@@ -78,6 +78,10 @@ struct RawNetworkConfig {
     /// Requests one connection may carry: HTTP/1.1's last answer says `Connection: close`,
     /// HTTP/2 gets GOAWAY after that many streams (default 1000; 0 = no limit).
     max_requests_per_connection: Option<u64>,
+    /// Whether HTTP/1 header names keep the case they arrived in on their way through (default
+    /// false: well-known names are written title-cased, others lower-case, as HTTP/2 writes
+    /// them all).
+    preserve_header_case: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -309,6 +313,8 @@ pub struct Config {
     pub acme: Option<AcmeConfig>,
     /// `[network]`: the bounds on every client connection's life.
     pub connections: ConnectionBounds,
+    /// `network.preserve_header_case`: HTTP/1 header names passed on in the case they came in.
+    pub preserve_header_case: bool,
 }
 
 /// How long a client connection may live (`[network]` in `portcullis.toml`). `None` = no bound.
@@ -652,6 +658,19 @@ impl Config {
             .filter(|n| *n > 0),
         };
 
+        let preserve_header_case = match env("PORTCULLIS_PRESERVE_HEADER_CASE") {
+            Some(v) => match v.trim() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(invalid(format!(
+                        "PORTCULLIS_PRESERVE_HEADER_CASE: {v:?} is neither true nor false"
+                    )))
+                }
+            },
+            None => raw.network.preserve_header_case.unwrap_or(false),
+        };
+
         let acme = raw
             .tls
             .acme
@@ -662,6 +681,7 @@ impl Config {
         Ok(Config {
             acme,
             connections,
+            preserve_header_case,
             source,
             mode,
             https_addr,

@@ -565,7 +565,7 @@ impl Gateway {
         status: u16,
         body: Bytes,
     ) -> Result<()> {
-        let mut resp = ResponseHeader::build(status, Some(7))?;
+        let mut resp = ResponseHeader::build_no_case(status, Some(7))?;
         resp.insert_header(header::CONTENT_TYPE, JSON)?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
         resp.insert_header(header::CACHE_CONTROL, NO_STORE)?;
@@ -704,7 +704,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         headers: Vec<(HeaderName, HeaderValue)>,
     ) -> Result<()> {
-        let mut resp = ResponseHeader::build(204, Some(8))?;
+        let mut resp = ResponseHeader::build_no_case(204, Some(8))?;
         for (name, value) in headers {
             resp.insert_header(name, value)?;
         }

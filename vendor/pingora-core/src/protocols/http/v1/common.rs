@@ -31,6 +31,28 @@ pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;
 
+/// Room, beyond the headers a message arrived with, reserved in its header map for the headers a
+/// proxy adds (forwarding headers to a request, security headers to a response), so adding them
+/// does not grow and rehash the map.
+pub(super) const ADDED_HEADERS_ROOM: usize = 16;
+
+static PRESERVE_HEADER_CASE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(true);
+
+/// Whether the headers of HTTP/1 requests read from clients and responses read from upstreams
+/// keep the case of their names as they arrived (the default), in a second, case-preserving
+/// map beside the header map. When off, names are written title-cased if they are well known
+/// (`Content-Type`) and lower-case otherwise, as HTTP/2 always writes them: header names are
+/// case-insensitive (RFC 9110 section 5.1), and the second map costs an insert, a clone and a
+/// drop for every header of every message. Set once, before serving.
+pub fn set_preserve_header_case(on: bool) {
+    PRESERVE_HEADER_CASE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(super) fn preserve_header_case() -> bool {
+    PRESERVE_HEADER_CASE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub const CRLF: &[u8; 2] = b"\r\n";
 /// The empty line that terminates a message's header section.
 pub(super) const HEADER_SECTION_END: &[u8; 4] = b"\r\n\r\n";

@@ -373,12 +373,15 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
-                        )?);
+                        let room = Some(req.headers.len() + ADDED_HEADERS_ROOM);
+                        let method = req.method.unwrap_or("");
+                        // we path httparse to allow unsafe bytes in the str
+                        let path = req.path.unwrap_or("").as_bytes();
+                        let mut request_header = Box::new(if preserve_header_case() {
+                            RequestHeader::build(method, path, room)?
+                        } else {
+                            RequestHeader::build_no_case(method, path, room)?
+                        });
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
