@@ -6,6 +6,9 @@
 # h2load sends a fixed number of HTTP/1.1 keep-alive requests over TLS and callgrind counts the
 # instructions the gateway ran for them (its handshakes for the measured connections included).
 # With WITH_NGINX=1, nginx as a TLS proxy to the same upstream is counted the same way, as a reference.
+# With POLICY=full, each gateway runs bench/run.sh's full policy instead: ES256 JWT auth (a cached
+# token), two rate limits that never trigger, the default security headers, HSTS, and the JSON
+# access log on.
 #
 #   bench/instructions.sh BINARY [BINARY …]
 #   REQUESTS=8000 CONNECTIONS=20 WITH_NGINX=1 bench/instructions.sh old/portcullis new/portcullis
@@ -73,7 +76,50 @@ level = "warn"
 keepalive_timeout_seconds = 300
 max_requests_per_connection = 1000000
 EOF
-cat >"$W/cfg/policies/bench.toml" <<EOF
+if [ "${POLICY:-plain}" = full ]; then
+    sed -i 's/^level = "warn"/level = "info"/' "$W/cfg/portcullis.toml"
+    mkdir -p "$W/keys"
+    openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null |
+        openssl pkcs8 -topk8 -nocrypt -out "$W/keys/es.key"
+    openssl pkey -in "$W/keys/es.key" -pubout -out "$W/keys/es.pub" 2>/dev/null
+    cat >"$W/cfg/policies/bench.toml" <<EOF
+[[upstreams]]
+name = "up"
+kind = "external"
+addresses = ["127.0.0.1:$UP"]
+
+[auth]
+default_provider = "jwt"
+
+[[auth.issuers]]
+name = "bench"
+issuer = "portcullis-rooms"
+algorithms = ["ES256"]
+keys = [{ kid = "k1", algorithm = "ES256", pem_file = "$W/keys/es.pub" }]
+
+[rooms]
+keys = [{ kid = "k1", algorithm = "ES256", public_key_file = "$W/keys/es.pub", private_key_file = "$W/keys/es.key" }]
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "up"
+
+[[limits]]
+name = "per-ip"
+key = ["ip"]
+requests = 10000000
+per_seconds = 1
+burst = 10000000
+
+[[limits]]
+name = "per-subject"
+key = ["subject"]
+requests = 10000000
+per_seconds = 1
+EOF
+else
+    cat >"$W/cfg/policies/bench.toml" <<EOF
 [[upstreams]]
 name = "up"
 kind = "external"
@@ -89,6 +135,7 @@ headers = "none"
 [hsts]
 enabled = false
 EOF
+fi
 
 # Runs "$@" under callgrind, instrumentation off until the server answers; prints Ir/request.
 count() { # label url-port ready-check command…
@@ -102,10 +149,10 @@ count() { # label url-port ready-check command…
         sleep 0.5
     done
     callgrind_control -i on "$VP" >/dev/null 2>&1
-    h2load --h1 -n 1000 -c "$CONNECTIONS" "https://localhost:$port/small" >/dev/null 2>&1
+    h2load --h1 -n 1000 -c "$CONNECTIONS" "${AUTH[@]}" "https://localhost:$port/small" >/dev/null 2>&1
     callgrind_control -z "$VP" >/dev/null 2>&1
     local done
-    done=$(h2load --h1 -n "$REQUESTS" -c "$CONNECTIONS" "https://localhost:$port/small" 2>&1 |
+    done=$(h2load --h1 -n "$REQUESTS" -c "$CONNECTIONS" "${AUTH[@]}" "https://localhost:$port/small" 2>&1 |
         awk '/^requests:/ {print $8}')
     callgrind_control -d "$VP" >/dev/null 2>&1
     kill "$VP" 2>/dev/null || true
@@ -124,8 +171,13 @@ count() { # label url-port ready-check command…
     fi
 }
 
+AUTH=()
 for bin in "$@"; do
     bin=$(realpath "$bin")
+    if [ "${POLICY:-plain}" = full ]; then
+        token=$("$bin" token mint --config "$W/cfg/portcullis.toml" --room bench --sub bench --ttl 1d --kid k1)
+        AUTH=(-H "authorization: Bearer $token")
+    fi
     dir="$W/run.$RANDOM"
     cp -r "$W/cfg" "$dir"
     port=$(free)
@@ -136,6 +188,7 @@ for bin in "$@"; do
 done
 
 if [ "${WITH_NGINX:-0}" = 1 ]; then
+    AUTH=()
     port=$(free)
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/px.key" \
         -out "$W/px.crt" -days 2 -subj /CN=localhost 2>/dev/null
