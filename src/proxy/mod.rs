@@ -1824,14 +1824,14 @@ impl ProxyHttp for Gateway {
             _ => "-",
         };
         let req = session.req_header();
-        let client = session.client_addr();
+        let client = session.client_addr().and_then(|a| a.as_inet()).copied();
         crate::observability::access::Line {
             request_id: ctx
                 .request_id
                 .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-"),
-            client: client.map(|a| a as &dyn std::fmt::Display),
+            client,
             method: req.method.as_str(),
             path: req.uri.path(),
             route: ctx.route_name(),
