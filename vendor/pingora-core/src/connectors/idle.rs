@@ -56,9 +56,23 @@ struct Lists {
 }
 
 impl Lists {
-    /// Removes expired connections of `key` (or of every key when `all`) into `out`.
-    fn sweep(&mut self, key: Option<u64>, now: Instant, out: &mut Vec<IdleStream>) {
-        let mut take = |list: &mut VecDeque<IdleStream>| {
+    /// Removes the expired connections at the front of `key`'s list, its oldest, into `out`:
+    /// the work is the number removed, not the list's length. The connections of one key are
+    /// released with one peer's idle timeout, so the expired ones are the oldest; any other is
+    /// caught by the checkout's own check (`take`) or the periodic sweep of every key.
+    fn sweep_oldest(&mut self, key: u64, now: Instant, out: &mut Vec<IdleStream>) {
+        if let Some(list) = self.by_key.get_mut(&key) {
+            while list.front().is_some_and(|s| s.expired(now)) {
+                out.extend(list.pop_front());
+                self.count -= 1;
+            }
+        }
+    }
+
+    /// Removes the expired connections of every key into `out`.
+    fn sweep_all(&mut self, now: Instant, out: &mut Vec<IdleStream>) {
+        let mut removed = 0;
+        for list in self.by_key.values_mut() {
             let before = list.len();
             let mut kept = VecDeque::with_capacity(list.len());
             for s in list.drain(..) {
@@ -69,32 +83,17 @@ impl Lists {
                 }
             }
             *list = kept;
-            before - list.len()
-        };
-        match key {
-            Some(k) => {
-                if let Some(list) = self.by_key.get_mut(&k) {
-                    if list.iter().any(|s| s.expired(now)) {
-                        self.count -= take(list);
-                    }
-                }
-            }
-            None => {
-                let mut removed = 0;
-                for list in self.by_key.values_mut() {
-                    removed += take(list);
-                }
-                self.count -= removed;
-                self.by_key.retain(|_, l| !l.is_empty());
-            }
+            removed += before - list.len();
         }
+        self.count -= removed;
+        self.by_key.retain(|_, l| !l.is_empty());
     }
 
     /// Every `SWEEP_EVERY` operations, a sweep of every key.
     fn tick(&mut self, now: Instant, out: &mut Vec<IdleStream>) {
         self.ops = self.ops.wrapping_add(1);
         if self.ops % SWEEP_EVERY == 0 {
-            self.sweep(None, now, out);
+            self.sweep_all(now, out);
         }
     }
 }
@@ -126,7 +125,7 @@ impl IdlePool {
         let mut gone = Vec::new();
         let mut lists = self.lists.lock();
         lists.tick(now, &mut gone);
-        lists.sweep(Some(key), now, &mut gone);
+        lists.sweep_oldest(key, now, &mut gone);
         if lists.count >= self.capacity {
             // Full: the oldest connection of this key makes room, or, with none, this one is
             // not kept.
@@ -159,18 +158,26 @@ impl IdlePool {
     pub(crate) fn take(&self, key: u64) -> (Option<Stream>, Vec<IdleStream>) {
         let now = Instant::now();
         let mut gone = Vec::new();
-        let mut lists = self.lists.lock();
+        let mut guard = self.lists.lock();
+        let lists = &mut *guard;
         lists.tick(now, &mut gone);
-        lists.sweep(Some(key), now, &mut gone);
+        lists.sweep_oldest(key, now, &mut gone);
         let Some(list) = lists.by_key.get_mut(&key) else {
             return (None, gone);
         };
-        let found = list.pop_back();
+        // The most recent one that has not expired; expired ones on the way leave the pool.
+        let mut found = None;
+        while let Some(s) = list.pop_back() {
+            lists.count -= 1;
+            if s.expired(now) {
+                gone.push(s);
+            } else {
+                found = Some(s);
+                break;
+            }
+        }
         if list.is_empty() {
             lists.by_key.remove(&key);
-        }
-        if found.is_some() {
-            lists.count -= 1;
         }
         (found.map(|s| s.stream), gone)
     }
