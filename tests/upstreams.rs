@@ -622,3 +622,44 @@ async fn header_names_keep_their_case_only_when_asked() {
         assert!(sent.contains(&"Host: localhost".to_string()), "{request}");
     }
 }
+
+/// A pooled upstream connection is reused within the upstream's `idle_timeout_seconds` and never
+/// after it: the first request past the timeout opens a new connection (and `0` reuses none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_is_not_reused_past_its_idle_timeout() {
+    for (idle, wait_ms, connections) in [(None, 1500, 1), (Some(1), 1500, 2), (Some(0), 0, 2)] {
+        let up = Upstream::start(0).await;
+        let idle_line = idle.map_or(String::new(), |s| format!("idle_timeout_seconds = {s}"));
+        let policy = format!(
+            r#"
+[[upstreams]]
+name = "app"
+kind = "external"
+addresses = ["127.0.0.1:{port}"]
+health_check_interval_seconds = 0
+{idle_line}
+
+[[routes]]
+name = "app"
+path_prefix = "/"
+upstream = "app"
+public = true
+"#,
+            port = up.port
+        );
+        let g = Gateway::start(Options::with_policy(policy)).await;
+        let client = g.client(true);
+        for i in 0..2 {
+            if i == 1 {
+                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            }
+            let r = client.get(g.url("/x")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "idle_timeout_seconds {idle:?}");
+        }
+        assert_eq!(
+            up.accepted(),
+            connections,
+            "idle_timeout_seconds {idle:?}, second request after {wait_ms} ms"
+        );
+    }
+}

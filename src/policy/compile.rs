@@ -498,6 +498,17 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
                 compiled.breaker.open_for = Duration::from_millis(*o.get_ref());
             }
         }
+        if let Some(i) = &raw.idle_timeout_seconds {
+            if *i.get_ref() > 3600 {
+                cx.err_at(
+                    i,
+                    format!("{at}.idle_timeout_seconds"),
+                    "must be at most 3600",
+                );
+            } else {
+                compiled.idle_timeout = Duration::from_secs(*i.get_ref());
+            }
+        }
         if let Some(h) = &raw.health_check_interval_seconds {
             if *h.get_ref() > 3600 {
                 cx.err_at(

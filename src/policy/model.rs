@@ -244,6 +244,8 @@ pub struct Upstream {
     pub target: UpstreamTarget,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// How long a pooled connection to the upstream may wait unused.
+    pub idle_timeout: Duration,
     pub breaker: crate::upstreams::BreakerSpec,
     pub health_interval: Option<Duration>,
     /// Consecutive passed checks that bring a down address back, and failed ones that take an
@@ -283,6 +285,7 @@ impl Upstream {
             target,
             connect_timeout,
             read_timeout,
+            idle_timeout: Duration::from_secs(60),
             breaker: crate::upstreams::BreakerSpec {
                 failures: 5,
                 open_for: Duration::from_secs(10),

@@ -328,6 +328,9 @@ pub struct RawUpstream {
     pub health_check_rise: Option<Spanned<u64>>,
     /// Consecutive failed checks that take an address out (default 2).
     pub health_check_fall: Option<Spanned<u64>>,
+    /// Seconds a pooled connection to the upstream may wait unused before it is closed
+    /// (default 60; 0 = none is reused).
+    pub idle_timeout_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1344,7 +1344,7 @@ impl ProxyHttp for Gateway {
         } else {
             Some(upstream.read_timeout)
         };
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.idle_timeout = Some(upstream.idle_timeout);
         if let Some(ca) = &upstream.tls_ca {
             peer.options.ca = Some(ca.clone());
         }
