@@ -6,6 +6,7 @@
 pub mod cors;
 pub mod csrf;
 pub mod deny;
+pub mod digits;
 pub mod headers;
 pub mod host;
 pub mod path;

@@ -7,6 +7,8 @@
 //! the access target is filtered out, it goes through `tracing` (and whole-line redaction).
 
 use std::cell::RefCell;
+
+use crate::http::digits::{ipv4, push_u64};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -88,12 +90,8 @@ impl Line<'_> {
         b.extend_from_slice(b",\"client\":\"");
         match self.client {
             Some(std::net::SocketAddr::V4(a)) => {
-                for (i, octet) in a.ip().octets().into_iter().enumerate() {
-                    if i > 0 {
-                        b.push(b'.');
-                    }
-                    push_u64(b, octet.into());
-                }
+                let (ip, n) = ipv4(*a.ip());
+                b.extend_from_slice(&ip[..n]);
                 b.push(b':');
                 push_u64(b, a.port().into());
             }
@@ -149,21 +147,6 @@ fn num_field(b: &mut Vec<u8>, name: &str, value: u64) {
     b.extend_from_slice(name.as_bytes());
     b.extend_from_slice(b"\":");
     push_u64(b, value);
-}
-
-/// `n` in decimal, without the formatting machinery: the access line writes several per request.
-fn push_u64(b: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    b.extend_from_slice(&digits[i..]);
 }
 
 /// A JSON string's content, escaped as serde_json escapes it.
@@ -325,23 +308,7 @@ mod tests {
     }
 
     #[test]
-    fn numbers_addresses_and_microseconds_are_written_as_display_writes_them() {
-        for n in [
-            0u64,
-            7,
-            9,
-            10,
-            99,
-            100,
-            65535,
-            1_000_000,
-            u32::MAX as u64,
-            u64::MAX,
-        ] {
-            let mut b = Vec::new();
-            push_u64(&mut b, n);
-            assert_eq!(b, n.to_string().as_bytes());
-        }
+    fn addresses_and_microseconds_are_written_as_display_writes_them() {
         for (addr, micros) in [
             ("0.0.0.0:1", 5u64),
             ("255.255.255.255:65535", 999_999),

@@ -206,30 +206,12 @@ impl RequestCtx {
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// The client's address as a header value. An IPv4 address is written digit by digit: it is
-/// on every proxied request, and `Display` for addresses goes through the formatting machinery.
+/// The client's address as a header value; an IPv4 address is written without `fmt`.
 fn address_value(ip: std::net::IpAddr) -> HeaderValue {
     let std::net::IpAddr::V4(v4) = ip else {
         return HeaderValue::from_str(&ip.to_string()).expect("an address is a header value");
     };
-    let mut buf = [0u8; 15];
-    let mut n = 0;
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            buf[n] = b'.';
-            n += 1;
-        }
-        if octet >= 100 {
-            buf[n] = b'0' + octet / 100;
-            n += 1;
-        }
-        if octet >= 10 {
-            buf[n] = b'0' + octet / 10 % 10;
-            n += 1;
-        }
-        buf[n] = b'0' + octet % 10;
-        n += 1;
-    }
+    let (buf, n) = crate::http::digits::ipv4(v4);
     HeaderValue::from_bytes(&buf[..n]).expect("digits and dots are a header value")
 }
 
