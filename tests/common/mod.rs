@@ -520,21 +520,28 @@ pub async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(String, Vec<
 /// `header_ms`.
 pub fn public_route_to(port: u16, header_ms: u64) -> Options {
     Options::with_policy(format!(
+        "{}\n[network]\nheader_timeout_ms = {header_ms}\n",
+        public_route_policy(port, "")
+    ))
+}
+
+/// The policy of one public route `/` to an external upstream on `port` (health checks off),
+/// with `upstream_lines` added to the upstream's table.
+pub fn public_route_policy(port: u16, upstream_lines: &str) -> String {
+    format!(
         r#"
 [[upstreams]]
 name = "app"
 kind = "external"
 addresses = ["127.0.0.1:{port}"]
 health_check_interval_seconds = 0
+{upstream_lines}
 
 [[routes]]
 name = "app"
 path_prefix = "/"
 upstream = "app"
 public = true
-
-[network]
-header_timeout_ms = {header_ms}
 "#
-    ))
+    )
 }
