@@ -13,12 +13,12 @@ use http::{header, HeaderName, HeaderValue, Method};
 use pingora::http::RequestHeader;
 use serde::Deserialize;
 
-use crate::auth::{AuthState, Identity, Provider};
+use crate::auth::{AuthState, Provider};
+use crate::decide::{decide, Admission, Deps, Facts, Now, RequestView};
 use crate::http::deny::Deny;
-use crate::http::{cors, csrf, signed};
-use crate::limits::{client_ip, LimiterRegistry};
-use crate::policy::model::{Policy, UpstreamTarget};
-use crate::policy::paths::{origin_form, PathVerdict};
+use crate::limits::{AuthBackoff, LimiterRegistry};
+use crate::policy::model::Policy;
+use crate::upstreams::Resilience;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,7 +124,14 @@ pub struct Evaluator<'p> {
     pub policy: &'p Policy,
     pub auth: AuthState,
     pub limiters: LimiterRegistry,
+    /// Failed authentications count toward lockouts across the file's requests.
+    pub backoff: AuthBackoff,
+    /// Every circuit starts closed: no request of the file reaches an upstream.
+    pub resilience: Resilience,
 }
+
+/// Clients whose authentication failures a run tracks.
+const BACKOFF_ENTRIES: usize = 10_000;
 
 fn deny(d: Deny, route: Option<&str>) -> Decision {
     Decision::Deny {
@@ -153,10 +160,12 @@ impl<'p> Evaluator<'p> {
             policy,
             auth,
             limiters: LimiterRegistry::default(),
+            backoff: AuthBackoff::new(BACKOFF_ENTRIES),
+            resilience: Resilience::default(),
         }
     }
 
-    pub async fn evaluate(&self, t: &TestRequest, now: u64) -> Result<Decision, String> {
+    pub async fn evaluate(&self, t: &TestRequest, now: Now) -> Result<Decision, String> {
         let policy = self.policy;
         let method = Method::from_bytes(t.method.as_bytes())
             .map_err(|_| format!("method {:?} is not a method", t.method))?;
@@ -175,154 +184,46 @@ impl<'p> Evaluator<'p> {
             let _ = req.insert_header(header::UPGRADE, "websocket");
             let _ = req.insert_header(header::CONNECTION, "upgrade");
         }
-        let net = &policy.network;
         let peer = t.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let Ok(client) = client_ip::resolve(peer, &req.headers, &net.trusted_proxies) else {
-            return Ok(deny(Deny::BadForwardedFor, None));
-        };
-        let client_key = client_ip::bucket(client, net.ipv6_prefix);
-        let header_bytes: usize = req
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum();
-        if header_bytes > net.max_header_bytes {
-            return Ok(deny(Deny::HeadersTooLarge, None));
-        }
-        if let Err(d) = origin_form(t.path.as_bytes(), Some(host.as_bytes())) {
-            return Ok(deny(d, None));
-        }
-        let path = match policy.screen_path(req.uri.path()) {
-            Err(d) => return Ok(deny(d, None)),
-            Ok(p) => p.into_owned(),
-        };
-        if (path == "/health" || path == "/ping") && matches!(method, Method::GET | Method::HEAD) {
-            return Ok(Decision::Answered {
-                status: 200,
-                what: "health (gateway)",
-            });
-        }
-        let Some(host_only) = crate::http::host::normalize(&host) else {
-            return Ok(deny(Deny::BadHost, None));
-        };
-        let idx = match policy.decide_path(host_only, &path, now) {
-            PathVerdict::Refused(d) => return Ok(deny(d, None)),
-            PathVerdict::Routed(idx, _) => idx,
-        };
-        let route = &policy.routes[idx];
-        let rname = Some(&*route.name);
-        if let Some(rule) = &route.cors {
-            if cors::is_preflight(&method, &req.headers) {
-                return Ok(match rule.preflight(&req.headers) {
-                    Ok(_) => Decision::Answered {
-                        status: 204,
-                        what: "CORS preflight",
-                    },
-                    Err(d) => deny(Deny::CorsDenied(d), rname),
-                });
-            }
-        }
-        if !route.methods.allows(&method) {
-            return Ok(deny(Deny::MethodNotAllowed, rname));
-        }
-        if t.websocket && !route.websocket {
-            return Ok(deny(Deny::WebSocketNotAllowed, rname));
-        }
-        let to_rooms = policy.upstreams[route.upstream].target == UpstreamTarget::Rooms;
-        if !t.websocket && to_rooms {
-            return Ok(deny(Deny::WebSocketRequired, rname));
-        }
-        let declared = req
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if !t.websocket && declared.is_some_and(|n| n > route.max_body_bytes) {
-            return Ok(deny(Deny::BodyTooLarge, rname));
-        }
         let shadow = || {};
-        if let Some(d) = crate::proxy::check_limits(
-            policy,
-            &self.limiters,
-            None,
-            idx,
-            client_key,
-            None,
-            false,
-            &shadow,
-        )
-        .await
-        {
-            return Ok(deny(d, rname));
-        }
-        let mut identity: Option<Arc<Identity>> = None;
-        if route.signed_urls && signed::has_signature(req.uri.query()) {
-            let Some(keys) = &policy.signed_urls else {
-                return Ok(deny(Deny::Internal, rname));
-            };
-            match keys.verify(method.as_str(), &path, req.uri.query().unwrap_or(""), now) {
-                Ok(()) => identity = Some(Arc::new(Identity::signed_url())),
-                Err(f) => return Ok(deny(Deny::Signature(f), rname)),
+        let deps = Deps {
+            now,
+            auth: &self.auth,
+            limiters: &self.limiters,
+            backoff: &self.backoff,
+            resilience: &self.resilience,
+            shared: None,
+            on_shadow: &shadow,
+        };
+        let view = RequestView {
+            method: &req.method,
+            uri: &req.uri,
+            raw_target: req.raw_path(),
+            version: req.version,
+            headers: &req.headers,
+            raw_content_length: false,
+            upgrade: t.websocket,
+            peer: Some(peer),
+            tls: None,
+        };
+        let mut facts = Facts::default();
+        let route = match decide(policy, &view, &deps, &mut facts).await {
+            Ok(Admission::Forward(_)) => &policy.routes[facts.route.expect("forwarded")],
+            Ok(Admission::Health) => {
+                return Ok(Decision::Answered {
+                    status: 200,
+                    what: "health (gateway)",
+                })
             }
-        }
-        let authenticated = !route.public && identity.is_none();
-        if authenticated {
-            let request = crate::proxy::authn::AuthRequest {
-                auth: &self.auth,
-                req: &req,
-                client_cert: None,
-                on_shadow: &shadow,
-            };
-            match crate::proxy::authn::authenticate(&request, policy, route, to_rooms).await {
-                Ok(id) => identity = Some(id),
-                Err(d) => return Ok(deny(d, rname)),
+            Ok(Admission::Preflight(_)) => {
+                return Ok(Decision::Answered {
+                    status: 204,
+                    what: "CORS preflight",
+                })
             }
-            let subject = identity.as_ref().map(|i| i.subject.clone());
-            if let Some(d) = crate::proxy::check_limits(
-                policy,
-                &self.limiters,
-                None,
-                idx,
-                client_key,
-                subject.as_deref(),
-                true,
-                &shadow,
-            )
-            .await
-            {
-                return Ok(deny(d, rname));
-            }
-        }
-        if to_rooms && !authenticated {
-            if let Err(d) =
-                crate::proxy::authn::room_gate(policy, &path, identity.as_deref(), &shadow)
-            {
-                return Ok(deny(d, rname));
-            }
-        }
-        if policy.admin.covers(&path) {
-            let admitted = identity.as_ref().is_some_and(|i| {
-                i.has(&policy.admin.capability) || i.provider == Provider::SignedUrl
-            }) || policy.admin.network_allows(client);
-            if !admitted {
-                return Ok(deny(Deny::AdminRequired, rname));
-            }
-        }
-        if let Some(rule) = &route.csrf {
-            let signed = identity
-                .as_ref()
-                .is_some_and(|i| i.provider == Provider::SignedUrl);
-            let required = csrf::required(
-                &method,
-                &req.headers,
-                t.websocket,
-                route.ambient_credentials(),
-                signed,
-            );
-            if let Err(f) = rule.check_required(required, &req.headers, &host) {
-                return Ok(deny(Deny::Csrf(f), rname));
-            }
-        }
+            Err(d) => return Ok(deny(d, facts.route_name(policy))),
+        };
+        let identity = facts.identity;
         Ok(Decision::Allow {
             route: route.name.to_string(),
             upstream: policy.upstreams[route.upstream].name.to_string(),
@@ -356,13 +257,12 @@ pub fn run(
         .build()
         .map_err(|e| e.to_string())?;
     let eval = Evaluator::new(policy, token_file);
-    let now = crate::auth::now_unix();
     let mut out = String::new();
     let mut ok = true;
     let (mut allowed, mut denied, mut mismatched) = (0, 0, 0);
     for (i, t) in file.request.iter().enumerate() {
         let decision = rt
-            .block_on(eval.evaluate(t, now))
+            .block_on(eval.evaluate(t, Now::read()))
             .map_err(|e| format!("request {}: {e}", i + 1))?;
         let label = t
             .name

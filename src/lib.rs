@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backends;
 pub mod cli;
 pub mod config;
+pub mod decide;
 pub mod dryrun;
 pub mod fetch;
 pub mod files;

@@ -3,7 +3,6 @@
 //! decides everything against it. Denials are `Deny` values written as JSON and stop the request.
 //! Limits, CORS and CSRF plug into `request_filter` at the marked seams.
 
-pub mod authn;
 pub mod sessions;
 pub mod websocket;
 
@@ -21,14 +20,14 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
-use crate::auth::{AuthState, Identity};
+use crate::auth::{self, AuthState};
+use crate::decide::{self, screen};
 use crate::http::deny::Deny;
-use crate::http::{cors, csrf, headers as profiles, host, signed};
+use crate::http::{cors, headers as profiles, host};
 use crate::limits::connections::HeaderDeadline;
-use crate::limits::{client_ip, AuthBackoff, LimiterRegistry, Verdict};
+use crate::limits::{AuthBackoff, LimiterRegistry};
 use crate::observability::Metrics;
 use crate::policy::model::{Policy, UpstreamTarget};
-use crate::policy::paths::{origin_form, PathVerdict};
 use crate::policy::PolicyStore;
 use crate::upstreams::{AddressState, Admit, Resilience};
 
@@ -134,16 +133,11 @@ impl Drop for InFlight {
 pub struct RequestCtx {
     _in_flight: InFlight,
     pub policy: Option<Arc<Policy>>,
-    pub route: Option<usize>,
-    pub identity: Option<Arc<Identity>>,
+    /// What the decisions learned: client, host, route, identity.
+    pub facts: decide::Facts,
     pub deny: Option<Deny>,
     pub request_id: Option<HeaderValue>,
-    pub websocket: bool,
     pub started: Instant,
-    /// The client: the TCP peer, or the forwarded address when the peer is a trusted proxy.
-    pub client: Option<IpAddr>,
-    /// The client's limiting key (IPv6 bucketed by prefix).
-    pub client_key: Option<IpAddr>,
     /// Request body bytes seen (for the route's body limit on chunked uploads).
     pub body_bytes: u64,
     /// Client→server frame accounting on an upgraded WebSocket.
@@ -174,31 +168,11 @@ pub struct RequestCtx {
     pub ws_guard: Option<sessions::WsGuard>,
     /// OpenTelemetry spans, when tracing is on.
     pub trace: Option<Box<crate::observability::otel::RequestSpans>>,
-    /// The request's `Host` (or HTTP/2 `:authority`) as sent, read once before the target is
-    /// rewritten: routing, the upstream's `Host` and `X-Forwarded-Host` and the CSRF origin
-    /// check all use this one value.
-    pub host: Option<String>,
-    /// Where, in `host`, the normalized host that routes match lies (`host::normalize` borrows
-    /// from its input), found once when the host is checked.
-    host_span: std::ops::Range<usize>,
-    /// What screening the path found (blocked prefix, admin coverage), for routing and the
-    /// admin check.
-    pub screened: Option<crate::policy::paths::Screened>,
-}
-
-impl RequestCtx {
-    /// The normalized host routes match (see `host::normalize`); empty when there is none.
-    fn route_host(&self) -> &str {
-        self.host
-            .as_deref()
-            .and_then(|h| h.get(self.host_span.clone()))
-            .unwrap_or("")
-    }
 }
 
 impl RequestCtx {
     fn route_name(&self) -> &str {
-        match (&self.policy, self.route) {
+        match (&self.policy, self.facts.route) {
             (Some(p), Some(r)) => &p.routes[r].name,
             _ => "-",
         }
@@ -245,23 +219,28 @@ fn security_event(d: &Deny) -> Option<crate::observability::alerts::EventKind> {
     })
 }
 
-/// `uri` with a new path and query, keeping its scheme and authority (an HTTP/2 request
-/// carries its host only in `:authority`).
-pub(crate) fn with_target(uri: &http::Uri, target: String) -> Option<http::Uri> {
-    let mut builder = http::Uri::builder();
-    if let Some(scheme) = uri.scheme() {
-        builder = builder.scheme(scheme.clone());
-    }
-    if let Some(authority) = uri.authority() {
-        builder = builder.authority(authority.clone());
-    }
-    builder.path_and_query(target).build().ok()
-}
-
 /// Drops the query string (a verified signed URL's parameters are not forwarded).
 fn strip_query(session: &mut Session) {
     let req = session.req_header();
-    if let Some(uri) = with_target(&req.uri, req.uri.path().to_string()) {
+    if let Some(uri) = screen::with_target(&req.uri, req.uri.path().to_string()) {
+        session.req_header_mut().set_uri(uri);
+    }
+}
+
+/// Removes `access_token` from the request target so it is never forwarded.
+fn strip_query_token(session: &mut Session) {
+    let req = session.req_header();
+    let Some(q) = req.uri.query() else { return };
+    if auth::query_token(q).is_none() && !q.split('&').any(|kv| kv == "access_token") {
+        return;
+    }
+    let rest = auth::strip_query_token(q);
+    let target = if rest.is_empty() {
+        req.uri.path().to_string()
+    } else {
+        format!("{}?{rest}", req.uri.path())
+    };
+    if let Some(uri) = screen::with_target(&req.uri, target) {
         session.req_header_mut().set_uri(uri);
     }
 }
@@ -382,157 +361,7 @@ fn raw_has_content_length(raw: &[u8]) -> bool {
     })
 }
 
-/// CL+TE together, or several Content-Length values that differ, make the body's end ambiguous.
-/// Pingora resolves CL+TE itself by dropping Content-Length (TE wins, RFC 9112 §6.3), so the
-/// parsed headers no longer show the conflict: when TE is present on HTTP/1 we look at the raw
-/// header bytes, where the client's Content-Length still is.
-fn ambiguous_length_in(session: &Session) -> bool {
-    let req = session.req_header();
-    if req.headers.contains_key(header::TRANSFER_ENCODING) {
-        if let Some(v1) = session.as_downstream().as_http1() {
-            if raw_has_content_length(&v1.get_headers_raw_bytes()) {
-                return true;
-            }
-        }
-    }
-    ambiguous_length(req)
-}
-
-fn ambiguous_length(req: &RequestHeader) -> bool {
-    let mut cls = req.headers.get_all(header::CONTENT_LENGTH).iter();
-    let first = cls.next();
-    if first.is_some() && req.headers.contains_key(header::TRANSFER_ENCODING) {
-        return true;
-    }
-    match first {
-        Some(f) => cls.any(|v| v != f) || f.to_str().map(|s| s.contains(',')).unwrap_or(true),
-        None => false,
-    }
-}
-
-/// Checks the limits that apply to route `idx`: those keyed by subject only after
-/// authentication (`post_auth`), the others before it. A global limit asks the shared store
-/// (`shared`) when one is configured; while it is unreachable the limit's failure mode decides.
-/// A shadow limit that would refuse is logged and reported to `on_shadow` instead.
-#[allow(clippy::too_many_arguments)] // The decision's inputs, shared with `policy test`.
-pub async fn check_limits(
-    policy: &Policy,
-    limiters: &crate::limits::LimiterRegistry,
-    shared: Option<&crate::shared::SharedStore>,
-    idx: usize,
-    client: IpAddr,
-    subject: Option<&str>,
-    post_auth: bool,
-    on_shadow: &(dyn Fn() + Sync),
-) -> Option<Deny> {
-    use crate::shared::GlobalVerdict;
-    let route = &policy.routes[idx];
-    for spec in &policy.limits {
-        if spec.by_subject != post_auth || !spec.applies_to(&route.name) {
-            continue;
-        }
-        let Some(key) = limiters.key(spec, client, subject, &route.name) else {
-            continue;
-        };
-        let local = spec.limiter(limiters);
-        let global = match shared {
-            Some(s) if spec.global && s.is_configured() => {
-                match crate::shared::limit_key(spec, client, subject, &route.name) {
-                    Some(k) => Some((s, s.check_limit(spec, &k).await)),
-                    None => continue,
-                }
-            }
-            _ => None,
-        };
-        let verdict = match global {
-            Some((_, GlobalVerdict::Allowed { remaining })) => Verdict::Allowed { remaining },
-            Some((_, GlobalVerdict::Limited { retry_after })) => {
-                local.limited.fetch_add(1, Ordering::Relaxed);
-                Verdict::Limited { retry_after }
-            }
-            Some((s, GlobalVerdict::Unavailable)) if spec.fail_closed => {
-                s.stats.fallback_closed.fetch_add(1, Ordering::Relaxed);
-                if spec.shadow {
-                    on_shadow();
-                    continue;
-                }
-                return Some(Deny::LimitUnavailable(spec.name.clone()));
-            }
-            Some((s, GlobalVerdict::Unavailable)) => {
-                s.stats.fallback_open.fetch_add(1, Ordering::Relaxed);
-                local.check(key)
-            }
-            None => local.check(key),
-        };
-        if let Verdict::Limited { retry_after } = verdict {
-            if spec.shadow {
-                on_shadow();
-                tracing::info!(
-                    target: "portcullis::security",
-                    limit = &*spec.name,
-                    client = %client,
-                    route = &*route.name,
-                    "shadow rule: rate limit would refuse this request"
-                );
-                continue;
-            }
-            let retry_after_secs = (retry_after.as_millis() as u64).div_ceil(1000).max(1);
-            return Some(Deny::RateLimited {
-                limit: spec.name.clone(),
-                retry_after_secs,
-                burst: spec.burst,
-            });
-        }
-    }
-    None
-}
-
 impl Gateway {
-    async fn check_limits(
-        &self,
-        policy: &Policy,
-        idx: usize,
-        client: IpAddr,
-        subject: Option<&str>,
-        post_auth: bool,
-    ) -> Option<Deny> {
-        check_limits(
-            policy,
-            &self.limiters,
-            Some(&self.shared),
-            idx,
-            client,
-            subject,
-            post_auth,
-            &|| self.metrics.shadow_denial(),
-        )
-        .await
-    }
-
-    /// Counts a failed authentication, across replicas when the shared store answers, else
-    /// here; returns the lockout it started, if any.
-    async fn auth_failure(
-        &self,
-        client: IpAddr,
-        spec: &crate::limits::BackoffSpec,
-    ) -> Option<Duration> {
-        use crate::shared::SharedFailure;
-        let now = Instant::now();
-        match self.shared.auth_failure(client, spec).await {
-            SharedFailure::Started(d) => {
-                self.backoff.lock_for(client, d, now);
-                self.backoff.lockouts.fetch_add(1, Ordering::Relaxed);
-                Some(d)
-            }
-            SharedFailure::AlreadyLocked(d) => {
-                self.backoff.lock_for(client, d, now);
-                None
-            }
-            SharedFailure::Counted => None,
-            SharedFailure::Unavailable => self.backoff.failure(client, spec, now),
-        }
-    }
-
     fn new_request_id(&self) -> HeaderValue {
         let n = self.request_seq.fetch_add(1, Ordering::Relaxed);
         let mut buf = [0u8; 24];
@@ -552,7 +381,7 @@ impl Gateway {
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
         resp.insert_header(header::CACHE_CONTROL, NO_STORE)?;
         if status == 405 {
-            if let (Some(p), Some(r)) = (&ctx.policy, ctx.route) {
+            if let (Some(p), Some(r)) = (&ctx.policy, ctx.facts.route) {
                 resp.insert_header(header::ALLOW, p.routes[r].methods.names().join(", "))?;
             }
         }
@@ -587,6 +416,68 @@ impl Gateway {
         Ok(true)
     }
 
+    /// What a refusal sets off besides its response: the security log, the CSRF metric, the
+    /// lockout alert, closing a connection whose client certificate no longer passes.
+    fn refused(&self, session: &mut Session, ctx: &RequestCtx, d: &Deny) {
+        let client = ctx
+            .facts
+            .client_key
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        if let Some(why) = ctx.facts.cert_refused {
+            tracing::info!(
+                target: "portcullis::security",
+                reason = why,
+                client = %client,
+                "client certificate no longer passes: closing the connection"
+            );
+            close_client_connection(session);
+        }
+        if let Some(lockout) = ctx.facts.lockout {
+            tracing::warn!(
+                target: "portcullis::security",
+                client = %client,
+                lockout_seconds = lockout.as_secs(),
+                "authentication lockout"
+            );
+            crate::observability::alerts::emit(
+                crate::observability::alerts::EventKind::Lockout,
+                ctx.facts.client,
+            );
+        }
+        let path = session.req_header().uri.path();
+        match d {
+            Deny::BlockedPath => tracing::info!(
+                target: "portcullis::security",
+                path,
+                client = %client,
+                "blocked path refused"
+            ),
+            Deny::Signature(f) => tracing::info!(
+                target: "portcullis::security",
+                reason = f.code(),
+                client = %client,
+                "signed URL refused"
+            ),
+            Deny::AdminRequired => tracing::info!(
+                target: "portcullis::security",
+                path,
+                client = %client,
+                "admin path refused"
+            ),
+            Deny::Csrf(f) => {
+                self.metrics.csrf_failure(*f);
+                tracing::info!(
+                    target: "portcullis::security",
+                    reason = f.reason(),
+                    client = %client,
+                    route = ctx.route_name(),
+                    "CSRF check failed"
+                );
+            }
+            _ => {}
+        }
+    }
+
     /// Sends a close frame to the WebSocket client (best effort: it may be gone already).
     async fn close_websocket(
         &self,
@@ -601,7 +492,7 @@ impl Gateway {
         ) {
             crate::observability::alerts::emit(
                 crate::observability::alerts::EventKind::BudgetClose,
-                ctx.client,
+                ctx.facts.client,
             );
         }
         tracing::info!(
@@ -640,7 +531,7 @@ impl Gateway {
         for name in &policy.headers.remove {
             resp.remove_header(name);
         }
-        let route = ctx.route.map(|r| &policy.routes[r]);
+        let route = ctx.facts.route.map(|r| &policy.routes[r]);
         // On a route with a CORS rule, the rule is the only CORS answer: an upstream's own grants
         // go before the header profile and the rule add the gateway's (a preflight's own answer
         // carries the rule's headers already).
@@ -776,14 +667,10 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             _in_flight: InFlight(self.in_flight.clone()),
             policy: None,
-            route: None,
-            identity: None,
+            facts: decide::Facts::default(),
             deny: None,
             request_id: None,
-            websocket: false,
             started: Instant::now(),
-            client: None,
-            client_key: None,
             body_bytes: 0,
             ws_meter: None,
             ws_deadline: None,
@@ -800,9 +687,6 @@ impl ProxyHttp for Gateway {
             ws_close: None,
             ws_guard: None,
             trace: None,
-            host: None,
-            host_span: 0..0,
-            screened: None,
         }
     }
 
@@ -818,410 +702,109 @@ impl ProxyHttp for Gateway {
             let req = session.req_header();
             ctx.trace = Some(otel.start_request(&req.headers, req.method.as_str()));
         }
-        let mut bad_forwarding = false;
         if let Some(peer_addr) = session.client_addr().and_then(|a| a.as_inet()) {
             // The connection delivered a request header: it is off the slowloris watch.
             self.header_deadline.request_seen(peer_addr);
-            // A dual-stack listener reports IPv4 peers as IPv4-mapped IPv6 addresses.
-            let peer = peer_addr.ip().to_canonical();
-            let net = &policy.network;
-            // Forwarding headers that do not say who the client is: the request is refused
-            // below with the client unknown. The peer is a trusted proxy; taking it for the
-            // client would blame (and lock out, or admit) everyone behind it.
-            match client_ip::resolve(peer, &session.req_header().headers, &net.trusted_proxies) {
-                Ok(client) => {
-                    ctx.client = Some(client);
-                    ctx.client_key = Some(client_ip::bucket(client, net.ipv6_prefix));
-                }
-                Err(client_ip::UnparsableForwarding) => bad_forwarding = true,
-            }
         }
-        let header_bytes: usize = session
-            .req_header()
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum();
-        let too_large = header_bytes > policy.network.max_header_bytes;
         ctx.policy = Some(policy);
-        if too_large {
-            ctx.deny = Some(Deny::HeadersTooLarge);
-            return Ok(());
-        }
-        if bad_forwarding {
-            ctx.deny = Some(Deny::BadForwardedFor);
-            return Ok(());
-        }
-        if ambiguous_length_in(session) {
-            ctx.deny = Some(Deny::AmbiguousLength);
-            return Ok(());
-        }
-        let req = session.req_header();
-        // HTTP/1.1 requires exactly one Host (RFC 9112 §3.2); HTTP/2 carries :authority instead.
-        let hosts = req.headers.get_all(header::HOST).iter().count();
-        if hosts > 1 || (hosts == 0 && req.version == http::Version::HTTP_11) {
-            ctx.deny = Some(Deny::BadHost);
-            return Ok(());
-        }
-        // Routes match the normalized host: one that does not parse is refused, never left to
-        // fall through to the routes that take any host.
-        if let Some(raw) = raw_host(req) {
-            match raw.ok().and_then(|r| Some((r, host::normalize(r)?))) {
-                Some((raw, routed)) => {
-                    let start = routed.as_ptr() as usize - raw.as_ptr() as usize;
-                    ctx.host_span = start..start + routed.len();
-                    ctx.host = Some(raw.to_string());
-                }
-                None => {
-                    ctx.deny = Some(Deny::BadHost);
-                    return Ok(());
-                }
-            }
-        }
-        // An absolute-form target must name the same host as the Host header.
-        if let (Some(auth), Some(host)) = (req.uri.authority(), req.headers.get(header::HOST)) {
-            if !host
-                .as_bytes()
-                .eq_ignore_ascii_case(auth.as_str().as_bytes())
-            {
-                ctx.deny = Some(Deny::ForeignAbsoluteTarget);
-                return Ok(());
-            }
-        }
-        // What goes on the wire upstream is the raw target unless the URI is replaced, and
-        // Pingora keeps a target that is not origin-form verbatim while giving the URI only
-        // its path (or "/"): check the raw bytes, so the gateway never judges one path and
-        // forwards another.
-        let host = req.headers.get(header::HOST).map(|h| h.as_bytes());
-        let raw_is_uri = match origin_form(req.raw_path(), host) {
-            Err(d) => {
-                ctx.deny = Some(d);
-                return Ok(());
-            }
-            Ok(same) => same,
-        };
-        let path = req.uri.path();
-        let policy = ctx.policy.as_ref().expect("set above");
-        let rewritten = match policy.screen(path) {
-            Err(d) => {
-                ctx.deny = Some(d);
-                return Ok(());
-            }
-            Ok((canonical, screened)) => {
-                ctx.screened = Some(screened);
-                canonical
-            }
-        };
-        let rewritten = match rewritten {
-            std::borrow::Cow::Borrowed(c) if !raw_is_uri => Some(match req.uri.query() {
-                Some(q) => format!("{c}?{q}"),
-                None => c.to_string(),
-            }),
-            std::borrow::Cow::Borrowed(_) => None,
-            std::borrow::Cow::Owned(c) => Some(match req.uri.query() {
-                Some(q) => format!("{c}?{q}"),
-                None => c,
-            }),
-        };
-        // Forward exactly the path that was matched: one canonical view for both. The scheme
-        // and authority stay (an HTTP/2 request carries its host only there).
-        if let Some(target) = rewritten {
-            match with_target(&req.uri, target) {
-                Some(uri) => session.req_header_mut().set_uri(uri),
-                None => ctx.deny = Some(Deny::BadPath(crate::http::path::PathError::BadPercent)),
-            }
-        }
         Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if let Some(d) = ctx.deny.take() {
-            return self.deny(session, ctx, d).await;
-        }
         let Some(policy) = ctx.policy.clone() else {
             return self.deny(session, ctx, Deny::Internal).await;
         };
-        // A client certificate is verified again after the CA bundle or CRLs change (a resumed
-        // session or a long-lived connection never meets the new verifier otherwise), must not
-        // have expired, and must be there once `[mtls] required` is on: a connection that no
-        // longer passes gets nothing more.
-        if let Some((Err(why), with_cert)) =
-            crate::tls::client_auth::handshake_info(session).map(|h| {
-                let now = crate::auth::now_unix() as i64;
-                (h.cert.check(policy.mtls.as_ref(), now), h.client.is_some())
-            })
-        {
-            tracing::info!(
-                target: "portcullis::security",
-                reason = %why,
-                client = %ctx.client.map(|c| c.to_string()).unwrap_or_default(),
-                "client certificate no longer passes: closing the connection"
-            );
-            close_client_connection(session);
-            let deny = if with_cert {
-                Deny::ClientCertDenied
-            } else {
-                Deny::ClientCertRequired
-            };
-            return self.deny(session, ctx, deny).await;
-        }
-        let req = session.req_header();
-        let path = req.uri.path();
-        // Answered by the gateway itself, always public.
-        if (path == "/health" || path == "/ping")
-            && matches!(req.method, http::Method::GET | http::Method::HEAD)
-        {
-            self.respond(session, ctx, 200, Bytes::from_static(HEALTH_BODY))
-                .await?;
-            return Ok(true);
-        }
-        let now = crate::auth::now_unix();
-        let verdict = match ctx.screened {
-            Some(screened) => policy.decide_screened(ctx.route_host(), path, screened, now),
-            None => policy.decide_path(ctx.route_host(), path, now),
+        let shadow = || self.metrics.shadow_denial();
+        let deps = decide::Deps {
+            now: decide::Now::read(),
+            auth: &self.auth,
+            limiters: &self.limiters,
+            backoff: &self.backoff,
+            resilience: &self.resilience,
+            shared: Some(&self.shared),
+            on_shadow: &shadow,
         };
-        let idx = match verdict {
-            PathVerdict::Refused(d) => {
-                if d == Deny::BlockedPath {
-                    tracing::info!(
-                        target: "portcullis::security",
-                        path,
-                        client = %ctx.client.map(|c| c.to_string()).unwrap_or_default(),
-                        "blocked path refused"
-                    );
-                }
+        let verdict = {
+            let req = session.req_header();
+            // Pingora resolves CL+TE on HTTP/1 by dropping Content-Length: the raw header bytes
+            // still show the client's.
+            let raw_content_length = req.headers.contains_key(header::TRANSFER_ENCODING)
+                && session
+                    .as_downstream()
+                    .as_http1()
+                    .is_some_and(|v1| raw_has_content_length(&v1.get_headers_raw_bytes()));
+            let view = decide::RequestView {
+                method: &req.method,
+                uri: &req.uri,
+                raw_target: req.raw_path(),
+                version: req.version,
+                headers: &req.headers,
+                raw_content_length,
+                upgrade: session.is_upgrade_req(),
+                peer: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip()),
+                tls: crate::tls::client_auth::handshake_info(session),
+            };
+            decide::decide(&policy, &view, &deps, &mut ctx.facts).await
+        };
+        // Forward exactly the path that was matched (and log it, whatever the outcome).
+        if let Some(uri) = ctx.facts.target.take() {
+            session.req_header_mut().set_uri(uri);
+        }
+        let forward = match verdict {
+            Ok(decide::Admission::Forward(f)) => f,
+            Ok(decide::Admission::Health) => {
+                self.respond(session, ctx, 200, Bytes::from_static(HEALTH_BODY))
+                    .await?;
+                return Ok(true);
+            }
+            Ok(decide::Admission::Preflight(headers)) => {
+                self.respond_preflight(session, ctx, headers).await?;
+                return Ok(true);
+            }
+            Err(d) => {
+                self.refused(session, ctx, &d);
                 return self.deny(session, ctx, d).await;
             }
-            PathVerdict::Routed(idx, _) => idx,
         };
-        ctx.route = Some(idx);
-        let route = &policy.routes[idx];
-        if let Some(rule) = &route.cors {
-            if cors::is_preflight(&req.method, &req.headers) {
-                return match rule.preflight(&req.headers) {
-                    Ok(headers) => {
-                        self.respond_preflight(session, ctx, headers).await?;
-                        Ok(true)
-                    }
-                    Err(d) => self.deny(session, ctx, Deny::CorsDenied(d)).await,
-                };
-            }
+        if forward.strip_query {
+            strip_query(session);
         }
-        if !route.methods.allows(&req.method) {
-            return self.deny(session, ctx, Deny::MethodNotAllowed).await;
-        }
-        ctx.websocket = session.is_upgrade_req();
-        if ctx.websocket && !route.websocket {
-            return self.deny(session, ctx, Deny::WebSocketNotAllowed).await;
-        }
-        let to_rooms = policy.upstreams[route.upstream].target == UpstreamTarget::Rooms;
-        if !ctx.websocket && to_rooms {
-            // The room server speaks only WebSocket.
-            return self.deny(session, ctx, Deny::WebSocketRequired).await;
-        }
-        if !ctx.websocket {
-            let declared = req
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > route.max_body_bytes) {
-                return self.deny(session, ctx, Deny::BodyTooLarge).await;
-            }
-        }
-        // Seam: network ACL goes here.
-        let client_key = ctx
-            .client_key
-            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        if let Some(d) = self
-            .check_limits(&policy, idx, client_key, None, false)
-            .await
-        {
-            return self.deny(session, ctx, d).await;
-        }
-        if route.signed_urls && signed::has_signature(req.uri.query()) {
-            let Some(keys) = &policy.signed_urls else {
-                return self.deny(session, ctx, Deny::Internal).await;
-            };
-            let query = req.uri.query().unwrap_or("");
-            match keys.verify(req.method.as_str(), path, query, crate::auth::now_unix()) {
-                Ok(()) => {
-                    ctx.identity = Some(Arc::new(crate::auth::Identity::signed_url()));
-                    strip_query(session);
-                }
-                Err(f) => {
-                    tracing::info!(
-                        target: "portcullis::security",
-                        reason = f.code(),
-                        client = %client_key,
-                        "signed URL refused"
-                    );
-                    return self.deny(session, ctx, Deny::Signature(f)).await;
-                }
-            }
-        }
-        let authenticated = !route.public && ctx.identity.is_none();
-        if authenticated {
-            let backoff = policy.auth.backoff.as_ref();
-            if backoff.is_some() {
-                if let Some(left) = self.backoff.locked(client_key, Instant::now()) {
-                    let retry_after_secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                    return self
-                        .deny(session, ctx, Deny::AuthLockedOut { retry_after_secs })
-                        .await;
-                }
-            }
-            let request = authn::AuthRequest {
-                auth: &self.auth,
-                req: session.req_header(),
-                // Checked against the live `[mtls]` at the start of the request.
-                client_cert: crate::tls::client_auth::handshake_info(session)
-                    .and_then(|h| h.client.as_deref()),
-                on_shadow: &|| self.metrics.shadow_denial(),
-            };
-            match authn::authenticate(&request, &policy, route, to_rooms).await {
-                Ok(identity) => {
-                    // An anonymous join to an open room proves nothing about the client: only
-                    // a verified credential clears its failures and lockout.
-                    if backoff.is_some() && identity.credentialed() {
-                        self.backoff.success(client_key);
-                    }
-                    ctx.identity = Some(identity);
-                }
-                Err(d) => {
-                    if let (Some(spec), Deny::AuthInvalid | Deny::AuthMalformed) = (backoff, &d) {
-                        if let Some(lockout) = self.auth_failure(client_key, spec).await {
-                            tracing::warn!(
-                                target: "portcullis::security",
-                                client = %client_key,
-                                lockout_seconds = lockout.as_secs(),
-                                "authentication lockout"
-                            );
-                            crate::observability::alerts::emit(
-                                crate::observability::alerts::EventKind::Lockout,
-                                ctx.client,
-                            );
-                        }
-                    }
-                    return self.deny(session, ctx, d).await;
-                }
-            }
-            let subject = ctx.identity.as_ref().map(|i| i.subject.clone());
-            if let Some(d) = self
-                .check_limits(&policy, idx, client_key, subject.as_deref(), true)
-                .await
-            {
-                return self.deny(session, ctx, d).await;
-            }
-        }
-        if to_rooms && !authenticated {
-            // Authentication (which holds the room lock) did not run: a public route or a
-            // signed URL reaches the room server only where a room is open.
-            let path = session.req_header().uri.path();
-            if let Err(d) = authn::room_gate(&policy, path, ctx.identity.as_deref(), &|| {
-                self.metrics.shadow_denial()
-            }) {
-                return self.deny(session, ctx, d).await;
-            }
-        }
-        let req = session.req_header();
-        let path = req.uri.path();
-        let admin = match ctx.screened {
-            Some(screened) => screened.admin,
-            None => policy.admin.covers(path),
-        };
-        if admin {
-            let admitted = ctx.identity.as_ref().is_some_and(|i| {
-                i.has(&policy.admin.capability) || i.provider == crate::auth::Provider::SignedUrl
-            }) || ctx.client.is_some_and(|c| policy.admin.network_allows(c));
-            if !admitted {
-                tracing::info!(
-                    target: "portcullis::security",
-                    path,
-                    client = %client_key,
-                    "admin path refused"
-                );
-                return self.deny(session, ctx, Deny::AdminRequired).await;
-            }
-        }
-        if let Some(rule) = &route.csrf {
-            // Unsafe methods, and WebSocket handshakes on routes a browser authenticates by
-            // itself (a cross-site request like any other), must come from an allowed origin.
-            let signed = ctx
-                .identity
-                .as_ref()
-                .is_some_and(|i| i.provider == crate::auth::Provider::SignedUrl);
-            let required = csrf::required(
-                &req.method,
-                &req.headers,
-                ctx.websocket,
-                route.ambient_credentials(),
-                signed,
-            );
-            if required != csrf::Required::Nothing {
-                let host = ctx.host.as_deref().unwrap_or("");
-                if let Err(f) = rule.check_required(required, &req.headers, host) {
-                    self.metrics.csrf_failure(f);
-                    tracing::info!(
-                        target: "portcullis::security",
-                        reason = f.reason(),
-                        client = %client_key,
-                        route = &*route.name,
-                        "CSRF check failed"
-                    );
-                    return self.deny(session, ctx, Deny::Csrf(f)).await;
-                }
-            } else if !csrf::is_unsafe(&req.method)
-                && csrf::cookie(&req.headers, &rule.cookie).is_none()
-            {
-                ctx.issue_csrf = true;
-            }
-        }
+        ctx.issue_csrf = forward.issue_csrf;
+        ctx.upstream_addr = forward.address;
+        let route = &policy.routes[ctx.facts.route.expect("a forwarded request has a route")];
         if policy.headers.profiles[route.headers].csp_nonce.is_some() {
             ctx.csp_nonce = Some(profiles::new_nonce());
         }
-        if ctx.websocket {
+        if ctx.facts.websocket {
             // Upgraded tunnels are long-lived: the read timeout is the policy's idle timeout or
             // the time left on the token, whichever is sooner, re-armed on every client frame.
             let now = Instant::now();
             ctx.ws_meter = Some(websocket::FrameMeter::new(policy.websocket, now));
             ctx.ws_idle = policy.websocket.idle_timeout;
-            ctx.ws_deadline = ctx.identity.as_ref().and_then(|i| i.expires_at).map(|exp| {
-                let wall = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                now + Duration::from_secs(exp).saturating_sub(wall)
-            });
+            ctx.ws_deadline = ctx
+                .facts
+                .identity
+                .as_ref()
+                .and_then(|i| i.expires_at)
+                .map(|exp| {
+                    let wall = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    now + Duration::from_secs(exp).saturating_sub(wall)
+                });
             session.set_read_timeout(Some(ws_timeout(ctx, now)));
             ctx.ws_guard = Some(self.ws_sessions.register(
                 route.name.clone(),
                 session.req_header().uri.path(),
-                ctx.identity.clone(),
+                ctx.facts.identity.clone(),
                 crate::tls::client_auth::handshake_info(session).map(|h| h.cert.clone()),
             ));
         }
-        if route.query_token {
-            authn::strip_query_token(session);
-        }
-        // Pick an external address whose circuit admits the request; all open = 503 at once.
-        let upstream = &policy.upstreams[route.upstream];
-        if let UpstreamTarget::External { addresses, .. } = &upstream.target {
-            let start = upstream.next_address(addresses);
-            // A name that has never resolved takes no request while another address can; if
-            // none has resolved, the request gets its 502 when the peer is chosen.
-            let mut resolved = false;
-            let picked = (0..addresses.len()).find_map(|i| {
-                let idx = (start + i) % addresses.len();
-                let state = upstream.address_state(idx, &self.resilience).clone();
-                state.socket_addr()?;
-                resolved = true;
-                (self.resilience.admit(&state) != Admit::No).then_some((idx, state))
-            });
-            match picked {
-                Some(p) => ctx.upstream_addr = Some(p),
-                None if !resolved => {}
-                None => return self.deny(session, ctx, Deny::CircuitOpen).await,
-            }
+        if forward.strip_token {
+            strip_query_token(session);
         }
         Ok(false)
     }
@@ -1233,7 +816,7 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.websocket && ctx.ws_closing {
+        if ctx.facts.websocket && ctx.ws_closing {
             // Closing handshake: discard what the client still sends until its close frame.
             let now = Instant::now();
             let done = match (body.take(), ctx.ws_meter.as_mut()) {
@@ -1248,7 +831,7 @@ impl ProxyHttp for Gateway {
             }
             return Ok(());
         }
-        if ctx.websocket {
+        if ctx.facts.websocket {
             let now = Instant::now();
             let verdict = if let Some(close) = revoked_close(ctx) {
                 Err(close)
@@ -1272,7 +855,7 @@ impl ProxyHttp for Gateway {
             session.set_read_timeout(Some(ws_timeout(ctx, now)));
             return Ok(());
         }
-        if let (Some(b), Some(p), Some(r)) = (body.as_ref(), &ctx.policy, ctx.route) {
+        if let (Some(b), Some(p), Some(r)) = (body.as_ref(), &ctx.policy, ctx.facts.route) {
             ctx.body_bytes += b.len() as u64;
             if ctx.body_bytes > p.routes[r].max_body_bytes {
                 ctx.deny = Some(Deny::BodyTooLarge);
@@ -1290,7 +873,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (Some(policy), Some(r)) = (&ctx.policy, ctx.route) else {
+        let (Some(policy), Some(r)) = (&ctx.policy, ctx.facts.route) else {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
         let upstream = &policy.upstreams[policy.routes[r].upstream];
@@ -1321,7 +904,7 @@ impl ProxyHttp for Gateway {
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.total_connection_timeout =
             Some(upstream.connect_timeout + Duration::from_secs(1));
-        peer.options.read_timeout = if ctx.websocket {
+        peer.options.read_timeout = if ctx.facts.websocket {
             None
         } else {
             Some(upstream.read_timeout)
@@ -1348,16 +931,18 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let (Some(policy), Some(r), Some((idx, state))) =
-            (ctx.policy.clone(), ctx.route, ctx.upstream_addr.clone())
-        else {
+        let (Some(policy), Some(r), Some((idx, state))) = (
+            ctx.policy.clone(),
+            ctx.facts.route,
+            ctx.upstream_addr.clone(),
+        ) else {
             return e;
         };
         let upstream = &policy.upstreams[policy.routes[r].upstream];
         let UpstreamTarget::External { addresses, .. } = &upstream.target else {
             return e;
         };
-        if addresses.len() < 2 || ctx.websocket {
+        if addresses.len() < 2 || ctx.facts.websocket {
             return e;
         }
         self.resilience
@@ -1399,7 +984,7 @@ impl ProxyHttp for Gateway {
         if let Some(g) = &ctx.ws_guard {
             g.session.set_upstream(fd);
         }
-        let (Some(policy), Some(r)) = (&ctx.policy, ctx.route) else {
+        let (Some(policy), Some(r)) = (&ctx.policy, ctx.facts.route) else {
             return Ok(());
         };
         let upstream = &policy.upstreams[policy.routes[r].upstream];
@@ -1433,7 +1018,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let policy = ctx.policy.as_ref();
-        let route = policy.zip(ctx.route).map(|(p, r)| &p.routes[r]);
+        let route = policy.zip(ctx.facts.route).map(|(p, r)| &p.routes[r]);
         // Names with `_` are dropped unless the policy allows them (nginx's
         // `underscores_in_headers off`): a CGI-style backend reads them as their `-` twins.
         let drop_underscores = !policy.is_some_and(|p| p.network.allow_underscores_in_headers);
@@ -1464,12 +1049,12 @@ impl ProxyHttp for Gateway {
             }
         }
         if !upstream_request.headers.contains_key(header::HOST) {
-            if let Some(h) = &ctx.host {
+            if let Some(h) = &ctx.facts.host {
                 upstream_request.insert_header(header::HOST, h.as_str())?;
             }
         }
-        let host = ctx.route_host().to_string();
-        if let Some(ip) = ctx.client {
+        let host = ctx.facts.route_host().to_string();
+        if let Some(ip) = ctx.facts.client {
             upstream_request.insert_header(X_FORWARDED_FOR.clone(), address_value(ip))?;
         }
         upstream_request.insert_header(X_FORWARDED_PROTO.clone(), "https")?;
@@ -1479,7 +1064,7 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header(X_REQUEST_ID.clone(), id.clone())?;
         }
-        if let Some(identity) = &ctx.identity {
+        if let Some(identity) = &ctx.facts.identity {
             upstream_request.insert_header(X_SUBJECT.clone(), &*identity.subject)?;
             upstream_request.insert_header(X_CAPABILITIES.clone(), identity.capability_header())?;
             upstream_request.insert_header(X_AUTH.clone(), identity.provider.as_str())?;
@@ -1518,7 +1103,8 @@ impl ProxyHttp for Gateway {
         if let Some(t) = ctx.trace.as_mut() {
             t.end_upstream(upstream_response.status.as_u16());
         }
-        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.websocket {
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.facts.websocket
+        {
             ctx.ws_open = true;
             self.metrics.detail.ws_opened();
         }
@@ -1551,14 +1137,14 @@ impl ProxyHttp for Gateway {
             ErrorType::InvalidHTTPHeader | ErrorType::HTTPStatus(_) => true,
             // Malformed chunked framing (a bare LF, a bad trailer end), whatever the route.
             ErrorType::Custom("InvalidChunk" | "InvalidTrailerEnd") => true,
-            ErrorType::Custom(_) => ctx.websocket,
+            ErrorType::Custom(_) => ctx.facts.websocket,
             _ => false,
         };
         if refused && e.esource() != &ErrorSource::Upstream {
             tracing::warn!(
                 target: "portcullis::security",
                 route = ctx.route_name(),
-                client = %ctx.client.map(|c| c.to_string()).unwrap_or_default(),
+                client = %ctx.facts.client.map(|c| c.to_string()).unwrap_or_default(),
                 reason = %e,
                 "request refused"
             );
@@ -1573,7 +1159,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        if ctx.websocket && ctx.ws_meter.is_some() {
+        if ctx.facts.websocket && ctx.ws_meter.is_some() {
             // The tunnel ended with an error: a client silent past its token's expiry or the
             // idle timeout gets a close frame saying which, if it can still be written.
             if let (false, Some(close)) = (ctx.ws_closing, revoked_close(ctx)) {
@@ -1645,7 +1231,7 @@ impl ProxyHttp for Gateway {
                         let upstream = ctx
                             .policy
                             .as_ref()
-                            .zip(ctx.route)
+                            .zip(ctx.facts.route)
                             .map(|(p, r)| p.upstreams[p.routes[r].upstream].name.to_string())
                             .unwrap_or_default();
                         tracing::warn!(
@@ -1749,7 +1335,7 @@ impl ProxyHttp for Gateway {
         if ctx.response_aborted {
             self.metrics.response_aborted();
         }
-        let route: &Arc<str> = match (&ctx.policy, ctx.route) {
+        let route: &Arc<str> = match (&ctx.policy, ctx.facts.route) {
             (Some(p), Some(r)) => &p.routes[r].name,
             _ => &self.no_route,
         };
@@ -1769,7 +1355,7 @@ impl ProxyHttp for Gateway {
                 .ws_closed(ctx.ws_close.unwrap_or("ended"));
         }
         if let Some(kind) = ctx.deny.as_ref().and_then(security_event) {
-            crate::observability::alerts::emit(kind, ctx.client);
+            crate::observability::alerts::emit(kind, ctx.facts.client);
         }
         if let Some(t) = ctx.trace.take() {
             t.finish(
@@ -1781,7 +1367,7 @@ impl ProxyHttp for Gateway {
             );
         }
         if let (Some((idx, state)), Some(policy), Some(r)) =
-            (&ctx.upstream_addr, &ctx.policy, ctx.route)
+            (&ctx.upstream_addr, &ctx.policy, ctx.facts.route)
         {
             let upstream = &policy.upstreams[policy.routes[r].upstream];
             let failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
@@ -1801,7 +1387,7 @@ impl ProxyHttp for Gateway {
                 self.resilience.success(state);
             }
         }
-        let upstream_name = match (&ctx.policy, ctx.route, ctx.deny.is_none()) {
+        let upstream_name = match (&ctx.policy, ctx.facts.route, ctx.deny.is_none()) {
             (Some(p), Some(r), true) => &*p.upstreams[p.routes[r].upstream].name,
             _ => "-",
         };
@@ -1820,13 +1406,20 @@ impl ProxyHttp for Gateway {
             status,
             decision: if ctx.deny.is_some() { "deny" } else { "allow" },
             reason: ctx.deny.as_ref().map(|d| d.code()).unwrap_or("-"),
-            subject: ctx.identity.as_ref().map(|i| &*i.subject).unwrap_or("-"),
+            subject: ctx
+                .facts
+                .identity
+                .as_ref()
+                .map(|i| &*i.subject)
+                .unwrap_or("-"),
             auth: ctx
+                .facts
                 .identity
                 .as_ref()
                 .map(|i| i.provider.as_str())
                 .unwrap_or("-"),
             key: ctx
+                .facts
                 .identity
                 .as_ref()
                 .and_then(|i| i.verified_by.as_deref())
@@ -1952,18 +1545,5 @@ mod tests {
         assert!(!raw_has_content_length(
             b"POST /content-length:1 HTTP/1.1\r\nHost: a\r\n\r\n"
         ));
-    }
-
-    #[test]
-    fn conflicting_lengths_are_ambiguous() {
-        let mut r = RequestHeader::build("POST", b"/", None).unwrap();
-        r.append_header("content-length", "5").unwrap();
-        assert!(!ambiguous_length(&r));
-        r.append_header("transfer-encoding", "chunked").unwrap();
-        assert!(ambiguous_length(&r));
-        let mut r = RequestHeader::build("POST", b"/", None).unwrap();
-        r.append_header("content-length", "5").unwrap();
-        r.append_header("content-length", "6").unwrap();
-        assert!(ambiguous_length(&r));
     }
 }

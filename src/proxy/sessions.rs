@@ -226,7 +226,9 @@ fn still_admitted(policy: &Policy, s: &WsSession) -> Result<(), &'static str> {
         let (locked, caps) = policy.rooms.access_for(room);
         let locked = locked && !policy.rooms.shadow_for(room);
         let admitted = match &s.identity {
-            Some(identity) => super::authn::room_check(identity, room, locked, caps).is_ok(),
+            Some(identity) => {
+                crate::decide::authn::room_check(identity, room, locked, caps).is_ok()
+            }
             None => !locked,
         };
         if !admitted {

@@ -1,12 +1,13 @@
-//! The authentication phase of `request_filter`: find the credentials, try the route's providers
-//! in order (through the verified-token cache), then check capabilities and room access. Returns
-//! a verified identity or the one `Deny` that explains the refusal.
+//! Authentication: a client locked out by repeated failures is refused first; then the
+//! credentials are found, the route's providers tried in order (through the verified-token
+//! cache), capabilities and room access checked. Returns a verified identity or the one `Deny`
+//! that explains the refusal, and counts failures toward the client's lockout.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::header;
-use pingora::http::RequestHeader;
-use pingora::proxy::Session;
+use http::{header, HeaderMap};
 
 use crate::auth::cache::token_hash;
 use crate::auth::{self, jwt, AuthFailure, AuthState, Identity, Provider};
@@ -25,32 +26,115 @@ fn failure(f: AuthFailure) -> Deny {
 
 /// The presented token: `Authorization: Bearer`, else `?access_token=` or the session cookie
 /// where the route allows.
-fn credentials<'s>(req: &'s RequestHeader, route: &Route) -> Result<Option<&'s str>, AuthFailure> {
-    if let Some(h) = req.headers.get(header::AUTHORIZATION) {
+fn credentials<'s>(
+    headers: &'s HeaderMap,
+    query: Option<&'s str>,
+    route: &Route,
+) -> Result<Option<&'s str>, AuthFailure> {
+    if let Some(h) = headers.get(header::AUTHORIZATION) {
         return auth::bearer(h.as_bytes()).map(Some);
     }
     if route.query_token {
-        if let Some(t) = req.uri.query().and_then(auth::query_token) {
+        if let Some(t) = query.and_then(auth::query_token) {
             return Ok(Some(t));
         }
     }
     if let Some(name) = &route.session_cookie {
-        if let Some(t) = crate::http::csrf::cookie(&req.headers, name).filter(|t| !t.is_empty()) {
+        if let Some(t) = crate::http::csrf::cookie(headers, name).filter(|t| !t.is_empty()) {
             return Ok(Some(t));
         }
     }
     Ok(None)
 }
 
-/// What authentication looks at besides the policy: the shared auth state, the request head
-/// and the verified client certificate. The gateway and `portcullis policy test` both decide
-/// through this one function.
+/// What authentication looks at besides the policy: the shared auth state, the request's
+/// headers, query and canonical path, and the verified client certificate.
 pub struct AuthRequest<'a> {
     pub auth: &'a AuthState,
-    pub req: &'a RequestHeader,
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+    pub path: &'a str,
     pub client_cert: Option<&'a crate::tls::client_auth::ClientCert>,
     /// Called when a shadow rule would have refused.
     pub on_shadow: &'a (dyn Fn() + Sync),
+}
+
+/// Authentication with the client's failure count: a locked-out client is refused before its
+/// credentials are read; a verified credential clears its failures, an invalid or malformed one
+/// counts toward a lockout (`facts.lockout` says when one starts).
+pub async fn authenticate_client(
+    policy: &Policy,
+    route: &Route,
+    req: &super::RequestView<'_>,
+    path: &str,
+    to_rooms: bool,
+    deps: &super::Deps<'_>,
+    facts: &mut super::Facts,
+) -> Result<Arc<Identity>, Deny> {
+    let client_key = facts
+        .client_key
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let backoff = policy.auth.backoff.as_ref();
+    if backoff.is_some() {
+        if let Some(left) = deps.backoff.locked(client_key, deps.now.mono) {
+            let retry_after_secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            return Err(Deny::AuthLockedOut { retry_after_secs });
+        }
+    }
+    let request = AuthRequest {
+        auth: deps.auth,
+        headers: req.headers,
+        query: req.uri.query(),
+        path,
+        // Checked against the live `[mtls]` when screening.
+        client_cert: req.tls.and_then(|h| h.client.as_deref()),
+        on_shadow: deps.on_shadow,
+    };
+    match authenticate(&request, policy, route, to_rooms).await {
+        Ok(identity) => {
+            // An anonymous join to an open room proves nothing about the client: only a
+            // verified credential clears its failures and lockout.
+            if backoff.is_some() && identity.credentialed() {
+                deps.backoff.success(client_key);
+            }
+            Ok(identity)
+        }
+        Err(d) => {
+            if let (Some(spec), Deny::AuthInvalid | Deny::AuthMalformed) = (backoff, &d) {
+                facts.lockout = failed(deps, client_key, spec).await;
+            }
+            Err(d)
+        }
+    }
+}
+
+/// Counts a failed authentication, across replicas when the shared store answers, else here;
+/// returns the lockout it started, if any.
+async fn failed(
+    deps: &super::Deps<'_>,
+    client: IpAddr,
+    spec: &crate::limits::BackoffSpec,
+) -> Option<Duration> {
+    use crate::shared::SharedFailure;
+    use std::sync::atomic::Ordering;
+    let now = deps.now.mono;
+    let outcome = match deps.shared {
+        Some(shared) => shared.auth_failure(client, spec).await,
+        None => SharedFailure::Unavailable,
+    };
+    match outcome {
+        SharedFailure::Started(d) => {
+            deps.backoff.lock_for(client, d, now);
+            deps.backoff.lockouts.fetch_add(1, Ordering::Relaxed);
+            Some(d)
+        }
+        SharedFailure::AlreadyLocked(d) => {
+            deps.backoff.lock_for(client, d, now);
+            None
+        }
+        SharedFailure::Counted => None,
+        SharedFailure::Unavailable => deps.backoff.failure(client, spec, now),
+    }
 }
 
 pub async fn authenticate(
@@ -62,7 +146,7 @@ pub async fn authenticate(
     // An open room admits a peer without credentials on a route of the room provider. (The
     // lock itself is `room_gate`'s, whatever the route.)
     let open_room = to_rooms && route.auth.contains(&Provider::Room) && {
-        let room = room_of(gw.req.uri.path()).unwrap_or("");
+        let room = room_of(gw.path).unwrap_or("");
         !policy.rooms.access_for(room).0 || policy.rooms.shadow_for(room)
     };
     let identity = verify(gw, policy, route, open_room).await?;
@@ -83,7 +167,7 @@ pub async fn authenticate(
         return Err(Deny::CapabilityDenied(Arc::from(missing)));
     }
     if to_rooms {
-        room_gate(policy, gw.req.uri.path(), Some(&identity), gw.on_shadow)?;
+        room_gate(policy, gw.path, Some(&identity), gw.on_shadow)?;
     }
     Ok(identity)
 }
@@ -175,7 +259,7 @@ async fn verify(
             None => {}
         }
     }
-    let token = credentials(gw.req, route).map_err(failure)?;
+    let token = credentials(gw.headers, gw.query, route).map_err(failure)?;
     let Some(token) = token else {
         if open_room {
             return Ok(Arc::new(Identity::anonymous()));
@@ -239,22 +323,4 @@ async fn verify(
     } else {
         Deny::AuthInvalid
     })
-}
-
-/// Removes `access_token` from the request target so it is never forwarded.
-pub(crate) fn strip_query_token(session: &mut Session) {
-    let req = session.req_header();
-    let Some(q) = req.uri.query() else { return };
-    if auth::query_token(q).is_none() && !q.split('&').any(|kv| kv == "access_token") {
-        return;
-    }
-    let rest = auth::strip_query_token(q);
-    let target = if rest.is_empty() {
-        req.uri.path().to_string()
-    } else {
-        format!("{}?{rest}", req.uri.path())
-    };
-    if let Some(uri) = super::with_target(&req.uri, target) {
-        session.req_header_mut().set_uri(uri);
-    }
 }
