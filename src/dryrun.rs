@@ -1,10 +1,10 @@
 //! `portcullis policy test --requests FILE`: evaluates a list of requests against a policy, in
 //! order, and prints each decision with its reason — a check to run in CI before a policy
-//! change ships. The steps are the gateway's own, in the gateway's order, through the same
-//! functions (path screening and routing, CORS, methods, limits, signed URLs, authentication,
-//! admin paths, CSRF); rate limits count across the file's requests as they would across a
-//! burst of real ones. What cannot be known offline is said: client certificates are absent and
-//! JWKS are fetched live.
+//! change ships. Each request goes through `decide`, the gateway's own pipeline; rate limits,
+//! authentication failures and refused upstream connections count across the file's requests as
+//! they would across a burst of real ones. What cannot be known offline is said: client
+//! certificates are absent, JWKS are fetched live, and no upstream is contacted (a request says
+//! whether its upstream refuses).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use pingora::http::RequestHeader;
 use serde::Deserialize;
 
 use crate::auth::{AuthState, Provider};
+use crate::decide::upstream::{finish, retry};
 use crate::decide::{decide, Admission, Deps, Facts, Now, RequestView};
 use crate::http::deny::Deny;
 use crate::limits::{AuthBackoff, LimiterRegistry};
@@ -47,8 +48,22 @@ pub struct TestRequest {
     /// A WebSocket upgrade request.
     #[serde(default)]
     pub websocket: bool,
+    /// What an external upstream does with the request if it is forwarded: `"answers"` (the
+    /// default) or `"refuses"` (every address it is tried on refuses the connection). A refusal
+    /// counts against the address's circuit as a live one does, so later requests of the file
+    /// meet the circuit state the gateway would have.
+    #[serde(default)]
+    pub upstream: UpstreamOutcome,
     /// `"allow"`, `"deny"`, or a status code (`401`): a mismatch fails the run.
     pub expect: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamOutcome {
+    #[default]
+    Answers,
+    Refuses,
 }
 
 fn get() -> String {
@@ -208,7 +223,23 @@ impl<'p> Evaluator<'p> {
         };
         let mut facts = Facts::default();
         let route = match decide(policy, &view, &deps, &mut facts).await {
-            Ok(Admission::Forward(_)) => &policy.routes[facts.route.expect("forwarded")],
+            Ok(Admission::Forward(f)) => {
+                let route = &policy.routes[facts.route.expect("a forwarded request has a route")];
+                let upstream = &policy.upstreams[route.upstream];
+                if let Some(mut choice) = f.address {
+                    let refuses = t.upstream == UpstreamOutcome::Refuses;
+                    // As the gateway does: each refused address but the last is recorded as the
+                    // request moves on, the last when it ends.
+                    while refuses && !t.websocket && retry(upstream, &mut choice, &self.resilience)
+                    {
+                    }
+                    finish(upstream, &choice, refuses, &self.resilience);
+                    if refuses {
+                        return Ok(deny(Deny::UpstreamUnavailable, Some(&route.name)));
+                    }
+                }
+                route
+            }
             Ok(Admission::Health) => {
                 return Ok(Decision::Answered {
                     status: 200,

@@ -642,3 +642,33 @@ async fn a_pooled_connection_is_not_reused_past_its_idle_timeout() {
         );
     }
 }
+
+/// When every address refuses, each failure counts once against its own circuit: the address a
+/// request ends on is recorded when the request ends, not also when its connect failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refused_address_counts_once_against_its_circuit() {
+    let (a, b) = (free_port(), free_port());
+    let g = Gateway::start(pool(
+        &[a, b],
+        "circuit_failures = 2\ncircuit_open_ms = 60000\nhealth_check_interval_seconds = 0",
+    ))
+    .await;
+    let c = g.client(true);
+    let open = |m: &str, port: u16| {
+        m.contains(&format!(
+            "portcullis_circuit_open{{upstream=\"api\",address=\"127.0.0.1:{port}\"}} 1"
+        ))
+    };
+    // One request tries both addresses: one failure each, below the threshold of two.
+    let r = c.get(g.url("/thing")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let m = g.metrics().await;
+    assert!(!open(&m, a) && !open(&m, b), "{m}");
+    // A second request tries both again: each has failed twice, and both circuits are open.
+    let r = c.get(g.url("/thing")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let m = g.metrics().await;
+    assert!(open(&m, a) && open(&m, b), "{m}");
+    let r = c.get(g.url("/thing")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+}

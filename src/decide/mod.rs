@@ -40,7 +40,7 @@ use crate::policy::model::Policy;
 use crate::policy::paths::Screened;
 use crate::shared::SharedStore;
 use crate::tls::client_auth::HandshakeInfo;
-use crate::upstreams::{AddressState, Resilience};
+use crate::upstreams::Resilience;
 
 /// The request as the decisions see it: its head, where it came from and over what.
 pub struct RequestView<'r> {
@@ -152,7 +152,7 @@ pub struct Forward {
     /// A safe request on a CSRF route without the CSRF cookie: the response issues one.
     pub issue_csrf: bool,
     /// The external address chosen (index) and its breaker state.
-    pub address: Option<(usize, Arc<AddressState>)>,
+    pub address: Option<upstream::Choice>,
 }
 
 /// Runs every step against `policy`, in order; the first refusal ends it.

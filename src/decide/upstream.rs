@@ -1,17 +1,36 @@
-//! The external address a request goes to: round-robin over those whose circuit admits it; a
-//! 503 at once when every resolved address's circuit is open.
+//! Which external address a request goes to, in one place: the pick (round-robin over the
+//! addresses whose circuit admits a request; a 503 at once when every resolved address's circuit
+//! is open), the move to another address after a failed connect, and the outcome, recorded
+//! against each address's circuit exactly once.
 
 use std::sync::Arc;
 
 use crate::http::deny::Deny;
-use crate::policy::model::{Policy, Route, UpstreamTarget};
+use crate::policy::model::{Policy, Route, Upstream, UpstreamTarget};
 use crate::upstreams::{AddressState, Admit, Resilience};
+
+/// The address a request is going to, and those it has already failed to connect to.
+#[derive(Debug)]
+pub struct Choice {
+    /// Index into the upstream's `addresses`.
+    pub idx: usize,
+    pub state: Arc<AddressState>,
+    /// Addresses this request failed to connect to (their failures are recorded).
+    tried: Vec<usize>,
+}
+
+impl Choice {
+    /// The addresses this request failed to connect to, in order.
+    pub fn tried(&self) -> &[usize] {
+        &self.tried
+    }
+}
 
 pub fn pick(
     policy: &Policy,
     route: &Route,
     resilience: &Resilience,
-) -> Result<Option<(usize, Arc<AddressState>)>, Deny> {
+) -> Result<Option<Choice>, Deny> {
     let upstream = &policy.upstreams[route.upstream];
     let UpstreamTarget::External { addresses, .. } = &upstream.target else {
         return Ok(None);
@@ -25,11 +44,61 @@ pub fn pick(
         let state = upstream.address_state(idx, resilience).clone();
         state.socket_addr()?;
         resolved = true;
-        (resilience.admit(&state) != Admit::No).then_some((idx, state))
+        (resilience.admit(&state) != Admit::No).then_some(Choice {
+            idx,
+            state,
+            tried: Vec::new(),
+        })
     });
     match picked {
         Some(p) => Ok(Some(p)),
         None if !resolved => Ok(None),
         None => Err(Deny::CircuitOpen),
+    }
+}
+
+/// The connection to the chosen address failed before anything reached it: when another
+/// address whose circuit admits the request is left untried, the failure is recorded against
+/// the chosen one and the choice moves there (`true`). Otherwise the choice stays, and its
+/// failure is recorded once, by [`finish`].
+pub fn retry(upstream: &Upstream, choice: &mut Choice, resilience: &Resilience) -> bool {
+    let UpstreamTarget::External { addresses, .. } = &upstream.target else {
+        return false;
+    };
+    let n = addresses.len();
+    let next = (1..n).find_map(|k| {
+        let j = (choice.idx + k) % n;
+        if choice.tried.contains(&j) {
+            return None;
+        }
+        let state = upstream.address_state(j, resilience).clone();
+        state.socket_addr()?;
+        (resilience.admit(&state) != Admit::No).then_some((j, state))
+    });
+    let Some((j, state)) = next else {
+        return false;
+    };
+    resilience.failure(
+        &choice.state,
+        upstream.breaker,
+        &upstream.name,
+        &addresses[choice.idx],
+    );
+    choice.tried.push(choice.idx);
+    choice.idx = j;
+    choice.state = state;
+    true
+}
+
+/// Records how the request fared at the address it ended on.
+pub fn finish(upstream: &Upstream, choice: &Choice, failed: bool, resilience: &Resilience) {
+    if failed {
+        let address = match &upstream.target {
+            UpstreamTarget::External { addresses, .. } => addresses[choice.idx].as_str(),
+            _ => "",
+        };
+        resilience.failure(&choice.state, upstream.breaker, &upstream.name, address);
+    } else {
+        resilience.success(&choice.state);
     }
 }

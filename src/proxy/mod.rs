@@ -29,7 +29,7 @@ use crate::limits::{AuthBackoff, LimiterRegistry};
 use crate::observability::Metrics;
 use crate::policy::model::{Policy, UpstreamTarget};
 use crate::policy::PolicyStore;
-use crate::upstreams::{AddressState, Admit, Resilience};
+use crate::upstreams::Resilience;
 
 /// Addresses of the in-process backends, bound before the proxy starts.
 #[derive(Debug, Clone, Copy)]
@@ -150,10 +150,8 @@ pub struct RequestCtx {
     pub ws_closing: bool,
     /// The response had started when the proxy failed, and was aborted.
     pub response_aborted: bool,
-    /// External addresses this request failed to connect to, in order.
-    pub tried_addresses: Vec<usize>,
     /// The external address chosen (index) and its breaker state.
-    pub upstream_addr: Option<(usize, Arc<AddressState>)>,
+    pub upstream_addr: Option<decide::upstream::Choice>,
     /// This response's CSP nonce (routes whose header profile asks for one).
     pub csp_nonce: Option<String>,
     /// A safe request on a CSRF route without the CSRF cookie: the response issues one.
@@ -677,7 +675,6 @@ impl ProxyHttp for Gateway {
             ws_idle: Duration::from_secs(300),
             ws_closing: false,
             response_aborted: false,
-            tried_addresses: Vec::new(),
             upstream_addr: None,
             csp_nonce: None,
             issue_csrf: false,
@@ -886,7 +883,7 @@ impl ProxyHttp for Gateway {
                 sni,
             } => {
                 let state = match &ctx.upstream_addr {
-                    Some((_, s)) => s.clone(),
+                    Some(c) => c.state.clone(),
                     None => upstream
                         .address_state(upstream.next_address(addresses), &self.resilience)
                         .clone(),
@@ -931,41 +928,24 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let (Some(policy), Some(r), Some((idx, state))) = (
-            ctx.policy.clone(),
-            ctx.facts.route,
-            ctx.upstream_addr.clone(),
-        ) else {
+        let (Some(policy), Some(r)) = (&ctx.policy, ctx.facts.route) else {
             return e;
         };
         let upstream = &policy.upstreams[policy.routes[r].upstream];
-        let UpstreamTarget::External { addresses, .. } = &upstream.target else {
+        let (Some(choice), false) = (ctx.upstream_addr.as_mut(), ctx.facts.websocket) else {
             return e;
         };
-        if addresses.len() < 2 || ctx.facts.websocket {
-            return e;
-        }
-        self.resilience
-            .failure(&state, upstream.breaker, &upstream.name, &addresses[idx]);
-        ctx.tried_addresses.push(idx);
-        let next = (1..addresses.len()).find_map(|k| {
-            let j = (idx + k) % addresses.len();
-            if ctx.tried_addresses.contains(&j) {
-                return None;
+        let from = choice.idx;
+        if decide::upstream::retry(upstream, choice, &self.resilience) {
+            if let UpstreamTarget::External { addresses, .. } = &upstream.target {
+                tracing::info!(
+                    upstream = &*upstream.name,
+                    address = %addresses[from],
+                    next = %addresses[choice.idx],
+                    reason = %e,
+                    "upstream connect failed; trying the next address"
+                );
             }
-            let state = upstream.address_state(j, &self.resilience).clone();
-            state.socket_addr()?;
-            (self.resilience.admit(&state) != Admit::No).then_some((j, state))
-        });
-        if let Some((j, state)) = next {
-            tracing::info!(
-                upstream = &*upstream.name,
-                address = %addresses[idx],
-                next = %addresses[j],
-                reason = %e,
-                "upstream connect failed; trying the next address"
-            );
-            ctx.upstream_addr = Some((j, state));
             e.set_retry(true);
         }
         e
@@ -1366,7 +1346,7 @@ impl ProxyHttp for Gateway {
                 e.map(|e| e.etype().as_str()),
             );
         }
-        if let (Some((idx, state)), Some(policy), Some(r)) =
+        if let (Some(choice), Some(policy), Some(r)) =
             (&ctx.upstream_addr, &ctx.policy, ctx.facts.route)
         {
             let upstream = &policy.upstreams[policy.routes[r].upstream];
@@ -1376,15 +1356,8 @@ impl ProxyHttp for Gateway {
                     Some(Deny::UpstreamUnavailable | Deny::UpstreamTimeout)
                 )
                 || (ctx.deny.is_none() && matches!(status, 502..=504));
-            let address = match &upstream.target {
-                UpstreamTarget::External { addresses, .. } => addresses[*idx].as_str(),
-                _ => "",
-            };
-            if failed {
-                self.resilience
-                    .failure(state, upstream.breaker, &upstream.name, address);
-            } else if status != 0 {
-                self.resilience.success(state);
+            if failed || status != 0 {
+                decide::upstream::finish(upstream, choice, failed, &self.resilience);
             }
         }
         let upstream_name = match (&ctx.policy, ctx.facts.route, ctx.deny.is_none()) {
