@@ -225,15 +225,12 @@ impl<'p> Evaluator<'p> {
         let route = match decide(policy, &view, &deps, &mut facts).await {
             Ok(Admission::Forward(f)) => {
                 let route = &policy.routes[facts.route.expect("a forwarded request has a route")];
-                let upstream = &policy.upstreams[route.upstream];
                 if let Some(mut choice) = f.address {
                     let refuses = t.upstream == UpstreamOutcome::Refuses;
                     // As the gateway does: each refused address but the last is recorded as the
                     // request moves on, the last when it ends.
-                    while refuses && !t.websocket && retry(upstream, &mut choice, &self.resilience)
-                    {
-                    }
-                    finish(upstream, &choice, refuses, &self.resilience);
+                    while refuses && !t.websocket && retry(policy, &mut choice, &self.resilience) {}
+                    finish(policy, &choice, refuses, &self.resilience);
                     if refuses {
                         return Ok(deny(Deny::UpstreamUnavailable, Some(&route.name)));
                     }

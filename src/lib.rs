@@ -269,7 +269,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let resilience = Arc::new(upstreams::Resilience::default());
     // Named upstream addresses resolve before the first request (a failure is logged; those
     // requests get 502 until a later lookup succeeds).
-    resilience.resolve_new_names(&policy.snapshot());
+    resilience.apply(&policy.snapshot());
     let header_deadline = limits::connections::HeaderDeadline::new();
     let metrics = Arc::new(Metrics::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -409,7 +409,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         policy.set_on_applied(Box::new(move |p| {
             log_exceptions(p);
             // New upstream names get their addresses now, before requests need them.
-            names.resolve_new_names(p);
+            names.apply(p);
             store.configure(p.shared_state.as_ref());
             // Sessions the new policy no longer admits are closed (4403); the rest stay open.
             ws.revalidate(p);

@@ -12,6 +12,8 @@ pub mod worker_token;
 
 use std::sync::Arc;
 
+use crate::http::deny::Deny;
+
 pub use cache::TokenCache;
 pub use jwks::JwksRegistry;
 pub use worker_token::WorkerToken;
@@ -280,6 +282,33 @@ impl AuthState {
         eprintln!("{}", token.banner());
         tracing::info!(source = %token.source_description(), token = %token.masked(), "worker token ready");
         self.worker.store(Some(Arc::new(token)));
+        Ok(())
+    }
+}
+
+impl Identity {
+    /// Whether this identity may join `room` under its access rule (`locked`, needing
+    /// `caps`).
+    pub fn may_join(&self, room: &str, locked: bool, caps: &[Box<str>]) -> Result<(), Deny> {
+        let identity = self;
+        if locked && !identity.all_capabilities {
+            match &identity.room {
+                Some(r) if &**r == room => {}
+                Some(_) => return Err(Deny::RoomDenied),
+                None if identity.provider == Provider::Room => return Err(Deny::AuthMissing),
+                None => return Err(Deny::RoomDenied),
+            }
+        } else if let Some(r) = &identity.room {
+            // A room token is only good for its own room, open or locked.
+            if &**r != room {
+                return Err(Deny::RoomDenied);
+            }
+        }
+        if locked {
+            if let Some(missing) = identity.missing(caps) {
+                return Err(Deny::CapabilityDenied(Arc::from(missing)));
+            }
+        }
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! Admin paths: open only to an identity with the admin capability, a signed URL, or a client
 //! in the admin networks.
 
-use super::Facts;
+use super::request::Facts;
 use crate::auth::Provider;
 use crate::http::deny::Deny;
 use crate::policy::model::Policy;

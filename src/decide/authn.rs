@@ -65,11 +65,11 @@ pub struct AuthRequest<'a> {
 pub async fn authenticate_client(
     policy: &Policy,
     route: &Route,
-    req: &super::RequestView<'_>,
+    req: &super::request::RequestView<'_>,
     path: &str,
     to_rooms: bool,
-    deps: &super::Deps<'_>,
-    facts: &mut super::Facts,
+    deps: &super::request::Deps<'_>,
+    facts: &mut super::request::Facts,
 ) -> Result<Arc<Identity>, Deny> {
     let client_key = facts
         .client_key
@@ -111,7 +111,7 @@ pub async fn authenticate_client(
 /// Counts a failed authentication, across replicas when the shared store answers, else here;
 /// returns the lockout it started, if any.
 async fn failed(
-    deps: &super::Deps<'_>,
+    deps: &super::request::Deps<'_>,
     client: IpAddr,
     spec: &crate::limits::BackoffSpec,
 ) -> Option<Duration> {
@@ -184,7 +184,7 @@ pub fn room_gate(
     let room = room_of(path).unwrap_or("");
     let (locked, caps) = policy.rooms.access_for(room);
     let check = |locked: bool, caps: &[Box<str>]| match identity {
-        Some(i) => room_check(i, room, locked, caps),
+        Some(i) => i.may_join(room, locked, caps),
         // No credentials were read on this route: only an open room lets it in.
         None if locked => Err(Deny::RoomDenied),
         None => Ok(()),
@@ -203,34 +203,6 @@ pub fn room_gate(
         }
         r => r,
     }
-}
-
-/// Whether `identity` may join `room` under its access rule.
-pub(crate) fn room_check(
-    identity: &Identity,
-    room: &str,
-    locked: bool,
-    caps: &[Box<str>],
-) -> Result<(), Deny> {
-    if locked && !identity.all_capabilities {
-        match &identity.room {
-            Some(r) if &**r == room => {}
-            Some(_) => return Err(Deny::RoomDenied),
-            None if identity.provider == Provider::Room => return Err(Deny::AuthMissing),
-            None => return Err(Deny::RoomDenied),
-        }
-    } else if let Some(r) = &identity.room {
-        // A room token is only good for its own room, open or locked.
-        if &**r != room {
-            return Err(Deny::RoomDenied);
-        }
-    }
-    if locked {
-        if let Some(missing) = identity.missing(caps) {
-            return Err(Deny::CapabilityDenied(Arc::from(missing)));
-        }
-    }
-    Ok(())
 }
 
 /// Verifies the presented credentials; `open_room` admits a request without any as anonymous.

@@ -2,7 +2,7 @@
 //! handshakes on routes a browser authenticates by itself (a cross-site request like any other),
 //! must come from an allowed origin and carry the token.
 
-use super::{Facts, RequestView};
+use super::request::{Facts, RequestView};
 use crate::auth::Provider;
 use crate::http::csrf;
 use crate::http::deny::Deny;

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
-use super::Deps;
+use super::request::Deps;
 use crate::http::deny::Deny;
 use crate::limits::Verdict;
 use crate::policy::model::Policy;

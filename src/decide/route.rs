@@ -4,7 +4,7 @@
 
 use http::{header, HeaderName, HeaderValue, Method};
 
-use super::{Facts, Now, RequestView};
+use super::request::{Facts, Now, RequestView};
 use crate::http::cors;
 use crate::http::deny::Deny;
 use crate::policy::model::{Policy, Route, UpstreamTarget};

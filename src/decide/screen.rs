@@ -4,7 +4,7 @@
 
 use http::header;
 
-use super::{Deps, Facts, RequestView};
+use super::request::{Deps, Facts, RequestView};
 use crate::http::deny::Deny;
 use crate::http::host;
 use crate::limits::client_ip;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::{Method, Uri};
 
-use super::Now;
+use super::request::Now;
 use crate::auth::Identity;
 use crate::http::deny::Deny;
 use crate::http::signed;

@@ -6,12 +6,14 @@
 use std::sync::Arc;
 
 use crate::http::deny::Deny;
-use crate::policy::model::{Policy, Route, Upstream, UpstreamTarget};
+use crate::policy::model::{Policy, Route, UpstreamTarget};
 use crate::upstreams::{AddressState, Admit, Resilience};
 
 /// The address a request is going to, and those it has already failed to connect to.
 #[derive(Debug)]
 pub struct Choice {
+    /// Index into the policy's `upstreams`.
+    pub upstream: usize,
     /// Index into the upstream's `addresses`.
     pub idx: usize,
     pub state: Arc<AddressState>,
@@ -41,10 +43,11 @@ pub fn pick(
     let mut resolved = false;
     let picked = (0..addresses.len()).find_map(|i| {
         let idx = (start + i) % addresses.len();
-        let state = upstream.address_state(idx, resilience).clone();
+        let state = resilience.address(policy, route.upstream, idx);
         state.socket_addr()?;
         resolved = true;
         (resilience.admit(&state) != Admit::No).then_some(Choice {
+            upstream: route.upstream,
             idx,
             state,
             tried: Vec::new(),
@@ -61,7 +64,8 @@ pub fn pick(
 /// address whose circuit admits the request is left untried, the failure is recorded against
 /// the chosen one and the choice moves there (`true`). Otherwise the choice stays, and its
 /// failure is recorded once, by [`finish`].
-pub fn retry(upstream: &Upstream, choice: &mut Choice, resilience: &Resilience) -> bool {
+pub fn retry(policy: &Policy, choice: &mut Choice, resilience: &Resilience) -> bool {
+    let upstream = &policy.upstreams[choice.upstream];
     let UpstreamTarget::External { addresses, .. } = &upstream.target else {
         return false;
     };
@@ -71,7 +75,7 @@ pub fn retry(upstream: &Upstream, choice: &mut Choice, resilience: &Resilience) 
         if choice.tried.contains(&j) {
             return None;
         }
-        let state = upstream.address_state(j, resilience).clone();
+        let state = resilience.address(policy, choice.upstream, j);
         state.socket_addr()?;
         (resilience.admit(&state) != Admit::No).then_some((j, state))
     });
@@ -91,7 +95,8 @@ pub fn retry(upstream: &Upstream, choice: &mut Choice, resilience: &Resilience) 
 }
 
 /// Records how the request fared at the address it ended on.
-pub fn finish(upstream: &Upstream, choice: &Choice, failed: bool, resilience: &Resilience) {
+pub fn finish(policy: &Policy, choice: &Choice, failed: bool, resilience: &Resilience) {
+    let upstream = &policy.upstreams[choice.upstream];
     if failed {
         let address = match &upstream.target {
             UpstreamTarget::External { addresses, .. } => addresses[choice.idx].as_str(),

@@ -19,64 +19,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+pub use crate::policy::specs::{AlertRule, EventKind};
 use crate::policy::PolicyStore;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    AuthFailure,
-    Lockout,
-    BlockedPath,
-    Csrf,
-    BudgetClose,
-    RevokedStaple,
-    ReloadFailure,
-    CertificateFailure,
-    BadForwardedFor,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 9] = [
-        EventKind::AuthFailure,
-        EventKind::Lockout,
-        EventKind::BlockedPath,
-        EventKind::Csrf,
-        EventKind::BudgetClose,
-        EventKind::RevokedStaple,
-        EventKind::ReloadFailure,
-        EventKind::CertificateFailure,
-        EventKind::BadForwardedFor,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::AuthFailure => "auth_failure",
-            EventKind::Lockout => "lockout",
-            EventKind::BlockedPath => "blocked_path",
-            EventKind::Csrf => "csrf",
-            EventKind::BudgetClose => "budget_close",
-            EventKind::RevokedStaple => "revoked_staple",
-            EventKind::ReloadFailure => "reload_failure",
-            EventKind::CertificateFailure => "certificate_failure",
-            EventKind::BadForwardedFor => "bad_forwarded_for",
-        }
-    }
-    pub fn parse(s: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-/// A compiled `[[alerts]]` rule.
-#[derive(Debug, Clone)]
-pub struct AlertRule {
-    pub name: Arc<str>,
-    pub event: EventKind,
-    /// Alert when the count in a window goes above this.
-    pub threshold: u64,
-    pub window: Duration,
-    /// Count per client IP instead of overall.
-    pub per_ip: bool,
-    pub webhook: String,
-    pub slack: bool,
-}
 
 #[derive(Debug)]
 struct Event {

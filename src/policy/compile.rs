@@ -824,7 +824,7 @@ pub fn compile_with(files: &[SourceFile], opts: &CompileOptions) -> Result<Polic
                 );
             }
             for (i, entry) in list.get_ref().iter().enumerate() {
-                match crate::tls::client_auth::AllowEntry::parse(entry) {
+                match crate::policy::specs::AllowEntry::parse(entry) {
                     Ok(a) => client_cert_allow.push(a),
                     Err(m) => cx.err_at(list, format!("{at}.client_cert_allow[{i}]"), m),
                 }

@@ -686,7 +686,7 @@ pub(crate) fn compile_exceptions(
 pub(crate) fn compile_mtls(
     e: &mut Errs<'_>,
     raw: &Spanned<RawMtls>,
-) -> Option<crate::tls::client_auth::MtlsSettings> {
+) -> Option<crate::policy::specs::MtlsSettings> {
     let m = raw.get_ref();
     let base = e.base().to_path_buf();
     let ca = match std::fs::read(base.join(m.ca_file.get_ref())) {
@@ -712,7 +712,7 @@ pub(crate) fn compile_mtls(
         }
     }
     match crate::tls::client_auth::build_verifier(&ca, &crls) {
-        Ok(verifier) => Some(crate::tls::client_auth::MtlsSettings {
+        Ok(verifier) => Some(crate::policy::specs::MtlsSettings {
             verifier,
             required: m.required,
             id: crate::tls::client_auth::bundle_id(&ca, &crls),
@@ -728,8 +728,8 @@ pub(crate) fn compile_mtls(
 pub(crate) fn compile_alerts(
     raw: &[(&SourceFile, usize, &super::raw::RawAlert)],
     errors: &mut Vec<PolicyError>,
-) -> Vec<crate::observability::alerts::AlertRule> {
-    use crate::observability::alerts::{AlertRule, EventKind};
+) -> Vec<crate::policy::specs::AlertRule> {
+    use crate::policy::specs::{AlertRule, EventKind};
     let mut out: Vec<AlertRule> = Vec::new();
     for (file, i, a) in raw {
         let mut e = Errs { file, errors };

@@ -277,8 +277,8 @@ pub(crate) fn compile_limits(
 pub(crate) fn compile_websocket(
     ws: Option<(&SourceFile, &Spanned<super::raw::RawWebSocket>)>,
     errors: &mut Vec<PolicyError>,
-) -> crate::proxy::websocket::WsBudget {
-    let mut out = crate::proxy::websocket::WsBudget::default();
+) -> crate::policy::specs::WsBudget {
+    let mut out = crate::policy::specs::WsBudget::default();
     let Some((file, w)) = ws else { return out };
     let w = w.get_ref();
     let mut bounded = |v: &Option<Spanned<u64>>, field: &str, lo: u64, hi: u64, slot: &mut u64| {
@@ -332,7 +332,7 @@ pub(crate) fn compile_websocket(
 pub(crate) fn compile_shared_state(
     raw: Option<(&SourceFile, &Spanned<super::raw::RawSharedState>)>,
     errors: &mut Vec<PolicyError>,
-) -> Option<crate::shared::SharedSettings> {
+) -> Option<crate::policy::specs::SharedSettings> {
     let (file, r) = raw?;
     let base = file.path.parent().unwrap_or(std::path::Path::new("."));
     let raw = r.get_ref();
@@ -353,7 +353,7 @@ pub(crate) fn compile_shared_state(
         );
         return None;
     }
-    let mut out = crate::shared::SharedSettings::new(url);
+    let mut out = crate::policy::specs::SharedSettings::new(url);
     if let Err(m) = redis::IntoConnectionInfo::into_connection_info(out.url.as_str()) {
         // The error text never carries the URL (it may hold a password).
         err(

@@ -377,7 +377,7 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
         );
     }
     if old.websocket != new.websocket {
-        let w = |b: &crate::proxy::websocket::WsBudget| {
+        let w = |b: &crate::policy::specs::WsBudget| {
             format!(
                 "{} B/s, {} msg/s, {} B max, idle {}s",
                 b.bytes_per_second,

@@ -12,6 +12,7 @@ pub mod model;
 pub mod paths;
 pub mod raw;
 pub mod reference;
+pub mod specs;
 pub mod store;
 
 pub use compile::{

@@ -31,9 +31,9 @@ pub struct Policy {
     /// Keys for signed URLs; `None` when the policy has none.
     pub signed_urls: Option<crate::http::signed::SignedUrls>,
     /// Alert rules over the security-event stream.
-    pub alerts: Vec<crate::observability::alerts::AlertRule>,
+    pub alerts: Vec<crate::policy::specs::AlertRule>,
     /// Client-certificate verification; `None` = no client certificates asked for.
-    pub mtls: Option<crate::tls::client_auth::MtlsSettings>,
+    pub mtls: Option<crate::policy::specs::MtlsSettings>,
     /// The `Strict-Transport-Security` value, or `None` when disabled.
     pub hsts: Option<HeaderValue>,
     pub worker: WorkerSettings,
@@ -42,8 +42,8 @@ pub struct Policy {
     pub network: NetworkSettings,
     pub limits: Vec<LimitSpec>,
     /// Redis for state shared by replicas; `None` = everything stays in this process.
-    pub shared_state: Option<crate::shared::SharedSettings>,
-    pub websocket: crate::proxy::websocket::WsBudget,
+    pub shared_state: Option<crate::policy::specs::SharedSettings>,
+    pub websocket: crate::policy::specs::WsBudget,
     pub sources: Vec<PathBuf>,
     /// Files named by `file:` secret references: a change to one reloads the policy
     /// (Kubernetes updates Secret mounts in place).
@@ -132,7 +132,7 @@ pub struct Route {
     /// A valid signed URL admits a request in place of authentication.
     pub signed_urls: bool,
     /// Client certificates admitted by `auth = "mtls"`; empty = any verified one.
-    pub client_cert_allow: Vec<crate::tls::client_auth::AllowEntry>,
+    pub client_cert_allow: Vec<crate::policy::specs::AllowEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,7 +246,7 @@ pub struct Upstream {
     pub read_timeout: Duration,
     /// How long a pooled connection to the upstream may wait unused.
     pub idle_timeout: Duration,
-    pub breaker: crate::upstreams::BreakerSpec,
+    pub breaker: crate::policy::specs::BreakerSpec,
     pub health_interval: Option<Duration>,
     /// Consecutive passed checks that bring a down address back, and failed ones that take an
     /// address out.
@@ -261,9 +261,6 @@ pub struct Upstream {
     /// for an upstream that pins another.
     pub tls_group: u64,
     next: AtomicUsize,
-    /// Breaker state per external address, looked up in the registry once per policy
-    /// generation instead of once per request.
-    address_states: Vec<std::sync::OnceLock<Arc<crate::upstreams::AddressState>>>,
 }
 
 impl Upstream {
@@ -273,20 +270,13 @@ impl Upstream {
         connect_timeout: Duration,
         read_timeout: Duration,
     ) -> Self {
-        let address_states = match &target {
-            UpstreamTarget::External { addresses, .. } => addresses
-                .iter()
-                .map(|_| std::sync::OnceLock::new())
-                .collect(),
-            _ => Vec::new(),
-        };
         Upstream {
             name,
             target,
             connect_timeout,
             read_timeout,
             idle_timeout: Duration::from_secs(60),
-            breaker: crate::upstreams::BreakerSpec {
+            breaker: crate::policy::specs::BreakerSpec {
                 failures: 5,
                 open_for: Duration::from_secs(10),
             },
@@ -296,24 +286,9 @@ impl Upstream {
             tls_ca: None,
             tls13_only: false,
             tls_group: 0,
-            address_states,
             next: AtomicUsize::new(0),
         }
     }
-    /// The breaker state of external address `idx`, shared with the health checker.
-    pub fn address_state(
-        &self,
-        idx: usize,
-        registry: &crate::upstreams::Resilience,
-    ) -> &Arc<crate::upstreams::AddressState> {
-        self.address_states[idx].get_or_init(|| match &self.target {
-            UpstreamTarget::External { addresses, .. } => {
-                registry.state(&self.name, &addresses[idx])
-            }
-            _ => Arc::default(),
-        })
-    }
-
     /// Round-robin over an external upstream's addresses.
     pub fn next_address(&self, addresses: &[String]) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % addresses.len().max(1)

@@ -884,9 +884,11 @@ impl ProxyHttp for Gateway {
             } => {
                 let state = match &ctx.upstream_addr {
                     Some(c) => c.state.clone(),
-                    None => upstream
-                        .address_state(upstream.next_address(addresses), &self.resilience)
-                        .clone(),
+                    None => self.resilience.address(
+                        policy,
+                        policy.routes[r].upstream,
+                        upstream.next_address(addresses),
+                    ),
                 };
                 // Names were resolved when the policy was applied and are refreshed on a
                 // timer: a request never looks one up.
@@ -936,7 +938,7 @@ impl ProxyHttp for Gateway {
             return e;
         };
         let from = choice.idx;
-        if decide::upstream::retry(upstream, choice, &self.resilience) {
+        if decide::upstream::retry(policy, choice, &self.resilience) {
             if let UpstreamTarget::External { addresses, .. } = &upstream.target {
                 tracing::info!(
                     upstream = &*upstream.name,
@@ -1346,10 +1348,7 @@ impl ProxyHttp for Gateway {
                 e.map(|e| e.etype().as_str()),
             );
         }
-        if let (Some(choice), Some(policy), Some(r)) =
-            (&ctx.upstream_addr, &ctx.policy, ctx.facts.route)
-        {
-            let upstream = &policy.upstreams[policy.routes[r].upstream];
+        if let (Some(choice), Some(policy)) = (&ctx.upstream_addr, &ctx.policy) {
             let failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
                 || matches!(
                     ctx.deny,
@@ -1357,7 +1356,7 @@ impl ProxyHttp for Gateway {
                 )
                 || (ctx.deny.is_none() && matches!(status, 502..=504));
             if failed || status != 0 {
-                decide::upstream::finish(upstream, choice, failed, &self.resilience);
+                decide::upstream::finish(policy, choice, failed, &self.resilience);
             }
         }
         let upstream_name = match (&ctx.policy, ctx.facts.route, ctx.deny.is_none()) {

@@ -226,9 +226,7 @@ fn still_admitted(policy: &Policy, s: &WsSession) -> Result<(), &'static str> {
         let (locked, caps) = policy.rooms.access_for(room);
         let locked = locked && !policy.rooms.shadow_for(room);
         let admitted = match &s.identity {
-            Some(identity) => {
-                crate::decide::authn::room_check(identity, room, locked, caps).is_ok()
-            }
+            Some(identity) => identity.may_join(room, locked, caps).is_ok(),
             None => !locked,
         };
         if !admitted {

@@ -4,27 +4,8 @@
 //! budget gets a close frame (1008, or 1009 for an oversized message, 1002 for a protocol
 //! violation) and both sides are dropped; other sessions are untouched.
 
-use std::time::{Duration, Instant};
-
-/// Budgets from the policy's `[websocket]` section.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WsBudget {
-    pub bytes_per_second: u64,
-    pub messages_per_second: u64,
-    pub max_message_bytes: u64,
-    pub idle_timeout: Duration,
-}
-
-impl Default for WsBudget {
-    fn default() -> Self {
-        WsBudget {
-            bytes_per_second: 1 << 20,
-            messages_per_second: 100,
-            max_message_bytes: 1 << 20,
-            idle_timeout: Duration::from_secs(300),
-        }
-    }
-}
+pub use crate::policy::specs::WsBudget;
+use std::time::Instant;
 
 /// Why a session is being closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +279,7 @@ impl FrameMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// A masked client frame.
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {

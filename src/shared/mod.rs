@@ -25,55 +25,10 @@ use redis::AsyncCommands;
 
 use crate::auth::revoked::{Entries, Kind, Revocations};
 use crate::limits::{AuthBackoff, BackoffSpec, LimitSpec};
+pub use crate::policy::specs::SharedSettings;
 use crate::proxy::sessions::WsRegistry;
 
-/// The compiled `[shared_state]` section. Secrets are resolved; `Debug` never shows them.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SharedSettings {
-    pub url: String,
-    pub password: Option<String>,
-    pub username: Option<String>,
-    pub ca_pem: Option<Vec<u8>>,
-    pub prefix: String,
-    pub connect_timeout: Duration,
-    pub command_timeout: Duration,
-}
-
-impl std::fmt::Debug for SharedSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedSettings")
-            .field("endpoint", &self.endpoint())
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
-    }
-}
-
 impl SharedSettings {
-    pub fn new(url: String) -> Self {
-        SharedSettings {
-            url,
-            password: None,
-            username: None,
-            ca_pem: None,
-            prefix: "portcullis:".into(),
-            connect_timeout: Duration::from_millis(1000),
-            command_timeout: Duration::from_millis(50),
-        }
-    }
-
-    /// Host and port for logs: the URL without credentials, path or query.
-    pub fn endpoint(&self) -> String {
-        let rest = self.url.split_once("://").map(|x| x.1).unwrap_or("");
-        let rest = rest.rsplit_once('@').map(|x| x.1).unwrap_or(rest);
-        let host = rest.split(['/', '?']).next().unwrap_or("");
-        let scheme = if self.url.starts_with("rediss://") {
-            "rediss"
-        } else {
-            "redis"
-        };
-        format!("{scheme}://{host}")
-    }
-
     pub fn client(&self) -> redis::RedisResult<redis::Client> {
         use redis::IntoConnectionInfo;
         let mut info = self.url.as_str().into_connection_info()?;

@@ -18,6 +18,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::auth::{Identity, Provider};
+pub use crate::policy::specs::{AllowEntry, MtlsSettings};
 use crate::policy::PolicyStore;
 
 /// What a finished handshake tells the request phase.
@@ -209,35 +210,6 @@ impl ClientCert {
     }
 }
 
-/// One `client_cert_allow` entry of a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AllowEntry {
-    Sha256(String),
-    San(String),
-    Cn(String),
-}
-
-impl AllowEntry {
-    pub fn parse(s: &str) -> Result<AllowEntry, String> {
-        if let Some(h) = s.strip_prefix("sha256:") {
-            let hex: String = h.chars().filter(|c| *c != ':').collect();
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("{s:?}: a SHA-256 fingerprint is 64 hex digits"));
-            }
-            return Ok(AllowEntry::Sha256(hex.to_ascii_lowercase()));
-        }
-        if let Some(n) = s.strip_prefix("san:").filter(|n| !n.is_empty()) {
-            return Ok(AllowEntry::San(n.to_string()));
-        }
-        if let Some(n) = s.strip_prefix("cn:").filter(|n| !n.is_empty()) {
-            return Ok(AllowEntry::Cn(n.to_string()));
-        }
-        Err(format!(
-            "{s:?}: use sha256:<fingerprint>, san:<name> or cn:<name>"
-        ))
-    }
-}
-
 /// Leaves the listener's verifier has just accepted, each with the `MtlsSettings::id` it
 /// accepted it under, until the handshake callback takes them: the first request of a full
 /// handshake then needs no second verification (a resumed session never meets the verifier and
@@ -397,15 +369,6 @@ impl ClientCertVerifier for PolicyClientVerifier {
             .signature_verification_algorithms
             .supported_schemes()
     }
-}
-
-/// Compiled `[mtls]`.
-pub struct MtlsSettings {
-    pub verifier: Arc<dyn ClientCertVerifier>,
-    pub required: bool,
-    /// Names the CA bundle and CRLs by content (never 0 nor `u64::MAX`): a connection's
-    /// certificate is verified again when it changes.
-    pub id: u64,
 }
 
 /// The `MtlsSettings::id` of a CA bundle and its CRLs.

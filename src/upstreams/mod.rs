@@ -14,13 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::policy::model::{Policy, UpstreamTarget};
-
-/// Breaker settings from the policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSpec {
-    pub failures: u32,
-    pub open_for: Duration,
-}
+pub use crate::policy::specs::BreakerSpec;
 
 #[derive(Debug)]
 pub struct AddressState {
@@ -71,6 +65,15 @@ pub enum Admit {
 pub struct Resilience {
     epoch: Instant,
     states: Mutex<HashMap<(String, String), Arc<AddressState>>>,
+    /// The address states of the policy generation applied last, by upstream and address
+    /// index: a request finds its address's state without the lock.
+    bound: arc_swap::ArcSwap<Bound>,
+}
+
+#[derive(Default)]
+struct Bound {
+    generation: u64,
+    states: Vec<Vec<Arc<AddressState>>>,
 }
 
 impl Default for Resilience {
@@ -78,6 +81,7 @@ impl Default for Resilience {
         Resilience {
             epoch: Instant::now(),
             states: Mutex::new(HashMap::new()),
+            bound: arc_swap::ArcSwap::from_pointee(Bound::default()),
         }
     }
 }
@@ -105,14 +109,45 @@ impl Resilience {
             .clone()
     }
 
-    /// Resolves the named external addresses of `policy` that have never been resolved, with
-    /// the system resolver, blocking: run when a policy is applied (at start and on reload, off
-    /// the request path) so its new names have addresses before requests need them.
-    pub fn resolve_new_names(&self, policy: &Policy) {
+    /// The breaker state of address `idx` of upstream `upstream` (indexes into `policy`),
+    /// shared with the health checker; an external address keeps its state across policy
+    /// generations that name it.
+    pub fn address(&self, policy: &Policy, upstream: usize, idx: usize) -> Arc<AddressState> {
+        let bound = self.bound.load();
+        if bound.generation == policy.generation {
+            if let Some(s) = bound.states.get(upstream).and_then(|u| u.get(idx)) {
+                return s.clone();
+            }
+        }
+        let u = &policy.upstreams[upstream];
+        match &u.target {
+            UpstreamTarget::External { addresses, .. } => self.state(&u.name, &addresses[idx]),
+            _ => Arc::default(),
+        }
+    }
+
+    /// Run when a policy is applied (at start and on reload, off the request path): its new
+    /// names are resolved with the system resolver, blocking, so they have addresses before
+    /// requests need them, and its addresses' states are looked up once for its requests.
+    pub fn apply(&self, policy: &Policy) {
         self.resolve_names_with(policy, Duration::MAX, &|a: &str| {
             use std::net::ToSocketAddrs;
             a.to_socket_addrs().map(|i| i.collect())
         });
+        let states = policy
+            .upstreams
+            .iter()
+            .map(|u| match &u.target {
+                UpstreamTarget::External { addresses, .. } => {
+                    addresses.iter().map(|a| self.state(&u.name, a)).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        self.bound.store(Arc::new(Bound {
+            generation: policy.generation,
+            states,
+        }));
     }
 
     /// Resolves again every named external address of `policy` last looked up more than
