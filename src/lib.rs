@@ -140,6 +140,26 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<StdListener, StartError>
     Ok(l)
 }
 
+/// Writes the listeners' addresses as JSON (`{"https": …, "http": … or null, "admin": …}`) to
+/// `path`, whole or not at all (a temporary file renamed over it), for whoever started the
+/// gateway on port 0: it appears once the gateway is ready.
+fn write_ready_file(
+    path: &std::path::Path,
+    (https, http, admin): &(SocketAddr, Option<SocketAddr>, SocketAddr),
+) {
+    let text = serde_json::json!({
+        "https": https.to_string(),
+        "http": http.map(|a| a.to_string()),
+        "admin": admin.to_string(),
+    })
+    .to_string();
+    let tmp = path.with_extension("tmp");
+    let written = std::fs::write(&tmp, text + "\n").and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        tracing::error!(path = %path.display(), error = %e, "could not write the ready file");
+    }
+}
+
 /// On SIGTERM: fail `/ready` first, give load balancers `unready_seconds` to notice, then let
 /// Pingora stop accepting and drain; exit as soon as no request is in flight (or at the grace
 /// deadline, whichever is first).
@@ -193,7 +213,7 @@ impl ShutdownSignalWatch for DrainFirst {
 }
 
 /// Starts the gateway and blocks until it shuts down.
-pub fn serve(config: Config) -> Result<(), StartError> {
+pub fn serve(mut config: Config) -> Result<(), StartError> {
     install_crypto_provider_for(config.tls_min_version);
     match observability::otel::init_from_env() {
         Ok(true) => tracing::info!("OpenTelemetry traces are exported over OTLP"),
@@ -214,14 +234,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         config.compile_options(),
     )
     .map_err(StartError::Policy)?;
-    if let Some(ca) = ensure_dev_certs(&config)? {
-        eprintln!(
-            "portcullis: generated a development CA: {}\n  try: curl --cacert {} https://localhost:{}/health",
-            ca.display(),
-            ca.display(),
-            config.https_addr.port()
-        );
-    }
+    let dev_ca = ensure_dev_certs(&config)?;
     let certs = CertStore::open(config.cert_dir.clone(), config.default_cert.clone())
         .map_err(StartError::Certs)?;
 
@@ -247,7 +260,24 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         .http_addr
         .map(|a| bind("http listener", a))
         .transpose()?;
-    drop(bind("https listener", config.https_addr)?);
+    // Bound here and handed to Pingora, so a busy port is a clear error and port 0 (any free
+    // port) is known before the proxy starts: from here on the configuration names the real
+    // addresses.
+    let https_l = bind("https listener", config.https_addr)?;
+    let local = |l: &StdListener| l.local_addr().map_err(|e| StartError::Other(e.to_string()));
+    config.https_addr = local(&https_l)?;
+    config.admin_addr = local(&admin_l)?;
+    if let Some(l) = &http_l {
+        config.http_addr = Some(local(l)?);
+    }
+    if let Some(ca) = dev_ca {
+        eprintln!(
+            "portcullis: generated a development CA: {}\n  try: curl --cacert {} https://localhost:{}/health",
+            ca.display(),
+            ca.display(),
+            config.https_addr.port()
+        );
+    }
     let backends = BackendAddrs {
         worker: worker_l
             .local_addr()
@@ -503,10 +533,15 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             a => a,
         };
         let probe_certs = certs.clone();
+        let ready_file = config.ready_file.clone();
+        let addresses = (config.https_addr, config.http_addr, config.admin_addr);
         aux.spawn(async move {
             loop {
                 if tls::probe::handshake_ok(probe, probe_certs.clone()).await {
                     ready_shared.ready.store(true, Ordering::Release);
+                    if let Some(path) = &ready_file {
+                        write_ready_file(path, &addresses);
+                    }
                     tracing::info!(https = %probe, "ready");
                     return;
                 }
@@ -557,6 +592,11 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    // The service takes the socket bound above instead of binding its address again.
+    server.listen_fds().lock().add(
+        config.https_addr.to_string(),
+        std::os::fd::IntoRawFd::into_raw_fd(https_l),
+    );
     let mut gateway = Gateway::new(
         policy.clone(),
         auth.clone(),

@@ -520,15 +520,13 @@ async fn forwarded_chains_over_several_lines_with_ports_and_brackets_name_the_cl
 async fn an_ipv4_proxy_on_a_dual_stack_listener_is_still_trusted() {
     // On [::] an IPv4 peer arrives as ::ffff:127.0.0.1: it must still match 127.0.0.1/32 for
     // trusted proxies and admin networks.
-    let port = free_port();
     let policy = PROXIED_PUBLIC.replace(
         "[network]",
         "[auth]\ndefault_provider = \"static\"\n\n[network]",
     );
     let g = Gateway::start(Options {
-        https_port: Some(port),
         env: vec![
-            ("PORTCULLIS_HTTPS_ADDR".into(), format!("[::]:{port}")),
+            ("PORTCULLIS_HTTPS_ADDR".into(), "[::]:0".into()),
             (
                 "PORTCULLIS_WORKER_TOKEN".into(),
                 "dual-stack-test-worker-token-0123456789".into(),

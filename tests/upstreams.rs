@@ -49,12 +49,12 @@ async fn status(c: &reqwest::Client, g: &Gateway) -> (u16, String, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_opens_on_a_dead_upstream_and_closes_when_it_returns() {
-    let port = free_port();
-    let up = Upstream::start(port).await;
+    let up = Upstream::start(0).await;
+    let port = up.port;
     let g = Gateway::start(opts(port, 0)).await;
     let c = g.client(true);
     assert_eq!(status(&c, &g).await.0, 200);
-    up.kill();
+    up.kill().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..3 {
         let (s, body, took) = status(&c, &g).await;
@@ -78,17 +78,17 @@ async fn the_circuit_opens_on_a_dead_upstream_and_closes_when_it_returns() {
     assert!(g.metrics().await.contains(&format!(
         "portcullis_circuit_open{{upstream=\"api\",address=\"127.0.0.1:{port}\"}} 0"
     )));
-    up.kill();
+    up.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_take_a_dead_address_out_and_put_it_back() {
-    let port = free_port();
-    let up = Upstream::start(port).await;
+    let up = Upstream::start(0).await;
+    let port = up.port;
     let g = Gateway::start(opts(port, 1)).await;
     let c = g.client(true);
     assert_eq!(status(&c, &g).await.0, 200);
-    up.kill();
+    up.kill().await;
     eventually(Duration::from_secs(4), "marked down", || async {
         (status(&c, &g).await.0 == 503).then_some(())
     })
@@ -103,7 +103,7 @@ async fn health_checks_take_a_dead_address_out_and_put_it_back() {
     })
     .await;
     assert!(g.log().contains("health check: up"));
-    up.kill();
+    up.kill().await;
 }
 
 /// An upstream that dies in the middle of its responses: `/cl` promises 100 bytes and sends 5,
@@ -319,7 +319,7 @@ async fn a_refused_connection_is_retried_on_the_next_address() {
     assert!(g.metrics().await.contains(&format!(
         "portcullis_circuit_open{{upstream=\"api\",address=\"127.0.0.1:{dead}\"}} 1"
     )));
-    up.kill();
+    up.kill().await;
     // With no address left to try, the client gets its 502 (then 503 once every circuit is open).
     let r = c.get(g.url("/thing")).send().await.unwrap();
     assert!(matches!(r.status().as_u16(), 502 | 503), "{}", r.status());

@@ -101,6 +101,8 @@ struct RawListeners {
     /// Bytes read from a client socket at a time (below TLS), per connection. Memory per idle
     /// connection grows with it; Pingora's own default is 65536.
     read_buffer_bytes: Option<usize>,
+    /// Written once the gateway is ready: the listeners' real addresses (port 0 binds any).
+    ready_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -309,6 +311,8 @@ pub struct Config {
     /// The HTTPS listener's per-connection read buffer below TLS, bytes; 0 (the default) reads
     /// straight into rustls' own buffer.
     pub read_buffer_bytes: usize,
+    /// Where to write the listeners' addresses once ready (`listeners.ready_file`).
+    pub ready_file: Option<PathBuf>,
     /// `[tls.acme]`, when certificates are obtained automatically.
     pub acme: Option<AcmeConfig>,
     /// `[network]`: the bounds on every client connection's life.
@@ -521,6 +525,15 @@ impl Config {
         let (policy_dir, policy_dir_explicit) =
             path_of("PORTCULLIS_POLICY_DIR", raw.policy_dir, "policies");
         let (data_dir, _) = path_of("PORTCULLIS_DATA_DIR", raw.data_dir, "data");
+        let ready_file = match env("PORTCULLIS_READY_FILE") {
+            Some(p) => Some(PathBuf::from(p)).filter(|p| !p.as_os_str().is_empty()),
+            None => {
+                raw.listeners
+                    .ready_file
+                    .clone()
+                    .map(|p| if p.is_absolute() { p } else { base.join(p) })
+            }
+        };
 
         let threads = match env("PORTCULLIS_THREADS") {
             Some(t) => t.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -703,6 +716,7 @@ impl Config {
             cert_expiry_warn_days,
             ocsp_max_refresh,
             read_buffer_bytes,
+            ready_file,
         })
     }
 }

@@ -119,7 +119,8 @@ async fn failed(
     use std::sync::atomic::Ordering;
     let now = deps.now.mono;
     let outcome = match deps.shared {
-        Some(shared) => shared.auth_failure(client, spec).await,
+        // Boxed, as a Redis round trip is: it would otherwise enlarge every request's future.
+        Some(shared) => Box::pin(shared.auth_failure(client, spec)).await,
         None => SharedFailure::Unavailable,
     };
     match outcome {
@@ -264,7 +265,16 @@ async fn verify(
                 }
             },
             Provider::Jwt => {
-                jwt::verify_jwt(token, &settings.issuers, &gw.auth.jwks, &gw.auth.stats).await
+                // Boxed: a signature check runs once per token (then the cache answers), and
+                // its future (key lookup, JWKS fetch) would otherwise sit inside every
+                // request's future, copied on every request.
+                Box::pin(jwt::verify_jwt(
+                    token,
+                    &settings.issuers,
+                    &gw.auth.jwks,
+                    &gw.auth.stats,
+                ))
+                .await
             }
             Provider::Room => jwt::verify_room_token(
                 token,

@@ -64,7 +64,9 @@ pub async fn check_limits(
         let global = match shared {
             Some(s) if spec.global && s.is_configured() => {
                 match crate::shared::limit_key(spec, client, subject, &route.name) {
-                    Some(k) => Some((s, s.check_limit(spec, &k).await)),
+                    // Boxed: a Redis round trip dwarfs the allocation, and unboxed its future
+                    // would sit inside every request's future, copied on every request.
+                    Some(k) => Some((s, Box::pin(s.check_limit(spec, &k)).await)),
                     None => continue,
                 }
             }

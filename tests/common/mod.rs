@@ -225,14 +225,10 @@ impl Gateway {
     pub async fn start(opts: Options) -> Gateway {
         init();
         let ca = Arc::new(TestCa::new("Portcullis Test CA"));
-        for attempt in 0..3 {
-            match Self::try_start(&opts, ca.clone()).await {
-                Ok(g) => return g,
-                Err(log) if attempt < 2 && log.contains("cannot listen") => continue,
-                Err(log) => panic!("gateway did not start:\n{log}"),
-            }
+        match Self::try_start(&opts, ca).await {
+            Ok(g) => g,
+            Err(log) => panic!("gateway did not start:\n{log}"),
         }
-        unreachable!()
     }
 
     async fn try_start(opts: &Options, ca: Arc<TestCa>) -> Result<Gateway, String> {
@@ -251,26 +247,15 @@ impl Gateway {
             let (c, k) = ca.leaf(&names);
             write_pair(&root.join("certs"), name, &c, &k);
         }
-        let https: SocketAddr = format!("127.0.0.1:{}", opts.https_port.unwrap_or_else(free_port))
-            .parse()
-            .unwrap();
-        // An admin address given in the environment (e.g. 0.0.0.0:PORT) is reached on loopback.
-        let admin_port = opts
-            .env
-            .iter()
-            .find(|(k, _)| k == "PORTCULLIS_ADMIN_ADDR")
-            .and_then(|(_, v)| v.parse::<SocketAddr>().ok())
-            .map(|a| a.port())
-            .unwrap_or_else(free_port);
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        let http: Option<SocketAddr> = opts.http_listener.then(|| {
-            format!("127.0.0.1:{}", opts.http_port.unwrap_or_else(free_port))
-                .parse()
-                .unwrap()
-        });
+        // Port 0 unless a test needs a port it chose: the gateway binds any free port and
+        // writes the real addresses to its ready file, so no port is picked and released here.
+        let https = format!("127.0.0.1:{}", opts.https_port.unwrap_or(0));
+        let http = opts
+            .http_listener
+            .then(|| format!("127.0.0.1:{}", opts.http_port.unwrap_or(0)));
         let config = format!(
-            "mode = \"development\"\nthreads = 2\n\n[listeners]\nhttps = \"{https}\"\nhttp = \"{}\"\nadmin = \"{admin}\"\n\n[tls]\ncert_dir = \"certs\"\ndefault_cert = \"localhost\"\n\n[shutdown]\ngrace_seconds = {}\nunready_seconds = {}\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n",
-            http.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            "mode = \"development\"\nthreads = 2\n\n[listeners]\nhttps = \"{https}\"\nhttp = \"{}\"\nadmin = \"127.0.0.1:0\"\nready_file = \"ready.json\"\n\n[tls]\ncert_dir = \"certs\"\ndefault_cert = \"localhost\"\n\n[shutdown]\ngrace_seconds = {}\nunready_seconds = {}\n\n[log]\nformat = \"json\"\nlevel = \"info\"\n",
+            http.unwrap_or_else(|| "off".into()),
             opts.grace_seconds,
             opts.unready_seconds,
         );
@@ -291,24 +276,39 @@ impl Gateway {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
+        let unknown: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut g = Gateway {
             child: Some(child),
             dir,
-            https,
-            http,
-            admin,
+            https: unknown,
+            http: None,
+            admin: unknown,
             ca,
         };
+        let ready = g.dir.path().join("ready.json");
         let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::new();
         loop {
             if let Ok(Some(_)) = g.child_mut().try_wait() {
                 return Err(g.log());
             }
-            if let Ok(r) = client.get(format!("http://{}/ready", g.admin)).send().await {
-                if r.status() == 200 {
-                    return Ok(g);
-                }
+            // Written whole (renamed into place) once the gateway is ready.
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                // A listener on an unspecified address (`0.0.0.0`, or a dual-stack `[::]`) is
+                // reached on IPv4 loopback.
+                let addr = |k: &str| {
+                    v[k].as_str().map(|a| {
+                        let mut a: SocketAddr = a.parse().unwrap();
+                        if a.ip().is_unspecified() {
+                            a = SocketAddr::from(([127, 0, 0, 1], a.port()));
+                        }
+                        a
+                    })
+                };
+                g.https = addr("https").unwrap();
+                g.http = addr("http");
+                g.admin = addr("admin").unwrap();
+                return Ok(g);
             }
             if Instant::now() > deadline {
                 return Err(format!("not ready after 30 s\n{}", g.log()));

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -19,19 +18,16 @@ pub struct TestUpstream {
 }
 
 impl TestUpstream {
-    /// Listens on `port` (0 = any), retrying while a previous listener's port is released.
+    /// Listens on `port` (0 = any; a port it had before `kill` to come back).
     pub async fn start(port: u16) -> TestUpstream {
         Self::start_with(port, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await
     }
 
     /// Like `start`, answering every request head with `response`.
     pub async fn start_with(port: u16, response: &'static [u8]) -> TestUpstream {
-        let listener = loop {
-            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-                Ok(l) => break l,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        };
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(Mutex::new(Vec::new()));
@@ -89,9 +85,12 @@ impl TestUpstream {
     }
 
     /// Stops listening and drops every open connection.
-    pub fn kill(self) {
+    /// Stops listening and closes every connection; the port is free again on return (the
+    /// accept task, which owns the listener, has ended).
+    pub async fn kill(self) {
         self.task.abort();
         self.close_connections();
+        let _ = self.task.await;
     }
 }
 

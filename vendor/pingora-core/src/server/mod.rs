@@ -369,9 +369,13 @@ impl Server {
         self.bootstrap.lock().set_sentry_config(Some(sentry_config));
     }
 
-    /// Get the configured file descriptors for listening
+    /// Get the configured file descriptors for listening.
+    ///
+    /// A listening socket added here under a service's listen address, before the server runs,
+    /// is used by that service instead of binding the address again: the caller can bind port 0
+    /// itself and know the port before the service starts.
     #[cfg(unix)]
-    fn listen_fds(&self) -> ListenFds {
+    pub fn listen_fds(&self) -> ListenFds {
         self.bootstrap.lock().get_fds()
     }
 
