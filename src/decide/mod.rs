@@ -46,7 +46,7 @@ pub async fn decide(
     screen::client_cert(policy, req, deps, facts)?;
     // The canonical target from here on: every later step judges the path that is forwarded.
     let target = facts.target.clone();
-    let uri = target.as_ref().unwrap_or(req.uri);
+    let uri = target.as_deref().unwrap_or(req.uri);
     let path = uri.path();
     if route::is_health(req.method, path) {
         return Ok(Admission::Health);

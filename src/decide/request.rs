@@ -77,7 +77,8 @@ pub struct Facts {
     /// Where, in `host`, the normalized host that routes match lies.
     pub(super) host_span: std::ops::Range<usize>,
     /// The canonical target to forward in place of the one sent (the path that was matched).
-    pub target: Option<Uri>,
+    /// Boxed: rarely set, and this struct lives in every request's state.
+    pub target: Option<Box<Uri>>,
     /// What screening the path found.
     pub screened: Option<Screened>,
     pub route: Option<usize>,

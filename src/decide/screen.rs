@@ -94,10 +94,10 @@ pub fn screen(policy: &Policy, req: &RequestView<'_>, facts: &mut Facts) -> Resu
     // Forward exactly the path that was matched: one canonical view for both. The scheme and
     // authority stay (an HTTP/2 request carries its host only there).
     if let Some(target) = rewritten {
-        facts.target = Some(
+        facts.target = Some(Box::new(
             with_target(req.uri, target)
                 .ok_or(Deny::BadPath(crate::http::path::PathError::BadPercent))?,
-        );
+        ));
     }
     Ok(())
 }

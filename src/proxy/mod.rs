@@ -748,7 +748,7 @@ impl ProxyHttp for Gateway {
         };
         // Forward exactly the path that was matched (and log it, whatever the outcome).
         if let Some(uri) = ctx.facts.target.take() {
-            session.req_header_mut().set_uri(uri);
+            session.req_header_mut().set_uri(*uri);
         }
         let forward = match verdict {
             Ok(decide::Admission::Forward(f)) => f,
