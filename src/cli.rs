@@ -1,6 +1,8 @@
 //! The `token` subcommands' logic, kept in the library so tests drive it: minting room tokens
 //! from the policy's keys and explaining why a token passes or fails. Never prints key material.
 
+pub mod check;
+
 use std::fmt::Write;
 
 use crate::auth::jwt::{self, VerifyStats};

@@ -11,9 +11,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 
 use crate::backends::{full, json, Body};
-use crate::Shared;
+use state::Shared;
 
 mod page;
+pub mod state;
 
 /// On a listener that is not loopback, everything but `/health` and `/ready` needs the worker
 /// token; `/metrics` also opens to the policy's metrics token (`[admin] metrics_token`).

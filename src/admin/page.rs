@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use crate::Shared;
+use super::state::Shared;
 
 /// Escapes text for HTML content and attribute values.
 fn esc(s: &str) -> String {

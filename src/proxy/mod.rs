@@ -1,7 +1,9 @@
-//! The `ProxyHttp` implementation: the request's path through the gateway, phase by phase
-//! (see ARCHITECTURE.md). Each request takes ONE policy snapshot in `early_request_filter` and
-//! decides everything against it. Denials are `Deny` values written as JSON and stop the request.
-//! Limits, CORS and CSRF plug into `request_filter` at the marked seams.
+//! The `ProxyHttp` implementation: an adapter between Pingora's phases and the gateway's
+//! decisions (`crate::decide`, see docs/architecture.md). Each request takes ONE policy snapshot
+//! in `early_request_filter`; `request_filter` hands the request to `decide` and applies the
+//! answer (the canonical target, stripped queries, WebSocket timers, or the JSON refusal and the
+//! logs and alerts it sets off); the later hooks write headers, watch WebSocket budgets, and
+//! record the outcome.
 
 pub mod sessions;
 pub mod websocket;
@@ -150,7 +152,7 @@ pub struct RequestCtx {
     pub ws_closing: bool,
     /// The response had started when the proxy failed, and was aborted.
     pub response_aborted: bool,
-    /// The external address chosen (index) and its breaker state.
+    /// The external address `decide` chose, and those the request failed to connect to.
     pub upstream_addr: Option<decide::upstream::Choice>,
     /// This response's CSP nonce (routes whose header profile asks for one).
     pub csp_nonce: Option<String>,

@@ -1,0 +1,33 @@
+//! The handles the admin listener reads: one struct, built once by `serve`.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+
+use crate::backends::rooms::RoomServer;
+use crate::config::Config;
+use crate::observability::Metrics;
+use crate::policy::PolicyStore;
+use crate::tls::CertStore;
+use crate::{auth, limits, shared, tls, upstreams};
+
+/// State shared by the proxy, the admin listener and the backends.
+pub struct Shared {
+    pub config: Config,
+    pub policy: Arc<PolicyStore>,
+    pub certs: Arc<CertStore>,
+    pub auth: Arc<auth::AuthState>,
+    pub limiters: Arc<limits::LimiterRegistry>,
+    pub backoff: Arc<limits::AuthBackoff>,
+    pub connections: Arc<limits::connections::ConnectionCounts>,
+    pub resilience: Arc<upstreams::Resilience>,
+    pub header_deadline: Arc<limits::connections::HeaderDeadline>,
+    pub metrics: Arc<Metrics>,
+    pub rooms: Arc<RoomServer>,
+    pub stapler: Arc<tls::stapler::Stapler>,
+    /// `/ready` answers 200 only while this is set: after the HTTPS listener accepts, until
+    /// SIGTERM.
+    pub ready: AtomicBool,
+    pub in_flight: Arc<AtomicUsize>,
+    pub shared: Arc<shared::SharedStore>,
+    pub acme: Option<Arc<tls::acme::Acme>>,
+}
