@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod backends;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod decide;
 pub mod dryrun;

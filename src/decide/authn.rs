@@ -57,6 +57,8 @@ pub struct AuthRequest<'a> {
     pub client_cert: Option<&'a crate::tls::client_auth::ClientCert>,
     /// Called when a shadow rule would have refused.
     pub on_shadow: &'a (dyn Fn() + Sync),
+    /// Seconds since the epoch, for revocations.
+    pub now_unix: u64,
 }
 
 /// Authentication with the client's failure count: a locked-out client is refused before its
@@ -89,6 +91,7 @@ pub async fn authenticate_client(
         // Checked against the live `[mtls]` when screening.
         client_cert: req.tls.and_then(|h| h.client.as_deref()),
         on_shadow: deps.on_shadow,
+        now_unix: deps.now.unix,
     };
     match authenticate(&request, policy, route, to_rooms).await {
         Ok(identity) => {
@@ -151,11 +154,7 @@ pub async fn authenticate(
         !policy.rooms.access_for(room).0 || policy.rooms.shadow_for(room)
     };
     let identity = verify(gw, policy, route, open_room).await?;
-    if let Some(kind) = gw
-        .auth
-        .revocations
-        .check(&identity, crate::auth::now_unix())
-    {
+    if let Some(kind) = gw.auth.revocations.check(&identity, gw.now_unix) {
         tracing::info!(
             target: "portcullis::security",
             subject = &*identity.subject,

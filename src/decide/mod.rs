@@ -84,3 +84,139 @@ pub async fn decide(
     forward.address = upstream::pick(policy, route, deps.resilience)?;
     Ok(Admission::Forward(forward))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::limits::{AuthBackoff, LimiterRegistry};
+    use crate::upstreams::Resilience;
+
+    const TOKEN: &str = "decide-test-worker-token-0123456789";
+
+    fn policy() -> Policy {
+        crate::policy::compile(
+            &[crate::policy::SourceFile {
+                path: "t.toml".into(),
+                text: r#"
+[auth]
+default_provider = "static"
+
+[auth.backoff]
+max_failures = 2
+lockout_seconds = 10
+
+[[upstreams]]
+name = "worker"
+kind = "worker"
+
+[[routes]]
+name = "api"
+path_prefix = "/v1/"
+upstream = "worker"
+"#
+                .into(),
+            }],
+            crate::config::Mode::Development,
+        )
+        .unwrap()
+    }
+
+    fn auth(dir: &std::path::Path) -> crate::auth::AuthState {
+        let auth = crate::auth::AuthState::new(dir.join("token"));
+        let env = |k: &str| (k == "PORTCULLIS_WORKER_TOKEN").then(|| TOKEN.to_string());
+        let t = crate::auth::WorkerToken::resolve(&env, dir.join("token")).unwrap();
+        auth.worker.store(Some(Arc::new(t)));
+        auth
+    }
+
+    /// Decides a GET of `/v1/models` with `token` from 198.51.100.1 at `clock`'s time.
+    async fn get(
+        policy: &Policy,
+        state: &(
+            crate::auth::AuthState,
+            LimiterRegistry,
+            AuthBackoff,
+            Resilience,
+        ),
+        clock: &dyn Clock,
+        token: &str,
+    ) -> Result<Admission, Deny> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::HOST, "localhost".parse().unwrap());
+        headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let uri: http::Uri = "/v1/models".parse().unwrap();
+        let view = RequestView {
+            method: &http::Method::GET,
+            uri: &uri,
+            raw_target: b"/v1/models",
+            version: http::Version::HTTP_11,
+            headers: &headers,
+            raw_content_length: false,
+            upgrade: false,
+            peer: Some("198.51.100.1".parse().unwrap()),
+            tls: None,
+        };
+        let deps = Deps {
+            now: Now::at(clock),
+            auth: &state.0,
+            limiters: &state.1,
+            backoff: &state.2,
+            resilience: &state.3,
+            shared: None,
+            on_shadow: &|| {},
+        };
+        decide(policy, &view, &deps, &mut Facts::default()).await
+    }
+
+    /// A lockout lasts its time on the injected clock, and no longer: no sleeping.
+    #[tokio::test]
+    async fn a_lockout_ends_when_its_time_has_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy();
+        let clock = ManualClock::new(1_800_000_000);
+        let state = (
+            auth(dir.path()),
+            LimiterRegistry::default(),
+            AuthBackoff::new(100),
+            Resilience::default(),
+        );
+        let wrong = "not-the-worker-token-at-all-00000000";
+        assert!(matches!(
+            get(&policy, &state, &clock, TOKEN).await,
+            Ok(Admission::Forward(_))
+        ));
+        for _ in 0..2 {
+            assert_eq!(
+                get(&policy, &state, &clock, wrong).await.unwrap_err(),
+                Deny::AuthInvalid
+            );
+        }
+        let locked = get(&policy, &state, &clock, TOKEN).await.unwrap_err();
+        assert_eq!(
+            locked,
+            Deny::AuthLockedOut {
+                retry_after_secs: 10
+            }
+        );
+        clock.advance(Duration::from_millis(9_500));
+        let locked = get(&policy, &state, &clock, TOKEN).await.unwrap_err();
+        assert_eq!(
+            locked,
+            Deny::AuthLockedOut {
+                retry_after_secs: 1
+            }
+        );
+        clock.advance(Duration::from_millis(501));
+        assert!(matches!(
+            get(&policy, &state, &clock, TOKEN).await,
+            Ok(Admission::Forward(_))
+        ));
+    }
+}

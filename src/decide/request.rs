@@ -43,10 +43,16 @@ pub struct Now {
 }
 
 impl Now {
+    /// The system's clocks.
     pub fn read() -> Now {
+        Now::at(&crate::clock::SystemClock)
+    }
+
+    /// `clock`'s readings (a test's `ManualClock`).
+    pub fn at(clock: &dyn crate::clock::Clock) -> Now {
         Now {
-            unix: crate::auth::now_unix(),
-            mono: Instant::now(),
+            unix: clock.unix(),
+            mono: clock.mono(),
         }
     }
 }

@@ -21,13 +21,6 @@ pub struct Choice {
     tried: Vec<usize>,
 }
 
-impl Choice {
-    /// The addresses this request failed to connect to, in order.
-    pub fn tried(&self) -> &[usize] {
-        &self.tried
-    }
-}
-
 pub fn pick(
     policy: &Policy,
     route: &Route,

@@ -63,6 +63,7 @@ pub enum Admit {
 }
 
 pub struct Resilience {
+    clock: Arc<dyn crate::clock::Clock>,
     epoch: Instant,
     states: Mutex<HashMap<(String, String), Arc<AddressState>>>,
     /// The address states of the policy generation applied last, by upstream and address
@@ -78,8 +79,16 @@ struct Bound {
 
 impl Default for Resilience {
     fn default() -> Self {
+        Resilience::with_clock(Arc::new(crate::clock::SystemClock))
+    }
+}
+
+impl Resilience {
+    /// A registry whose breakers read time from `clock`.
+    pub fn with_clock(clock: Arc<dyn crate::clock::Clock>) -> Self {
         Resilience {
-            epoch: Instant::now(),
+            epoch: clock.mono(),
+            clock,
             states: Mutex::new(HashMap::new()),
             bound: arc_swap::ArcSwap::from_pointee(Bound::default()),
         }
@@ -88,7 +97,7 @@ impl Default for Resilience {
 
 impl Resilience {
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
+        self.clock.mono().duration_since(self.epoch).as_millis() as u64 + 1
     }
 
     pub fn state(&self, upstream: &str, address: &str) -> Arc<AddressState> {
@@ -549,7 +558,8 @@ public = true
 
     #[test]
     fn opens_after_consecutive_failures_and_closes_after_a_good_probe() {
-        let r = Resilience::default();
+        let clock = Arc::new(crate::clock::ManualClock::new(0));
+        let r = Resilience::with_clock(clock.clone());
         let s = r.state("api", "10.0.0.1:80");
         let spec = BreakerSpec {
             failures: 3,
@@ -564,12 +574,14 @@ public = true
             r.failure(&s, spec, "api", "a");
         }
         assert_eq!(r.admit(&s), Admit::No);
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(Duration::from_millis(49));
+        assert_eq!(r.admit(&s), Admit::No, "still open");
+        clock.advance(Duration::from_millis(2));
         assert_eq!(r.admit(&s), Admit::Probe);
         assert_eq!(r.admit(&s), Admit::No, "one probe at a time");
         r.failure(&s, spec, "api", "a");
         assert_eq!(r.admit(&s), Admit::No, "a failed probe reopens");
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(Duration::from_millis(51));
         assert_eq!(r.admit(&s), Admit::Probe);
         r.success(&s);
         assert_eq!(r.admit(&s), Admit::Yes);
