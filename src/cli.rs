@@ -140,6 +140,7 @@ pub fn mint(
     }
     let ttl = parse_duration(ttl)?;
     jwt::mint_room_token(&policy.auth.room_keys, kid, sub, room, caps, ttl)
+        .map_err(|e| e.to_string())
 }
 
 fn when(ts: Option<u64>) -> String {
@@ -414,7 +415,9 @@ pub fn sign_url(
             &*route.name
         ));
     }
-    let query = keys.sign(&method, path, now_unix() + ttl, kid)?;
+    let query = keys
+        .sign(&method, path, now_unix() + ttl, kid)
+        .map_err(|e| e.to_string())?;
     Ok(format!("{path}?{query}"))
 }
 

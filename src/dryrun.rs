@@ -122,16 +122,43 @@ impl Decision {
             ),
         }
     }
-    fn matches(&self, expect: &toml::Value) -> Result<bool, String> {
+    fn matches(&self, expect: &toml::Value) -> Result<bool, RequestError> {
         match expect {
             toml::Value::String(s) if s == "allow" => Ok(matches!(self, Decision::Allow { .. })),
             toml::Value::String(s) if s == "deny" => Ok(matches!(self, Decision::Deny { .. })),
             toml::Value::Integer(n) => Ok(self.status() as i64 == *n),
-            other => Err(format!(
-                "expect = {other}: use \"allow\", \"deny\" or a status code"
-            )),
+            other => Err(RequestError::Expect(other.to_string())),
         }
     }
+}
+
+/// Why a request file could not be run: the file itself, or one request in it.
+#[derive(Debug, thiserror::Error)]
+pub enum DryRunError {
+    #[error("line {line}: {message}")]
+    Syntax { line: usize, message: String },
+    #[error("no [[request]] entries")]
+    Empty,
+    #[error("{0}")]
+    Runtime(std::io::Error),
+    /// Request `index` (from 1) of the file.
+    #[error("request {index}: {problem}")]
+    Request { index: usize, problem: RequestError },
+}
+
+/// What is wrong with one request of a file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("method {0:?} is not a method")]
+    Method(String),
+    #[error("path {path:?}: {problem}")]
+    Path { path: String, problem: String },
+    #[error("header name {0:?} is not valid")]
+    HeaderName(String),
+    #[error("header {0}: value is not valid")]
+    HeaderValue(String),
+    #[error("expect = {0}: use \"allow\", \"deny\" or a status code")]
+    Expect(String),
 }
 
 /// The shared state a run keeps across its requests.
@@ -180,19 +207,24 @@ impl<'p> Evaluator<'p> {
         }
     }
 
-    pub async fn evaluate(&self, t: &TestRequest, now: Now) -> Result<Decision, String> {
+    pub async fn evaluate(&self, t: &TestRequest, now: Now) -> Result<Decision, RequestError> {
         let policy = self.policy;
         let method = Method::from_bytes(t.method.as_bytes())
-            .map_err(|_| format!("method {:?} is not a method", t.method))?;
-        let mut req = RequestHeader::build(method.clone(), t.path.as_bytes(), None)
-            .map_err(|e| format!("path {:?}: {e}", t.path))?;
+            .map_err(|_| RequestError::Method(t.method.clone()))?;
+        let mut req =
+            RequestHeader::build(method.clone(), t.path.as_bytes(), None).map_err(|e| {
+                RequestError::Path {
+                    path: t.path.clone(),
+                    problem: e.to_string(),
+                }
+            })?;
         let host = t.host.clone().unwrap_or_else(|| "localhost".into());
         let _ = req.insert_header(header::HOST, host.as_str());
         for (k, v) in &t.headers {
             let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("header name {k:?} is not valid"))?;
+                .map_err(|_| RequestError::HeaderName(k.clone()))?;
             let value =
-                HeaderValue::from_str(v).map_err(|_| format!("header {k}: value is not valid"))?;
+                HeaderValue::from_str(v).map_err(|_| RequestError::HeaderValue(k.clone()))?;
             let _ = req.append_header(name, value);
         }
         if t.websocket {
@@ -268,22 +300,22 @@ pub fn run(
     policy: &Policy,
     token_file: std::path::PathBuf,
     text: &str,
-) -> Result<(String, bool), String> {
+) -> Result<(String, bool), DryRunError> {
     use std::fmt::Write;
-    let file: RequestFile = toml::from_str(text).map_err(|e| {
-        let line = e
+    let file: RequestFile = toml::from_str(text).map_err(|e| DryRunError::Syntax {
+        line: e
             .span()
             .map(|s| crate::config::line_of(text, s.start))
-            .unwrap_or(1);
-        format!("line {line}: {}", e.message())
+            .unwrap_or(1),
+        message: e.message().to_string(),
     })?;
     if file.request.is_empty() {
-        return Err("no [[request]] entries".into());
+        return Err(DryRunError::Empty);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(DryRunError::Runtime)?;
     let eval = Evaluator::new(policy, token_file);
     let mut out = String::new();
     let mut ok = true;
@@ -291,7 +323,10 @@ pub fn run(
     for (i, t) in file.request.iter().enumerate() {
         let decision = rt
             .block_on(eval.evaluate(t, Now::read()))
-            .map_err(|e| format!("request {}: {e}", i + 1))?;
+            .map_err(|problem| DryRunError::Request {
+                index: i + 1,
+                problem,
+            })?;
         let label = t
             .name
             .as_ref()
@@ -316,7 +351,10 @@ pub fn run(
         if let Some(e) = &t.expect {
             if !decision
                 .matches(e)
-                .map_err(|m| format!("request {}: {m}", i + 1))?
+                .map_err(|problem| DryRunError::Request {
+                    index: i + 1,
+                    problem,
+                })?
             {
                 ok = false;
                 mismatched += 1;

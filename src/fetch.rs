@@ -2,21 +2,31 @@
 //! slow or endless responder never holds more than the bound in memory, nor the fetch until its
 //! timeout.
 
+/// Why a bounded read gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Over the bound; the text says which.
+    #[error("{0}")]
+    TooLarge(&'static str),
+    #[error("{0}")]
+    Body(#[from] reqwest::Error),
+}
+
 /// Reads a response body of at most `limit` bytes: a declared length over it is refused before
 /// any of the body is read, and reading stops at the first chunk past it. `too_large` is the
 /// error then.
 pub async fn read_limited(
     mut resp: reqwest::Response,
     limit: usize,
-    too_large: &str,
-) -> Result<Vec<u8>, String> {
+    too_large: &'static str,
+) -> Result<Vec<u8>, FetchError> {
     if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_large.to_string());
+        return Err(FetchError::TooLarge(too_large));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = resp.chunk().await? {
         if body.len() + chunk.len() > limit {
-            return Err(too_large.to_string());
+            return Err(FetchError::TooLarge(too_large));
         }
         body.extend_from_slice(&chunk);
     }

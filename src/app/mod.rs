@@ -47,6 +47,12 @@ pub enum StartError {
     #[error("production posture check failed ({} FAIL):\n{}", .0.len(), .0.join("\n"))]
     Posture(Vec<String>),
     #[error("{0}")]
+    DevCerts(#[from] tls::dev::DevCertError),
+    #[error("tls-alpn-01 responder: {0}")]
+    AlpnChallenges(rustls::Error),
+    #[error("{0}")]
+    Tracing(#[from] observability::otel::OtelError),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -74,7 +80,7 @@ pub fn ensure_dev_certs(config: &Config) -> Result<Option<std::path::PathBuf>, S
     }
     tls::dev::generate_dev_certs(&config.cert_dir)
         .map(Some)
-        .map_err(StartError::Other)
+        .map_err(StartError::DevCerts)
 }
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<StdListener, StartError> {
@@ -162,7 +168,7 @@ pub fn serve(mut config: Config) -> Result<(), StartError> {
     match observability::otel::init_from_env() {
         Ok(true) => tracing::info!("OpenTelemetry traces are exported over OTLP"),
         Ok(false) => {}
-        Err(e) => return Err(StartError::Other(e)),
+        Err(e) => return Err(StartError::Tracing(e)),
     }
     if config.mode == Mode::Production {
         // The same checklist as `portcullis posture`: any FAIL and production does not start.
@@ -595,7 +601,7 @@ pub fn serve(mut config: Config) -> Result<(), StartError> {
             acme: match (&acme, config.acme.as_ref().map(|a| a.challenge)) {
                 (Some(a), Some(config::AcmeChallenge::TlsAlpn01)) => Some(
                     tls::acme::AlpnChallenges::new(a.challenges.clone())
-                        .map_err(StartError::Other)?,
+                        .map_err(StartError::AlpnChallenges)?,
                 ),
                 _ => None,
             },

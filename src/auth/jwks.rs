@@ -94,7 +94,8 @@ impl JwksCache {
             }
             let bytes =
                 crate::fetch::read_limited(resp, MAX_KEY_SET_BYTES, "key set larger than 1 MiB")
-                    .await?;
+                    .await
+                    .map_err(|e| e.to_string())?;
             let set: JwkSet =
                 serde_json::from_slice(&bytes).map_err(|e| format!("not a JWK set: {e}"))?;
             let mut keys = HashMap::new();

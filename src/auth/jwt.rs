@@ -340,6 +340,31 @@ fn claim_str(claims: &Value, name: &str) -> Option<Arc<str>> {
         .map(Arc::from)
 }
 
+/// Why a room token could not be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("no room key with kid {0:?} in the policy")]
+    UnknownKid(String),
+    #[error("the policy has no room key with signing material")]
+    NoSigningKey,
+    #[error("room key {0:?} has no signing material in the policy")]
+    NotSigning(String),
+    #[error("{0}")]
+    Encode(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Why a token does not decode (`token inspect`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InspectError {
+    #[error("not a JWT: expected three dot-separated segments")]
+    NotThreeSegments,
+    /// `header` or `payload`.
+    #[error("{0} is not base64url")]
+    NotBase64(&'static str),
+    #[error("{0} is not JSON")]
+    NotJson(&'static str),
+}
+
 /// Signs a room token with a policy key (the CLI's `token mint`).
 pub fn mint_room_token(
     keys: &RoomKeys,
@@ -348,12 +373,12 @@ pub fn mint_room_token(
     room: &str,
     caps: &[String],
     ttl_seconds: u64,
-) -> Result<String, String> {
+) -> Result<String, MintError> {
     let key = match kid {
         Some(k) => keys
             .keys
             .get(k)
-            .ok_or_else(|| format!("no room key with kid {k:?} in the policy"))?,
+            .ok_or_else(|| MintError::UnknownKid(k.to_string()))?,
         None => {
             let mut signing: Vec<&RoomKey> = keys
                 .keys
@@ -361,17 +386,13 @@ pub fn mint_room_token(
                 .filter(|k| k.encoding.is_some())
                 .collect();
             signing.sort_by(|a, b| a.kid.cmp(&b.kid));
-            signing
-                .pop()
-                .ok_or("the policy has no room key with signing material")?
+            signing.pop().ok_or(MintError::NoSigningKey)?
         }
     };
-    let enc = key.encoding.as_ref().ok_or_else(|| {
-        format!(
-            "room key {:?} has no signing material in the policy",
-            key.kid
-        )
-    })?;
+    let enc = key
+        .encoding
+        .as_ref()
+        .ok_or_else(|| MintError::NotSigning(key.kid.clone()))?;
     let mut header = Header::new(key.algorithm);
     header.kid = Some(key.kid.clone());
     let now = super::now_unix();
@@ -386,22 +407,22 @@ pub fn mint_room_token(
         // A token id, so one token can be revoked (`token revoke --jti`).
         "jti": format!("{:032x}", rand::random::<u128>()),
     });
-    jsonwebtoken::encode(&header, &claims, enc).map_err(|e| e.to_string())
+    Ok(jsonwebtoken::encode(&header, &claims, enc)?)
 }
 
 /// Decodes a token's header and claims without verifying (for `token inspect`).
-pub fn inspect(token: &str) -> Result<(Value, Value), String> {
+pub fn inspect(token: &str) -> Result<(Value, Value), InspectError> {
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err("not a JWT: expected three dot-separated segments".into());
+        return Err(InspectError::NotThreeSegments);
     };
-    let dec = |s: &str, what: &str| -> Result<Value, String> {
+    let dec = |s: &str, what: &'static str| -> Result<Value, InspectError> {
         let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(s)
-            .map_err(|_| format!("{what} is not base64url"))?;
-        serde_json::from_slice(&b).map_err(|_| format!("{what} is not JSON"))
+            .map_err(|_| InspectError::NotBase64(what))?;
+        serde_json::from_slice(&b).map_err(|_| InspectError::NotJson(what))
     };
     Ok((dec(h, "header")?, dec(p, "payload")?))
 }

@@ -2,28 +2,41 @@
 //! reads a file (Kubernetes Secret mounts); anything else is the literal value. Re-read on every
 //! reload. Error messages name the reference, never the value.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why a secret reference did not resolve. Names the reference, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {0} is not set")]
+    EnvUnset(String),
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// Resolves a secret reference. `base` resolves relative `file:` paths.
-pub fn resolve(value: &str, base: &Path) -> Result<String, String> {
+pub fn resolve(value: &str, base: &Path) -> Result<String, SecretError> {
     let v = resolve_value(value, base)?;
     // Whatever the policy names as a secret is masked in every log line from now on.
     crate::observability::redact::register_secret(&v);
     Ok(v)
 }
 
-fn resolve_value(value: &str, base: &Path) -> Result<String, String> {
+fn resolve_value(value: &str, base: &Path) -> Result<String, SecretError> {
     if let Some(name) = value.strip_prefix("env:") {
         return std::env::var(name)
             .ok()
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("environment variable {name} is not set"));
+            .ok_or_else(|| SecretError::EnvUnset(name.to_string()));
     }
     if let Some(path) = value.strip_prefix("file:") {
-        let p = base.join(path);
-        return std::fs::read_to_string(&p)
-            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-            .map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let path = base.join(path);
+        return match std::fs::read_to_string(&path) {
+            Ok(s) => Ok(s.trim_end_matches(['\n', '\r']).to_string()),
+            Err(source) => Err(SecretError::Unreadable { path, source }),
+        };
     }
     Ok(value.to_string())
 }

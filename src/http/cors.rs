@@ -53,29 +53,41 @@ pub const VARY_PREFLIGHT: HeaderValue = HeaderValue::from_static(
 );
 pub const VARY_ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
 
+/// Why a configured origin is not one; each names the origin as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OriginError {
+    #[error("{0:?} is not an origin (scheme://host[:port])")]
+    NoScheme(String),
+    #[error("{0:?}: the scheme must be https or http")]
+    Scheme(String),
+    #[error("{0:?} is not an origin: no path, query, user or trailing '/'")]
+    NotBare(String),
+    #[error("{origin:?}: invalid port {port:?}")]
+    Port { origin: String, port: String },
+}
+
 /// The canonical form of a configured origin (`https://app.example.com[:port]`), or why not.
-pub fn canonical_origin(o: &str) -> Result<String, String> {
+pub fn canonical_origin(o: &str) -> Result<String, OriginError> {
     if o == "*" {
         return Ok(o.to_string());
     }
     let Some((scheme, rest)) = o.split_once("://") else {
-        return Err(format!("{o:?} is not an origin (scheme://host[:port])"));
+        return Err(OriginError::NoScheme(o.to_string()));
     };
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "https" && scheme != "http" {
-        return Err(format!("{o:?}: the scheme must be https or http"));
+        return Err(OriginError::Scheme(o.to_string()));
     }
     if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
-        return Err(format!(
-            "{o:?} is not an origin: no path, query, user or trailing '/'"
-        ));
+        return Err(OriginError::NotBare(o.to_string()));
     }
     let rest = rest.to_ascii_lowercase();
     let rest = match rest.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => {
-            let port: u16 = p
-                .parse()
-                .map_err(|_| format!("{o:?}: invalid port {p:?}"))?;
+            let port: u16 = p.parse().map_err(|_| OriginError::Port {
+                origin: o.to_string(),
+                port: p.to_string(),
+            })?;
             let default = (scheme == "https" && port == 443) || (scheme == "http" && port == 80);
             if default {
                 h.to_string()

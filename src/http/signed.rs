@@ -73,6 +73,11 @@ fn message(method: &str, path: &str, expires: u64, kid: &str) -> String {
     format!("{method}\n{path}\n{expires}\n{kid}")
 }
 
+/// A signing key the policy does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no signing key {0:?} in the policy")]
+pub struct UnknownKey(pub String);
+
 impl SignedUrls {
     /// The query string for `method path`, valid until `expires` (unix seconds), signed with
     /// `kid` (default: the signing key).
@@ -82,13 +87,13 @@ impl SignedUrls {
         path: &str,
         expires: u64,
         kid: Option<&str>,
-    ) -> Result<String, String> {
+    ) -> Result<String, UnknownKey> {
         let key = match kid {
             Some(k) => self
                 .keys
                 .iter()
                 .find(|x| &*x.id == k)
-                .ok_or_else(|| format!("no signing key {k:?} in the policy"))?,
+                .ok_or_else(|| UnknownKey(k.to_string()))?,
             None => &self.keys[self.sign_with],
         };
         let tag = hmac::sign(&key.key, message(method, path, expires, &key.id).as_bytes());

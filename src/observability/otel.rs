@@ -28,8 +28,17 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// Why tracing could not start as the environment asks.
+#[derive(Debug, thiserror::Error)]
+pub enum OtelError {
+    #[error("OTEL_EXPORTER_OTLP_PROTOCOL={0:?}: only http/protobuf and http/json are supported")]
+    Protocol(String),
+    #[error("OTLP exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
 /// Starts the exporter when the environment asks for one. Returns whether tracing is on.
-pub fn init_from_env() -> Result<bool, String> {
+pub fn init_from_env() -> Result<bool, OtelError> {
     if env("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
         && env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
     {
@@ -42,16 +51,12 @@ pub fn init_from_env() -> Result<bool, String> {
     let protocol = match protocol.as_str() {
         "http/json" => Protocol::HttpJson,
         "http/protobuf" => Protocol::HttpBinary,
-        other => {
-            let hint = "only http/protobuf and http/json are supported";
-            return Err(format!("OTEL_EXPORTER_OTLP_PROTOCOL={other:?}: {hint}"));
-        }
+        other => return Err(OtelError::Protocol(other.to_string())),
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(protocol)
-        .build()
-        .map_err(|e| format!("OTLP exporter: {e}"))?;
+        .build()?;
     let mut resource = opentelemetry_sdk::Resource::builder();
     if env("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name("portcullis");

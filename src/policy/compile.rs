@@ -159,8 +159,13 @@ impl Ctx<'_> {
             message: message.into(),
         });
     }
-    fn err_at<T>(&mut self, at: &Spanned<T>, field: impl Into<String>, message: impl Into<String>) {
-        self.err(at.span().start, field, message)
+    fn err_at<T>(
+        &mut self,
+        at: &Spanned<T>,
+        field: impl Into<String>,
+        message: impl std::fmt::Display,
+    ) {
+        self.err(at.span().start, field, message.to_string())
     }
 }
 

@@ -28,13 +28,13 @@ impl Errs<'_> {
         &mut self,
         s: &Spanned<T>,
         field: impl Into<String>,
-        message: impl Into<String>,
+        message: impl std::fmt::Display,
     ) {
         self.errors.push(PolicyError {
             file: self.file.path.display().to_string(),
             line: line_of(&self.file.text, s.span().start),
             field: field.into(),
-            message: message.into(),
+            message: message.to_string(),
         });
     }
     pub(crate) fn base(&self) -> &Path {

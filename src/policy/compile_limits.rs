@@ -338,7 +338,15 @@ pub(crate) fn compile_shared_state(
     let raw = r.get_ref();
     let secret = |v: &Spanned<String>, field: &str, errors: &mut Vec<PolicyError>| {
         crate::auth::secret::resolve(v.get_ref(), base)
-            .map_err(|m| err(file, errors, v, format!("shared_state.{field}"), m))
+            .map_err(|m| {
+                err(
+                    file,
+                    errors,
+                    v,
+                    format!("shared_state.{field}"),
+                    m.to_string(),
+                )
+            })
             .ok()
     };
     let url = secret(&raw.url, "url", errors)?;

@@ -149,12 +149,21 @@ pub enum AllowEntry {
     Cn(String),
 }
 
+/// Why a `client_cert_allow` entry is not one; names the entry as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllowEntryError {
+    #[error("{0:?}: a SHA-256 fingerprint is 64 hex digits")]
+    Fingerprint(String),
+    #[error("{0:?}: use sha256:<fingerprint>, san:<name> or cn:<name>")]
+    Form(String),
+}
+
 impl AllowEntry {
-    pub fn parse(s: &str) -> Result<AllowEntry, String> {
+    pub fn parse(s: &str) -> Result<AllowEntry, AllowEntryError> {
         if let Some(h) = s.strip_prefix("sha256:") {
             let hex: String = h.chars().filter(|c| *c != ':').collect();
             if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("{s:?}: a SHA-256 fingerprint is 64 hex digits"));
+                return Err(AllowEntryError::Fingerprint(s.to_string()));
             }
             return Ok(AllowEntry::Sha256(hex.to_ascii_lowercase()));
         }
@@ -164,9 +173,7 @@ impl AllowEntry {
         if let Some(n) = s.strip_prefix("cn:").filter(|n| !n.is_empty()) {
             return Ok(AllowEntry::Cn(n.to_string()));
         }
-        Err(format!(
-            "{s:?}: use sha256:<fingerprint>, san:<name> or cn:<name>"
-        ))
+        Err(AllowEntryError::Form(s.to_string()))
     }
 }
 

@@ -56,15 +56,14 @@ impl SharedSettings {
         format!("{}events", self.prefix)
     }
 
-    pub async fn connect(&self) -> Result<MultiplexedConnection, String> {
-        let client = self.client().map_err(|e| describe(&e))?;
+    pub async fn connect(&self) -> Result<MultiplexedConnection, StoreError> {
+        let client = self.client()?;
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout.max(Duration::from_millis(500))));
-        client
+        Ok(client
             .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(|e| describe(&e))
+            .await?)
     }
 
     fn fingerprint(&self) -> u64 {
@@ -75,6 +74,12 @@ impl SharedSettings {
 }
 
 /// A Redis error for logs: its kind and category, never the URL or a credential.
+/// A command to the shared store that failed. Shown as `describe` shows it: never with
+/// credentials.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.0))]
+pub struct StoreError(#[from] pub redis::RedisError);
+
 pub fn describe(e: &redis::RedisError) -> String {
     let detail = e.detail().unwrap_or("");
     let text = if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() {
@@ -433,7 +438,7 @@ impl SharedStore {
     }
 
     async fn session(&self, a: &Arc<Active>) -> Result<(), String> {
-        let conn = a.settings.connect().await?;
+        let conn = a.settings.connect().await.map_err(|e| e.to_string())?;
         let client = a.settings.client().map_err(|e| describe(&e))?;
         let mut pubsub =
             tokio::time::timeout(a.settings.connect_timeout, client.get_async_pubsub())
@@ -497,7 +502,8 @@ impl SharedStore {
     ) -> Result<(), String> {
         let entries = tokio::time::timeout(s.connect_timeout, load_revocations(s, conn))
             .await
-            .map_err(|_| "loading the revocation list timed out".to_string())??;
+            .map_err(|_| "loading the revocation list timed out".to_string())?
+            .map_err(|e| e.to_string())?;
         self.revocations.replace(entries);
         self.close_revoked_sessions();
         Ok(())
@@ -583,27 +589,20 @@ fn revoked_key(prefix: &str, kind: Kind, value: &str) -> String {
 async fn load_revocations(
     s: &SharedSettings,
     conn: &mut MultiplexedConnection,
-) -> Result<Entries, String> {
+) -> Result<Entries, StoreError> {
     let pattern = format!("{}revoked:*", s.prefix);
     let mut keys: Vec<String> = Vec::new();
     {
-        let mut iter = conn
-            .scan_match::<_, String>(&pattern)
-            .await
-            .map_err(|e| describe(&e))?;
+        let mut iter = conn.scan_match::<_, String>(&pattern).await?;
         while let Some(k) = iter.next_item().await {
-            keys.push(k.map_err(|e| describe(&e))?);
+            keys.push(k?);
         }
     }
     let mut out = Entries::new();
     if keys.is_empty() {
         return Ok(out);
     }
-    let values: Vec<Option<u64>> = redis::cmd("MGET")
-        .arg(&keys)
-        .query_async(conn)
-        .await
-        .map_err(|e| describe(&e))?;
+    let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
     let skip = s.prefix.len() + "revoked:".len();
     for (k, v) in keys.iter().zip(values) {
         let Some((kind, value)) = k.get(skip..).and_then(|r| r.split_once(':')) else {
@@ -623,7 +622,7 @@ pub async fn revoke(
     kind: Kind,
     value: &str,
     ttl: Option<Duration>,
-) -> Result<u64, String> {
+) -> Result<u64, StoreError> {
     let mut conn = s.connect().await?;
     let expires = ttl
         .map(|t| crate::auth::now_unix() + t.as_secs())
@@ -634,33 +633,26 @@ pub async fn revoke(
     if let Some(t) = ttl {
         set.arg("EX").arg(t.as_secs().max(1));
     }
-    set.query_async::<()>(&mut conn)
-        .await
-        .map_err(|e| describe(&e))?;
+    set.query_async::<()>(&mut conn).await?;
     conn.publish::<_, _, ()>(
         s.channel(),
         format!("revoke {} {expires} {value}", kind.as_str()),
     )
-    .await
-    .map_err(|e| describe(&e))?;
+    .await?;
     Ok(expires)
 }
 
 /// Removes a revocation. Returns whether it existed.
-pub async fn unrevoke(s: &SharedSettings, kind: Kind, value: &str) -> Result<bool, String> {
+pub async fn unrevoke(s: &SharedSettings, kind: Kind, value: &str) -> Result<bool, StoreError> {
     let mut conn = s.connect().await?;
-    let n: i64 = conn
-        .del(revoked_key(&s.prefix, kind, value))
-        .await
-        .map_err(|e| describe(&e))?;
+    let n: i64 = conn.del(revoked_key(&s.prefix, kind, value)).await?;
     conn.publish::<_, _, ()>(s.channel(), format!("unrevoke {} {value}", kind.as_str()))
-        .await
-        .map_err(|e| describe(&e))?;
+        .await?;
     Ok(n > 0)
 }
 
 /// Every revocation in the store, sorted.
-pub async fn list_revocations(s: &SharedSettings) -> Result<Vec<(Kind, String, u64)>, String> {
+pub async fn list_revocations(s: &SharedSettings) -> Result<Vec<(Kind, String, u64)>, StoreError> {
     let mut conn = s.connect().await?;
     let entries = load_revocations(s, &mut conn).await?;
     let mut v: Vec<_> = entries

@@ -755,12 +755,11 @@ pub struct AlpnChallenges {
 }
 
 impl AlpnChallenges {
-    pub fn new(challenges: Arc<Challenges>) -> Result<AlpnChallenges, String> {
+    pub fn new(challenges: Arc<Challenges>) -> Result<AlpnChallenges, rustls::Error> {
         let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
-        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(ChallengeResolver(challenges)));
         cfg.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];

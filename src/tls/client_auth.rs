@@ -394,26 +394,39 @@ impl std::fmt::Debug for MtlsSettings {
     }
 }
 
+/// Why a CA bundle and CRLs do not make a client-certificate verifier.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    #[error("CA bundle: {0}")]
+    CaPem(rustls::pki_types::pem::Error),
+    #[error("CA bundle: unusable certificate: {0}")]
+    CaCertificate(rustls::Error),
+    #[error("CA bundle: no certificates")]
+    NoCertificates,
+    #[error("CRL: {0}")]
+    CrlPem(rustls::pki_types::pem::Error),
+    #[error("cannot build the client verifier: {0}")]
+    Build(rustls::server::VerifierBuilderError),
+}
+
 /// Builds the verifier for a CA bundle and CRLs (PEM bytes).
 pub fn build_verifier(
     ca_pem: &[u8],
     crl_pems: &[Vec<u8>],
-) -> Result<Arc<dyn ClientCertVerifier>, String> {
+) -> Result<Arc<dyn ClientCertVerifier>, VerifierError> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem) {
-        let c = c.map_err(|e| format!("CA bundle: {e}"))?;
-        roots
-            .add(c)
-            .map_err(|e| format!("CA bundle: unusable certificate: {e}"))?;
+        let c = c.map_err(VerifierError::CaPem)?;
+        roots.add(c).map_err(VerifierError::CaCertificate)?;
     }
     if roots.is_empty() {
-        return Err("CA bundle: no certificates".into());
+        return Err(VerifierError::NoCertificates);
     }
     let mut crls = Vec::new();
     for pem in crl_pems {
         for c in rustls::pki_types::CertificateRevocationListDer::pem_slice_iter(pem) {
-            crls.push(c.map_err(|e| format!("CRL: {e}"))?);
+            crls.push(c.map_err(VerifierError::CrlPem)?);
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -421,7 +434,7 @@ pub fn build_verifier(
         .with_crls(crls)
         .allow_unauthenticated()
         .build()
-        .map_err(|e| format!("cannot build the client verifier: {e}"))
+        .map_err(VerifierError::Build)
 }
 
 #[cfg(test)]

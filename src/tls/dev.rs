@@ -11,10 +11,30 @@ use rcgen::{
 
 pub const DEV_CA_FILE: &str = "dev-ca.pem";
 
+/// Why the development certificates could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DevCertError {
+    #[error("{}: cannot create: {source}", dir.display())]
+    Folder {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("generating development certificates: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{}: cannot write: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Generates the development CA and `localhost` leaf into `dir`. Returns the CA path.
-pub fn generate_dev_certs(dir: &Path) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
-    let err = |e: rcgen::Error| format!("generating development certificates: {e}");
+pub fn generate_dev_certs(dir: &Path) -> Result<PathBuf, DevCertError> {
+    std::fs::create_dir_all(dir).map_err(|source| DevCertError::Folder {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let err = DevCertError::Generate;
 
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
@@ -41,7 +61,10 @@ pub fn generate_dev_certs(dir: &Path) -> Result<PathBuf, String> {
     leaf.not_after = now + time::Duration::days(397);
     let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).map_err(err)?;
 
-    let io = |p: &Path, e: std::io::Error| format!("{}: cannot write: {e}", p.display());
+    let io = |p: &Path, source: std::io::Error| DevCertError::Write {
+        path: p.to_path_buf(),
+        source,
+    };
     let ca_path = dir.join(DEV_CA_FILE);
     let key_path = dir.join("localhost.key");
     let crt_path = dir.join("localhost.crt");
