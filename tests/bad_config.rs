@@ -15,8 +15,8 @@ const ROOM_KEY: &str = "bad-config-room-key-0123456789abcdefghij";
 
 /// The default policy, with `/whoami` named `name` and a room key read from `key_file`.
 fn policy(name: &str, key_file: &Path) -> String {
-    let p = DEFAULT_POLICY.replace("name = \"whoami\"", &format!("name = \"{name}\""));
-    p.replace(
+    let p = DEFAULT_POLICY.edit("name = \"whoami\"", &format!("name = \"{name}\""));
+    p.edit(
         "[rooms]\n",
         &format!(
             "[rooms]\nkeys = [{{ kid = \"k1\", algorithm = \"HS256\", secret = \"file:{}\" }}]\n",

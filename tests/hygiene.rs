@@ -178,7 +178,7 @@ async fn a_deliberate_refusal_is_logged_as_a_warning_not_an_error() {
     let mut o = opts(port);
     o.policy[0].1 = o.policy[0]
         .1
-        .replace("public = true\n", "public = true\nmax_body_bytes = 1024\n");
+        .edit("public = true\n", "public = true\nmax_body_bytes = 1024\n");
     let g = Gateway::start(o).await;
     let resp = g
         .raw(b"GET /a HTTP/1.1\r\nHost: localhost\r\nConnection: close, X-Forwarded-For\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n")

@@ -154,7 +154,7 @@ async fn a_flood_of_distinct_client_keys_stays_within_the_bound() {
 async fn repeated_bad_tokens_lock_out_with_growing_lockouts_reset_by_success() {
     let extra = "[auth.backoff]\nmax_failures = 3\nlockout_seconds = 1\nmax_lockout_seconds = 4\n";
     let mut opts = policy("", "", extra);
-    opts.policy[0].1 = opts.policy[0].1.replace(
+    opts.policy[0].1 = opts.policy[0].1.edit(
         "default_provider = \"local\"",
         "default_provider = \"static\"",
     );
@@ -398,7 +398,7 @@ async fn an_unparsable_forwarded_hop_never_makes_the_trusted_proxy_the_client() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_real_ip_from_an_untrusted_peer_changes_nothing() {
     let g = Gateway::start(Options::with_policy(
-        PROXIED_PUBLIC.replace("trusted_proxies = [\"127.0.0.1/32\"]", ""),
+        PROXIED_PUBLIC.edit("trusted_proxies = [\"127.0.0.1/32\"]", ""),
     ))
     .await;
     for http1 in [true, false] {
@@ -520,7 +520,7 @@ async fn forwarded_chains_over_several_lines_with_ports_and_brackets_name_the_cl
 async fn an_ipv4_proxy_on_a_dual_stack_listener_is_still_trusted() {
     // On [::] an IPv4 peer arrives as ::ffff:127.0.0.1: it must still match 127.0.0.1/32 for
     // trusted proxies and admin networks.
-    let policy = PROXIED_PUBLIC.replace(
+    let policy = PROXIED_PUBLIC.edit(
         "[network]",
         "[auth]\ndefault_provider = \"static\"\n\n[network]",
     );

@@ -30,7 +30,7 @@ fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_for_each_event_in_valid_exposition_format() {
-    let policy = DEFAULT_POLICY.replace(
+    let policy = DEFAULT_POLICY.edit(
         "capabilities = [\"policy.admin\"]",
         "capabilities = [\"policy.admin\"]\nauth = \"static\"",
     );
@@ -154,7 +154,7 @@ async fn counters_move_for_each_event_in_valid_exposition_format() {
 async fn the_metrics_token_opens_metrics_and_nothing_else() {
     const METRICS_TOKEN: &str = "scraper-only-token-0123456789abcdefgh";
     let port = free_port();
-    let policy = DEFAULT_POLICY.replace(
+    let policy = DEFAULT_POLICY.edit(
         "capability = \"policy.admin\"\n",
         "capability = \"policy.admin\"\nmetrics_token = \"env:PORTCULLIS_TEST_METRICS_TOKEN\"\n",
     );

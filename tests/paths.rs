@@ -235,8 +235,8 @@ async fn selftest_paths_reports_every_prefix_refused() {
         g.policy_dir().join("p.toml"),
         std::fs::read_to_string(g.policy_dir().join("p.toml"))
             .unwrap()
-            .replace("[blocked]\n", "[blocked]\ncase_sensitive = true\n")
-            .replace(
+            .edit("[blocked]\n", "[blocked]\ncase_sensitive = true\n")
+            .edit(
                 "path_prefix = \"/\"\n",
                 "path_prefix = \"/\"\ncase_sensitive = false\n",
             ),

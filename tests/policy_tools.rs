@@ -58,7 +58,7 @@ fn diff_refuses_a_broken_side_with_its_errors() {
 fn requests_file(dir: &Path) -> std::path::PathBuf {
     let text = std::fs::read_to_string("tests/fixtures/policy-test/requests.toml").unwrap();
     let p = dir.join("requests.toml");
-    std::fs::write(&p, text.replace("WORKER_TOKEN", WORKER)).unwrap();
+    std::fs::write(&p, text.edit("WORKER_TOKEN", WORKER)).unwrap();
     p
 }
 

@@ -186,7 +186,7 @@ fn production_policy(hsts: bool) -> String {
     if hsts {
         text
     } else {
-        text.replace("[hsts]\nmax_age = 31536000", "[hsts]\nenabled = false")
+        text.edit("[hsts]\nmax_age = 31536000", "[hsts]\nenabled = false")
     }
 }
 
@@ -428,7 +428,7 @@ async fn development_providers_are_refused_on_a_listener_that_is_not_loopback() 
     let generation = g.generation().await;
     rename_over(
         &g.policy_dir().join("default.toml"),
-        &DEFAULT_POLICY.replace(
+        &DEFAULT_POLICY.edit(
             "path_prefix = \"/whoami\"\n",
             "path_prefix = \"/whoami\"\nauth = \"local\"\n",
         ),

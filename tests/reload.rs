@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// A policy whose `/whoami` route is named `name`, so the worker's echo shows which is live.
 fn policy(name: &str) -> String {
-    DEFAULT_POLICY.replace("name = \"whoami\"", &format!("name = \"{name}\""))
+    DEFAULT_POLICY.edit("name = \"whoami\"", &format!("name = \"{name}\""))
 }
 
 async fn live_route(g: &Gateway, c: &reqwest::Client) -> String {
@@ -95,8 +95,8 @@ async fn a_broken_edit_keeps_the_running_policy_and_reports_every_error() {
     let c = g.client(true);
     let generation = g.generation().await;
     let broken = policy("bad")
-        .replace("upstream = \"rooms\"", "upstream = \"nowhere\"")
-        .replace("queue_capacity = 256", "queue_capacity = 0");
+        .edit("upstream = \"rooms\"", "upstream = \"nowhere\"")
+        .edit("queue_capacity = 256", "queue_capacity = 0");
     std::fs::write(g.policy_dir().join("default.toml"), broken).unwrap();
     let (err, _) = eventually(Duration::from_secs(2), "reload error reported", || async {
         g.admin_json("/status").await["policy"]["last_reload_error"]

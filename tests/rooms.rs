@@ -52,18 +52,18 @@ async fn next_text(ws: &mut Ws) -> String {
 
 fn rooms_policy(queue: u32, slow_ms: u32, max_peers: u32) -> Options {
     let p = DEFAULT_POLICY
-        .replace("queue_capacity = 256", &format!("queue_capacity = {queue}"))
-        .replace(
+        .edit("queue_capacity = 256", &format!("queue_capacity = {queue}"))
+        .edit(
             "slow_peer_timeout_ms = 10000",
             &format!("slow_peer_timeout_ms = {slow_ms}"),
         )
-        .replace("max_peers = 64", &format!("max_peers = {max_peers}"))
+        .edit("max_peers = 64", &format!("max_peers = {max_peers}"))
         // These tests push tens of megabytes through one peer on purpose.
-        .replace(
+        .edit(
             "bytes_per_second = 1048576",
             "bytes_per_second = 17179869184",
         )
-        .replace("messages_per_second = 100", "messages_per_second = 1000000");
+        .edit("messages_per_second = 100", "messages_per_second = 1000000");
     Options {
         policy: vec![("default.toml".into(), p)],
         ..debug_options()

@@ -536,7 +536,7 @@ async fn a_tls_store_with_a_password_by_reference() {
             "",
             limit,
         )
-        .replace(
+        .edit(
             "command_timeout_ms = 200",
             &format!(
                 "command_timeout_ms = 200\npassword = \"env:{pw_env}\"\nca_file = \"{}\"",

@@ -10,7 +10,7 @@ use common::*;
 const TOKEN: &str = "status-page-worker-token-0123456789";
 
 fn policy() -> String {
-    DEFAULT_POLICY.replace(
+    DEFAULT_POLICY.edit(
         "default_provider = \"local\"",
         "default_provider = \"static\"",
     ) + "\n[network]\ntrusted_proxies = [\"127.0.0.1/32\"]\n"

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn limited(max: u64) -> Options {
-    let p = DEFAULT_POLICY.replace(
+    let p = DEFAULT_POLICY.edit(
         "max_object_bytes = 8388608",
         &format!("max_object_bytes = {max}"),
     );

@@ -129,6 +129,22 @@ impl TestCa {
     }
 }
 
+/// `str::replace` that must find what it replaces: a policy variant written as an edit of a
+/// shared text fails loudly when that text changes, instead of silently testing the original.
+pub trait Edit {
+    fn edit(&self, from: &str, to: &str) -> String;
+}
+
+impl Edit for str {
+    fn edit(&self, from: &str, to: &str) -> String {
+        assert!(
+            self.contains(from),
+            "the text no longer contains {from:?}: this edit would do nothing"
+        );
+        self.replace(from, to)
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
