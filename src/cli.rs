@@ -10,46 +10,108 @@ use crate::auth::{now_unix, AuthFailure, JwksRegistry, WorkerToken};
 use crate::config::Config;
 use crate::policy::{self, Policy};
 
+/// Why a command failed; `main` prints it after `portcullis: `.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("invalid duration {0:?} (e.g. 90s, 15m, 2h, 1d)")]
+    Duration(String),
+    #[error("invalid duration unit in {0:?} (s, m, h, d)")]
+    DurationUnit(String),
+    #[error("duration {0:?} out of range")]
+    DurationRange(String),
+    /// The configured policy folder does not read or compile.
+    #[error("{0}")]
+    Policy(#[from] policy::PolicyErrors),
+    /// A folder named on the command line does not compile.
+    #[error("{} does not compile:\n{errors}", dir.display())]
+    PolicyDir {
+        dir: std::path::PathBuf,
+        errors: policy::PolicyErrors,
+    },
+    #[error("{}: not a folder", .0.display())]
+    NotAFolder(std::path::PathBuf),
+    #[error("the policy in {} has no [shared_state] section: revocations live in Redis, shared by every replica", .0.display())]
+    NoSharedState(std::path::PathBuf),
+    #[error("cannot start a runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{endpoint}: {source}")]
+    Store {
+        endpoint: String,
+        source: crate::shared::StoreError,
+    },
+    #[error("the value must be 1 to 256 characters without control characters")]
+    RevocationValue,
+    #[error("invalid room name {0:?} (letters, digits, '-', '_'; up to 64)")]
+    RoomName(String),
+    #[error("unknown capability {0:?}")]
+    Capability(String),
+    #[error("{0}")]
+    Mint(#[from] jwt::MintError),
+    #[error("the policy has no [signed_urls] keys; add one, e.g.\n\n[signed_urls]\nkeys = [{{ id = \"k1\", secret = \"env:PORTCULLIS_URL_KEY\" }}]\n\n(a secret of at least 32 bytes; see docs/policy.md)")]
+    NoSigningKeys,
+    #[error("path {path:?} {problem}")]
+    Path {
+        path: String,
+        problem: crate::http::path::PathError,
+    },
+    #[error("path {path:?} is not canonical; the gateway would check {canonical:?}")]
+    NotCanonical { path: String, canonical: String },
+    #[error("ttl {ttl}s is longer than signed_urls.max_ttl_seconds ({max}s)")]
+    TtlTooLong { ttl: u64, max: u64 },
+    #[error("no route serves {0:?}")]
+    NoRoute(String),
+    #[error("route {route:?} serving {path:?} does not accept signed URLs (signed_urls = true)")]
+    NotSigned { route: String, path: String },
+    #[error("{0}")]
+    Sign(#[from] crate::http::signed::UnknownKey),
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    DryRun {
+        path: std::path::PathBuf,
+        source: crate::dryrun::DryRunError,
+    },
+    #[error("no [tls.acme] section in the configuration")]
+    NoAcme,
+}
+
 /// `90s`, `15m`, `2h`, `1d`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
+pub fn parse_duration(s: &str) -> Result<u64, CliError> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (e.g. 90s, 15m, 2h, 1d)"))?;
+    let n: u64 = num.parse().map_err(|_| CliError::Duration(s.to_string()))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("invalid duration unit in {s:?} (s, m, h, d)")),
+        _ => return Err(CliError::DurationUnit(s.to_string())),
     };
     n.checked_mul(mult)
         .filter(|v| *v > 0)
-        .ok_or_else(|| format!("duration {s:?} out of range"))
+        .ok_or_else(|| CliError::DurationRange(s.to_string()))
 }
 
-fn load_policy(config: &Config) -> Result<Policy, String> {
-    let files = policy::read_dir(&config.policy_dir, !config.policy_dir_explicit)
-        .map_err(|e| e.to_string())?;
-    policy::compile_with(&files, &config.compile_options()).map_err(|e| e.to_string())
+fn load_policy(config: &Config) -> Result<Policy, CliError> {
+    let files = policy::read_dir(&config.policy_dir, !config.policy_dir_explicit)?;
+    Ok(policy::compile_with(&files, &config.compile_options())?)
 }
 
 /// The shared store named by the configured policy (needed by the revocation commands).
-fn shared_settings(config: &Config) -> Result<crate::shared::SharedSettings, String> {
-    load_policy(config)?.shared_state.ok_or_else(|| {
-        format!(
-            "the policy in {} has no [shared_state] section: revocations live in Redis, shared by every replica",
-            config.policy_dir.display()
-        )
-    })
+fn shared_settings(config: &Config) -> Result<crate::shared::SharedSettings, CliError> {
+    load_policy(config)?
+        .shared_state
+        .ok_or_else(|| CliError::NoSharedState(config.policy_dir.clone()))
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, String> {
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, CliError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        .map_err(CliError::Runtime)?;
     Ok(rt.block_on(f))
 }
 
@@ -60,17 +122,21 @@ pub fn revoke(
     kind: crate::auth::revoked::Kind,
     value: &str,
     ttl: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, CliError> {
     if value.is_empty() || value.len() > 256 || value.chars().any(|c| c.is_control()) {
-        return Err("the value must be 1 to 256 characters without control characters".into());
+        return Err(CliError::RevocationValue);
     }
     let ttl = ttl
         .map(parse_duration)
         .transpose()?
         .map(std::time::Duration::from_secs);
     let s = shared_settings(config)?;
-    let expires = block_on(crate::shared::revoke(&s, kind, value, ttl))?
-        .map_err(|e| format!("{}: {e}", s.endpoint()))?;
+    let expires = block_on(crate::shared::revoke(&s, kind, value, ttl))?.map_err(|source| {
+        CliError::Store {
+            endpoint: s.endpoint(),
+            source,
+        }
+    })?;
     let until = if expires == 0 {
         "until unrevoked".to_string()
     } else {
@@ -88,10 +154,13 @@ pub fn unrevoke(
     config: &Config,
     kind: crate::auth::revoked::Kind,
     value: &str,
-) -> Result<String, String> {
+) -> Result<String, CliError> {
     let s = shared_settings(config)?;
-    let existed = block_on(crate::shared::unrevoke(&s, kind, value))?
-        .map_err(|e| format!("{}: {e}", s.endpoint()))?;
+    let existed =
+        block_on(crate::shared::unrevoke(&s, kind, value))?.map_err(|source| CliError::Store {
+            endpoint: s.endpoint(),
+            source,
+        })?;
     Ok(if existed {
         format!("unrevoked {} {value:?}\n", kind.as_str())
     } else {
@@ -100,10 +169,13 @@ pub fn unrevoke(
 }
 
 /// `token revocations`: the list as the store holds it.
-pub fn revocations(config: &Config) -> Result<String, String> {
+pub fn revocations(config: &Config) -> Result<String, CliError> {
     let s = shared_settings(config)?;
-    let list = block_on(crate::shared::list_revocations(&s))?
-        .map_err(|e| format!("{}: {e}", s.endpoint()))?;
+    let list =
+        block_on(crate::shared::list_revocations(&s))?.map_err(|source| CliError::Store {
+            endpoint: s.endpoint(),
+            source,
+        })?;
     let mut out = String::new();
     for (kind, value, expires) in &list {
         let until = if *expires == 0 {
@@ -124,23 +196,27 @@ pub fn mint(
     ttl: &str,
     kid: Option<&str>,
     sub: &str,
-) -> Result<String, String> {
+) -> Result<String, CliError> {
     if crate::backends::rooms::room_of(&format!("/rooms/{room}/ws")).is_none() {
-        return Err(format!(
-            "invalid room name {room:?} (letters, digits, '-', '_'; up to 64)"
-        ));
+        return Err(CliError::RoomName(room.to_string()));
     }
     let policy = load_policy(config)?;
     for c in caps {
         if !crate::auth::BUILTIN_CAPABILITIES.contains(&c.as_str())
             && !crate::policy::compile_auth_known(c, &policy)
         {
-            return Err(format!("unknown capability {c:?}"));
+            return Err(CliError::Capability(c.clone()));
         }
     }
     let ttl = parse_duration(ttl)?;
-    jwt::mint_room_token(&policy.auth.room_keys, kid, sub, room, caps, ttl)
-        .map_err(|e| e.to_string())
+    Ok(jwt::mint_room_token(
+        &policy.auth.room_keys,
+        kid,
+        sub,
+        room,
+        caps,
+        ttl,
+    )?)
 }
 
 fn when(ts: Option<u64>) -> String {
@@ -315,7 +391,7 @@ pub fn inspect(config: &Config, token: &str) -> (String, bool) {
 /// `portcullis selftest paths`: runs the bypass corpus against the compiled policy. Returns the
 /// report and whether every variant of every blocked prefix is refused (or opened on purpose
 /// by an unexpired exception).
-pub fn selftest_paths(config: &Config) -> Result<(String, bool), String> {
+pub fn selftest_paths(config: &Config) -> Result<(String, bool), CliError> {
     let policy = load_policy(config)?;
     let mut out = String::new();
     let mut ok = true;
@@ -381,54 +457,54 @@ pub fn sign_url(
     path: &str,
     ttl: &str,
     kid: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, CliError> {
     let policy = load_policy(config)?;
     let Some(keys) = &policy.signed_urls else {
-        return Err(
-            "the policy has no [signed_urls] keys; add one, e.g.\n\n[signed_urls]\nkeys = [{ id = \"k1\", secret = \"env:PORTCULLIS_URL_KEY\" }]\n\n(a secret of at least 32 bytes; see docs/policy.md)"
-                .into(),
-        );
+        return Err(CliError::NoSigningKeys);
     };
-    let canonical =
-        crate::http::path::canonicalize(path).map_err(|e| format!("path {path:?} {e}"))?;
+    let canonical = crate::http::path::canonicalize(path).map_err(|problem| CliError::Path {
+        path: path.to_string(),
+        problem,
+    })?;
     if canonical != path {
-        return Err(format!(
-            "path {path:?} is not canonical; the gateway would check {canonical:?}"
-        ));
+        return Err(CliError::NotCanonical {
+            path: path.to_string(),
+            canonical: canonical.into_owned(),
+        });
     }
     let method = method.to_ascii_uppercase();
     let ttl = parse_duration(ttl)?;
     if ttl > keys.max_ttl {
-        return Err(format!(
-            "ttl {ttl}s is longer than signed_urls.max_ttl_seconds ({}s)",
-            keys.max_ttl
-        ));
+        return Err(CliError::TtlTooLong {
+            ttl,
+            max: keys.max_ttl,
+        });
     }
     let route = policy
         .routes
         .iter()
         .find(|r| r.matches_path(path))
-        .ok_or_else(|| format!("no route serves {path:?}"))?;
+        .ok_or_else(|| CliError::NoRoute(path.to_string()))?;
     if !route.signed_urls {
-        return Err(format!(
-            "route {:?} serving {path:?} does not accept signed URLs (signed_urls = true)",
-            &*route.name
-        ));
+        return Err(CliError::NotSigned {
+            route: route.name.to_string(),
+            path: path.to_string(),
+        });
     }
-    let query = keys
-        .sign(&method, path, now_unix() + ttl, kid)
-        .map_err(|e| e.to_string())?;
+    let query = keys.sign(&method, path, now_unix() + ttl, kid)?;
     Ok(format!("{path}?{query}"))
 }
 
 /// Compiles the policy folder `dir` with the configuration's mode and overrides.
-fn load_dir(config: &Config, dir: &std::path::Path) -> Result<Policy, String> {
+fn load_dir(config: &Config, dir: &std::path::Path) -> Result<Policy, CliError> {
     if !dir.is_dir() {
-        return Err(format!("{}: not a folder", dir.display()));
+        return Err(CliError::NotAFolder(dir.to_path_buf()));
     }
-    let files = policy::read_dir(dir, false).map_err(|e| e.to_string())?;
-    policy::compile_with(&files, &config.compile_options())
-        .map_err(|e| format!("{} does not compile:\n{e}", dir.display()))
+    let files = policy::read_dir(dir, false)?;
+    policy::compile_with(&files, &config.compile_options()).map_err(|errors| CliError::PolicyDir {
+        dir: dir.to_path_buf(),
+        errors,
+    })
 }
 
 /// `portcullis policy diff OLD NEW`.
@@ -436,7 +512,7 @@ pub fn policy_diff(
     config: &Config,
     old: &std::path::Path,
     new: &std::path::Path,
-) -> Result<String, String> {
+) -> Result<String, CliError> {
     let (o, n) = (load_dir(config, old)?, load_dir(config, new)?);
     Ok(policy::diff::render(&policy::diff::diff(&o, &n)))
 }
@@ -446,24 +522,27 @@ pub fn policy_test(
     config: &Config,
     dir: Option<&std::path::Path>,
     requests: &std::path::Path,
-) -> Result<(String, bool), String> {
+) -> Result<(String, bool), CliError> {
     let policy = match dir {
         Some(d) => load_dir(config, d)?,
         None => load_policy(config)?,
     };
-    let text =
-        std::fs::read_to_string(requests).map_err(|e| format!("{}: {e}", requests.display()))?;
-    crate::dryrun::run(&policy, config.token_file.clone(), &text)
-        .map_err(|e| format!("{}: {e}", requests.display()))
+    let text = std::fs::read_to_string(requests).map_err(|source| CliError::Read {
+        path: requests.to_path_buf(),
+        source,
+    })?;
+    crate::dryrun::run(&policy, config.token_file.clone(), &text).map_err(|source| {
+        CliError::DryRun {
+            path: requests.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// `portcullis acme status`: one line per name from the storage folder.
-pub fn acme_status(config: &Config) -> Result<String, String> {
+pub fn acme_status(config: &Config) -> Result<String, CliError> {
     use crate::tls::acme;
-    let a = config
-        .acme
-        .as_ref()
-        .ok_or("no [tls.acme] section in the configuration")?;
+    let a = config.acme.as_ref().ok_or(CliError::NoAcme)?;
     let fmt = |t: Option<i64>| {
         t.map(|t| crate::observability::format_unix(t.max(0) as u64))
             .unwrap_or_else(|| "-".into())
@@ -512,10 +591,16 @@ pub fn acme_status(config: &Config) -> Result<String, String> {
 mod tests {
     #[test]
     fn durations() {
-        assert_eq!(super::parse_duration("15m"), Ok(900));
-        assert_eq!(super::parse_duration("90"), Ok(90));
-        assert_eq!(super::parse_duration("1d"), Ok(86_400));
-        assert!(super::parse_duration("0s").is_err());
-        assert!(super::parse_duration("5y").is_err());
+        assert_eq!(super::parse_duration("15m").unwrap(), 900);
+        assert_eq!(super::parse_duration("90").unwrap(), 90);
+        assert_eq!(super::parse_duration("1d").unwrap(), 86_400);
+        assert!(matches!(
+            super::parse_duration("0s"),
+            Err(super::CliError::DurationRange(_))
+        ));
+        assert_eq!(
+            super::parse_duration("5y").unwrap_err().to_string(),
+            "invalid duration unit in \"5y\" (s, m, h, d)"
+        );
     }
 }

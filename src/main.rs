@@ -220,7 +220,7 @@ fn load(config: Option<&std::path::Path>) -> Result<Config, ExitCode> {
 }
 
 /// Prints a report; exits 0 when it passes, 1 when it does not, 2 when it could not be made.
-fn report(result: Result<(String, bool), String>) -> ExitCode {
+fn report(result: Result<(String, bool), portcullis::cli::CliError>) -> ExitCode {
     match result {
         Ok((out, ok)) => {
             print!("{out}");
