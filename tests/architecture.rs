@@ -327,3 +327,28 @@ fn paths_are_read_as_a_reader_follows_them() {
         ]
     );
 }
+
+#[test]
+fn no_public_function_returns_a_string_error() {
+    let source = Source::read();
+    let mut found = Vec::new();
+    for (module, code) in &source.modules {
+        for start in ["pub fn ", "pub async fn "] {
+            for (i, _) in code.match_indices(start) {
+                let sig = &code[i..];
+                let end = sig.find(['{', ';']).unwrap_or(sig.len());
+                let sig: String = sig[..end].split_whitespace().collect::<Vec<_>>().join(" ");
+                let Some(ret) = sig.rsplit("->").next().filter(|_| sig.contains("->")) else {
+                    continue;
+                };
+                let ret = ret.trim();
+                if ret.starts_with("Result<") && ret.ends_with(", String>") {
+                    found.push(format!("{}: {sig}", name(module)));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+    // The reader finds signatures: the gateway's entry point is one.
+    assert!(source.modules[&vec!["app".to_string()]].contains("pub fn serve("));
+}
