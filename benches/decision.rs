@@ -24,6 +24,10 @@ key = ["ip"]
 requests = 1000000000
 per_seconds = 1
 "#;
+    compile_text(text)
+}
+
+fn compile_text(text: String) -> portcullis::policy::Policy {
     compile(
         &[SourceFile {
             path: "bench.toml".into(),
@@ -31,7 +35,7 @@ per_seconds = 1
         }],
         Mode::Development,
     )
-    .expect("the default policy compiles")
+    .expect("the bench policy compiles")
 }
 
 fn decision(c: &mut Criterion) {
@@ -125,14 +129,7 @@ fn decide_now(
 
 fn decide_whole(c: &mut Criterion) {
     use portcullis::decide::{Deps, Now, RequestView};
-    let policy = compile(
-        &[SourceFile {
-            path: "bench.toml".into(),
-            text: STATIC_POLICY.into(),
-        }],
-        Mode::Development,
-    )
-    .expect("the bench policy compiles");
+    let policy = compile_text(STATIC_POLICY.into());
     let dir = tempfile::tempdir().unwrap();
     let auth = portcullis::auth::AuthState::new(dir.path().join("token"));
     let env = |k: &str| (k == "PORTCULLIS_WORKER_TOKEN").then(|| WORKER_TOKEN.to_string());

@@ -107,6 +107,14 @@ fn shared_settings(config: &Config) -> Result<crate::shared::SharedSettings, Cli
         .ok_or_else(|| CliError::NoSharedState(config.policy_dir.clone()))
 }
 
+/// A store error, with the store it came from.
+fn in_store(
+    s: &crate::shared::SharedSettings,
+) -> impl FnOnce(crate::shared::StoreError) -> CliError {
+    let endpoint = s.endpoint();
+    move |source| CliError::Store { endpoint, source }
+}
+
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, CliError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -131,12 +139,7 @@ pub fn revoke(
         .transpose()?
         .map(std::time::Duration::from_secs);
     let s = shared_settings(config)?;
-    let expires = block_on(crate::shared::revoke(&s, kind, value, ttl))?.map_err(|source| {
-        CliError::Store {
-            endpoint: s.endpoint(),
-            source,
-        }
-    })?;
+    let expires = block_on(crate::shared::revoke(&s, kind, value, ttl))?.map_err(in_store(&s))?;
     let until = if expires == 0 {
         "until unrevoked".to_string()
     } else {
@@ -156,11 +159,7 @@ pub fn unrevoke(
     value: &str,
 ) -> Result<String, CliError> {
     let s = shared_settings(config)?;
-    let existed =
-        block_on(crate::shared::unrevoke(&s, kind, value))?.map_err(|source| CliError::Store {
-            endpoint: s.endpoint(),
-            source,
-        })?;
+    let existed = block_on(crate::shared::unrevoke(&s, kind, value))?.map_err(in_store(&s))?;
     Ok(if existed {
         format!("unrevoked {} {value:?}\n", kind.as_str())
     } else {
@@ -171,11 +170,7 @@ pub fn unrevoke(
 /// `token revocations`: the list as the store holds it.
 pub fn revocations(config: &Config) -> Result<String, CliError> {
     let s = shared_settings(config)?;
-    let list =
-        block_on(crate::shared::list_revocations(&s))?.map_err(|source| CliError::Store {
-            endpoint: s.endpoint(),
-            source,
-        })?;
+    let list = block_on(crate::shared::list_revocations(&s))?.map_err(in_store(&s))?;
     let mut out = String::new();
     for (kind, value, expires) in &list {
         let until = if *expires == 0 {

@@ -10,7 +10,10 @@ use crate::http::deny::Deny;
 use crate::limits::Verdict;
 use crate::policy::model::Policy;
 
-/// `check_limits` with the decision's dependencies.
+/// Checks the limits that apply to route `idx`: those keyed by subject only after
+/// authentication (`post_auth`), the others before it. A global limit asks the shared store
+/// when one is configured; while it is unreachable the limit's failure mode decides. A shadow
+/// limit that would refuse is logged and reported to `deps.on_shadow` instead.
 pub async fn check(
     policy: &Policy,
     deps: &Deps<'_>,
@@ -19,39 +22,8 @@ pub async fn check(
     subject: Option<&str>,
     post_auth: bool,
 ) -> Result<(), Deny> {
-    match check_limits(
-        policy,
-        deps.limiters,
-        deps.shared,
-        idx,
-        client,
-        subject,
-        post_auth,
-        deps.on_shadow,
-    )
-    .await
-    {
-        Some(d) => Err(d),
-        None => Ok(()),
-    }
-}
-
-/// Checks the limits that apply to route `idx`: those keyed by subject only after
-/// authentication (`post_auth`), the others before it. A global limit asks the shared store
-/// (`shared`) when one is configured; while it is unreachable the limit's failure mode decides.
-/// A shadow limit that would refuse is logged and reported to `on_shadow` instead.
-#[allow(clippy::too_many_arguments)] // The decision's inputs, shared with `policy test`.
-pub async fn check_limits(
-    policy: &Policy,
-    limiters: &crate::limits::LimiterRegistry,
-    shared: Option<&crate::shared::SharedStore>,
-    idx: usize,
-    client: IpAddr,
-    subject: Option<&str>,
-    post_auth: bool,
-    on_shadow: &(dyn Fn() + Sync),
-) -> Option<Deny> {
     use crate::shared::GlobalVerdict;
+    let (limiters, shared, on_shadow) = (deps.limiters, deps.shared, deps.on_shadow);
     let route = &policy.routes[idx];
     for spec in &policy.limits {
         if spec.by_subject != post_auth || !spec.applies_to(&route.name) {
@@ -84,7 +56,7 @@ pub async fn check_limits(
                     on_shadow();
                     continue;
                 }
-                return Some(Deny::LimitUnavailable(spec.name.clone()));
+                return Err(Deny::LimitUnavailable(spec.name.clone()));
             }
             Some((s, GlobalVerdict::Unavailable)) => {
                 s.stats.fallback_open.fetch_add(1, Ordering::Relaxed);
@@ -105,12 +77,12 @@ pub async fn check_limits(
                 continue;
             }
             let retry_after_secs = (retry_after.as_millis() as u64).div_ceil(1000).max(1);
-            return Some(Deny::RateLimited {
+            return Err(Deny::RateLimited {
                 limit: spec.name.clone(),
                 retry_after_secs,
                 burst: spec.burst,
             });
         }
     }
-    None
+    Ok(())
 }

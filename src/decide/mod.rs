@@ -16,7 +16,8 @@
 //! What a step learns (the client, the host, the route, the identity) is written to [`Facts`],
 //! which the caller keeps for logging and for the response whatever the outcome. What `decide`
 //! does besides answering: it counts rate limits and authentication failures in the limiters and
-//! backoff of [`Deps`] (that is the decision's state), and logs the shadow rules it applies.
+//! backoff of [`Deps`] (that is the decision's state), and logs what only it sees: the shadow
+//! rules it applies and a revoked token it refuses.
 
 pub mod admin;
 pub mod authn;

@@ -105,7 +105,7 @@ impl Facts {
             .unwrap_or("")
     }
 
-    /// The route's name, `-` before one is chosen.
+    /// The route's name, once one is chosen.
     pub fn route_name<'p>(&self, policy: &'p Policy) -> Option<&'p str> {
         self.route.map(|r| &*policy.routes[r].name)
     }

@@ -172,10 +172,10 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     fn route_name(&self) -> &str {
-        match (&self.policy, self.facts.route) {
-            (Some(p), Some(r)) => &p.routes[r].name,
-            _ => "-",
-        }
+        self.policy
+            .as_deref()
+            .and_then(|p| self.facts.route_name(p))
+            .unwrap_or("-")
     }
 }
 
