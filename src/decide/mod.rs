@@ -43,11 +43,23 @@ pub async fn decide(
     deps: &Deps<'_>,
     facts: &mut Facts,
 ) -> Result<Admission, Deny> {
-    screen::screen(policy, req, facts)?;
-    screen::client_cert(policy, req, deps, facts)?;
+    let target = screen::screen(policy, req, facts)?;
     // The canonical target from here on: every later step judges the path that is forwarded.
-    let target = facts.target.clone();
     let uri = target.as_deref().unwrap_or(req.uri);
+    let decided = decide_screened(policy, req, uri, deps, facts).await;
+    facts.target = target;
+    decided
+}
+
+/// The steps after screening, on the canonical target `uri`.
+async fn decide_screened(
+    policy: &Policy,
+    req: &RequestView<'_>,
+    uri: &http::Uri,
+    deps: &Deps<'_>,
+    facts: &mut Facts,
+) -> Result<Admission, Deny> {
+    screen::client_cert(policy, req, deps, facts)?;
     let path = uri.path();
     if route::is_health(req.method, path) {
         return Ok(Admission::Health);

@@ -11,7 +11,12 @@ use crate::limits::client_ip;
 use crate::policy::model::Policy;
 use crate::policy::paths::origin_form;
 
-pub fn screen(policy: &Policy, req: &RequestView<'_>, facts: &mut Facts) -> Result<(), Deny> {
+/// Answers the canonical target to forward in place of the one sent, when they differ.
+pub fn screen(
+    policy: &Policy,
+    req: &RequestView<'_>,
+    facts: &mut Facts,
+) -> Result<Option<Box<http::Uri>>, Deny> {
     let net = &policy.network;
     let mut bad_forwarding = false;
     if let Some(peer) = req.peer {
@@ -93,13 +98,13 @@ pub fn screen(policy: &Policy, req: &RequestView<'_>, facts: &mut Facts) -> Resu
     };
     // Forward exactly the path that was matched: one canonical view for both. The scheme and
     // authority stay (an HTTP/2 request carries its host only there).
-    if let Some(target) = rewritten {
-        facts.target = Some(Box::new(
-            with_target(req.uri, target)
-                .ok_or(Deny::BadPath(crate::http::path::PathError::BadPercent))?,
-        ));
+    match rewritten {
+        Some(target) => match with_target(req.uri, target) {
+            Some(uri) => Ok(Some(Box::new(uri))),
+            None => Err(Deny::BadPath(crate::http::path::PathError::BadPercent)),
+        },
+        None => Ok(None),
     }
-    Ok(())
 }
 
 /// A client certificate is verified again after the CA bundle or CRLs change (a resumed session
