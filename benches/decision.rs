@@ -11,9 +11,10 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis::auth::cache::{token_hash, TokenCache};
 use portcullis::auth::Identity;
+use portcullis::compile::compile;
 use portcullis::config::Mode;
 use portcullis::limits::LimiterRegistry;
-use portcullis::policy::{compile, SourceFile};
+use portcullis::policy::SourceFile;
 
 fn policy() -> portcullis::policy::Policy {
     let text = include_str!("../policies/default.toml").to_string()

@@ -97,7 +97,10 @@ pub fn parse_duration(s: &str) -> Result<u64, CliError> {
 
 fn load_policy(config: &Config) -> Result<Policy, CliError> {
     let files = policy::read_dir(&config.policy_dir, !config.policy_dir_explicit)?;
-    Ok(policy::compile_with(&files, &config.compile_options())?)
+    Ok(crate::compile::compile_with(
+        &files,
+        &crate::compile::CompileOptions::for_config(config),
+    )?)
 }
 
 /// The shared store named by the configured policy (needed by the revocation commands).
@@ -496,10 +499,11 @@ fn load_dir(config: &Config, dir: &std::path::Path) -> Result<Policy, CliError> 
         return Err(CliError::NotAFolder(dir.to_path_buf()));
     }
     let files = policy::read_dir(dir, false)?;
-    policy::compile_with(&files, &config.compile_options()).map_err(|errors| CliError::PolicyDir {
-        dir: dir.to_path_buf(),
-        errors,
-    })
+    crate::compile::compile_with(&files, &crate::compile::CompileOptions::for_config(config))
+        .map_err(|errors| CliError::PolicyDir {
+            dir: dir.to_path_buf(),
+            errors,
+        })
 }
 
 /// `portcullis policy diff OLD NEW`.

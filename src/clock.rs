@@ -4,6 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970).
+pub fn now_unix() -> u64 {
+    SystemClock.unix()
+}
+
 pub trait Clock: Send + Sync {
     /// Monotonic time, for intervals.
     fn mono(&self) -> Instant;

@@ -1225,7 +1225,7 @@ mod tests {
                 path: "/p/p.toml".into(),
                 text: text.into(),
             }];
-            let p = crate::policy::compile(&files, Mode::Development).unwrap();
+            let p = crate::compile::compile(&files, Mode::Development).unwrap();
             let raws: Vec<_> = files
                 .iter()
                 .map(|f| (f, toml::from_str::<RawPolicyFile>(&f.text).unwrap()))

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::golden;
+use portcullis::compile::compile;
 use portcullis::config::Mode;
-use portcullis::policy::{compile, SourceFile};
+use portcullis::policy::SourceFile;
 
 #[test]
 fn every_bad_policy_reports_its_errors() {

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use portcullis::auth::jwt::{self, VerifyStats};
+use portcullis::compile::compile;
 use portcullis::config::Mode;
-use portcullis::policy::{compile, SourceFile};
+use portcullis::policy::SourceFile;
 use portcullis::proxy::websocket::{FrameMeter, WsBudget};
 use proptest::prelude::*;
 

@@ -3,8 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use portcullis::compile::compile;
 use portcullis::config::Mode;
-use portcullis::policy::{compile, SourceFile};
+use portcullis::policy::SourceFile;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -7,8 +7,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::auth::jwt::{self, RoomKeys, VerifyStats};
+use portcullis::compile::compile;
 use portcullis::config::Mode;
-use portcullis::policy::{compile, SourceFile};
+use portcullis::policy::SourceFile;
 
 fn keys() -> &'static RoomKeys {
     static KEYS: OnceLock<RoomKeys> = OnceLock::new();

@@ -13,14 +13,14 @@ pub fn posture(config: &Config) -> crate::posture::Report {
     let env = |k: &str| config::env_var(k);
     let files = policy::read_dir(&config.policy_dir, !config.policy_dir_explicit);
     // Compiled without the listener check: the `dev-providers` item reports it on its own.
-    let options = policy::CompileOptions {
+    let options = crate::compile::CompileOptions {
         listener: None,
-        ..config.compile_options()
+        ..crate::compile::CompileOptions::for_config(config)
     };
     let compiled = files
         .as_ref()
         .map_err(|e| e.to_string())
-        .and_then(|f| policy::compile_with(f, &options).map_err(|e| e.to_string()));
+        .and_then(|f| crate::compile::compile_with(f, &options).map_err(|e| e.to_string()));
     let files = files.unwrap_or_default();
     let store = match tls::store::find_pairs(&config.cert_dir) {
         Ok(p) if p.is_empty() => Ok(None),

@@ -18,7 +18,6 @@ use crate::backends::rooms::RoomServer;
 use crate::backends::worker::Worker;
 use crate::config::{Config, Mode};
 use crate::observability::Metrics;
-use crate::policy::PolicyStore;
 use crate::proxy::{BackendAddrs, Gateway};
 use crate::tls::{CertResolver, CertStore};
 
@@ -178,10 +177,10 @@ pub fn serve(mut config: Config) -> Result<(), StartError> {
             return Err(StartError::Posture(fails));
         }
     }
-    let policy = PolicyStore::open(
+    let policy = crate::compile::open_store(
         config.policy_dir.clone(),
         !config.policy_dir_explicit,
-        config.compile_options(),
+        crate::compile::CompileOptions::for_config(&config),
     )
     .map_err(StartError::Policy)?;
     let dev_ca = ensure_dev_certs(&config)?;
@@ -245,12 +244,12 @@ pub fn serve(mut config: Config) -> Result<(), StartError> {
     }
     let limiters = Arc::new(limits::LimiterRegistry::default());
     let backoff = Arc::new(limits::AuthBackoff::new(100_000));
-    let connections = limits::connections::ConnectionCounts::new();
+    let connections = crate::connections::ConnectionCounts::new();
     let resilience = Arc::new(upstreams::Resilience::default());
     // Named upstream addresses resolve before the first request (a failure is logged; those
     // requests get 502 until a later lookup succeeds).
     resilience.apply(&policy.snapshot());
-    let header_deadline = limits::connections::HeaderDeadline::new();
+    let header_deadline = crate::connections::HeaderDeadline::new();
     let metrics = Arc::new(Metrics::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
     let ws_sessions = Arc::new(proxy::sessions::WsRegistry::default());
@@ -272,7 +271,12 @@ pub fn serve(mut config: Config) -> Result<(), StartError> {
     let shared_store = shared::SharedStore::new(
         auth.revocations.clone(),
         backoff.clone(),
-        ws_sessions.clone(),
+        {
+            let ws = ws_sessions.clone();
+            Box::new(move |revoked| {
+                ws.close_revoked(revoked);
+            })
+        },
         aux.handle().clone(),
     );
     shared_store.configure(policy.snapshot().shared_state.as_ref());
@@ -593,7 +597,7 @@ pub fn serve(mut config: Config) -> Result<(), StartError> {
     service
         .endpoints()
         .set_pre_tls_callback(Arc::new(tls::acme::PreTls {
-            caps: limits::connections::ConnectionCaps {
+            caps: crate::connections::ConnectionCaps {
                 policy: policy.clone(),
                 counts: connections,
                 deadline: header_deadline.clone(),

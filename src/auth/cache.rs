@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{now_unix, Identity};
+use super::identity::Identity;
+use crate::clock::now_unix;
 
 const SHARDS: usize = 16;
 

@@ -12,7 +12,7 @@ use arc_swap::ArcSwapOption;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-use super::AuthFailure;
+use super::identity::AuthFailure;
 
 /// Timing of one JWKS source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,8 +11,8 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::Value;
 
+use super::identity::{safe_capability_name, AuthFailure, Identity, Provider, MAX_TOKEN_BYTES};
 use super::jwks::{JwksRegistry, JwksSettings};
-use super::{AuthFailure, Identity, Provider, MAX_TOKEN_BYTES};
 
 /// A compiled JWT issuer.
 pub struct Issuer {
@@ -144,7 +144,7 @@ fn capabilities_from(claims: &Value, claim: &str) -> Vec<Box<str>> {
     };
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        if super::safe_capability_name(name) {
+        if safe_capability_name(name) {
             out.push(Box::from(name));
         } else {
             tracing::info!(
@@ -395,7 +395,7 @@ pub fn mint_room_token(
         .ok_or_else(|| MintError::NotSigning(key.kid.clone()))?;
     let mut header = Header::new(key.algorithm);
     header.kid = Some(key.kid.clone());
-    let now = super::now_unix();
+    let now = crate::clock::now_unix();
     let claims = serde_json::json!({
         "iss": keys.issuer,
         "sub": subject,

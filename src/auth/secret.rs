@@ -20,7 +20,7 @@ pub enum SecretError {
 pub fn resolve(value: &str, base: &Path) -> Result<String, SecretError> {
     let v = resolve_value(value, base)?;
     // Whatever the policy names as a secret is masked in every log line from now on.
-    crate::observability::redact::register_secret(&v);
+    crate::redact::register_secret(&v);
     Ok(v)
 }
 

@@ -146,7 +146,7 @@ impl WorkerToken {
         file: PathBuf,
     ) -> Result<WorkerToken, TokenError> {
         let t = Self::resolve_unregistered(env, file)?;
-        crate::observability::redact::register_secret(&t.token);
+        crate::redact::register_secret(&t.token);
         Ok(t)
     }
 

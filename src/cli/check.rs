@@ -27,7 +27,8 @@ pub fn check(config: &Config) -> CheckReport {
     ));
     match policy::read_dir(&config.policy_dir, !config.policy_dir_explicit).and_then(|files| {
         let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
-        policy::compile_with(&files, &config.compile_options()).map(|p| (p, names))
+        crate::compile::compile_with(&files, &crate::compile::CompileOptions::for_config(config))
+            .map(|p| (p, names))
     }) {
         Ok((p, names)) => {
             lines.push(format!(

@@ -373,16 +373,6 @@ impl TlsVersion {
     }
 }
 
-impl Config {
-    pub fn compile_options(&self) -> crate::policy::CompileOptions {
-        crate::policy::CompileOptions {
-            mode: self.mode,
-            auth_override: self.auth_provider,
-            listener: Some(self.https_addr),
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
@@ -405,9 +395,7 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
 /// Reads an environment variable, treating an unset or empty value as absent.
-pub fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
+pub use crate::env::var as env_var;
 
 impl Config {
     /// Finds the configuration file: `--config`, then `PORTCULLIS_CONFIG`, then

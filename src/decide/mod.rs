@@ -111,7 +111,7 @@ mod tests {
     const TOKEN: &str = "decide-test-worker-token-0123456789";
 
     fn policy() -> Policy {
-        crate::policy::compile(
+        crate::compile::compile(
             &[crate::policy::SourceFile {
                 path: "t.toml".into(),
                 text: r#"

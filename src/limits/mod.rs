@@ -4,7 +4,6 @@
 
 pub mod backoff;
 pub mod client_ip;
-pub mod connections;
 pub mod rate;
 
 pub use backoff::{AuthBackoff, BackoffSpec};

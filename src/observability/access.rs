@@ -139,7 +139,7 @@ fn str_field(b: &mut Vec<u8>, name: &str, value: &str) {
 
 /// A field whose value came with the request (or from a token): redacted, then escaped.
 fn untrusted_field(b: &mut Vec<u8>, name: &str, value: &str) {
-    str_field(b, name, &super::redact::redact(value));
+    str_field(b, name, &crate::redact::redact(value));
 }
 
 fn num_field(b: &mut Vec<u8>, name: &str, value: u64) {

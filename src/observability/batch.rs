@@ -40,7 +40,7 @@ impl Pending {
         for r in self.clean.iter().chain(std::iter::once(&(end..end))) {
             if at < r.start {
                 let raw = String::from_utf8_lossy(&self.bytes[at..r.start]);
-                out.extend_from_slice(super::redact::redact(&raw).as_bytes());
+                out.extend_from_slice(crate::redact::redact(&raw).as_bytes());
             }
             out.extend_from_slice(&self.bytes[r.clone()]);
             at = r.end;

@@ -10,8 +10,9 @@ use crate::config::{Config, LogFormat};
 pub mod access;
 pub mod alerts;
 pub mod batch;
+pub mod handshakes;
 pub mod otel;
-pub mod redact;
+pub use crate::redact;
 pub mod routes;
 
 #[derive(Debug, Default)]
@@ -135,12 +136,12 @@ impl Metrics {
             "# HELP portcullis_tls_handshake_failures_total Failed TLS handshakes on the HTTPS listener, by reason.\n",
         );
         out.push_str("# TYPE portcullis_tls_handshake_failures_total counter\n");
-        for r in crate::tls::telemetry::Reason::ALL {
+        for r in crate::observability::handshakes::Reason::ALL {
             let _ = writeln!(
                 out,
                 "portcullis_tls_handshake_failures_total{{reason=\"{}\"}} {}",
                 r.as_str(),
-                crate::tls::telemetry::FAILURES[r as usize].load(Ordering::Relaxed)
+                crate::observability::handshakes::FAILURES[r as usize].load(Ordering::Relaxed)
             );
         }
     }
@@ -248,7 +249,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ListenerEvents {
         }
         let mut m = Message(String::new());
         event.record(&mut m);
-        use crate::tls::telemetry::{classify, count, parse_pingora_line, sni_of, Reason};
+        use crate::observability::handshakes::{
+            classify, count, parse_pingora_line, sni_of, Reason,
+        };
         match parse_pingora_line(&m.0) {
             Some((peer, error)) => {
                 let reason = classify(error);

@@ -390,8 +390,9 @@ pub fn selftest(policy: &Policy, now: u64) -> Vec<PrefixReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compile::compile;
     use crate::config::Mode;
-    use crate::policy::{compile, SourceFile};
+    use crate::policy::SourceFile;
 
     fn policy(text: &str) -> Policy {
         compile(

@@ -1,6 +1,8 @@
 //! The live policy: an `ArcSwap<Policy>` plus reload bookkeeping. A reload compiles the whole
 //! folder and swaps only on success; a failure is logged with every error, counted, and leaves
-//! the running policy in place. Readers never block writers or each other.
+//! the running policy in place. Readers never block writers or each other. The compiler and
+//! what a rejection sets off are handed in (`Loader`, built by `crate::compile::open_store`), so
+//! the store knows nothing of how a policy is compiled or vetted.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,13 +10,23 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::compile::{compile_with, read_dir, CompileOptions, PolicyErrors};
 use super::model::Policy;
+use super::source::{read_dir, PolicyErrors, SourceFile};
+
+/// Compiles a folder's files and vets the result, returning every error.
+pub type Compiler = Box<dyn Fn(&[SourceFile]) -> Result<Policy, PolicyErrors> + Send + Sync>;
+
+/// How the store turns a folder's files into a policy, and what a rejected reload sets off.
+pub struct Loader {
+    pub compile: Compiler,
+    /// Runs after a reload is rejected (the running policy is kept).
+    pub rejected: Box<dyn Fn(&PolicyErrors) + Send + Sync>,
+}
 
 pub struct PolicyStore {
     dir: PathBuf,
     allow_embedded: bool,
-    options: CompileOptions,
+    loader: Loader,
     current: ArcSwap<Policy>,
     /// Serializes reloads so two events cannot race to install out of order.
     reload_lock: Mutex<()>,
@@ -50,18 +62,15 @@ impl PolicyStore {
     pub fn open(
         dir: PathBuf,
         allow_embedded: bool,
-        options: CompileOptions,
+        loader: Loader,
     ) -> Result<Arc<PolicyStore>, PolicyErrors> {
         let files = read_dir(&dir, allow_embedded)?;
-        let mut policy = compile_with(&files, &options)?;
-        if options.mode == crate::config::Mode::Production {
-            posture_gate(&policy, &files, &dir)?;
-        }
+        let mut policy = (loader.compile)(&files)?;
         policy.generation = 1;
         Ok(Arc::new(PolicyStore {
             dir,
             allow_embedded,
-            options,
+            loader,
             current: ArcSwap::from_pointee(policy),
             reload_lock: Mutex::new(()),
             reloads_ok: AtomicU64::new(0),
@@ -97,15 +106,8 @@ impl PolicyStore {
     /// Re-reads and compiles the folder; installs the result only if it compiles.
     pub fn reload(&self) -> ReloadOutcome {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let result = read_dir(&self.dir, self.allow_embedded).and_then(|files| {
-            let policy = compile_with(&files, &self.options)?;
-            if self.options.mode == crate::config::Mode::Production {
-                // Production refuses a policy that fails the posture checklist, at start and
-                // on every reload alike.
-                posture_gate(&policy, &files, &self.dir)?;
-            }
-            Ok(policy)
-        });
+        let result = read_dir(&self.dir, self.allow_embedded)
+            .and_then(|files| (self.loader.compile)(&files));
         match result {
             Ok(mut policy) => {
                 let generation = self.current.load().generation + 1;
@@ -124,10 +126,7 @@ impl PolicyStore {
             }
             Err(errors) => {
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
-                crate::observability::alerts::emit(
-                    crate::observability::alerts::EventKind::ReloadFailure,
-                    None,
-                );
+                (self.loader.rejected)(&errors);
                 let generation = self.current.load().generation;
                 tracing::error!(
                     kept_generation = generation,
@@ -140,33 +139,5 @@ impl PolicyStore {
                 ReloadOutcome::Rejected(errors)
             }
         }
-    }
-}
-
-/// The posture checks that depend on the policy alone; any FAIL refuses it.
-fn posture_gate(
-    policy: &Policy,
-    files: &[super::SourceFile],
-    dir: &std::path::Path,
-) -> Result<(), PolicyErrors> {
-    let fails: Vec<_> = crate::posture::policy_items(
-        policy,
-        files,
-        crate::config::Mode::Production,
-        crate::auth::now_unix(),
-    )
-    .into_iter()
-    .filter(|i| i.status == crate::posture::Status::Fail)
-    .map(|i| super::PolicyError {
-        file: dir.display().to_string(),
-        line: 0,
-        field: format!("posture {}", i.id),
-        message: format!("FAIL: {} — {}", i.finding, i.remedy),
-    })
-    .collect();
-    if fails.is_empty() {
-        Ok(())
-    } else {
-        Err(PolicyErrors(fails))
     }
 }

@@ -23,10 +23,10 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::auth::{self, AuthState};
+use crate::connections::HeaderDeadline;
 use crate::decide::{self, screen};
 use crate::http::deny::Deny;
 use crate::http::{cors, headers as profiles, host};
-use crate::limits::connections::HeaderDeadline;
 use crate::limits::{AuthBackoff, LimiterRegistry};
 use crate::observability::Metrics;
 use crate::policy::model::{Policy, UpstreamTarget};

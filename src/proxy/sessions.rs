@@ -120,6 +120,15 @@ impl WsRegistry {
         self.close_where(|s| still_admitted(policy, s).err(), Why::PolicyRevoked)
     }
 
+    /// Closes the sessions whose identity the revocation list names.
+    pub fn close_revoked(&self, revocations: &crate::auth::revoked::Revocations) -> usize {
+        let now = crate::clock::now_unix();
+        self.close_matching(
+            &|id| revocations.check(id, now).map(|k| k.as_str()),
+            Why::TokenRevoked,
+        )
+    }
+
     /// Closes the sessions whose identity `revoked` names (a revoked token).
     pub fn close_matching(
         &self,

@@ -26,7 +26,6 @@ use redis::AsyncCommands;
 use crate::auth::revoked::{Entries, Kind, Revocations};
 use crate::limits::{AuthBackoff, BackoffSpec, LimitSpec};
 pub use crate::policy::specs::SharedSettings;
-use crate::proxy::sessions::WsRegistry;
 
 impl SharedSettings {
     pub fn client(&self) -> redis::RedisResult<redis::Client> {
@@ -87,7 +86,7 @@ pub fn describe(e: &redis::RedisError) -> String {
     } else {
         format!("{} {detail}", e.category())
     };
-    crate::observability::redact::redact(&text).into_owned()
+    crate::redact::redact(&text).into_owned()
 }
 
 /// One configuration's connection and whether it works.
@@ -175,24 +174,29 @@ pub struct SharedStore {
     active: ArcSwapOption<Active>,
     pub revocations: Arc<Revocations>,
     backoff: Arc<AuthBackoff>,
-    ws: Arc<WsRegistry>,
+    /// Closes the open sessions the revocation list now names; run after it gains entries.
+    on_revoked: OnRevoked,
     handle: tokio::runtime::Handle,
     reservations: Vec<Mutex<HashMap<String, Reservation>>>,
     pub stats: SharedStats,
 }
 
+/// What the store runs when the revocation list gains entries: the owner of the open sessions
+/// closes those it now revokes.
+pub type OnRevoked = Box<dyn Fn(&Revocations) + Send + Sync>;
+
 impl SharedStore {
     pub fn new(
         revocations: Arc<Revocations>,
         backoff: Arc<AuthBackoff>,
-        ws: Arc<WsRegistry>,
+        on_revoked: OnRevoked,
         handle: tokio::runtime::Handle,
     ) -> Arc<Self> {
         Arc::new(SharedStore {
             active: ArcSwapOption::empty(),
             revocations,
             backoff,
-            ws,
+            on_revoked,
             handle,
             reservations: (0..RESERVATION_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
@@ -536,12 +540,7 @@ impl SharedStore {
     }
 
     fn close_revoked_sessions(&self) {
-        let now = crate::auth::now_unix();
-        let r = &self.revocations;
-        self.ws.close_matching(
-            &|id| r.check(id, now).map(|k| k.as_str()),
-            crate::proxy::sessions::Why::TokenRevoked,
-        );
+        (self.on_revoked)(&self.revocations);
     }
 }
 

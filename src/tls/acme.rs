@@ -771,7 +771,7 @@ impl AlpnChallenges {
     /// True when the connection was a validation handshake, answered here; the caller drops it.
     pub async fn answer(&self, stream: &mut L4Stream) -> bool {
         // The connection caps have read the ClientHello and put it back; read it again.
-        let (hello, len) = crate::tls::telemetry::peek_first_record(stream).await;
+        let (hello, len) = crate::observability::handshakes::peek_first_record(stream).await;
         let offered = len.is_some_and(|l| offers_only_acme_alpn(&hello[..l]) == Some(true));
         if !offered {
             return false;
@@ -805,14 +805,14 @@ pub fn offers_only_acme_alpn(b: &[u8]) -> Option<bool> {
         return None;
     }
     Some(
-        crate::tls::telemetry::alpn_from_record(&b[..5 + len])
+        crate::observability::handshakes::alpn_from_record(&b[..5 + len])
             .is_some_and(|list| list == [ACME_TLS_ALPN]),
     )
 }
 
 /// The pre-TLS hook of the HTTPS listener: connection caps, then `tls-alpn-01` answers.
 pub struct PreTls {
-    pub caps: crate::limits::connections::ConnectionCaps,
+    pub caps: crate::connections::ConnectionCaps,
     pub acme: Option<AlpnChallenges>,
 }
 

@@ -1,6 +1,5 @@
 //! TLS termination: the certificate store and SNI resolver (hot: the folder is watched),
-//! development certificate generation, client-certificate verification (mTLS), handshake
-//! telemetry, and OCSP request building and response verification (`ocsp`) under the stapler
+//! development certificate generation, client-certificate verification (mTLS), and OCSP request building and response verification (`ocsp`) under the stapler
 //! (`stapler`), and automatic certificates over ACME (`acme`). Must not make routing or
 //! authentication decisions.
 
@@ -11,7 +10,6 @@ pub mod ocsp;
 pub mod probe;
 pub mod stapler;
 pub mod store;
-pub mod telemetry;
 
 pub use store::{CertError, CertResolver, CertSet, CertStore};
 

@@ -450,7 +450,7 @@ public = true
             path: "p.toml".into(),
             text: text.into(),
         }];
-        let policy = crate::policy::compile(&files, crate::config::Mode::Development).unwrap();
+        let policy = crate::compile::compile(&files, crate::config::Mode::Development).unwrap();
         let r = Resilience::default();
         let (named, literal) = (
             r.state("app", "app.internal:8080"),
@@ -506,7 +506,7 @@ public = true
             path: "p.toml".into(),
             text,
         }];
-        crate::policy::compile(&files, crate::config::Mode::Development).unwrap()
+        crate::compile::compile(&files, crate::config::Mode::Development).unwrap()
     }
 
     #[tokio::test]

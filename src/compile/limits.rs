@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::compile::{PolicyError, SourceFile};
-use super::model::NetworkSettings;
-use super::raw::{RawLimit, RawNetwork};
 use crate::config::line_of;
 use crate::limits::LimitSpec;
+use crate::policy::model::NetworkSettings;
+use crate::policy::raw::{RawLimit, RawNetwork};
+use crate::policy::source::{PolicyError, SourceFile};
 
 fn err<T>(
     file: &SourceFile,
@@ -275,7 +275,7 @@ pub(crate) fn compile_limits(
 }
 
 pub(crate) fn compile_websocket(
-    ws: Option<(&SourceFile, &Spanned<super::raw::RawWebSocket>)>,
+    ws: Option<(&SourceFile, &Spanned<crate::policy::raw::RawWebSocket>)>,
     errors: &mut Vec<PolicyError>,
 ) -> crate::policy::specs::WsBudget {
     let mut out = crate::policy::specs::WsBudget::default();
@@ -330,7 +330,7 @@ pub(crate) fn compile_websocket(
 }
 
 pub(crate) fn compile_shared_state(
-    raw: Option<(&SourceFile, &Spanned<super::raw::RawSharedState>)>,
+    raw: Option<(&SourceFile, &Spanned<crate::policy::raw::RawSharedState>)>,
     errors: &mut Vec<PolicyError>,
 ) -> Option<crate::policy::specs::SharedSettings> {
     let (file, r) = raw?;

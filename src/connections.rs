@@ -243,8 +243,8 @@ impl PreTlsProcess for ConnectionCaps {
             pending: Some((peer, pending, self.deadline.clone())),
         })));
         // Remember the SNI so a failed handshake can be reported with it.
-        if let Some(sni) = crate::tls::telemetry::peek_sni(stream).await {
-            crate::tls::telemetry::remember_sni(peer, &sni);
+        if let Some(sni) = crate::observability::handshakes::peek_sni(stream).await {
+            crate::observability::handshakes::remember_sni(peer, &sni);
         }
         Ok(())
     }

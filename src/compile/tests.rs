@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 
-use super::compile::{compile, field_path_at, SourceFile, EMBEDDED_DEFAULT};
+use super::compile;
 use crate::config::Mode;
+use crate::policy::source::{field_path_at, SourceFile, EMBEDDED_DEFAULT};
 
 fn files(list: &[(&str, &str)]) -> Vec<SourceFile> {
     list.iter()
@@ -125,7 +126,7 @@ fn capability_names_that_could_split_upstream_are_refused() {
     }
     // Every name the policy accepts is safe in a token too.
     for good in ["query.read", "policy.admin", "a-b_c.9"] {
-        assert!(super::compile_auth::valid_capability(good));
+        assert!(super::auth::valid_capability(good));
         assert!(crate::auth::safe_capability_name(good));
     }
     // And a token's name the policy would refuse is never used (nor forwarded).

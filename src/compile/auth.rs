@@ -10,13 +10,14 @@ use http::HeaderName;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use toml::Spanned;
 
-use super::compile::{CompileOptions, PolicyError, SourceFile};
-use super::model::{AuthSettings, RoomAccess};
-use super::raw::{RawAuth, RawRooms};
+use super::common::CompileOptions;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::jwt::{is_hmac, parse_algorithm, Issuer, RoomKey, RoomKeys};
 use crate::auth::{secret, Provider, BUILTIN_CAPABILITIES};
 use crate::config::{line_of, Mode};
+use crate::policy::model::{AuthSettings, RoomAccess};
+use crate::policy::raw::{RawAuth, RawRooms};
+use crate::policy::source::{PolicyError, SourceFile};
 
 pub(crate) struct Errs<'a> {
     pub file: &'a SourceFile,
