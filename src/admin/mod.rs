@@ -11,10 +11,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 
 use crate::backends::{full, json, Body};
-use state::Shared;
+use crate::handles::Shared;
 
 mod page;
-pub mod state;
 
 /// On a listener that is not loopback, everything but `/health` and `/ready` needs the worker
 /// token; `/metrics` also opens to the policy's metrics token (`[admin] metrics_token`).
@@ -280,13 +279,13 @@ fn render_metrics(shared: &Shared) -> String {
         "Requests counted in a limit's shared overflow bucket.",
         &per_limit(&|s| s.3),
     );
-    let st = &shared.shared.stats;
+    let st = &shared.shared_state.stats;
     family(
         o,
         "portcullis_shared_state_up",
         "gauge",
         "1 while the shared store (Redis) answers; 0 when it is unreachable or not configured.",
-        &one(shared.shared.is_up() as u64),
+        &one(shared.shared_state.is_up() as u64),
     );
     family(
         o,

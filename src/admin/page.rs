@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use super::state::Shared;
+use crate::handles::Shared;
 
 /// Escapes text for HTML content and attribute values.
 fn esc(s: &str) -> String {

@@ -16,15 +16,15 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 
 use crate::backends::rooms::RoomServer;
 use crate::backends::worker::Worker;
+use crate::backends::BackendAddrs;
 use crate::config::{Config, Mode};
 use crate::observability::Metrics;
-use crate::proxy::{BackendAddrs, Gateway};
+use crate::proxy::Gateway;
 use crate::tls::{CertResolver, CertStore};
 
-use crate::admin::state::Shared;
+use crate::handles::Shared;
 use crate::{
-    admin, auth, backends, config, limits, observability, policy, proxy, shared, tls, upstreams,
-    watch,
+    admin, auth, backends, config, limits, observability, policy, shared, tls, upstreams, watch,
 };
 use checks::{close_expired_exceptions, log_exceptions, posture, warn_expiring, SecretFiles};
 
@@ -252,7 +252,7 @@ pub fn serve(mut config: Config) -> Result<(), StartError> {
     let header_deadline = crate::connections::HeaderDeadline::new();
     let metrics = Arc::new(Metrics::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let ws_sessions = Arc::new(proxy::sessions::WsRegistry::default());
+    let ws_sessions = Arc::new(crate::sessions::WsRegistry::default());
     let rooms = RoomServer::new(policy.clone());
     let stapler = tls::stapler::Stapler::new(
         certs.clone(),
@@ -309,7 +309,9 @@ pub fn serve(mut config: Config) -> Result<(), StartError> {
         stapler: stapler.clone(),
         ready: AtomicBool::new(false),
         in_flight: in_flight.clone(),
-        shared: shared_store.clone(),
+        shared_state: shared_store.clone(),
+        ws_sessions: ws_sessions.clone(),
+        backends,
         acme: acme.clone(),
     });
 
@@ -551,19 +553,7 @@ pub fn serve(mut config: Config) -> Result<(), StartError> {
         config.https_addr.to_string(),
         std::os::fd::IntoRawFd::into_raw_fd(https_l),
     );
-    let mut gateway = Gateway::new(
-        policy.clone(),
-        auth.clone(),
-        (limiters, backoff),
-        resilience,
-        header_deadline.clone(),
-        backends,
-        metrics,
-        in_flight,
-        ws_sessions,
-        shared_store.clone(),
-    );
-    gateway.connections = config.connections;
+    let gateway = Gateway::new(shared.clone());
     pingora::protocols::http::v1::common::set_preserve_header_case(config.preserve_header_case);
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

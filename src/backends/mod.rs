@@ -10,6 +10,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
+/// Addresses of the in-process backends, bound before the proxy starts.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendAddrs {
+    pub worker: std::net::SocketAddr,
+    pub rooms: std::net::SocketAddr,
+}
+
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;

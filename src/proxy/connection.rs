@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use pingora::proxy::Session;
 
-use super::sessions;
+use crate::sessions;
 
 /// Bounds the life of the request's connection: how long an HTTP/1.1 connection may idle
 /// before the next request, how long the next request's header may take once it has started,

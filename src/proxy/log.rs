@@ -111,7 +111,7 @@ impl Gateway {
                 "admin path refused"
             ),
             Deny::Csrf(f) => {
-                self.metrics.csrf_failure(*f);
+                self.handles.metrics.csrf_failure(*f);
                 tracing::info!(
                     target: "portcullis::security",
                     reason = f.reason(),
@@ -135,15 +135,17 @@ impl Gateway {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        self.metrics.record_request(status, ctx.deny.is_some());
+        self.handles
+            .metrics
+            .record_request(status, ctx.deny.is_some());
         if ctx.response_aborted {
-            self.metrics.response_aborted();
+            self.handles.metrics.response_aborted();
         }
         let route: &Arc<str> = match (&ctx.policy, ctx.facts.route) {
             (Some(p), Some(r)) => &p.routes[r].name,
             _ => &self.no_route,
         };
-        self.metrics.detail.record(
+        self.handles.metrics.detail.record(
             route,
             status,
             ctx.started.elapsed(),
@@ -154,7 +156,8 @@ impl Gateway {
                 .map(|d| d.code()),
         );
         if ctx.ws_open {
-            self.metrics
+            self.handles
+                .metrics
                 .detail
                 .ws_closed(ctx.ws_close.unwrap_or("ended"));
         }
@@ -178,7 +181,7 @@ impl Gateway {
                 )
                 || (ctx.deny.is_none() && matches!(status, 502..=504));
             if failed || status != 0 {
-                decide::upstream::finish(policy, choice, failed, &self.resilience);
+                decide::upstream::finish(policy, choice, failed, &self.handles.resilience);
             }
         }
         let upstream_name = match (&ctx.policy, ctx.facts.route, ctx.deny.is_none()) {

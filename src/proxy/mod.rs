@@ -8,19 +8,18 @@
 //! This file holds the gateway, the request's context and the hooks; each hook's work lives in
 //! the file of its phase, in the order a request meets them: `connection.rs` (the client
 //! connection's bounds), `request.rs`, `upstream.rs`, `response.rs`, `failure.rs` and `log.rs`;
-//! `tunnel.rs` serves the WebSocket hooks beside `websocket.rs` and `sessions.rs`.
+//! `tunnel.rs` serves the WebSocket hooks beside `websocket.rs` (the open sessions are
+//! `crate::sessions`).
 
 mod connection;
 mod failure;
 mod log;
 mod request;
 mod response;
-pub mod sessions;
 mod tunnel;
 mod upstream;
 pub mod websocket;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,39 +32,14 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::auth::AuthState;
-use crate::connections::HeaderDeadline;
 use crate::decide;
+use crate::handles::Shared;
 use crate::http::deny::Deny;
-use crate::limits::{AuthBackoff, LimiterRegistry};
-use crate::observability::Metrics;
 use crate::policy::model::Policy;
-use crate::policy::PolicyStore;
-use crate::upstreams::Resilience;
 
-/// Addresses of the in-process backends, bound before the proxy starts.
-#[derive(Debug, Clone, Copy)]
-pub struct BackendAddrs {
-    pub worker: SocketAddr,
-    pub rooms: SocketAddr,
-}
-
+/// The gateway's `ProxyHttp`: the process's shared handles and the request-id sequence.
 pub struct Gateway {
-    pub policy: Arc<PolicyStore>,
-    pub auth: Arc<AuthState>,
-    pub limiters: Arc<LimiterRegistry>,
-    pub backoff: Arc<AuthBackoff>,
-    pub resilience: Arc<Resilience>,
-    pub header_deadline: Arc<HeaderDeadline>,
-    pub backends: BackendAddrs,
-    pub metrics: Arc<Metrics>,
-    pub in_flight: Arc<AtomicUsize>,
-    /// Open WebSocket sessions, re-checked on each policy reload.
-    pub ws_sessions: Arc<sessions::WsRegistry>,
-    /// State shared with other replicas (Redis), when the policy configures it.
-    pub shared: Arc<crate::shared::SharedStore>,
-    /// `[network]` of the static configuration: idle, body and requests-per-connection bounds.
-    pub connections: crate::config::ConnectionBounds,
+    pub handles: Arc<Shared>,
     request_seq: AtomicU64,
     request_prefix: u32,
     /// The route label of requests no route answered.
@@ -73,33 +47,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    // One argument per shared component, all built once in `serve`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        policy: Arc<PolicyStore>,
-        auth: Arc<AuthState>,
-        limits: (Arc<LimiterRegistry>, Arc<AuthBackoff>),
-        resilience: Arc<Resilience>,
-        header_deadline: Arc<HeaderDeadline>,
-        backends: BackendAddrs,
-        metrics: Arc<Metrics>,
-        in_flight: Arc<AtomicUsize>,
-        ws_sessions: Arc<sessions::WsRegistry>,
-        shared: Arc<crate::shared::SharedStore>,
-    ) -> Self {
+    pub fn new(handles: Arc<Shared>) -> Self {
         Gateway {
-            policy,
-            auth,
-            limiters: limits.0,
-            backoff: limits.1,
-            resilience,
-            header_deadline,
-            backends,
-            metrics,
-            in_flight,
-            ws_sessions,
-            shared,
-            connections: crate::config::ConnectionBounds::default(),
+            handles,
             request_seq: AtomicU64::new(0),
             request_prefix: rand::random(),
             no_route: Arc::from("-"),
@@ -150,7 +100,7 @@ pub struct RequestCtx {
     pub ws_open: bool,
     pub ws_close: Option<&'static str>,
     /// The session's entry among the open WebSocket sessions.
-    pub ws_guard: Option<sessions::WsGuard>,
+    pub ws_guard: Option<crate::sessions::WsGuard>,
     /// OpenTelemetry spans, when tracing is on.
     pub trace: Option<Box<crate::observability::otel::RequestSpans>>,
 }
@@ -171,9 +121,9 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.handles.in_flight.fetch_add(1, Ordering::Relaxed);
         RequestCtx {
-            _in_flight: InFlight(self.in_flight.clone()),
+            _in_flight: InFlight(self.handles.in_flight.clone()),
             policy: None,
             facts: decide::Facts::default(),
             deny: None,

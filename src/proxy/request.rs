@@ -82,8 +82,12 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let policy = self.policy.snapshot();
-        bound_connection(session, &self.connections, policy.network.header_timeout);
+        let policy = self.handles.policy.snapshot();
+        bound_connection(
+            session,
+            &self.handles.config.connections,
+            policy.network.header_timeout,
+        );
         ctx.request_id = Some(self.new_request_id());
         if let Some(otel) = crate::observability::otel::get() {
             let req = session.req_header();
@@ -91,7 +95,7 @@ impl Gateway {
         }
         if let Some(peer_addr) = session.client_addr().and_then(|a| a.as_inet()) {
             // The connection delivered a request header: it is off the slowloris watch.
-            self.header_deadline.request_seen(peer_addr);
+            self.handles.header_deadline.request_seen(peer_addr);
         }
         ctx.policy = Some(policy);
         Ok(())
@@ -104,14 +108,14 @@ impl Gateway {
         let Some(policy) = ctx.policy.clone() else {
             return self.deny(session, ctx, Deny::Internal).await;
         };
-        let shadow = || self.metrics.shadow_denial();
+        let shadow = || self.handles.metrics.shadow_denial();
         let deps = decide::Deps {
             now: decide::Now::read(),
-            auth: &self.auth,
-            limiters: &self.limiters,
-            backoff: &self.backoff,
-            resilience: &self.resilience,
-            shared: Some(&self.shared),
+            auth: &self.handles.auth,
+            limiters: &self.handles.limiters,
+            backoff: &self.handles.backoff,
+            resilience: &self.handles.resilience,
+            shared: Some(&self.handles.shared_state),
             on_shadow: &shadow,
         };
         let verdict = {
@@ -186,7 +190,7 @@ impl Gateway {
                     now + Duration::from_secs(exp).saturating_sub(wall)
                 });
             session.set_read_timeout(Some(ws_timeout(ctx, now)));
-            ctx.ws_guard = Some(self.ws_sessions.register(
+            ctx.ws_guard = Some(self.handles.ws_sessions.register(
                 route.name.clone(),
                 session.req_header().uri.path(),
                 ctx.facts.identity.clone(),

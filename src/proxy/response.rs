@@ -45,7 +45,7 @@ impl Gateway {
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.facts.websocket
         {
             ctx.ws_open = true;
-            self.metrics.detail.ws_opened();
+            self.handles.metrics.detail.ws_opened();
         }
         self.decorate(upstream_response, ctx, session.req_header())
     }

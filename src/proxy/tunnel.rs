@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pingora::proxy::Session;
 
-use super::{sessions, websocket, Gateway, RequestCtx};
+use super::{websocket, Gateway, RequestCtx};
+use crate::sessions;
 
 /// The close frame for a session the gateway revoked (policy reload or revoked token).
 pub(super) fn revoked_close(ctx: &RequestCtx) -> Option<websocket::Close> {

@@ -124,8 +124,12 @@ impl Gateway {
         };
         let upstream = &policy.upstreams[policy.routes[r].upstream];
         let mut peer = match &upstream.target {
-            UpstreamTarget::Worker => HttpPeer::new(self.backends.worker, false, String::new()),
-            UpstreamTarget::Rooms => HttpPeer::new(self.backends.rooms, false, String::new()),
+            UpstreamTarget::Worker => {
+                HttpPeer::new(self.handles.backends.worker, false, String::new())
+            }
+            UpstreamTarget::Rooms => {
+                HttpPeer::new(self.handles.backends.rooms, false, String::new())
+            }
             UpstreamTarget::External {
                 addresses,
                 tls,
@@ -133,7 +137,7 @@ impl Gateway {
             } => {
                 let state = match &ctx.upstream_addr {
                     Some(c) => c.state.clone(),
-                    None => self.resilience.address(
+                    None => self.handles.resilience.address(
                         policy,
                         policy.routes[r].upstream,
                         upstream.next_address(addresses),
@@ -181,7 +185,7 @@ impl Gateway {
             return e;
         };
         let from = choice.idx;
-        if decide::upstream::retry(policy, choice, &self.resilience) {
+        if decide::upstream::retry(policy, choice, &self.handles.resilience) {
             if let UpstreamTarget::External { addresses, .. } = &upstream.target {
                 tracing::info!(
                     upstream = &*upstream.name,

@@ -1,16 +1,19 @@
-//! The handles the admin listener reads: one struct, built once by `serve`.
+//! The process's shared handles: one struct, built once by `serve`, read by the proxy, the
+//! admin listener and the background tasks.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
 use crate::backends::rooms::RoomServer;
+use crate::backends::BackendAddrs;
 use crate::config::Config;
 use crate::observability::Metrics;
 use crate::policy::PolicyStore;
+use crate::sessions::WsRegistry;
 use crate::tls::CertStore;
 use crate::{auth, limits, shared, tls, upstreams};
 
-/// State shared by the proxy, the admin listener and the backends.
+/// State shared by the proxy, the admin listener, the backends and the background tasks.
 pub struct Shared {
     pub config: Config,
     pub policy: Arc<PolicyStore>,
@@ -28,6 +31,11 @@ pub struct Shared {
     /// SIGTERM.
     pub ready: AtomicBool,
     pub in_flight: Arc<AtomicUsize>,
-    pub shared: Arc<shared::SharedStore>,
+    /// State shared with other replicas (Redis), when the policy configures it.
+    pub shared_state: Arc<shared::SharedStore>,
+    /// Open WebSocket sessions, re-checked on each policy reload.
+    pub ws_sessions: Arc<WsRegistry>,
+    /// The in-process backends' addresses, bound before the proxy starts.
+    pub backends: BackendAddrs,
     pub acme: Option<Arc<tls::acme::Acme>>,
 }
