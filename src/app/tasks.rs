@@ -39,7 +39,10 @@ impl Tasks {
             loop {
                 tick.tick().await;
                 if AssertUnwindSafe(step()).catch_unwind().await.is_err() {
-                    tracing::error!(task = name, "background task panicked; it runs again at its next tick");
+                    tracing::error!(
+                        task = name,
+                        "background task panicked; it runs again at its next tick"
+                    );
                 }
             }
         });
@@ -119,13 +122,21 @@ mod tests {
         tasks.spawn("forever", std::future::pending());
         tasks.spawn("short", async {});
         // Time is paused: the runtime jumps to each tick instead of waiting for it.
-        rt.block_on(tokio::time::sleep(Duration::from_millis(3500)));
-        assert_eq!(steps.load(Ordering::SeqCst), 4, "steps at 0, 1 (panics), 2 and 3 s");
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(3500)).await });
+        assert_eq!(
+            steps.load(Ordering::SeqCst),
+            4,
+            "steps at 0, 1 (panics), 2 and 3 s"
+        );
         assert_eq!(tasks.names(), vec!["flaky", "forever"]);
         tasks.stop();
         rt.block_on(tokio::task::yield_now());
         assert!(tasks.names().is_empty());
-        rt.block_on(tokio::time::sleep(Duration::from_secs(5)));
-        assert_eq!(steps.load(Ordering::SeqCst), 4, "a stopped task takes no more steps");
+        rt.block_on(async { tokio::time::sleep(Duration::from_secs(5)).await });
+        assert_eq!(
+            steps.load(Ordering::SeqCst),
+            4,
+            "a stopped task takes no more steps"
+        );
     }
 }

@@ -207,11 +207,16 @@ impl Acme {
         at.max(not_before + (lifetime / 360).max(10))
     }
 
-    /// Starts one keeper task per name on the current runtime.
-    pub fn spawn(self: &Arc<Self>) {
-        for name in self.cfg.names.clone() {
-            tokio::spawn(self.clone().keep(name));
-        }
+    /// One keeper per configured name, to run for the gateway's life: each orders, installs
+    /// and renews its name's certificate.
+    pub fn keepers(
+        self: &Arc<Self>,
+    ) -> Vec<impl std::future::Future<Output = ()> + Send + 'static> {
+        let names = self.cfg.names.clone();
+        names
+            .into_iter()
+            .map(|name| self.clone().keep(name))
+            .collect()
     }
 
     async fn keep(self: Arc<Self>, name: String) {
