@@ -2,6 +2,7 @@
 //! from the policy's keys and explaining why a token passes or fails. Never prints key material.
 
 pub mod check;
+pub mod proxy;
 
 use std::fmt::Write;
 

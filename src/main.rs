@@ -32,6 +32,62 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A TLS terminator in front of one service, with the secure defaults (HSTS, blocked paths,
+    /// a header profile, a per-client rate limit) and no files to write:
+    /// `portcullis proxy --from api.example.com --to 127.0.0.1:3000`.
+    Proxy {
+        /// The host name clients use.
+        #[arg(long)]
+        from: String,
+        /// The service: host:port, http://host:port or https://host:port.
+        #[arg(long)]
+        to: String,
+        /// Who may use it: none (anyone), static (the worker token) or jwt (with --jwks-url).
+        #[arg(long, default_value = "none")]
+        auth: String,
+        /// The JWKS of the issuer whose tokens `--auth jwt` accepts.
+        #[arg(long)]
+        jwks_url: Option<String>,
+        /// The `iss` those tokens must carry.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// An `aud` those tokens must carry.
+        #[arg(long)]
+        audience: Option<String>,
+        /// The HTTPS listener (default 0.0.0.0:443 for a public name, 127.0.0.1:8443 for a
+        /// local one).
+        #[arg(long)]
+        listen: Option<String>,
+        /// The HTTP listener for redirects and ACME (default 0.0.0.0:80, or 127.0.0.1:8080).
+        #[arg(long)]
+        http: Option<String>,
+        /// auto (ACME for a public name, the development CA for a local one), acme or
+        /// development.
+        #[arg(long, default_value = "auto")]
+        certificate: String,
+        /// ACME account contact (repeatable).
+        #[arg(long)]
+        email: Vec<String>,
+        /// The ACME directory (default: Let's Encrypt).
+        #[arg(long)]
+        acme_directory: Option<String>,
+        /// Extra roots to trust for the ACME directory.
+        #[arg(long)]
+        acme_ca: Option<PathBuf>,
+        /// The header profile: api-strict, browser-app, ws-only or none.
+        #[arg(long, default_value = "api-strict")]
+        headers: String,
+        /// Requests per second each client address may make (bursts of twice that).
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        /// Where the policy, certificates and ACME state are kept (default: $PORTCULLIS_DATA_DIR,
+        /// then ./data).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Write the configuration, print the policy and the posture checklist, and exit.
+        #[arg(long)]
+        check: bool,
+    },
     /// Validate the configuration, every policy file and every certificate, then exit.
     Check {
         #[arg(long)]
@@ -397,6 +453,117 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("portcullis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Proxy {
+            from,
+            to,
+            auth,
+            jwks_url,
+            issuer,
+            audience,
+            listen,
+            http,
+            certificate,
+            email,
+            acme_directory,
+            acme_ca,
+            headers,
+            rate,
+            state,
+            check,
+        } => {
+            use portcullis::cli::proxy::{self, CertSource, ProxyAuth, ProxyOptions};
+            let auth = match (auth.as_str(), jwks_url) {
+                ("none", None) => ProxyAuth::None,
+                ("static", None) => ProxyAuth::Static,
+                ("jwt", Some(jwks_url)) => ProxyAuth::Jwt {
+                    jwks_url,
+                    issuer,
+                    audience,
+                },
+                ("jwt", None) => {
+                    eprintln!("portcullis: --auth jwt needs --jwks-url");
+                    return ExitCode::from(2);
+                }
+                (_, Some(_)) => {
+                    eprintln!("portcullis: --jwks-url goes with --auth jwt");
+                    return ExitCode::from(2);
+                }
+                (other, None) => {
+                    eprintln!("portcullis: --auth {other:?}: expected none, static or jwt");
+                    return ExitCode::from(2);
+                }
+            };
+            let certificate = match certificate.as_str() {
+                "auto" => CertSource::Auto,
+                "acme" => CertSource::Acme,
+                "development" => CertSource::Development,
+                other => {
+                    eprintln!(
+                        "portcullis: --certificate {other:?}: expected auto, acme or development"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            let env = |k: &str| portcullis::env::var(k);
+            let state = state
+                .or_else(|| env("PORTCULLIS_DATA_DIR").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("data"));
+            let opts = ProxyOptions {
+                from,
+                to,
+                auth,
+                listen,
+                http,
+                certificate,
+                email,
+                acme_directory,
+                acme_ca,
+                headers,
+                rate,
+                state,
+            };
+            let prepared = match proxy::prepare(&opts, &env) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let config = prepared.config;
+            if check {
+                println!("# {}", prepared.policy_file.display());
+                print!(
+                    "{}",
+                    std::fs::read_to_string(&prepared.policy_file).unwrap_or_default()
+                );
+                println!("\n# certificate {}\n", prepared.certificate);
+                let report = portcullis::posture(&config);
+                print!("{}", report.render(config.mode));
+                return if report.failures().is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                };
+            }
+            eprintln!(
+                "portcullis proxy: https://{}:{} → {} ({} mode); certificate {}",
+                opts.from.to_ascii_lowercase(),
+                proxy::local_https(&config).port(),
+                opts.to,
+                config.mode.as_str(),
+                prepared.certificate
+            );
+            portcullis::observability::init_logging(&config);
+            let result = portcullis::serve(config);
+            portcullis::observability::flush_logs();
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis: cannot start: {e}");
                     ExitCode::FAILURE
                 }
             }

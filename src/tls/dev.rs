@@ -30,6 +30,13 @@ pub enum DevCertError {
 
 /// Generates the development CA and `localhost` leaf into `dir`. Returns the CA path.
 pub fn generate_dev_certs(dir: &Path) -> Result<PathBuf, DevCertError> {
+    generate_dev_certs_for(dir, &[])
+}
+
+/// Generates a development CA and a leaf for `localhost`, the loopback addresses and `names`
+/// (host names or IP addresses) into `dir` (the pair is `localhost.crt`/`.key`). Returns the CA
+/// path.
+pub fn generate_dev_certs_for(dir: &Path, names: &[&str]) -> Result<PathBuf, DevCertError> {
     std::fs::create_dir_all(dir).map_err(|source| DevCertError::Folder {
         dir: dir.to_path_buf(),
         source,
@@ -48,11 +55,23 @@ pub fn generate_dev_certs(dir: &Path) -> Result<PathBuf, DevCertError> {
     let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
 
     let leaf_key = KeyPair::generate().map_err(err)?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).map_err(err)?;
-    leaf.subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().expect("literal")));
-    leaf.subject_alt_names
-        .push(SanType::IpAddress("::1".parse().expect("literal")));
+    let mut dns = vec!["localhost".to_string()];
+    let mut ips: Vec<std::net::IpAddr> = vec![
+        "127.0.0.1".parse().expect("literal"),
+        "::1".parse().expect("literal"),
+    ];
+    for n in names {
+        match n.parse::<std::net::IpAddr>() {
+            Ok(ip) if !ips.contains(&ip) => ips.push(ip),
+            Ok(_) => {}
+            Err(_) if !dns.iter().any(|d| d == n) => dns.push(n.to_string()),
+            Err(_) => {}
+        }
+    }
+    let mut leaf = CertificateParams::new(dns).map_err(err)?;
+    for ip in ips {
+        leaf.subject_alt_names.push(SanType::IpAddress(ip));
+    }
     leaf.distinguished_name
         .push(DnType::CommonName, "localhost");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
