@@ -471,11 +471,22 @@ async fn failed_handshakes_are_counted_and_logged_with_reason_client_and_sni() {
 async fn certificate_expiry_is_exposed_and_warned_about() {
     let g = Gateway::start(Options::default()).await;
     let m = g.metrics().await;
+    // The metric is the notAfter timestamp; the days left are counted from now.
+    let days_left = |at: f64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        (at - now) / 86_400.0
+    };
     let long: f64 = m
         .lines()
-        .find(|l| l.starts_with("portcullis_certificate_expiry_days{name=\"localhost\"}"))
+        .find(|l| {
+            l.starts_with("portcullis_certificate_expiry_timestamp_seconds{name=\"localhost\"}")
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+        .map(days_left)
         .unwrap_or_else(|| panic!("{m}"));
     assert!(long > 300.0, "{long}");
     assert!(!g.log().contains("certificate expires soon"));
@@ -487,9 +498,12 @@ async fn certificate_expiry_is_exposed_and_warned_about() {
         g.metrics()
             .await
             .lines()
-            .find(|l| l.starts_with("portcullis_certificate_expiry_days{name=\"soon\"}"))
+            .find(|l| {
+                l.starts_with("portcullis_certificate_expiry_timestamp_seconds{name=\"soon\"}")
+            })
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
+            .map(days_left)
     })
     .await;
     assert!((4.9..=5.01).contains(&days), "{days}");

@@ -118,6 +118,19 @@ fn status(shared: &Shared) -> serde_json::Value {
 }
 
 /// Appends one metric family: its HELP and TYPE lines, then one sample per `(labels, value)`.
+/// A label value in the text exposition format: `\`, `"` and line feeds escaped (a certificate's
+/// name comes from its file name, which may hold any of them).
+fn label(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -140,14 +153,14 @@ fn render_metrics(shared: &Shared) -> String {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     shared.metrics.render(o);
     let now = crate::auth::now_unix() as i64;
-    o.push_str("# HELP portcullis_certificate_expiry_days Days until each served certificate expires (negative: expired).\n");
-    o.push_str("# TYPE portcullis_certificate_expiry_days gauge\n");
+    o.push_str("# HELP portcullis_certificate_expiry_timestamp_seconds When each served certificate expires (notAfter, Unix seconds).\n");
+    o.push_str("# TYPE portcullis_certificate_expiry_timestamp_seconds gauge\n");
     for e in &shared.certs.snapshot().entries {
         let _ = writeln!(
             o,
-            "portcullis_certificate_expiry_days{{name=\"{}\"}} {:.2}",
-            e.name,
-            (e.not_after - now) as f64 / 86_400.0
+            "portcullis_certificate_expiry_timestamp_seconds{{name=\"{}\"}} {}",
+            label(&e.name),
+            e.not_after
         );
     }
     o.push_str("# HELP portcullis_ocsp_staple_age_seconds Age of the served OCSP staple (since its thisUpdate), per certificate.\n");
@@ -157,7 +170,7 @@ fn render_metrics(shared: &Shared) -> String {
             let _ = writeln!(
                 o,
                 "portcullis_ocsp_staple_age_seconds{{name=\"{}\"}} {}",
-                i.name,
+                label(&i.name),
                 now - t
             );
         }
