@@ -51,7 +51,13 @@ async fn status(c: &reqwest::Client, g: &Gateway) -> (u16, String, Duration) {
 async fn the_circuit_opens_on_a_dead_upstream_and_closes_when_it_returns() {
     let up = Upstream::start(0).await;
     let port = up.port;
-    let g = Gateway::start(opts(port, 0)).await;
+    // Open for 2 s: long enough that the metric is read inside the open period on a loaded
+    // machine.
+    let g = Gateway::start(pool(
+        &[port],
+        "connect_timeout_ms = 500\ncircuit_failures = 3\ncircuit_open_ms = 2000\nhealth_check_interval_seconds = 0",
+    ))
+    .await;
     let c = g.client(true);
     assert_eq!(status(&c, &g).await.0, 200);
     up.kill().await;
@@ -72,7 +78,7 @@ async fn the_circuit_opens_on_a_dead_upstream_and_closes_when_it_returns() {
         "portcullis_circuit_open{{upstream=\"api\",address=\"127.0.0.1:{port}\"}} 1"
     )));
     let up = Upstream::start(port).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(status(&c, &g).await.0, 200, "the half-open probe succeeds");
     assert_eq!(status(&c, &g).await.0, 200);
     assert!(g.metrics().await.contains(&format!(

@@ -115,8 +115,9 @@ pub fn serve(mut config: Config) -> Result<(), StartError> {
     let h = handles(config, policy, certs, acme, backends, &aux)?;
 
     let tasks = Tasks::new(aux.handle().clone());
-    background::start(&tasks, &h);
+    // The listeners first: ACME's http-01 answers come from the HTTP listener.
     let https = services::start_listeners(&tasks, &h, &aux, sockets)?;
+    background::start(&tasks, &h);
     log_exceptions(&h.policy.snapshot());
     h.policy
         .set_on_applied(background::on_applied(&h, aux.handle().clone()));
