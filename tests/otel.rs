@@ -200,3 +200,45 @@ async fn without_an_endpoint_nothing_is_traced_and_traceparent_passes_through() 
     assert!(head.contains(&format!("traceparent: {tp}")), "{head}");
     assert!(!g.log().contains("OpenTelemetry"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_over_https_trusts_the_ca_named_by_otel_exporter_otlp_certificate() {
+    let ca = TestCa::new("OTLP HTTP test CA");
+    let (cert, key) = ca.leaf(&["localhost"]);
+    let collector = common::upstream::TlsTestUpstream::start(&cert, &key, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let up = TestUpstream::start(0).await;
+    let policy = format!(
+        "[[upstreams]]\nname = \"api\"\nkind = \"external\"\naddresses = [\"127.0.0.1:{}\"]\n\n[[routes]]\nname = \"api\"\npath_prefix = \"/\"\nupstream = \"api\"\npublic = true\n",
+        up.port
+    );
+    let g = Gateway::start(Options {
+        env: vec![
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(),
+                format!("https://localhost:{}/v1/traces", collector.port),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CERTIFICATE".into(),
+                ca_file.display().to_string(),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+        ],
+        ..Options::with_policy(policy)
+    })
+    .await;
+    let r = g.client(true).get(g.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The collector only counts handshakes that verified: the private CA was trusted.
+    eventually(Duration::from_secs(15), "an export over TLS", || async {
+        (collector
+            .handshakes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0)
+        .then_some(())
+    })
+    .await;
+    assert!(g.log().contains("http/protobuf"), "{}", g.log());
+}

@@ -150,8 +150,7 @@ pub fn serve(mut config: Config) -> Result<(), StartError> {
 fn check_at_start(config: &Config) -> Result<(), StartError> {
     crate::tls::install_crypto_provider_for(config.tls_min_version);
     match observability::otel::init_from_env() {
-        Ok(true) => tracing::info!("OpenTelemetry traces are exported over OTLP"),
-        Ok(false) => {}
+        Ok(_) => {}
         Err(e) => return Err(StartError::Tracing(e)),
     }
     if config.mode == Mode::Production {

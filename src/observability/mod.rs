@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod batch;
 pub mod handshakes;
 pub mod otel;
+pub mod otlp;
 pub use crate::redact;
 pub mod routes;
 

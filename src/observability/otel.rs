@@ -1,10 +1,8 @@
-//! OpenTelemetry traces over OTLP/HTTP, off unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or
-//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; when off, a request carries no trace state at
-//! all. When on: a server span per request (continuing the client's W3C `traceparent`), with
+//! OpenTelemetry traces over OTLP (HTTP or gRPC, [`super::otlp`]), off unless an OTLP endpoint
+//! or protocol is set; when off, a request carries no trace state at all. When on: a server span per request (continuing the client's W3C `traceparent`), with
 //! route, decision, reason and status; a client span for the upstream call, whose context is
-//! sent upstream as `traceparent`. `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
-//! `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf`, default, or `http/json`) and the `OTEL_BSP_*`
-//! batch settings are honoured.
+//! sent upstream as `traceparent`. `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` and the
+//! `OTEL_BSP_*` batch settings are honoured.
 
 use std::sync::OnceLock;
 
@@ -24,53 +22,37 @@ pub struct Otel {
 
 static OTEL: OnceLock<Otel> = OnceLock::new();
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
 /// Why tracing could not start as the environment asks.
-#[derive(Debug, thiserror::Error)]
-pub enum OtelError {
-    #[error("OTEL_EXPORTER_OTLP_PROTOCOL={0:?}: only http/protobuf and http/json are supported")]
-    Protocol(String),
-    #[error("OTLP exporter: {0}")]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
-}
+pub type OtelError = super::otlp::OtlpError;
 
-/// Starts the exporter when the environment asks for one. Returns whether tracing is on.
+/// Starts the exporter when the environment asks for one (see [`super::otlp`]). Returns whether
+/// tracing is on.
 pub fn init_from_env() -> Result<bool, OtelError> {
-    if env("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
-        && env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
-    {
+    use super::otlp::{build, Settings};
+    let Some(settings) = Settings::from_env()? else {
         return Ok(false);
-    }
-    use opentelemetry_otlp::{Protocol, WithExportConfig};
-    let protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .unwrap_or_else(|| "http/protobuf".into());
-    let protocol = match protocol.as_str() {
-        "http/json" => Protocol::HttpJson,
-        "http/protobuf" => Protocol::HttpBinary,
-        other => return Err(OtelError::Protocol(other.to_string())),
     };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(protocol)
-        .build()?;
     let mut resource = opentelemetry_sdk::Resource::builder();
-    if env("OTEL_SERVICE_NAME").is_none() {
+    if std::env::var("OTEL_SERVICE_NAME").map_or(true, |v| v.trim().is_empty()) {
         resource = resource.with_service_name("portcullis");
     }
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(resource.build())
-        .build();
+    let provider = build(&settings, |exporter| {
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build()
+    })?;
     let tracer = provider.tracer("portcullis");
     let _ = OTEL.set(Otel {
         provider,
         tracer,
         propagator: TraceContextPropagator::new(),
     });
+    tracing::info!(
+        protocol = settings.wire.name(),
+        endpoint = %settings.shown_endpoint(),
+        "OpenTelemetry traces are exported over OTLP"
+    );
     Ok(true)
 }
 
