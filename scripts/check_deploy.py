@@ -8,6 +8,10 @@ needs: PyYAML and kubernetes-validate, with its bundled Kubernetes JSON schemas)
   hardening    what a schema cannot say: the gateway's pods stay non-root, read-only and without
                capabilities, probes hit the admin listener, the Service never exposes it, the
                termination grace period covers the gateway's drain, and so on
+  monitoring   examples/k8s/monitoring (ServiceMonitor, PrometheusRule: the Prometheus Operator's
+               CRDs, checked against the subset of their schemas the example uses, strict), agreeing
+               with the rest: the ServiceMonitor finds the metrics Service, which finds the pods'
+               admin port; the PrometheusRule holds exactly examples/prometheus/rules.yml
   gateway      `portcullis check` on the ConfigMaps and Secrets exactly as the Deployment mounts
                them, when a portcullis binary is at hand (placeholders are swapped for throwaway
                values and a throwaway certificate)
@@ -28,11 +32,14 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "examples" / "k8s"
+MONITORING = K8S / "monitoring"
+RULES = ROOT / "examples" / "prometheus" / "rules.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 # The oldest Kubernetes the example supports (the preStop sleep action is on by default from
@@ -168,7 +175,9 @@ StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _ma
 
 
 def load_manifests() -> dict[Path, list[dict]]:
-    files = sorted(p for p in K8S.iterdir() if p.suffix in (".yaml", ".yml"))
+    files = sorted(
+        p for folder in (K8S, MONITORING) for p in folder.iterdir() if p.suffix in (".yaml", ".yml")
+    )
     if not files:
         finding(rel(K8S), "no manifests")
     docs: dict[Path, list[dict]] = {}
@@ -194,6 +203,15 @@ def check_schemas(docs: dict[Path, list[dict]]) -> None:
         for doc in items:
             if doc.get("kind") == "Kustomization":
                 continue
+            if doc.get("apiVersion") == "monitoring.coreos.com/v1":
+                schema = MONITORING_SCHEMAS.get(doc.get("kind"))
+                if schema is None:
+                    finding(f"{rel(f)} {name_of(doc)}", "no schema for this monitoring kind")
+                    continue
+                for e in jsonschema.Draft7Validator(schema).iter_errors(doc):
+                    path = ".".join(str(p) for p in e.path) or "(top)"
+                    finding(f"{rel(f)} {name_of(doc)}", f"monitoring.coreos.com/v1: {path}: {e.message}")
+                continue
             for version in KUBERNETES_VERSIONS:
                 try:
                     kubernetes_validate.validate(doc, version, strict=True)
@@ -208,14 +226,20 @@ def check_schemas(docs: dict[Path, list[dict]]) -> None:
 
 
 def check_kustomization(docs: dict[Path, list[dict]]) -> None:
-    k = K8S / "kustomization.yaml"
+    for folder in (K8S, MONITORING):
+        check_kustomization_in(folder, {f: d for f, d in docs.items() if f.parent == folder})
+
+
+def check_kustomization_in(folder: Path, docs: dict[Path, list[dict]]) -> None:
+    k = folder / "kustomization.yaml"
     if k not in docs:
+        finding(rel(folder), "no kustomization.yaml")
         return
     listed = set()
     for doc in docs[k]:
         for r in doc.get("resources") or []:
             listed.add(r)
-            if not (K8S / r).is_file():
+            if not (folder / r).is_file():
                 finding(rel(k), f"resource {r!r} does not exist")
     for f in docs:
         # secret.yaml stays out so that re-applying never resets real secrets to placeholders.
@@ -320,9 +344,14 @@ def check_hardening(docs: dict[Path, list[dict]]) -> None:
     for f, d in all_docs(docs):
         where = f"{rel(f)} {name_of(d)}"
         if d.get("kind") == "Service":
-            for p in (d.get("spec") or {}).get("ports") or []:
-                if p.get("port") == ADMIN_PORT or p.get("targetPort") in (ADMIN_PORT, "admin"):
-                    finding(where, f"exposes the admin listener ({ADMIN_PORT})")
+            spec = d.get("spec") or {}
+            ports = spec.get("ports") or []
+            admin = [p for p in ports if p.get("port") == ADMIN_PORT or p.get("targetPort") in (ADMIN_PORT, "admin")]
+            # The admin listener may only be named by a headless Service that carries nothing
+            # else (endpoints for a ServiceMonitor): no virtual IP, no load balancer.
+            headless = spec.get("clusterIP") == "None" and spec.get("type", "ClusterIP") == "ClusterIP"
+            if admin and not (headless and len(ports) == 1):
+                finding(where, f"exposes the admin listener ({ADMIN_PORT}); only a headless Service with no other port may name it")
         if d.get("kind") == "NetworkPolicy":
             for rule in (d.get("spec") or {}).get("ingress") or []:
                 ports = [p.get("port") for p in rule.get("ports") or []]
@@ -332,6 +361,159 @@ def check_hardening(docs: dict[Path, list[dict]]) -> None:
             for k, v in ((d.get("data") or {}) | (d.get("stringData") or {})).items():
                 if PLACEHOLDER not in str(v):
                     finding(where, f"key {k!r} is not a {PLACEHOLDER} placeholder: no real secret in the repository")
+
+
+def _strict(properties: dict, required: list[str] | None = None) -> dict:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required or [],
+        "additionalProperties": False,
+    }
+
+
+_STR = {"type": "string"}
+_LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+_DURATION = {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+_METADATA = _strict({"name": _STR, "namespace": _STR, "labels": _LABELS, "annotations": _LABELS}, ["name"])
+_SELECTOR = _strict({"matchLabels": _LABELS, "matchExpressions": {"type": "array"}})
+# The subset of the Prometheus Operator's CRD schemas (monitoring.coreos.com/v1, operator 0.8x)
+# that the example uses, with the CRDs' types and enums; anything else is a finding, as unknown
+# fields are for the built-in kinds.
+MONITORING_SCHEMAS = {
+    "ServiceMonitor": _strict(
+        {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": "ServiceMonitor"},
+            "metadata": _METADATA,
+            "spec": _strict(
+                {
+                    "selector": _SELECTOR,
+                    "namespaceSelector": _strict({"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": _STR}}),
+                    "jobLabel": _STR,
+                    "endpoints": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": _strict(
+                            {
+                                "port": _STR,
+                                "path": {"type": "string", "pattern": "^/"},
+                                "scheme": {"enum": ["http", "https"]},
+                                "interval": _DURATION,
+                                "scrapeTimeout": _DURATION,
+                                "honorLabels": {"type": "boolean"},
+                                "relabelings": {
+                                    "type": "array",
+                                    "items": _strict(
+                                        {
+                                            "sourceLabels": {"type": "array", "items": _STR},
+                                            "targetLabel": _STR,
+                                            "regex": _STR,
+                                            "replacement": _STR,
+                                            "action": {"enum": ["replace", "keep", "drop", "labelmap", "labeldrop", "labelkeep", "hashmod", "lowercase", "uppercase", "keepequal", "dropequal"]},
+                                        }
+                                    ),
+                                },
+                            },
+                            ["port"],
+                        ),
+                    },
+                },
+                ["selector", "endpoints"],
+            ),
+        },
+        ["apiVersion", "kind", "metadata", "spec"],
+    ),
+    "PrometheusRule": _strict(
+        {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": "PrometheusRule"},
+            "metadata": _METADATA,
+            "spec": _strict(
+                {
+                    "groups": {
+                        "type": "array",
+                        "items": _strict(
+                            {
+                                "name": {"type": "string", "minLength": 1},
+                                "interval": _DURATION,
+                                "rules": {
+                                    "type": "array",
+                                    "items": _strict(
+                                        {
+                                            "alert": _STR,
+                                            "record": _STR,
+                                            "expr": {"type": ["string", "integer"]},
+                                            "for": _DURATION,
+                                            "keep_firing_for": _DURATION,
+                                            "labels": _LABELS,
+                                            "annotations": _LABELS,
+                                        },
+                                        ["expr"],
+                                    ),
+                                },
+                            },
+                            ["name", "rules"],
+                        ),
+                    }
+                },
+                ["groups"],
+            ),
+        },
+        ["apiVersion", "kind", "metadata", "spec"],
+    ),
+}
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    want = (selector or {}).get("matchLabels") or {}
+    return bool(want) and all(labels.get(k) == v for k, v in want.items())
+
+
+def check_monitoring(docs: dict[Path, list[dict]]) -> None:
+    """The ServiceMonitor reaches the admin port of the gateway's pods; the rules are rules.yml."""
+    services = [d for _, d in all_docs(docs) if d.get("kind") == "Service"]
+    pods = [
+        ((d.get("spec") or {}).get("template") or {})
+        for _, d in all_docs(docs)
+        if d.get("kind") == "Deployment"
+    ]
+    monitors = [(f, d) for f, d in all_docs(docs) if d.get("kind") == "ServiceMonitor"]
+    rules = [(f, d) for f, d in all_docs(docs) if d.get("kind") == "PrometheusRule"]
+    if not monitors:
+        finding(rel(MONITORING), "no ServiceMonitor")
+    if not rules:
+        finding(rel(MONITORING), "no PrometheusRule")
+    for f, m in monitors:
+        where = f"{rel(f)} {name_of(m)}"
+        spec = m.get("spec") or {}
+        matched = [s for s in services if _selects(spec.get("selector"), (s.get("metadata") or {}).get("labels") or {})]
+        if len(matched) != 1:
+            finding(where, f"selects {len(matched)} Services; it should select exactly the metrics Service")
+            continue
+        svc = matched[0]
+        for ep in spec.get("endpoints") or []:
+            port = next((p for p in (svc.get("spec") or {}).get("ports") or [] if p.get("name") == ep.get("port")), None)
+            if port is None:
+                finding(where, f"endpoint port {ep.get('port')!r} is not a port of {name_of(svc)}")
+                continue
+            if ep.get("path", "/metrics") != "/metrics":
+                finding(where, f"scrapes {ep.get('path')}, the gateway serves /metrics")
+            target = port.get("targetPort")
+            reached = False
+            for tpl in pods:
+                if not _selects({"matchLabels": (svc.get("spec") or {}).get("selector")}, (tpl.get("metadata") or {}).get("labels") or {}):
+                    continue
+                for c in (tpl.get("spec") or {}).get("containers") or []:
+                    for cp in c.get("ports") or []:
+                        if cp.get("name") == "admin" and target in ("admin", cp.get("containerPort")):
+                            reached = True
+            if not reached:
+                finding(where, f"{name_of(svc)} port {port.get('name')} does not reach a gateway container's admin port")
+    expected = yaml.safe_load(RULES.read_text())
+    for f, r in rules:
+        if (r.get("spec") or {}) != expected:
+            finding(f"{rel(f)} {name_of(r)}", f"spec differs from {rel(RULES)} (copy the groups over)")
 
 
 def m_readonly(mount: dict) -> bool:
@@ -545,6 +727,7 @@ def main() -> int:
     check_schemas(docs)
     check_kustomization(docs)
     check_hardening(docs)
+    check_monitoring(docs)
     count = sum(len(v) for v in docs.values())
     print(
         f"manifests: {count} objects in {len(docs)} files, Kubernetes schemas "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Monitoring conformance, run by .ci/run: Prometheus' own promtool lints the live `/metrics` of a
 # gateway that has served, refused and failed requests (every labelled family populated), checks
-# the alerting rules in examples/prometheus/ and runs their unit tests.
+# the alerting rules in examples/prometheus/ and runs their unit tests, and checks every query of
+# the Grafana dashboard in examples/grafana/ against the same live metrics (names, PromQL).
 # PORTCULLIS_BIN names the binary (default target/debug/portcullis, built when missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,4 +28,6 @@ echo "metrics: promtool check metrics ($(grep -c '^# TYPE' "$metrics") families)
 promtool check metrics <"$metrics"
 promtool check rules examples/prometheus/rules.yml
 (cd examples/prometheus && promtool test rules rules_test.yml)
+python3 scripts/conformance/dashboard.py examples/grafana/portcullis-security.json "$metrics" "$work/dashboard-rules.yml"
+promtool check rules "$work/dashboard-rules.yml"
 echo "metrics: ok"
