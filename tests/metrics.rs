@@ -216,3 +216,56 @@ async fn the_metrics_token_opens_metrics_and_nothing_else() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// With tracing on, an OpenMetrics scrape links each latency bucket to the trace of a request
+/// that fell in it: the exemplar's `trace_id` is the trace the client started. The classic text
+/// format, which has no exemplars, is served to everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openmetrics_scrapes_carry_the_request_trace_id_as_an_exemplar() {
+    // Nothing listens on the collector's port: exports fail, and requests do not notice.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let collector = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let g = Gateway::start(Options {
+        env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector)],
+        ..Options::default()
+    })
+    .await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let r = g
+        .client(true)
+        .get(g.url("/whoami"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/metrics", g.admin))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let om = r.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    let exemplar = format!("# {{trace_id=\"{trace_id}\"}}");
+    let bucket = om
+        .lines()
+        .find(|l| {
+            l.starts_with("portcullis_request_duration_seconds_bucket") && l.contains(&exemplar)
+        })
+        .unwrap_or_else(|| panic!("no latency bucket carries {exemplar}:\n{om}"));
+    assert!(bucket.contains("route=\"whoami\""), "{bucket}");
+
+    let text = g.metrics().await;
+    assert!(
+        !text.contains("trace_id") && !text.contains("# EOF"),
+        "{text}"
+    );
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition format");
+}

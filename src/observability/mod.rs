@@ -1,15 +1,17 @@
 //! Logging set-up and the gateway's counters. Counters are plain atomics bumped on the request
-//! path; `/metrics` renders them in the Prometheus text format. Never logs secrets: the access
+//! path; `/metrics` hands them to the prometheus-client encoders ([`exposition`]). Never logs secrets: the access
 //! log carries the canonical path only, never the query string or headers.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{Config, LogFormat};
+use exposition::{labels, one, Families};
 
 pub mod access;
 pub mod alerts;
 pub mod batch;
+pub mod exposition;
 pub mod handshakes;
 pub mod otel;
 pub mod otlp;
@@ -59,92 +61,81 @@ impl Metrics {
             .sum()
     }
 
-    /// Appends the request counters in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        self.detail.render(out);
+    /// The request counters, for a scrape.
+    pub fn collect(&self, f: &mut Families) {
+        self.detail.collect(f);
         if let Some(h) = alerts::hub() {
-            out.push_str("# HELP portcullis_security_events_total Security events, by kind.\n");
-            out.push_str("# TYPE portcullis_security_events_total counter\n");
-            for (k, n) in h.counts() {
-                let _ = writeln!(out, "portcullis_security_events_total{{event=\"{k}\"}} {n}");
-            }
-            out.push_str("# HELP portcullis_alerts_total Alerts by delivery result; dropped = events lost to a full queue.\n");
-            out.push_str("# TYPE portcullis_alerts_total counter\n");
-            for (k, a) in [
-                ("sent", &h.alerts_sent),
-                ("failed", &h.alerts_failed),
-                ("events_dropped", &h.dropped),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "portcullis_alerts_total{{result=\"{k}\"}} {}",
-                    a.load(Ordering::Relaxed)
-                );
-            }
-        }
-        out.push_str("# HELP portcullis_requests_total Requests answered, by status class.\n");
-        out.push_str("# TYPE portcullis_requests_total counter\n");
-        for (i, c) in self.by_class.iter().enumerate() {
-            let class = if i == 0 {
-                "none".to_string()
-            } else {
-                format!("{i}xx")
-            };
-            let _ = writeln!(
-                out,
-                "portcullis_requests_total{{class=\"{class}\"}} {}",
-                c.load(Ordering::Relaxed)
+            f.counter(
+                "portcullis_security_events_total",
+                "Security events, by kind.",
+                &h.counts()
+                    .into_iter()
+                    .map(|(k, n)| (labels([("event", k)]), n))
+                    .collect::<Vec<_>>(),
+            );
+            f.counter(
+                "portcullis_alerts_total",
+                "Alerts by delivery result; dropped = events lost to a full queue.",
+                &[
+                    ("sent", &h.alerts_sent),
+                    ("failed", &h.alerts_failed),
+                    ("events_dropped", &h.dropped),
+                ]
+                .map(|(k, a)| (labels([("result", k)]), a.load(Ordering::Relaxed))),
             );
         }
-        out.push_str("# HELP portcullis_denied_total Requests refused by the gateway.\n");
-        out.push_str("# TYPE portcullis_denied_total counter\n");
-        let _ = writeln!(
-            out,
-            "portcullis_denied_total {}",
-            self.denied.load(Ordering::Relaxed)
+        f.counter(
+            "portcullis_requests_total",
+            "Requests answered, by status class.",
+            &self
+                .by_class
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let class = if i == 0 {
+                        "none".to_string()
+                    } else {
+                        format!("{i}xx")
+                    };
+                    (labels([("class", &class)]), c.load(Ordering::Relaxed))
+                })
+                .collect::<Vec<_>>(),
         );
-        out.push_str(
-            "# HELP portcullis_responses_aborted_total Responses aborted after they had started, when the upstream failed mid-response: the client sees them incomplete (HTTP/2 stream reset, HTTP/1.1 connection closed).\n",
+        f.counter(
+            "portcullis_denied_total",
+            "Requests refused by the gateway.",
+            &one(self.denied.load(Ordering::Relaxed)),
         );
-        out.push_str("# TYPE portcullis_responses_aborted_total counter\n");
-        let _ = writeln!(
-            out,
-            "portcullis_responses_aborted_total {}",
-            self.aborted.load(Ordering::Relaxed)
+        f.counter(
+            "portcullis_responses_aborted_total",
+            "Responses aborted after they had started, when the upstream failed mid-response: the client sees them incomplete (HTTP/2 stream reset, HTTP/1.1 connection closed).",
+            &one(self.aborted.load(Ordering::Relaxed)),
         );
-        out.push_str(
-            "# HELP portcullis_shadow_denials_total Requests a shadow rule would have refused (not enforced).\n",
+        f.counter(
+            "portcullis_shadow_denials_total",
+            "Requests a shadow rule would have refused (not enforced).",
+            &one(self.shadow_denials.load(Ordering::Relaxed)),
         );
-        out.push_str("# TYPE portcullis_shadow_denials_total counter\n");
-        let _ = writeln!(
-            out,
-            "portcullis_shadow_denials_total {}",
-            self.shadow_denials.load(Ordering::Relaxed)
+        f.counter(
+            "portcullis_csrf_failures_total",
+            "Unsafe requests refused by the CSRF check, by reason.",
+            &crate::http::csrf::CsrfFailure::ALL.map(|r| {
+                (
+                    labels([("reason", r.reason())]),
+                    self.csrf_failures[r as usize].load(Ordering::Relaxed),
+                )
+            }),
         );
-        out.push_str(
-            "# HELP portcullis_csrf_failures_total Unsafe requests refused by the CSRF check, by reason.\n",
+        f.counter(
+            "portcullis_tls_handshake_failures_total",
+            "Failed TLS handshakes on the HTTPS listener, by reason.",
+            &handshakes::Reason::ALL.map(|r| {
+                (
+                    labels([("reason", r.as_str())]),
+                    handshakes::FAILURES[r as usize].load(Ordering::Relaxed),
+                )
+            }),
         );
-        out.push_str("# TYPE portcullis_csrf_failures_total counter\n");
-        for f in crate::http::csrf::CsrfFailure::ALL {
-            let _ = writeln!(
-                out,
-                "portcullis_csrf_failures_total{{reason=\"{}\"}} {}",
-                f.reason(),
-                self.csrf_failures[f as usize].load(Ordering::Relaxed)
-            );
-        }
-        out.push_str(
-            "# HELP portcullis_tls_handshake_failures_total Failed TLS handshakes on the HTTPS listener, by reason.\n",
-        );
-        out.push_str("# TYPE portcullis_tls_handshake_failures_total counter\n");
-        for r in crate::observability::handshakes::Reason::ALL {
-            let _ = writeln!(
-                out,
-                "portcullis_tls_handshake_failures_total{{reason=\"{}\"}} {}",
-                r.as_str(),
-                crate::observability::handshakes::FAILURES[r as usize].load(Ordering::Relaxed)
-            );
-        }
     }
 }
 

@@ -119,6 +119,12 @@ impl Otel {
 }
 
 impl RequestSpans {
+    /// The request's trace id when its trace is sampled (exported), for metric exemplars.
+    pub fn sampled_trace_id(&self) -> Option<opentelemetry::trace::TraceId> {
+        let cx = self.server.span_context();
+        cx.is_sampled().then(|| cx.trace_id())
+    }
+
     /// Starts the upstream span and writes its `traceparent` into the upstream request.
     pub fn start_upstream(&mut self, upstream: &str, req: &mut pingora::http::RequestHeader) {
         let Some(otel) = get() else { return };

@@ -3,63 +3,47 @@
 //! through a read lock afterwards; everything else is an atomic add.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use opentelemetry::trace::TraceId;
+
+use super::exposition::{labels, one, Families, Histogram};
 
 /// Histogram bucket bounds, seconds.
 pub const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Non-cumulative counts per bucket; the last is +Inf.
-    buckets: [AtomicU64; 13],
-    sum_us: AtomicU64,
-    count: AtomicU64,
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS.iter().copied())
 }
 
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = BUCKETS
-            .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
-        }
-        cumulative += self.buckets[BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "{name}_count{{{labels}}} {}",
-            self.count.load(Ordering::Relaxed)
-        );
-    }
+/// Observes `d`, with the request's trace id as the bucket's exemplar when it was traced.
+fn observe(h: &Histogram, d: Duration, trace: Option<TraceId>) {
+    h.observe(
+        d.as_secs_f64(),
+        trace.map(|t| vec![("trace_id", t.to_string())]),
+        trace.map(|_| std::time::SystemTime::now()),
+    );
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RouteStats {
     statuses: RwLock<Vec<(u16, AtomicU64)>>,
     pub latency: Histogram,
     pub upstream_latency: Histogram,
+}
+
+impl Default for RouteStats {
+    fn default() -> RouteStats {
+        RouteStats {
+            statuses: RwLock::default(),
+            latency: histogram(),
+            upstream_latency: histogram(),
+        }
+    }
 }
 
 impl RouteStats {
@@ -137,7 +121,8 @@ impl Detail {
     }
 
     /// One answered request on `route` (`"-"` when none matched); `auth_failure` is the code of
-    /// an authentication refusal, if it was one.
+    /// an authentication refusal, if it was one; `trace` its trace id, if it was traced (the
+    /// latency buckets' exemplar).
     pub fn record(
         &self,
         route: &Arc<str>,
@@ -145,12 +130,13 @@ impl Detail {
         took: Duration,
         upstream: Option<Duration>,
         auth_failure: Option<&str>,
+        trace: Option<TraceId>,
     ) {
         let r = self.route(route);
         r.count(status);
-        r.latency.observe(took);
+        observe(&r.latency, took, trace);
         if let Some(u) = upstream {
-            r.upstream_latency.observe(u);
+            observe(&r.upstream_latency, u, trace);
         }
         if let Some(code) = auth_failure {
             if let Some(i) = AUTH_REASONS.iter().position(|c| *c == code) {
@@ -177,96 +163,126 @@ impl Detail {
         self.ws_closed[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn render(&self, out: &mut String) {
+    pub fn collect(&self, f: &mut Families) {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let mut names: Vec<&Arc<str>> = routes.keys().collect();
         names.sort();
-        out.push_str(
-            "# HELP portcullis_route_requests_total Requests answered, by route and status.\n",
-        );
-        out.push_str("# TYPE portcullis_route_requests_total counter\n");
+        let mut requests = Vec::new();
         for n in &names {
             let s = routes[*n]
                 .statuses
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
             for (status, c) in s.iter() {
-                let _ = writeln!(
-                    out,
-                    "portcullis_route_requests_total{{route=\"{n}\",status=\"{status}\"}} {}",
-                    c.load(Ordering::Relaxed)
-                );
+                requests.push((
+                    labels([("route", n), ("status", &status.to_string())]),
+                    c.load(Ordering::Relaxed),
+                ));
             }
         }
-        out.push_str("# HELP portcullis_request_duration_seconds Time from request head to the end of the answer, by route.\n");
-        out.push_str("# TYPE portcullis_request_duration_seconds histogram\n");
-        for n in &names {
-            routes[*n].latency.render(
-                out,
-                "portcullis_request_duration_seconds",
-                &format!("route=\"{n}\""),
-            );
-        }
-        out.push_str("# HELP portcullis_upstream_duration_seconds Time from sending upstream to its response head, by route.\n");
-        out.push_str("# TYPE portcullis_upstream_duration_seconds histogram\n");
-        for n in &names {
-            routes[*n].upstream_latency.render(
-                out,
-                "portcullis_upstream_duration_seconds",
-                &format!("route=\"{n}\""),
-            );
-        }
-        out.push_str("# HELP portcullis_auth_failures_total Requests refused for authentication or authorization, by reason.\n");
-        out.push_str("# TYPE portcullis_auth_failures_total counter\n");
-        for (i, r) in AUTH_REASONS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "portcullis_auth_failures_total{{reason=\"{r}\"}} {}",
-                self.auth_failures[i].load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP portcullis_websocket_sessions Open WebSocket sessions.\n");
-        out.push_str("# TYPE portcullis_websocket_sessions gauge\n");
-        let _ = writeln!(
-            out,
-            "portcullis_websocket_sessions {}",
-            self.ws_open.load(Ordering::Relaxed).max(0)
+        f.counter(
+            "portcullis_route_requests_total",
+            "Requests answered, by route and status.",
+            &requests,
         );
-        out.push_str(
-            "# HELP portcullis_websocket_closed_total WebSocket sessions ended, by reason.\n",
+        let by_route = |h: fn(&RouteStats) -> &Histogram| -> Vec<(_, &Histogram)> {
+            names
+                .iter()
+                .map(|n| (labels([("route", n)]), h(&routes[*n])))
+                .collect()
+        };
+        f.histogram(
+            "portcullis_request_duration_seconds",
+            "Time from request head to the end of the answer, by route.",
+            &by_route(|r| &r.latency),
         );
-        out.push_str("# TYPE portcullis_websocket_closed_total counter\n");
-        for (i, r) in WS_CLOSE_REASONS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "portcullis_websocket_closed_total{{reason=\"{r}\"}} {}",
-                self.ws_closed[i].load(Ordering::Relaxed)
-            );
-        }
+        f.histogram(
+            "portcullis_upstream_duration_seconds",
+            "Time from sending upstream to its response head, by route.",
+            &by_route(|r| &r.upstream_latency),
+        );
+        f.counter(
+            "portcullis_auth_failures_total",
+            "Requests refused for authentication or authorization, by reason.",
+            &AUTH_REASONS
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    (
+                        labels([("reason", r)]),
+                        self.auth_failures[i].load(Ordering::Relaxed),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        f.gauge(
+            "portcullis_websocket_sessions",
+            "Open WebSocket sessions.",
+            &one(self.ws_open.load(Ordering::Relaxed).max(0)),
+        );
+        f.counter(
+            "portcullis_websocket_closed_total",
+            "WebSocket sessions ended, by reason.",
+            &WS_CLOSE_REASONS
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    (
+                        labels([("reason", r)]),
+                        self.ws_closed[i].load(Ordering::Relaxed),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observability::exposition::{render, Format};
 
     #[test]
-    fn histograms_are_cumulative() {
-        let h = Histogram::default();
-        h.observe(Duration::from_micros(300));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(5));
-        let mut out = String::new();
-        h.render(&mut out, "x", "route=\"r\"");
+    fn histograms_are_cumulative_and_traced_requests_leave_an_exemplar() {
+        let d = Arc::new(Detail::default());
+        let r: Arc<str> = "r".into();
+        let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        d.record(&r, 200, Duration::from_micros(300), None, None, None);
+        d.record(&r, 200, Duration::from_millis(3), None, None, Some(trace));
+        d.record(&r, 503, Duration::from_secs(5), None, None, None);
+        let d2 = d.clone();
+        let out = render(Format::OpenMetrics, move |f| d2.collect(f)).unwrap();
+        let line = |prefix: &str| {
+            out.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{prefix}: {out}"))
+                .to_string()
+        };
+        let b = "portcullis_request_duration_seconds_bucket";
         assert!(
-            out.contains("x_bucket{route=\"r\",le=\"0.0005\"} 1"),
+            line(&format!("{b}{{le=\"0.0005\",route=\"r\"}}")).contains(" 1"),
+            "{out}"
+        );
+        let traced = line(&format!("{b}{{le=\"0.005\",route=\"r\"}}"));
+        assert!(
+            traced.starts_with(&format!(
+                "{b}{{le=\"0.005\",route=\"r\"}} 2 # {{trace_id=\"{trace}\"}} 0.003"
+            )),
+            "{traced}"
+        );
+        assert!(
+            line(&format!("{b}{{le=\"+Inf\",route=\"r\"}}")).ends_with(" 3"),
             "{out}"
         );
         assert!(
-            out.contains("x_bucket{route=\"r\",le=\"0.005\"} 2"),
+            out.contains("portcullis_request_duration_seconds_count{route=\"r\"} 3"),
             "{out}"
         );
-        assert!(out.contains("x_bucket{route=\"r\",le=\"+Inf\"} 3"), "{out}");
-        assert!(out.contains("x_count{route=\"r\"} 3"), "{out}");
+        assert!(
+            out.contains("portcullis_route_requests_total{route=\"r\",status=\"503\"} 1"),
+            "{out}"
+        );
+        let text = render(Format::PrometheusText, move |f| d.collect(f)).unwrap();
+        assert!(!text.contains("trace_id"), "{text}");
     }
 }

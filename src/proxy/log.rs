@@ -154,6 +154,7 @@ impl Gateway {
                 .as_ref()
                 .filter(|d| d.is_auth_failure() || matches!(d, Deny::AuthLockedOut { .. }))
                 .map(|d| d.code()),
+            ctx.trace.as_ref().and_then(|t| t.sampled_trace_id()),
         );
         if ctx.ws_open {
             self.handles
