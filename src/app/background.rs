@@ -48,7 +48,7 @@ pub(super) fn start(tasks: &Tasks, h: &Arc<Shared>) {
     );
     // Once a second: a policy whose secret files changed is reloaded, expired exceptions close,
     // limiters and the shared store evict idle state, stale backoff entries go.
-    let (g, mut secrets) = (h.clone(), SecretFiles::default());
+    let (g, mut secrets, mut token_error) = (h.clone(), SecretFiles::default(), None);
     tasks.every("upkeep", Duration::from_secs(1), move || {
         let policy = g.policy.clone();
         let reload = secrets.changed(&policy.snapshot());
@@ -57,6 +57,11 @@ pub(super) fn start(tasks: &Tasks, h: &Arc<Shared>) {
         g.shared_state.maintain();
         g.backoff
             .evict_idle(Duration::from_secs(3600), std::time::Instant::now());
+        rotate_worker_token(
+            &g.auth,
+            policy.snapshot().auth.previous_token_grace,
+            &mut token_error,
+        );
         async move {
             if reload {
                 tracing::info!("a secret file named by the policy changed: reloading");
@@ -143,6 +148,45 @@ async fn ready_when_serving(h: Arc<Shared>) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A worker token read from a file follows the file: a new token takes over at once, the
+/// previous one is accepted for `[auth] previous_token_grace_seconds`, and the overlap's end is
+/// logged. Both tokens appear in the log only masked. An unreadable source is logged when its
+/// error first appears or changes (`last_error`), not every second.
+fn rotate_worker_token(
+    auth: &crate::auth::AuthState,
+    grace: Duration,
+    last_error: &mut Option<String>,
+) {
+    let now = crate::clock::now_unix();
+    let result = auth.refresh_worker_token(now, grace);
+    match &result {
+        Err(e) if last_error.as_deref() != Some(e.to_string().as_str()) => {
+            tracing::error!(error = %e, "worker token source unreadable; keeping the current token");
+            *last_error = Some(e.to_string());
+        }
+        Err(_) => {}
+        Ok(_) => *last_error = None,
+    }
+    if let Ok(Some(r)) = result {
+        match r.previous_until_unix {
+            Some(until) => tracing::warn!(
+                new = %r.new,
+                previous = %r.previous,
+                previous_accepted_until = %crate::observability::format_unix(until),
+                "worker token rotated; the previous token is accepted until the overlap ends"
+            ),
+            None => tracing::warn!(
+                new = %r.new,
+                previous = %r.previous,
+                "worker token rotated; the previous token is no longer accepted"
+            ),
+        }
+    }
+    if let Some(previous) = auth.end_overlap(now) {
+        tracing::warn!(previous = %previous, "worker token overlap ended; the previous token is no longer accepted");
     }
 }
 

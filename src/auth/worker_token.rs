@@ -1,9 +1,13 @@
 //! The `static` provider's worker token. Resolution order: `PORTCULLIS_WORKER_TOKEN`, then
-//! `WORKER_AUTH_TOKEN`, then the token file (`worker_auth_token:` in
+//! `WORKER_AUTH_TOKEN`, then `PORTCULLIS_WORKER_TOKEN_FILE` (a file holding the token alone: a
+//! mounted Secret), then the token file (`worker_auth_token:` in
 //! `$XDG_CONFIG_HOME/portcullis/deployment.yaml` unless overridden), then a freshly generated
 //! 32-byte token saved to that file with mode 0600. A token file that is a link, not a regular
 //! file, owned by another uid or readable by group or others is refused. Comparison is
 //! constant-time.
+//!
+//! A token read from a file is re-read while the gateway runs ([`WorkerToken::reread`]), so it
+//! rotates without a restart; a token from a variable is fixed for the process's life.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,6 +18,8 @@ use subtle::ConstantTimeEq;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenSource {
     Env(&'static str),
+    /// `PORTCULLIS_WORKER_TOKEN_FILE`: a file holding the token alone.
+    Reference,
     File,
     Generated,
 }
@@ -22,6 +28,7 @@ pub enum TokenSource {
 pub struct WorkerToken {
     token: String,
     pub source: TokenSource,
+    /// Where the token was read or saved (the token file, or the referenced file).
     pub file: PathBuf,
 }
 
@@ -52,6 +59,8 @@ pub enum TokenError {
         "{0}: the token file is owned by uid {1}, not by the gateway's uid {2}; run: chown {2} {0}"
     )]
     Owner(String, u32, u32),
+    #[error("{0}: the file no longer holds a worker token")]
+    Gone(String),
 }
 
 /// The default token file: `$XDG_CONFIG_HOME/portcullis/deployment.yaml`, else
@@ -120,6 +129,21 @@ fn read_token_file(path: &Path) -> Result<Option<String>, TokenError> {
     Ok(None)
 }
 
+/// Reads a file that holds the token alone (`PORTCULLIS_WORKER_TOKEN_FILE`), as a mounted
+/// Secret does: links are followed (a Secret volume is made of them), the content is trimmed.
+fn read_reference(path: &Path) -> Result<String, TokenError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| TokenError::Read(p.clone(), e))?;
+    let t = text.trim().to_string();
+    if t.is_empty() {
+        return Err(TokenError::Gone(p));
+    }
+    if t.len() < 16 {
+        return Err(TokenError::TooShort(p, t.len()));
+    }
+    Ok(t)
+}
+
 /// Writes the token file through `crate::files::write_atomic`: a temporary file with a random
 /// name, created exclusively and without following links, then renamed over the file. A link
 /// planted beside the file (say at a predictable temporary name) is never written through.
@@ -167,6 +191,15 @@ impl WorkerToken {
                 });
             }
         }
+        if let Some(path) = env("PORTCULLIS_WORKER_TOKEN_FILE") {
+            let file = PathBuf::from(path);
+            let token = read_reference(&file)?;
+            return Ok(WorkerToken {
+                token,
+                source: TokenSource::Reference,
+                file,
+            });
+        }
         if let Some(t) = read_token_file(&file)? {
             if t.len() < 16 {
                 return Err(TokenError::TooShort(file.display().to_string(), t.len()));
@@ -184,6 +217,33 @@ impl WorkerToken {
             source: TokenSource::Generated,
             file,
         })
+    }
+
+    /// Reads the token's source again: `Some` with the new token when it changed, `None` when
+    /// it did not or cannot (a variable). An unreadable or emptied source is an error and the
+    /// caller keeps the token it has.
+    pub fn reread(&self) -> Result<Option<WorkerToken>, TokenError> {
+        let token = match self.source {
+            TokenSource::Env(_) => return Ok(None),
+            TokenSource::Reference => read_reference(&self.file)?,
+            TokenSource::File | TokenSource::Generated => {
+                let p = self.file.display().to_string();
+                let t = read_token_file(&self.file)?.ok_or_else(|| TokenError::Gone(p.clone()))?;
+                if t.len() < 16 {
+                    return Err(TokenError::TooShort(p, t.len()));
+                }
+                t
+            }
+        };
+        if self.matches(&token) {
+            return Ok(None);
+        }
+        crate::redact::register_secret(&token);
+        Ok(Some(WorkerToken {
+            token,
+            source: self.source,
+            file: self.file.clone(),
+        }))
     }
 
     /// Constant-time comparison with a presented token.
@@ -204,6 +264,10 @@ impl WorkerToken {
     pub fn source_description(&self) -> String {
         match self.source {
             TokenSource::Env(name) => format!("environment variable {name}"),
+            TokenSource::Reference => format!(
+                "file {} (PORTCULLIS_WORKER_TOKEN_FILE)",
+                self.file.display()
+            ),
             TokenSource::File => format!("token file {}", self.file.display()),
             TokenSource::Generated => {
                 format!("generated and saved to {} (mode 0600)", self.file.display())

@@ -19,6 +19,9 @@ use crate::policy::model::{AuthSettings, RoomAccess};
 use crate::policy::raw::{RawAuth, RawRooms};
 use crate::policy::source::{PolicyError, SourceFile};
 
+/// The longest overlap a rotated worker token may have.
+const MAX_TOKEN_GRACE: u64 = 30 * 86_400;
+
 pub(crate) struct Errs<'a> {
     pub file: &'a SourceFile,
     pub errors: &'a mut Vec<PolicyError>,
@@ -101,6 +104,7 @@ pub(crate) fn compile_auth(
     let mut issuers = Vec::new();
     let mut cache_ttl = Duration::from_secs(300);
     let mut cache_max = 10_000usize;
+    let mut previous_token_grace = Duration::ZERO;
     let mut strip = Vec::new();
     let mut backoff = crate::limits::BackoffSpec {
         max_failures: 5,
@@ -132,6 +136,17 @@ pub(crate) fn compile_auth(
                 e.at(t, "auth.cache_ttl_seconds", "must be at most 86400");
             } else {
                 cache_ttl = Duration::from_secs(*t.get_ref());
+            }
+        }
+        if let Some(g) = &a.previous_token_grace_seconds {
+            if *g.get_ref() > MAX_TOKEN_GRACE {
+                e.at(
+                    g,
+                    "auth.previous_token_grace_seconds",
+                    "must be at most 2592000 (30 days)",
+                );
+            } else {
+                previous_token_grace = Duration::from_secs(*g.get_ref());
             }
         }
         if let Some(m) = &a.cache_max_entries {
@@ -449,6 +464,7 @@ pub(crate) fn compile_auth(
             room_keys,
             cache_ttl,
             cache_max_entries: cache_max,
+            previous_token_grace,
             strip_headers: strip,
             needs_worker_token: false,
             room_leeway: 30,

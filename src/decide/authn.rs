@@ -256,7 +256,9 @@ async fn verify(
     for provider in &route.auth {
         let result = match provider {
             Provider::Static => match gw.auth.worker.load().as_ref() {
-                Some(w) if w.matches(token) => return Ok(Arc::new(Identity::worker())),
+                Some(_) if gw.auth.worker_matches(token, gw.now_unix) => {
+                    return Ok(Arc::new(Identity::worker()))
+                }
                 Some(_) => Err(AuthFailure::Invalid),
                 None => {
                     tracing::error!("static provider without a worker token; refusing");

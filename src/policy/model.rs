@@ -84,6 +84,8 @@ pub struct AuthSettings {
     pub room_keys: RoomKeys,
     pub cache_ttl: Duration,
     pub cache_max_entries: usize,
+    /// After the worker token rotates, how long the previous one is still accepted.
+    pub previous_token_grace: Duration,
     /// Extra client headers to strip, lower-case.
     pub strip_headers: Vec<HeaderName>,
     /// Whether any route uses the `static` provider (the worker token must be resolved).

@@ -434,6 +434,8 @@ pub struct RawAuth {
     /// Verified-token cache: how long an entry lives (never past the token's `exp`).
     pub cache_ttl_seconds: Option<Spanned<u64>>,
     pub cache_max_entries: Option<Spanned<u64>>,
+    /// After the worker token changes at its source, how long the previous one is still taken.
+    pub previous_token_grace_seconds: Option<Spanned<u64>>,
     /// Capability names beyond the built-in ones.
     #[serde(default)]
     pub capabilities: Vec<Spanned<String>>,
