@@ -678,3 +678,131 @@ async fn every_refused_address_counts_once_against_its_circuit() {
     let r = c.get(g.url("/thing")).send().await.unwrap();
     assert_eq!(r.status(), 503);
 }
+
+/// An upstream that accepts connections but answers every request 503 passes a TCP check and
+/// fails an HTTP one: with `health_check_path`, it leaves rotation and its requests go to the
+/// healthy address. The check sends the configured method, path and Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_check_takes_an_address_that_answers_5xx_out_of_rotation() {
+    let good = Upstream::start(0).await;
+    let sick = Upstream::start_with(
+        0,
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nsick",
+    )
+    .await;
+    let g = Gateway::start(pool(
+        &[good.port, sick.port],
+        "circuit_failures = 100\nhealth_check_interval_seconds = 1\nhealth_check_fall = 1\n\
+         health_check_path = \"/healthz\"\nhealth_check_method = \"HEAD\"\n\
+         health_check_host = \"api.internal\"\nhealth_check_statuses = [\"2xx\", 304]",
+    ))
+    .await;
+    eventually(Duration::from_secs(5), "the 5xx address out", || async {
+        g.log().contains("health check: down").then_some(())
+    })
+    .await;
+    let c = g.client(true);
+    for _ in 0..10 {
+        assert_eq!(
+            status(&c, &g).await.0,
+            200,
+            "only the healthy address serves"
+        );
+    }
+    let log = g.log();
+    assert!(
+        log.contains(&format!("127.0.0.1:{}", sick.port)) && log.contains("status 503"),
+        "the reason is logged: {log}"
+    );
+    let heads = sick.seen.lock().unwrap().clone();
+    let check = heads
+        .iter()
+        .find(|h| h.starts_with("HEAD /healthz HTTP/1.1"))
+        .unwrap_or_else(|| panic!("no health check request: {heads:?}"));
+    assert!(
+        check.to_ascii_lowercase().contains("host: api.internal"),
+        "{check}"
+    );
+    // The healthy address passed its checks: it was never logged down.
+    assert!(
+        !log.contains(&format!(
+            "\"address\":\"127.0.0.1:{}\",\"failures\"",
+            good.port
+        )),
+        "{log}"
+    );
+}
+
+/// An upstream over TLS is checked over TLS, verified against its pinned CA, and stays in
+/// rotation while it answers 2xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_check_of_a_tls_upstream_goes_over_verified_tls() {
+    let ca = TestCa::new("upstream CA");
+    let (cert, key) = ca.leaf(&["api.internal"]);
+    let up = common::upstream::TlsTestUpstream::start(&cert, &key, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let g = Gateway::start(Options::with_policy(format!(
+        r#"
+[[upstreams]]
+name = "api"
+kind = "external"
+addresses = ["127.0.0.1:{}"]
+tls = true
+sni = "api.internal"
+ca_file = "{}"
+health_check_interval_seconds = 1
+health_check_fall = 1
+health_check_path = "/ready"
+
+[[routes]]
+name = "api"
+path_prefix = "/"
+upstream = "api"
+public = true
+"#,
+        up.port,
+        ca_file.display()
+    )))
+    .await;
+    // Handshakes come from checks alone until a request is sent.
+    eventually(Duration::from_secs(5), "checks over TLS", || async {
+        (up.handshakes.load(std::sync::atomic::Ordering::Relaxed) >= 2).then_some(())
+    })
+    .await;
+    assert!(!g.log().contains("health check: down"), "{}", g.log());
+    let r = g.client(true).get(g.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "tls-ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_check_settings_without_a_path_or_with_bad_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("up.toml"),
+        "[[upstreams]]\nname = \"a\"\nkind = \"external\"\naddresses = [\"127.0.0.1:1\"]\nhealth_check_method = \"POST\"\n\n\
+         [[upstreams]]\nname = \"b\"\nkind = \"external\"\naddresses = [\"127.0.0.1:1\"]\nhealth_check_path = \"/h\"\nhealth_check_method = \"DELETE\"\n\n\
+         [[upstreams]]\nname = \"c\"\nkind = \"external\"\naddresses = [\"127.0.0.1:1\"]\nhealth_check_path = \"/h\"\nhealth_check_statuses = [\"6xx\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", "/dev/null"])
+        .env("PORTCULLIS_POLICY_DIR", dir.path())
+        .env("PORTCULLIS_CERT_DIR", dir.path().join("certs"))
+        .env_remove("PORTCULLIS_MODE")
+        .env_remove("ENV")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    for want in [
+        "up.toml:5: upstreams[0].health_check_method: needs health_check_path",
+        "up.toml:12: upstreams[1].health_check_method: one of GET, HEAD, OPTIONS",
+        "upstreams[2].health_check_statuses: each entry is a status code",
+    ] {
+        assert!(text.contains(want), "{want}:\n{text}");
+    }
+}

@@ -239,7 +239,177 @@ pub(super) fn compile_upstreams(
                 }
             }
         }
+        compiled.health_http = http_check(raw, &compiled, &at, &mut cx);
         compiled_upstreams.push(compiled);
     }
     (compiled_upstreams, upstream_index)
+}
+
+/// The HTTP health check, when `health_check_path` asks for one.
+fn http_check(
+    raw: &RawUpstream,
+    compiled: &Upstream,
+    at: &str,
+    cx: &mut Ctx,
+) -> Option<crate::policy::specs::HttpCheck> {
+    let extra = [
+        raw.health_check_method
+            .as_ref()
+            .map(|v| (v.span(), "health_check_method")),
+        raw.health_check_host
+            .as_ref()
+            .map(|v| (v.span(), "health_check_host")),
+        raw.health_check_statuses
+            .as_ref()
+            .map(|v| (v.span(), "health_check_statuses")),
+    ];
+    let Some(path) = &raw.health_check_path else {
+        for (span, key) in extra.into_iter().flatten() {
+            cx.err(
+                span.start,
+                format!("{at}.{key}"),
+                "needs health_check_path (the HTTP check's path)",
+            );
+        }
+        return None;
+    };
+    let UpstreamTarget::External { tls, .. } = &compiled.target else {
+        cx.err_at(
+            path,
+            format!("{at}.health_check_path"),
+            "health checks are for external upstreams",
+        );
+        return None;
+    };
+    let p = path.get_ref();
+    if !p.starts_with('/') || p.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        cx.err_at(
+            path,
+            format!("{at}.health_check_path"),
+            "must start with / and hold no spaces or control characters",
+        );
+        return None;
+    }
+    let method = match raw
+        .health_check_method
+        .as_ref()
+        .map(|m| m.get_ref().to_ascii_uppercase())
+    {
+        None => "GET",
+        Some(m) if m == "GET" => "GET",
+        Some(m) if m == "HEAD" => "HEAD",
+        Some(m) if m == "OPTIONS" => "OPTIONS",
+        Some(_) => {
+            let m = raw.health_check_method.as_ref().expect("matched Some");
+            cx.err_at(
+                m,
+                format!("{at}.health_check_method"),
+                "one of GET, HEAD, OPTIONS",
+            );
+            return None;
+        }
+    };
+    let host = match &raw.health_check_host {
+        Some(h)
+            if h.get_ref().is_empty() || h.get_ref().bytes().any(|b| b <= b' ' || b == 0x7f) =>
+        {
+            cx.err_at(
+                h,
+                format!("{at}.health_check_host"),
+                "a host name, with an optional port",
+            );
+            return None;
+        }
+        Some(h) => Some(h.get_ref().clone()),
+        None => None,
+    };
+    let mut statuses = Vec::new();
+    match &raw.health_check_statuses {
+        None => statuses.push((200, 399)),
+        Some(list) => {
+            for s in list.get_ref() {
+                let range = match s {
+                    RawStatus::Code(c) if (100..=599).contains(c) => Some((*c, *c)),
+                    RawStatus::Class(c) if c.len() == 3 && c.ends_with("xx") => c[..1]
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|d| (1..=5).contains(d))
+                        .map(|d| (d * 100, d * 100 + 99)),
+                    _ => None,
+                };
+                match range {
+                    Some(r) => statuses.push(r),
+                    None => {
+                        cx.err_at(
+                            list,
+                            format!("{at}.health_check_statuses"),
+                            "each entry is a status code (100-599) or a class (\"2xx\")",
+                        );
+                        return None;
+                    }
+                }
+            }
+            if statuses.is_empty() {
+                cx.err_at(
+                    list,
+                    format!("{at}.health_check_statuses"),
+                    "must name at least one status",
+                );
+                return None;
+            }
+        }
+    }
+    let tls = if *tls {
+        match health_tls_config(compiled) {
+            Ok(c) => Some(c),
+            Err(m) => {
+                cx.err_at(path, format!("{at}.health_check_path"), m);
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    Some(crate::policy::specs::HttpCheck {
+        method,
+        path: p.clone(),
+        host,
+        statuses,
+        tls,
+    })
+}
+
+/// The TLS client settings of an upstream's requests, for its health checks: its pinned CAs or
+/// the system's roots, and TLS 1.3 only when it asks for that.
+fn health_tls_config(u: &Upstream) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &u.tls_ca {
+        Some(ca) => {
+            for c in ca.iter() {
+                roots
+                    .add(rustls::pki_types::CertificateDer::from(
+                        c.borrow_raw_cert().clone(),
+                    ))
+                    .map_err(|e| format!("the CA bundle: {e}"))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for c in found.certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&'static rustls::SupportedProtocolVersion] = if u.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS12, &rustls::version::TLS13]
+    };
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
 }

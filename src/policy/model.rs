@@ -254,6 +254,8 @@ pub struct Upstream {
     /// address out.
     pub health_rise: u32,
     pub health_fall: u32,
+    /// An HTTP check in place of the TCP one (`health_check_path` set).
+    pub health_http: Option<crate::policy::specs::HttpCheck>,
     /// Pinned CAs for an upstream over TLS; `None` = the system store.
     pub tls_ca: Option<Arc<pingora::protocols::tls::CaType>>,
     /// Refuse upstream TLS below 1.3.
@@ -285,6 +287,7 @@ impl Upstream {
             health_interval: Some(Duration::from_secs(5)),
             health_rise: 2,
             health_fall: 2,
+            health_http: None,
             tls_ca: None,
             tls13_only: false,
             tls_group: 0,

@@ -296,6 +296,14 @@ impl OneOrMany {
     }
 }
 
+/// A status in `health_check_statuses`: a code or a class such as `"2xx"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatus {
+    Code(u16),
+    Class(String),
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
@@ -328,6 +336,14 @@ pub struct RawUpstream {
     pub health_check_rise: Option<Spanned<u64>>,
     /// Consecutive failed checks that take an address out (default 2).
     pub health_check_fall: Option<Spanned<u64>>,
+    /// An HTTP health check to this path instead of a TCP connect.
+    pub health_check_path: Option<Spanned<String>>,
+    /// The HTTP check's method: GET (default), HEAD or OPTIONS.
+    pub health_check_method: Option<Spanned<String>>,
+    /// The HTTP check's Host header.
+    pub health_check_host: Option<Spanned<String>>,
+    /// Statuses that pass the HTTP check: codes (200) or classes ("2xx"); default 2xx and 3xx.
+    pub health_check_statuses: Option<Spanned<Vec<RawStatus>>>,
     /// Seconds a pooled connection to the upstream may wait unused before it is closed
     /// (default 60; 0 = none is reused).
     pub idle_timeout_seconds: Option<Spanned<u64>>,

@@ -29,6 +29,28 @@ impl Default for WsBudget {
     }
 }
 
+/// An HTTP health check: the request it sends and the statuses that pass. Over TLS for an
+/// upstream over TLS, verified as its requests are.
+#[derive(Debug, Clone)]
+pub struct HttpCheck {
+    pub method: &'static str,
+    pub path: String,
+    /// The `Host` header: the policy's, else the TLS name, else the address as written.
+    pub host: Option<String>,
+    /// Inclusive status ranges that pass.
+    pub statuses: Vec<(u16, u16)>,
+    /// The upstream's trust settings, for a check over TLS.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl HttpCheck {
+    pub fn passes(&self, status: u16) -> bool {
+        self.statuses
+            .iter()
+            .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
 /// Breaker settings from the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerSpec {

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::policy::model::{Policy, UpstreamTarget};
+
+mod health;
 pub use crate::policy::specs::BreakerSpec;
 
 #[derive(Debug)]
@@ -326,22 +328,30 @@ impl Resilience {
         }
         // The check connects where requests do: the stored address, never a fresh lookup. A
         // name that has never resolved fails its check.
-        let results = futures_util::future::join_all(due.iter().map(|(u, _, s)| {
-            let timeout = u.connect_timeout.min(Duration::from_secs(2));
-            let addr = s.socket_addr();
-            async move {
-                let Some(addr) = addr else {
-                    return false;
-                };
-                matches!(
-                    tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
-                    Ok(Ok(_))
-                )
-            }
+        let results = futures_util::future::join_all(due.iter().map(|(u, a, s)| {
+            // A TCP check is bounded by the connect timeout; an HTTP one also waits for the
+            // status line, up to the read timeout.
+            let timeout = if u.health_http.is_some() {
+                (u.connect_timeout + u.read_timeout).min(Duration::from_secs(5))
+            } else {
+                u.connect_timeout.min(Duration::from_secs(2))
+            };
+            health::check(u, a, s.socket_addr(), timeout)
         }))
         .await;
-        for ((u, a, s), ok) in due.iter().zip(results) {
-            self.record_check(s, ok, u.health_rise, u.health_fall, &u.name, a);
+        for ((u, a, s), result) in due.iter().zip(results) {
+            // Why a check failed is logged while the address is still in rotation (at most
+            // `fall` lines before it leaves); while it is out, only at debug level.
+            match &result {
+                Err(e) if s.healthy.load(Ordering::Acquire) => {
+                    tracing::info!(upstream = %u.name, address = %a, error = %e, "health check failed")
+                }
+                Err(e) => {
+                    tracing::debug!(upstream = %u.name, address = %a, error = %e, "health check failed")
+                }
+                Ok(()) => {}
+            }
+            self.record_check(s, result.is_ok(), u.health_rise, u.health_fall, &u.name, a);
         }
     }
 
