@@ -806,3 +806,124 @@ async fn http_check_settings_without_a_path_or_with_bad_values_are_refused() {
         assert!(text.contains(want), "{want}:\n{text}");
     }
 }
+
+/// An upstream that answers the first request on each connection and keeps it open, then
+/// closes the connection when the next request arrives on it, without answering: each pooled
+/// connection fails the request that reuses it, as a keep-alive race with an upstream closing
+/// idle connections does. Returns its port and how many requests reached it.
+async fn one_request_per_connection() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = std::sync::Arc::new(AtomicUsize::new(0));
+    let s2 = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let served = s2.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                let mut answered = false;
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                    if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        if answered {
+                            // The second request: close the connection, no answer.
+                            return;
+                        }
+                        answered = true;
+                        got.clear();
+                        served.fetch_add(1, Ordering::Relaxed);
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    (port, served)
+}
+
+async fn retries(g: &Gateway, result: &str) -> u64 {
+    let m = g.metrics().await;
+    let prefix =
+        format!("portcullis_upstream_retries_total{{upstream=\"api\",result=\"{result}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}: {m}"))
+}
+
+/// Every pooled connection fails the request that reuses it. Idempotent requests are sent once
+/// more on a fresh connection and all succeed, each retry counted; a POST is not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_meets_a_closed_pooled_connection_is_retried_once() {
+    let (port, served) = one_request_per_connection().await;
+    let g = Gateway::start(pool(
+        &[port],
+        "circuit_failures = 100\nhealth_check_interval_seconds = 0\nretry_budget_percent = 100",
+    ))
+    .await;
+    let c = g.client(true);
+    for i in 0..40 {
+        let (s, body, _) = status(&c, &g).await;
+        assert_eq!(s, 200, "request {i}: {body}");
+    }
+    let sent = retries(&g, "sent").await;
+    assert!(sent >= 10, "retries counted: {sent}");
+    assert_eq!(served.load(std::sync::atomic::Ordering::Relaxed), 40);
+    assert_eq!(retries(&g, "budget_exhausted").await, 0);
+    assert!(g.log().contains("retrying once"), "{}", g.log());
+
+    // A POST on a reused connection is not retried: its failure reaches the client.
+    let mut failed = 0;
+    for _ in 0..6 {
+        let r = c.post(g.url("/thing")).body("x").send().await.unwrap();
+        if r.status() == 502 {
+            failed += 1;
+        }
+    }
+    assert!(
+        failed > 0,
+        "a POST that met a closed connection was retried"
+    );
+    assert_eq!(retries(&g, "sent").await, sent, "POSTs are never retried");
+}
+
+/// With the budget at its default share, an upstream that fails every reused request gets a
+/// bounded number of retries: the rest fail, and the refusals are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_bounds_retries_when_an_upstream_keeps_failing() {
+    let (port, _) = one_request_per_connection().await;
+    let g = Gateway::start(pool(
+        &[port],
+        "circuit_failures = 1000\nhealth_check_interval_seconds = 0\nretry_budget_percent = 5",
+    ))
+    .await;
+    let c = g.client(true);
+    let mut failed = 0;
+    for _ in 0..120 {
+        if status(&c, &g).await.0 != 200 {
+            failed += 1;
+        }
+    }
+    let (sent, exhausted) = (
+        retries(&g, "sent").await,
+        retries(&g, "budget_exhausted").await,
+    );
+    // A starting balance of 10, plus 5% of the requests.
+    assert!(
+        sent <= 10 + 120 * 5 / 100 + 1,
+        "retries beyond the budget: {sent}"
+    );
+    assert!(
+        exhausted > 0 && failed > 0,
+        "sent {sent}, exhausted {exhausted}, failed {failed}"
+    );
+    assert!(g.log().contains("retry budget spent"), "{}", g.log());
+}

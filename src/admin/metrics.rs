@@ -265,6 +265,24 @@ fn collect(shared: &Shared, o: &mut Families) {
         "Whether an upstream address's circuit is open (1) or closed (0).",
         &circuits,
     );
+    let mut retries = Vec::new();
+    for (name, b) in shared.resilience.retry_budgets() {
+        retries.push((
+            labels([("upstream", &name), ("result", "sent")]),
+            load(&b.sent),
+        ));
+        retries.push((
+            labels([("upstream", &name), ("result", "budget_exhausted")]),
+            load(&b.exhausted),
+        ));
+    }
+    family(
+        o,
+        "portcullis_upstream_retries_total",
+        "counter",
+        "Requests sent again after a reused upstream connection failed before the response (sent), and those the retry budget refused (budget_exhausted).",
+        &retries,
+    );
     let a = &shared.auth;
     family(
         o,

@@ -239,6 +239,17 @@ pub(super) fn compile_upstreams(
                 }
             }
         }
+        if let Some(p) = &raw.retry_budget_percent {
+            if *p.get_ref() > 100 {
+                cx.err_at(
+                    p,
+                    format!("{at}.retry_budget_percent"),
+                    "must be between 0 and 100",
+                );
+            } else {
+                compiled.retry_budget_percent = *p.get_ref() as u8;
+            }
+        }
         compiled.health_http = http_check(raw, &compiled, &at, &mut cx);
         compiled_upstreams.push(compiled);
     }

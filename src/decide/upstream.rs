@@ -87,9 +87,41 @@ pub fn retry(policy: &Policy, choice: &mut Choice, resilience: &Resilience) -> b
     true
 }
 
+/// A reused connection failed before the response: the request moves to another untried
+/// address whose circuit admits it, if there is one (`true`); else it stays, for a fresh
+/// connection to the same address. No failure is recorded: a pooled connection the upstream
+/// closed says nothing about the address.
+pub fn move_on(policy: &Policy, choice: &mut Choice, resilience: &Resilience) -> bool {
+    let upstream = &policy.upstreams[choice.upstream];
+    let UpstreamTarget::External { addresses, .. } = &upstream.target else {
+        return false;
+    };
+    let n = addresses.len();
+    let next = (1..n).find_map(|k| {
+        let j = (choice.idx + k) % n;
+        if choice.tried.contains(&j) {
+            return None;
+        }
+        let state = resilience.address(policy, choice.upstream, j);
+        state.socket_addr()?;
+        (resilience.admit(&state) != Admit::No).then_some((j, state))
+    });
+    let Some((j, state)) = next else {
+        return false;
+    };
+    choice.tried.push(choice.idx);
+    choice.idx = j;
+    choice.state = state;
+    true
+}
+
 /// Records how the request fared at the address it ended on.
 pub fn finish(policy: &Policy, choice: &Choice, failed: bool, resilience: &Resilience) {
     let upstream = &policy.upstreams[choice.upstream];
+    // Every request to the upstream earns retries their share.
+    resilience
+        .retry_budget(policy, choice.upstream)
+        .deposit(upstream.retry_budget_percent);
     if failed {
         let address = match &upstream.target {
             UpstreamTarget::External { addresses, .. } => addresses[choice.idx].as_str(),

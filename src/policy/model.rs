@@ -254,6 +254,8 @@ pub struct Upstream {
     /// address out.
     pub health_rise: u32,
     pub health_fall: u32,
+    /// Retries on a reused connection may be this share (percent) of the upstream's requests.
+    pub retry_budget_percent: u8,
     /// An HTTP check in place of the TCP one (`health_check_path` set).
     pub health_http: Option<crate::policy::specs::HttpCheck>,
     /// Pinned CAs for an upstream over TLS; `None` = the system store.
@@ -288,6 +290,7 @@ impl Upstream {
             health_rise: 2,
             health_fall: 2,
             health_http: None,
+            retry_budget_percent: 20,
             tls_ca: None,
             tls13_only: false,
             tls_group: 0,

@@ -336,6 +336,8 @@ pub struct RawUpstream {
     pub health_check_rise: Option<Spanned<u64>>,
     /// Consecutive failed checks that take an address out (default 2).
     pub health_check_fall: Option<Spanned<u64>>,
+    /// Retries may be at most this percent of the upstream's requests (default 20; 0 = none).
+    pub retry_budget_percent: Option<Spanned<u64>>,
     /// An HTTP health check to this path instead of a TCP connect.
     pub health_check_path: Option<Spanned<String>>,
     /// The HTTP check's method: GET (default), HEAD or OPTIONS.

@@ -96,6 +96,8 @@ pub struct RequestCtx {
     /// When the request went upstream, and how long the upstream took to answer its head.
     pub upstream_sent: Option<Instant>,
     pub upstream_took: Option<Duration>,
+    /// The request was sent again after a reused upstream connection failed.
+    pub retried: bool,
     /// The WebSocket session was opened (101), and why the gateway closed it, if it did.
     pub ws_open: bool,
     pub ws_close: Option<&'static str>,
@@ -140,6 +142,7 @@ impl ProxyHttp for Gateway {
             issue_csrf: false,
             upstream_sent: None,
             upstream_took: None,
+            retried: false,
             ws_open: false,
             ws_close: None,
             ws_guard: None,
@@ -185,6 +188,17 @@ impl ProxyHttp for Gateway {
         e: Box<Error>,
     ) -> Box<Error> {
         self.retry_elsewhere(ctx, e)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        self.retry_reused(peer, session, e, ctx, client_reused)
     }
 
     async fn connected_to_upstream(

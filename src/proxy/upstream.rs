@@ -200,6 +200,65 @@ impl Gateway {
         e
     }
 
+    /// An error on an upstream connection once it was established. The request is sent once
+    /// more (to another address when there is one) only if: the connection was a reused, pooled
+    /// one, which the upstream may have closed as the request went out; no byte of the response
+    /// has reached the client; the method is idempotent; a body, if any, is still whole in the
+    /// retry buffer; it was not retried already; and the upstream's retry budget has a token.
+    pub(super) fn retry_reused(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        e.set_retry(false);
+        if !client_reused
+            || ctx.retried
+            || ctx.facts.websocket
+            || session.response_written().is_some()
+            || !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
+            return e;
+        }
+        let (Some(policy), Some(r), Some(choice)) =
+            (&ctx.policy, ctx.facts.route, ctx.upstream_addr.as_mut())
+        else {
+            return e;
+        };
+        let upstream = &policy.upstreams[policy.routes[r].upstream];
+        if !self
+            .handles
+            .resilience
+            .retry_budget(policy, choice.upstream)
+            .withdraw()
+        {
+            tracing::warn!(
+                upstream = &*upstream.name,
+                reason = %e,
+                "retry budget spent: the failed request is not retried"
+            );
+            return e;
+        }
+        ctx.retried = true;
+        let from = choice.idx;
+        decide::upstream::move_on(policy, choice, &self.handles.resilience);
+        if let UpstreamTarget::External { addresses, .. } = &upstream.target {
+            tracing::info!(
+                upstream = &*upstream.name,
+                address = %addresses[from],
+                next = %addresses[choice.idx],
+                reason = %e,
+                "reused upstream connection failed before the response; retrying once"
+            );
+        }
+        e.set_retry(true);
+        e
+    }
+
     /// Refuses an upstream connection below TLS 1.3 when the upstream asks for it.
     pub(super) fn check_upstream_tls(
         &self,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::policy::model::{Policy, UpstreamTarget};
 
 mod health;
+pub mod retry;
 pub use crate::policy::specs::BreakerSpec;
 
 #[derive(Debug)]
@@ -71,12 +72,16 @@ pub struct Resilience {
     /// The address states of the policy generation applied last, by upstream and address
     /// index: a request finds its address's state without the lock.
     bound: arc_swap::ArcSwap<Bound>,
+    /// Retry budgets by upstream name, kept across reloads.
+    budgets: Mutex<HashMap<Arc<str>, Arc<retry::RetryBudget>>>,
 }
 
 #[derive(Default)]
 struct Bound {
     generation: u64,
     states: Vec<Vec<Arc<AddressState>>>,
+    /// Each upstream's retry budget, by upstream index.
+    budgets: Vec<Arc<retry::RetryBudget>>,
 }
 
 impl Default for Resilience {
@@ -93,6 +98,7 @@ impl Resilience {
             clock,
             states: Mutex::new(HashMap::new()),
             bound: arc_swap::ArcSwap::from_pointee(Bound::default()),
+            budgets: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -155,10 +161,48 @@ impl Resilience {
                 _ => Vec::new(),
             })
             .collect();
+        let budgets = {
+            let mut all = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+            policy
+                .upstreams
+                .iter()
+                .map(|u| all.entry(u.name.clone()).or_default().clone())
+                .collect()
+        };
         self.bound.store(Arc::new(Bound {
             generation: policy.generation,
             states,
+            budgets,
         }));
+    }
+
+    /// The retry budget of `policy`'s upstream `upstream`.
+    pub fn retry_budget(&self, policy: &Policy, upstream: usize) -> Arc<retry::RetryBudget> {
+        let bound = self.bound.load();
+        if bound.generation == policy.generation {
+            if let Some(b) = bound.budgets.get(upstream) {
+                return b.clone();
+            }
+        }
+        self.budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(policy.upstreams[upstream].name.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Every budget with its upstream's name, for `/metrics`.
+    pub fn retry_budgets(&self) -> Vec<(Arc<str>, Arc<retry::RetryBudget>)> {
+        let mut v: Vec<_> = self
+            .budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, b)| (k.clone(), b.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// Resolves again every named external address of `policy` last looked up more than
