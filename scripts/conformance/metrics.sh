@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 . scripts/conformance/lib.sh
 command -v promtool >/dev/null 2>&1 || apt_install prometheus
 tools="${XDG_CACHE_HOME:-$HOME/.cache}/portcullis/openmetrics-venv"
-ensure_venv "$tools" "prometheus-client==0.26.0"
+ensure_venv "$tools" prometheus-client==0.26.0 PyYAML==6.0.3
 
 work=$(mktemp -d)
 # Tracing on, towards a collector that is not there (exports fail; requests do not notice), so
@@ -37,6 +37,10 @@ echo "metrics: promtool check metrics ($(grep -c '^# TYPE' "$metrics") families)
 promtool check metrics <"$metrics"
 promtool check rules examples/prometheus/rules.yml
 (cd examples/prometheus && promtool test rules rules_test.yml)
+# The Prometheus Operator's copy: the PrometheusRule's groups, as promtool reads a rule file.
+"$tools/bin/python" -c 'import sys, yaml; print(yaml.safe_dump(yaml.safe_load(open(sys.argv[1]))["spec"]))' \
+    examples/k8s/monitoring/prometheusrule.yaml >"$work/prometheusrule.yml"
+promtool check rules "$work/prometheusrule.yml"
 python3 scripts/conformance/dashboard.py examples/grafana/portcullis-security.json "$metrics" "$work/dashboard-rules.yml"
 promtool check rules "$work/dashboard-rules.yml"
 curl -sf -H 'Accept: application/openmetrics-text; version=1.0.0' \
