@@ -172,20 +172,8 @@ async fn an_overlap_beyond_thirty_days_is_refused_with_its_place() {
         "[auth]\nprevious_token_grace_seconds = 2592001\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "--config", "/dev/null"])
-        .env("PORTCULLIS_POLICY_DIR", dir.path())
-        .env("PORTCULLIS_CERT_DIR", dir.path().join("certs"))
-        .env_remove("PORTCULLIS_MODE")
-        .env_remove("ENV")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = check_policy_dir(dir.path());
+    assert!(!ok, "{text}");
     assert!(
         text.contains("auth.toml:2") && text.contains("auth.previous_token_grace_seconds"),
         "{text}"

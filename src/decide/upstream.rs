@@ -58,33 +58,7 @@ pub fn pick(
 /// the chosen one and the choice moves there (`true`). Otherwise the choice stays, and its
 /// failure is recorded once, by [`finish`].
 pub fn retry(policy: &Policy, choice: &mut Choice, resilience: &Resilience) -> bool {
-    let upstream = &policy.upstreams[choice.upstream];
-    let UpstreamTarget::External { addresses, .. } = &upstream.target else {
-        return false;
-    };
-    let n = addresses.len();
-    let next = (1..n).find_map(|k| {
-        let j = (choice.idx + k) % n;
-        if choice.tried.contains(&j) {
-            return None;
-        }
-        let state = resilience.address(policy, choice.upstream, j);
-        state.socket_addr()?;
-        (resilience.admit(&state) != Admit::No).then_some((j, state))
-    });
-    let Some((j, state)) = next else {
-        return false;
-    };
-    resilience.failure(
-        &choice.state,
-        upstream.breaker,
-        &upstream.name,
-        &addresses[choice.idx],
-    );
-    choice.tried.push(choice.idx);
-    choice.idx = j;
-    choice.state = state;
-    true
+    move_to_next(policy, choice, resilience, true)
 }
 
 /// A reused connection failed before the response: the request moves to another untried
@@ -92,6 +66,17 @@ pub fn retry(policy: &Policy, choice: &mut Choice, resilience: &Resilience) -> b
 /// connection to the same address. No failure is recorded: a pooled connection the upstream
 /// closed says nothing about the address.
 pub fn move_on(policy: &Policy, choice: &mut Choice, resilience: &Resilience) -> bool {
+    move_to_next(policy, choice, resilience, false)
+}
+
+/// Moves the choice to the next untried, resolved address whose circuit admits the request,
+/// recording a failure against the one it leaves when `record_failure`.
+fn move_to_next(
+    policy: &Policy,
+    choice: &mut Choice,
+    resilience: &Resilience,
+    record_failure: bool,
+) -> bool {
     let upstream = &policy.upstreams[choice.upstream];
     let UpstreamTarget::External { addresses, .. } = &upstream.target else {
         return false;
@@ -109,6 +94,14 @@ pub fn move_on(policy: &Policy, choice: &mut Choice, resilience: &Resilience) ->
     let Some((j, state)) = next else {
         return false;
     };
+    if record_failure {
+        resilience.failure(
+            &choice.state,
+            upstream.breaker,
+            &upstream.name,
+            &addresses[choice.idx],
+        );
+    }
     choice.tried.push(choice.idx);
     choice.idx = j;
     choice.state = state;

@@ -561,3 +561,22 @@ public = true
 "#
     )
 }
+
+/// `portcullis check` on a policy folder alone (development mode, no certificates): whether it
+/// passed, and its stdout and stderr together.
+pub fn check_policy_dir(dir: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", "/dev/null"])
+        .env("PORTCULLIS_POLICY_DIR", dir)
+        .env("PORTCULLIS_CERT_DIR", dir.join("certs"))
+        .env_remove("PORTCULLIS_MODE")
+        .env_remove("ENV")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
