@@ -200,6 +200,13 @@ fn collect(shared: &Shared, o: &mut Families) {
     );
     family(
         o,
+        "portcullis_shared_state_reconnects_total",
+        "counter",
+        "Connections to the shared store made again after one ended: a failover, a restart, a cut.",
+        &one(load(&st.reconnects)),
+    );
+    family(
+        o,
         "portcullis_shared_state_round_trips_total",
         "counter",
         "Calls to the shared store from the request path (global limits, auth failures).",

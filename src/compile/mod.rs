@@ -22,8 +22,9 @@ use alerts::compile_alerts;
 use auth::{compile_auth, compile_room_access};
 use common::{check_path, hsts_header, Ctx, Pending};
 use headers::{compile_headers, compile_mtls, compile_signed_urls, Errs};
-use limits::{compile_limits, compile_network, compile_shared_state, compile_websocket};
+use limits::{compile_limits, compile_network, compile_websocket};
 use routes::{compile_routes, RouteRefs};
+use shared_state::compile_shared_state;
 use upstreams::compile_upstreams;
 
 mod admin;
@@ -33,6 +34,7 @@ mod common;
 mod headers;
 mod limits;
 mod routes;
+mod shared_state;
 mod upstreams;
 
 #[cfg(test)]

@@ -37,8 +37,18 @@ pub struct RawPolicyFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSharedState {
-    /// `redis://host:port/db` or `rediss://` for TLS; `env:NAME` / `file:/path` allowed.
-    pub url: Spanned<String>,
+    /// One server: `redis://host:port/db` or `rediss://` for TLS; `env:NAME` / `file:/path`
+    /// allowed. Exactly one of `url`, `sentinels` and `cluster_nodes`.
+    pub url: Option<Spanned<String>>,
+    /// Redis Sentinel: the sentinels' URLs (`redis://host:26379`); the primary they name for
+    /// `sentinel_master` is the store.
+    pub sentinels: Option<Vec<Spanned<String>>>,
+    pub sentinel_master: Option<Spanned<String>>,
+    /// The sentinels' own credentials, when they differ from the data nodes' (`env:` / `file:`).
+    pub sentinel_username: Option<Spanned<String>>,
+    pub sentinel_password: Option<Spanned<String>>,
+    /// Redis Cluster: seed nodes' URLs; the rest of the cluster is discovered from them.
+    pub cluster_nodes: Option<Vec<Spanned<String>>>,
     /// Password (`env:NAME` / `file:/path`); overrides one in the URL.
     pub password: Option<Spanned<String>>,
     pub username: Option<Spanned<String>>,
@@ -50,6 +60,17 @@ pub struct RawSharedState {
     pub connect_timeout_ms: Option<Spanned<u64>>,
     /// How long a request waits for Redis before the limit's failure mode applies (default 50).
     pub command_timeout_ms: Option<Spanned<u64>>,
+}
+
+impl RawSharedState {
+    /// Every URL the section names, as written.
+    pub fn urls(&self) -> impl Iterator<Item = &String> {
+        self.url
+            .iter()
+            .chain(self.sentinels.iter().flatten())
+            .chain(self.cluster_nodes.iter().flatten())
+            .map(|u| u.get_ref())
+    }
 }
 
 /// An alert rule: more than `threshold` events within `window_seconds` → POST to `webhook`.

@@ -54,6 +54,7 @@ pub fn sections() -> Vec<(&'static str, &'static [&'static str])> {
         ("[auth.backoff]", fields_of::<RawBackoff>()),
         ("[network]", fields_of::<RawNetwork>()),
         ("[[limits]]", fields_of::<RawLimit>()),
+        ("[shared_state]", fields_of::<RawSharedState>()),
         ("[websocket]", fields_of::<RawWebSocket>()),
         ("[blocked]", fields_of::<RawBlocked>()),
         ("[[blocked.exceptions]]", fields_of::<RawBlockException>()),

@@ -61,13 +61,44 @@ pub struct BreakerSpec {
 /// The compiled `[shared_state]` section. Secrets are resolved; `Debug` never shows them.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SharedSettings {
-    pub url: String,
+    pub topology: Topology,
     pub password: Option<String>,
     pub username: Option<String>,
     pub ca_pem: Option<Vec<u8>>,
     pub prefix: String,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+}
+
+/// How the store is reached.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Topology {
+    /// One server (`url`).
+    Single(String),
+    /// The primary that Redis Sentinel names for `master`; `sentinels` are its URLs.
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+        username: Option<String>,
+        password: Option<String>,
+    },
+    /// A Redis Cluster reached through any of these seed nodes.
+    Cluster(Vec<String>),
+}
+
+impl Topology {
+    /// The URLs the configuration names (one server, the sentinels or the seed nodes).
+    pub fn urls(&self) -> &[String] {
+        match self {
+            Topology::Single(u) => std::slice::from_ref(u),
+            Topology::Sentinel { sentinels, .. } => sentinels,
+            Topology::Cluster(nodes) => nodes,
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Topology::Cluster(_))
+    }
 }
 
 impl std::fmt::Debug for SharedSettings {
@@ -81,8 +112,12 @@ impl std::fmt::Debug for SharedSettings {
 
 impl SharedSettings {
     pub fn new(url: String) -> Self {
+        Self::with_topology(Topology::Single(url))
+    }
+
+    pub fn with_topology(topology: Topology) -> Self {
         SharedSettings {
-            url,
+            topology,
             password: None,
             username: None,
             ca_pem: None,
@@ -92,18 +127,38 @@ impl SharedSettings {
         }
     }
 
-    /// Host and port for logs: the URL without credentials, path or query.
-    pub fn endpoint(&self) -> String {
-        let rest = self.url.split_once("://").map(|x| x.1).unwrap_or("");
-        let rest = rest.rsplit_once('@').map(|x| x.1).unwrap_or(rest);
-        let host = rest.split(['/', '?']).next().unwrap_or("");
-        let scheme = if self.url.starts_with("rediss://") {
-            "rediss"
-        } else {
-            "redis"
-        };
-        format!("{scheme}://{host}")
+    /// Whether every connection uses TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        self.topology
+            .urls()
+            .iter()
+            .all(|u| u.starts_with("rediss://"))
     }
+
+    /// The `host:port` of each URL, without credentials, path or query.
+    pub fn hosts(&self) -> Vec<&str> {
+        self.topology.urls().iter().map(|u| host_of(u)).collect()
+    }
+
+    /// For logs: the URLs without credentials, path or query, e.g. `redis://10.0.0.5:6379`,
+    /// `sentinel://10.0.0.1:26379,10.0.0.2:26379/portcullis` or
+    /// `cluster://10.0.0.1:7000,10.0.0.2:7000`.
+    pub fn endpoint(&self) -> String {
+        let tls = if self.tls() { "s" } else { "" };
+        let hosts = self.hosts().join(",");
+        match &self.topology {
+            Topology::Single(_) => format!("redis{tls}://{hosts}"),
+            Topology::Sentinel { master, .. } => format!("sentinel{tls}://{hosts}/{master}"),
+            Topology::Cluster(_) => format!("cluster{tls}://{hosts}"),
+        }
+    }
+}
+
+/// `host:port` of a Redis URL.
+pub fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map(|x| x.1).unwrap_or("");
+    let rest = rest.rsplit_once('@').map(|x| x.1).unwrap_or(rest);
+    rest.split(['/', '?']).next().unwrap_or("")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -54,12 +54,13 @@ fn shared_state_item(p: &Policy, raws: &[(&SourceFile, RawPolicyFile)], mode: Mo
     // A password written into a literal URL is a secret in clear text.
     let literal_credentials = raws.iter().any(|(_, r)| {
         r.shared_state.as_ref().is_some_and(|ss| {
-            let url = ss.get_ref().url.get_ref();
-            !crate::auth::secret::is_reference(url)
-                && url
-                    .split_once("://")
-                    .and_then(|(_, rest)| rest.split('/').next())
-                    .is_some_and(|auth| auth.contains('@'))
+            ss.get_ref().urls().any(|url| {
+                !crate::auth::secret::is_reference(url)
+                    && url
+                        .split_once("://")
+                        .and_then(|(_, rest)| rest.split('/').next())
+                        .is_some_and(|auth| auth.contains('@'))
+            })
         })
     });
     if literal_credentials {
@@ -70,9 +71,8 @@ fn shared_state_item(p: &Policy, raws: &[(&SourceFile, RawPolicyFile)], mode: Mo
             "set url = \"env:NAME\" or password = \"file:/path\"",
         );
     }
-    let host = endpoint.split_once("://").map(|x| x.1).unwrap_or("");
-    let off_host = !host_is_loopback(host);
-    if off_host && !endpoint.starts_with("rediss://") {
+    let off_host = s.hosts().iter().any(|h| !host_is_loopback(h));
+    if off_host && !s.tls() {
         return Item::new(
             "shared-state",
             Status::Warn,
@@ -80,7 +80,12 @@ fn shared_state_item(p: &Policy, raws: &[(&SourceFile, RawPolicyFile)], mode: Mo
             "use rediss:// with ca_file, or keep Redis on a private network",
         );
     }
-    if off_host && s.password.is_none() && !s.url.contains('@') {
+    let password_in_url = s.topology.urls().iter().any(|u| {
+        u.split_once("://")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .is_some_and(|auth| auth.contains('@'))
+    });
+    if off_host && s.password.is_none() && !password_in_url {
         return Item::new(
             "shared-state",
             Status::Warn,

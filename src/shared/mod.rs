@@ -9,6 +9,7 @@
 //! `fail_closed`: 503), failures are counted locally, and a supervisor reconnects in the
 //! background. Each change of state is logged once.
 
+pub mod conn;
 pub mod scripts;
 
 use std::collections::HashMap;
@@ -20,49 +21,18 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
+
+use conn::Conn;
+pub use conn::{describe, StoreError};
 
 use crate::auth::revoked::{Entries, Kind, Revocations};
 use crate::limits::{AuthBackoff, BackoffSpec, LimitSpec};
 pub use crate::policy::specs::SharedSettings;
 
 impl SharedSettings {
-    pub fn client(&self) -> redis::RedisResult<redis::Client> {
-        use redis::IntoConnectionInfo;
-        let mut info = self.url.as_str().into_connection_info()?;
-        let mut rs = info.redis_settings().clone();
-        if let Some(p) = &self.password {
-            rs = rs.set_password(p);
-        }
-        if let Some(u) = &self.username {
-            rs = rs.set_username(u);
-        }
-        info = info.set_redis_settings(rs);
-        match &self.ca_pem {
-            Some(pem) => redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-            None => redis::Client::open(info),
-        }
-    }
-
     fn channel(&self) -> String {
         format!("{}events", self.prefix)
-    }
-
-    pub async fn connect(&self) -> Result<MultiplexedConnection, StoreError> {
-        let client = self.client()?;
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.command_timeout.max(Duration::from_millis(500))));
-        Ok(client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?)
     }
 
     fn fingerprint(&self) -> u64 {
@@ -72,34 +42,19 @@ impl SharedSettings {
     }
 }
 
-/// A Redis error for logs: its kind and category, never the URL or a credential.
-/// A command to the shared store that failed. Shown as `describe` shows it: never with
-/// credentials.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", describe(.0))]
-pub struct StoreError(#[from] pub redis::RedisError);
-
-pub fn describe(e: &redis::RedisError) -> String {
-    let detail = e.detail().unwrap_or("");
-    let text = if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() {
-        e.to_string()
-    } else {
-        format!("{} {detail}", e.category())
-    };
-    crate::redact::redact(&text).into_owned()
-}
-
 /// One configuration's connection and whether it works.
 struct Active {
     settings: SharedSettings,
     fingerprint: u64,
-    conn: ArcSwapOption<MultiplexedConnection>,
+    conn: ArcSwapOption<Conn>,
     up: AtomicBool,
     /// What was last logged: 0 nothing yet, 1 reachable, 2 unreachable (one line per change,
     /// including a store that is unreachable from the start).
     logged: std::sync::atomic::AtomicU8,
     /// Set when a new configuration replaces this one: its supervisor stops.
     retired: AtomicBool,
+    /// The server the last session reached (`host:port`).
+    address: Mutex<Option<String>>,
 }
 
 /// What a global limit decided.
@@ -132,6 +87,8 @@ pub struct SharedStats {
     pub round_trips: AtomicU64,
     pub reserved_hits: AtomicU64,
     pub notifications: AtomicU64,
+    /// Sessions established after an earlier one ended (a failover, a restart, a cut).
+    pub reconnects: AtomicU64,
 }
 
 struct Reservation {
@@ -229,6 +186,7 @@ impl SharedStore {
             up: AtomicBool::new(false),
             logged: std::sync::atomic::AtomicU8::new(0),
             retired: AtomicBool::new(false),
+            address: Mutex::new(None),
         });
         self.active.store(Some(active.clone()));
         tracing::info!(target: "portcullis::shared", endpoint = %settings.endpoint(), prefix = %settings.prefix, "shared state: connecting");
@@ -248,7 +206,7 @@ impl SharedStore {
     }
 
     /// The live connection, when the store is up.
-    fn live(&self) -> Option<(Arc<Active>, MultiplexedConnection)> {
+    fn live(&self) -> Option<(Arc<Active>, Conn)> {
         let a = self.active.load_full()?;
         if !a.up.load(Ordering::Relaxed) {
             return None;
@@ -340,12 +298,12 @@ impl SharedStore {
         };
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
         let redis_key = format!("{}rl:{}:{key}", a.settings.prefix, spec.name);
-        let mut inv = scripts::gcra().prepare_invoke();
-        inv.key(&redis_key)
-            .arg(spec.interval_micros())
-            .arg(spec.burst)
-            .arg(want);
-        let call = inv.invoke_async::<(i64, i64, i64)>(&mut conn);
+        let (interval, burst) = (spec.interval_micros(), spec.burst);
+        let call = async move {
+            scripts::gcra()
+                .run::<(i64, i64, i64)>(&mut conn, &[&redis_key], &[&interval, &burst, &want])
+                .await
+        };
         match tokio::time::timeout(a.settings.command_timeout, call).await {
             Ok(Ok((granted, _, remaining))) if granted > 0 => {
                 let granted = granted.clamp(1, u32::MAX as i64) as u32;
@@ -383,19 +341,39 @@ impl SharedStore {
         };
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
         let p = &a.settings.prefix;
-        let mut inv = scripts::lockout().prepare_invoke();
-        inv.key(format!("{p}fail:{ip}"))
-            .key(format!("{p}lock:{ip}"))
-            .key(format!("{p}lockn:{ip}"))
-            .arg(spec.max_failures)
-            .arg(spec.window.as_millis() as u64)
-            .arg(spec.base_lockout.as_millis() as u64)
-            .arg(spec.max_lockout.as_millis() as u64)
-            .arg(a.settings.channel())
-            .arg(ip.to_string());
-        let call = inv.invoke_async::<(i64, i64)>(&mut conn);
+        // One hash tag, the client's address, puts the three keys in one cluster slot.
+        let keys = [
+            format!("{p}fail:{{{ip}}}"),
+            format!("{p}lock:{{{ip}}}"),
+            format!("{p}lockn:{{{ip}}}"),
+        ];
+        let (max, window) = (spec.max_failures, spec.window.as_millis() as u64);
+        let (base, longest) = (
+            spec.base_lockout.as_millis() as u64,
+            spec.max_lockout.as_millis() as u64,
+        );
+        let (channel, client) = (a.settings.channel(), ip.to_string());
+        let mut index = conn.clone();
+        let call = async move {
+            scripts::lockout()
+                .run::<(i64, i64)>(
+                    &mut conn,
+                    &[&keys[0], &keys[1], &keys[2]],
+                    &[&max, &window, &base, &longest, &channel, &client],
+                )
+                .await
+        };
         match tokio::time::timeout(a.settings.command_timeout, call).await {
-            Ok(Ok((1, ms))) => SharedFailure::Started(Duration::from_millis(ms.max(1) as u64)),
+            Ok(Ok((1, ms))) => {
+                // Listed for replicas that connect later (a new replica, one back after a
+                // failover): they load running lockouts instead of waiting for a failure.
+                let until = unix_ms() + ms.max(1) as u64;
+                let (key, member) = (lockouts_key(&a.settings), ip.to_string());
+                self.handle.spawn(async move {
+                    let _ = index.zadd::<_, _, _, ()>(key, member, until).await;
+                });
+                SharedFailure::Started(Duration::from_millis(ms.max(1) as u64))
+            }
             Ok(Ok((2, ms))) => {
                 SharedFailure::AlreadyLocked(Duration::from_millis(ms.max(1) as u64))
             }
@@ -442,13 +420,12 @@ impl SharedStore {
     }
 
     async fn session(&self, a: &Arc<Active>) -> Result<(), String> {
-        let conn = a.settings.connect().await.map_err(|e| e.to_string())?;
-        let client = a.settings.client().map_err(|e| describe(&e))?;
-        let mut pubsub =
-            tokio::time::timeout(a.settings.connect_timeout, client.get_async_pubsub())
-                .await
-                .map_err(|_| "pub/sub connect timed out".to_string())?
-                .map_err(|e| describe(&e))?;
+        let connected = a
+            .settings
+            .connect_with_subscriber()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (conn, mut pubsub, address) = (connected.conn, connected.subscriber, connected.address);
         pubsub
             .subscribe(a.settings.channel())
             .await
@@ -456,7 +433,7 @@ impl SharedStore {
         let mut c = conn.clone();
         self.resync(&a.settings, &mut c).await?;
         a.conn.store(Some(Arc::new(conn)));
-        self.mark_up(a);
+        self.reached(a, &address);
         let mut messages = pubsub.on_message();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut ticks = 0u64;
@@ -473,22 +450,23 @@ impl SharedStore {
                         return Ok(());
                     }
                     ticks += 1;
-                    let ping = tokio::time::timeout(
+                    let health = tokio::time::timeout(
                         a.settings.connect_timeout,
-                        redis::cmd("PING").query_async::<String>(&mut c),
+                        c.health(&a.settings.topology),
                     )
-                    .await;
-                    match ping {
-                        Ok(Ok(_)) => {
-                            if !a.up.load(Ordering::Relaxed) {
-                                // Back after a request saw an error: catch up on what was missed.
-                                self.resync(&a.settings, &mut c).await?;
-                            }
-                            self.mark_up(a);
-                        }
-                        Ok(Err(e)) => return Err(describe(&e)),
-                        Err(_) => return Err("ping timed out".into()),
+                    .await
+                    .map_err(|_| "health check timed out".to_string())??;
+                    if !health {
+                        // A cluster that reports itself down: keep the connection, which
+                        // follows the failover, and wait for it.
+                        self.failed(a, "health check", "cluster_state is not ok");
+                        continue;
                     }
+                    if !a.up.load(Ordering::Relaxed) {
+                        // Back after a request saw an error: catch up on what was missed.
+                        self.resync(&a.settings, &mut c).await?;
+                    }
+                    self.mark_up(a);
                     // A periodic full resync covers notifications lost in transit.
                     if ticks.is_multiple_of(60) {
                         self.resync(&a.settings, &mut c).await?;
@@ -498,18 +476,42 @@ impl SharedStore {
         }
     }
 
+    /// A session is established: logs where, and counts it when it follows another.
+    fn reached(&self, a: &Active, address: &str) {
+        let mut last = a.address.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(before) = last.as_deref() {
+            self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            if before != address {
+                tracing::warn!(target: "portcullis::shared", endpoint = %a.settings.endpoint(), from = before, to = address, "shared state moved to another server");
+            }
+        }
+        *last = Some(address.to_string());
+        drop(last);
+        a.up.store(true, Ordering::Release);
+        if a.logged.swap(1, Ordering::AcqRel) != 1 {
+            tracing::info!(target: "portcullis::shared", endpoint = %a.settings.endpoint(), server = address, "shared state reachable");
+        }
+    }
+
     /// Reloads the revocation list from the store; closes sessions it newly revokes.
-    async fn resync(
-        &self,
-        s: &SharedSettings,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<(), String> {
+    async fn resync(&self, s: &SharedSettings, conn: &mut Conn) -> Result<(), String> {
         let entries = tokio::time::timeout(s.connect_timeout, load_revocations(s, conn))
             .await
             .map_err(|_| "loading the revocation list timed out".to_string())?
             .map_err(|e| e.to_string())?;
         self.revocations.replace(entries);
         self.close_revoked_sessions();
+        let running = tokio::time::timeout(s.connect_timeout, load_lockouts(s, conn))
+            .await
+            .map_err(|_| "loading the lockouts timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let (now, at) = (unix_ms(), Instant::now());
+        for (ip, until) in running {
+            if let (Ok(ip), true) = (ip.parse::<IpAddr>(), until > now) {
+                self.backoff
+                    .lock_for(ip, Duration::from_millis(until - now), at);
+            }
+        }
         Ok(())
     }
 
@@ -581,30 +583,71 @@ pub fn limit_key(
     Some(out)
 }
 
-fn revoked_key(prefix: &str, kind: Kind, value: &str) -> String {
-    format!("{prefix}revoked:{}:{value}", kind.as_str())
+/// Where revocations live: `<prefix>revoked:<kind>:<value>` on one server; in a cluster
+/// `{<prefix>revoked}:<kind>:<value>`, one hash tag that keeps the whole list in one slot, so
+/// one node's `SCAN` finds it all and one `MGET` reads it.
+fn revoked_prefix(s: &SharedSettings) -> String {
+    if s.topology.is_cluster() {
+        format!("{{{}revoked}}:", s.prefix)
+    } else {
+        format!("{}revoked:", s.prefix)
+    }
 }
 
-async fn load_revocations(
+fn revoked_key(s: &SharedSettings, kind: Kind, value: &str) -> String {
+    format!("{}{}:{value}", revoked_prefix(s), kind.as_str())
+}
+
+/// The running lockouts: a sorted set of client addresses scored by when each lockout ends
+/// (milliseconds since the epoch). One key, so one slot in a cluster.
+fn lockouts_key(s: &SharedSettings) -> String {
+    format!("{{{}lockouts}}", s.prefix)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Lockouts that have not ended, as (address, end); ended ones are dropped from the set.
+async fn load_lockouts(
     s: &SharedSettings,
-    conn: &mut MultiplexedConnection,
-) -> Result<Entries, StoreError> {
-    let pattern = format!("{}revoked:*", s.prefix);
-    let mut keys: Vec<String> = Vec::new();
-    {
-        let mut iter = conn.scan_match::<_, String>(&pattern).await?;
-        while let Some(k) = iter.next_item().await {
-            keys.push(k?);
+    conn: &mut Conn,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let key = lockouts_key(s);
+    let now = unix_ms();
+    conn.zrembyscore::<_, _, _, ()>(&key, "-inf", now).await?;
+    Ok(conn
+        .zrangebyscore_withscores::<_, _, _, Vec<(String, u64)>>(&key, format!("({now}"), "+inf")
+        .await?)
+}
+
+/// `text` matched literally by a `SCAN MATCH` glob.
+fn glob_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    for ch in text.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
         }
+        out.push(ch);
     }
+    out
+}
+
+async fn load_revocations(s: &SharedSettings, conn: &mut Conn) -> Result<Entries, StoreError> {
+    let head = revoked_prefix(s);
+    let keys = conn
+        .scan_near(&head, &format!("{}*", glob_literal(&head)))
+        .await?;
     let mut out = Entries::new();
     if keys.is_empty() {
         return Ok(out);
     }
     let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
-    let skip = s.prefix.len() + "revoked:".len();
     for (k, v) in keys.iter().zip(values) {
-        let Some((kind, value)) = k.get(skip..).and_then(|r| r.split_once(':')) else {
+        let Some((kind, value)) = k.get(head.len()..).and_then(|r| r.split_once(':')) else {
             continue;
         };
         if let (Some(kind), Some(exp)) = (Kind::parse(kind), v) {
@@ -626,7 +669,7 @@ pub async fn revoke(
     let expires = ttl
         .map(|t| crate::auth::now_unix() + t.as_secs())
         .unwrap_or(0);
-    let key = revoked_key(&s.prefix, kind, value);
+    let key = revoked_key(s, kind, value);
     let mut set = redis::cmd("SET");
     set.arg(&key).arg(expires);
     if let Some(t) = ttl {
@@ -644,7 +687,7 @@ pub async fn revoke(
 /// Removes a revocation. Returns whether it existed.
 pub async fn unrevoke(s: &SharedSettings, kind: Kind, value: &str) -> Result<bool, StoreError> {
     let mut conn = s.connect().await?;
-    let n: i64 = conn.del(revoked_key(&s.prefix, kind, value)).await?;
+    let n: i64 = conn.del(revoked_key(s, kind, value)).await?;
     conn.publish::<_, _, ()>(s.channel(), format!("unrevoke {} {value}", kind.as_str()))
         .await?;
     Ok(n > 0)

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use redis::Script;
+use redis::{ErrorKind, Script};
 
 /// GCRA with a batch: `KEYS[1]` holds the theoretical arrival time (µs). ARGV: emission
 /// interval (µs), burst, tokens wanted. Grants as many as fit, up to the wanted count.
@@ -47,12 +47,67 @@ redis.call('PUBLISH', ARGV[5], 'lock ' .. ARGV[6] .. ' ' .. ms)
 return {1, ms}
 "#;
 
-pub fn gcra() -> &'static Script {
-    static S: OnceLock<Script> = OnceLock::new();
-    S.get_or_init(|| Script::new(GCRA))
+/// A script sent by its hash, and in full when the server does not hold it yet (a restarted or
+/// newly promoted primary, another cluster node). Both forms carry the keys, so a cluster
+/// routes them to the node that owns the keys' slot; a script loaded on one node is never
+/// assumed to be on another.
+pub struct Lua {
+    body: &'static str,
+    hash: String,
 }
 
-pub fn lockout() -> &'static Script {
-    static S: OnceLock<Script> = OnceLock::new();
-    S.get_or_init(|| Script::new(LOCKOUT))
+impl Lua {
+    fn new(body: &'static str) -> Lua {
+        Lua {
+            body,
+            hash: Script::new(body).get_hash().to_string(),
+        }
+    }
+
+    fn command(&self, full: bool, keys: &[&str], args: &[&dyn ToRedisArgsDyn]) -> redis::Cmd {
+        let mut c = redis::cmd(if full { "EVAL" } else { "EVALSHA" });
+        c.arg(if full { self.body } else { self.hash.as_str() })
+            .arg(keys.len())
+            .arg(keys);
+        for a in args {
+            a.write_to(&mut c);
+        }
+        c
+    }
+
+    /// Runs the script with `keys` and `args`.
+    pub async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut impl redis::aio::ConnectionLike,
+        keys: &[&str],
+        args: &[&dyn ToRedisArgsDyn],
+    ) -> redis::RedisResult<T> {
+        match self.command(false, keys, args).query_async(conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.command(true, keys, args).query_async(conn).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// A script argument of any type.
+pub trait ToRedisArgsDyn: Sync {
+    fn write_to(&self, c: &mut redis::Cmd);
+}
+
+impl<T: redis::ToRedisArgs + Sync> ToRedisArgsDyn for T {
+    fn write_to(&self, c: &mut redis::Cmd) {
+        c.arg(self);
+    }
+}
+
+pub fn gcra() -> &'static Lua {
+    static S: OnceLock<Lua> = OnceLock::new();
+    S.get_or_init(|| Lua::new(GCRA))
+}
+
+pub fn lockout() -> &'static Lua {
+    static S: OnceLock<Lua> = OnceLock::new();
+    S.get_or_init(|| Lua::new(LOCKOUT))
 }
