@@ -123,148 +123,6 @@ struct RawTls {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAcme {
-    directory: Option<String>,
-    contact: Option<Vec<String>>,
-    accept_terms: Option<bool>,
-    names: Option<Vec<String>>,
-    challenge: Option<String>,
-    storage: Option<PathBuf>,
-    renew_before_seconds: Option<u64>,
-    ca_file: Option<PathBuf>,
-    retry_min_seconds: Option<u64>,
-    retry_max_seconds: Option<u64>,
-}
-
-/// How an ACME server checks that we control a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcmeChallenge {
-    /// `http://<name>/.well-known/acme-challenge/<token>` on the plain-HTTP listener (port 80).
-    Http01,
-    /// A TLS handshake with ALPN `acme-tls/1` on the HTTPS listener (port 443).
-    TlsAlpn01,
-}
-
-impl AcmeChallenge {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AcmeChallenge::Http01 => "http-01",
-            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
-        }
-    }
-}
-
-/// `[tls.acme]`: names the gateway obtains and renews certificates for by itself.
-#[derive(Debug, Clone)]
-pub struct AcmeConfig {
-    /// The directory URL (Let's Encrypt's production directory by default).
-    pub directory: String,
-    /// `mailto:` contacts for the account.
-    pub contact: Vec<String>,
-    pub names: Vec<String>,
-    pub challenge: AcmeChallenge,
-    /// Account key, certificates and state (default `<data_dir>/acme`).
-    pub storage: PathBuf,
-    /// Renew this long before expiry; by default when a third of the lifetime is left.
-    pub renew_before: Option<std::time::Duration>,
-    /// Extra roots to trust for the directory (a private ACME server, a test CA).
-    pub ca_file: Option<PathBuf>,
-    /// Backoff after a failed attempt: starts at `retry_min`, doubles, capped at `retry_max`.
-    pub retry_min: std::time::Duration,
-    pub retry_max: std::time::Duration,
-}
-
-pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
-
-/// A host name an ACME certificate can be issued for: lower-case DNS labels, at least two, no
-/// wildcard (neither challenge type here can prove one) and no IP address.
-fn acme_name_ok(name: &str) -> bool {
-    name.len() <= 253
-        && name.contains('.')
-        && name.parse::<std::net::IpAddr>().is_err()
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
-}
-
-fn resolve_acme(
-    raw: RawAcme,
-    base: &Path,
-    data_dir: &Path,
-    http_on: bool,
-) -> Result<AcmeConfig, String> {
-    let directory = raw.directory.unwrap_or_else(|| LETS_ENCRYPT.to_string());
-    if !directory.starts_with("https://") {
-        return Err(format!(
-            "tls.acme.directory: {directory:?} must be an https:// URL"
-        ));
-    }
-    if raw.accept_terms != Some(true) {
-        return Err(
-            "tls.acme.accept_terms: must be true (you accept the ACME server's terms of service)"
-                .into(),
-        );
-    }
-    let names = raw.names.unwrap_or_default();
-    if names.is_empty() {
-        return Err("tls.acme.names: list at least one host name".into());
-    }
-    for n in &names {
-        if !acme_name_ok(n) {
-            return Err(format!(
-                "tls.acme.names: {n:?} is not a lower-case host name (no wildcards or IP addresses)"
-            ));
-        }
-    }
-    let mut contact = Vec::new();
-    for c in raw.contact.unwrap_or_default() {
-        let mail = c.strip_prefix("mailto:").unwrap_or(&c);
-        if !mail.contains('@') || mail.contains(char::is_whitespace) {
-            return Err(format!("tls.acme.contact: {c:?} is not an e-mail address"));
-        }
-        contact.push(format!("mailto:{mail}"));
-    }
-    let challenge = match raw.challenge.as_deref().unwrap_or("http-01") {
-        "http-01" => AcmeChallenge::Http01,
-        "tls-alpn-01" => AcmeChallenge::TlsAlpn01,
-        other => {
-            return Err(format!(
-                "tls.acme.challenge: {other:?} (expected \"http-01\" or \"tls-alpn-01\")"
-            ))
-        }
-    };
-    if challenge == AcmeChallenge::Http01 && !http_on {
-        return Err(
-            "tls.acme.challenge: http-01 needs the plain-HTTP listener (listeners.http)".into(),
-        );
-    }
-    let under = |p: PathBuf, root: &Path| if p.is_absolute() { p } else { root.join(p) };
-    let storage = raw
-        .storage
-        .map(|p| under(p, base))
-        .unwrap_or_else(|| data_dir.join("acme"));
-    let retry_min = raw.retry_min_seconds.unwrap_or(60).max(1);
-    let retry_max = raw.retry_max_seconds.unwrap_or(3600).max(retry_min);
-    Ok(AcmeConfig {
-        directory,
-        contact,
-        names,
-        challenge,
-        storage,
-        renew_before: raw.renew_before_seconds.map(std::time::Duration::from_secs),
-        ca_file: raw.ca_file.map(|p| under(p, base)),
-        retry_min: std::time::Duration::from_secs(retry_min),
-        retry_max: std::time::Duration::from_secs(retry_max),
-    })
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawShutdown {
     grace_seconds: Option<u64>,
     unready_seconds: Option<u64>,
@@ -396,6 +254,10 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
 /// Reads an environment variable, treating an unset or empty value as absent.
 pub use crate::env::var as env_var;
+
+mod acme;
+use acme::{resolve_acme, RawAcme};
+pub use acme::{AcmeChallenge, AcmeConfig, AcmeDns, LETS_ENCRYPT};
 
 impl Config {
     /// Finds the configuration file: `--config`, then `PORTCULLIS_CONFIG`, then

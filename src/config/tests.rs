@@ -24,11 +24,11 @@ fn acme_settings_are_resolved_and_judged() {
         ("accept_terms = true\nnames = []", "at least one host name"),
         (
             "accept_terms = true\nnames = [\"*.example.com\"]",
-            "no wildcards",
+            "a wildcard name needs challenge = \"dns-01\"",
         ),
         (
             "accept_terms = true\nnames = [\"10.0.0.1\"]",
-            "no wildcards or IP",
+            "no IP addresses",
         ),
         (
             "accept_terms = true\nnames = [\"Upper.example\"]",
@@ -36,7 +36,27 @@ fn acme_settings_are_resolved_and_judged() {
         ),
         (
             "accept_terms = true\nnames = [\"a.example\"]\nchallenge = \"dns-01\"",
-            "dns-01",
+            "dns-01 needs a [tls.acme.dns] section",
+        ),
+        (
+            "accept_terms = true\nnames = [\"a.example\"]\nchallenge = \"dns-02\"",
+            "expected \"http-01\", \"tls-alpn-01\" or \"dns-01\"",
+        ),
+        (
+            "accept_terms = true\nnames = [\"*.a.example\"]\nchallenge = \"dns-01\"\n[tls.acme.dns]\nserver = \"127.0.0.1\"\nzone = \"b.example\"\ntsig_key = \"k\"\ntsig_secret = \"c2VjcmV0LXNlY3JldC1zZWNyZXQ=\"",
+            "is not in the zone \"b.example\"",
+        ),
+        (
+            "accept_terms = true\nnames = [\"*.a.example\"]\nchallenge = \"dns-01\"\n[tls.acme.dns]\nserver = \"127.0.0.1\"\nzone = \"a.example\"\ntsig_key = \"k\"\ntsig_secret = \"c2hvcnQ=\"",
+            "tsig_secret: shorter than 16 bytes",
+        ),
+        (
+            "accept_terms = true\nnames = [\"*.a.example\"]\nchallenge = \"dns-01\"\n[tls.acme.dns]\nserver = \"127.0.0.1\"\nzone = \"a.example\"\ntsig_key = \"k\"\ntsig_algorithm = \"hmac-md5\"\ntsig_secret = \"c2VjcmV0LXNlY3JldC1zZWNyZXQ=\"",
+            "tsig_algorithm: \"hmac-md5\"",
+        ),
+        (
+            "accept_terms = true\nnames = [\"a.example\"]\n[tls.acme.dns]\nserver = \"127.0.0.1\"",
+            "tls.acme.dns: only with challenge = \"dns-01\"",
         ),
         (
             "accept_terms = true\nnames = [\"a.example\"]\ndirectory = \"http://x/dir\"",

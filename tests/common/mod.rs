@@ -5,6 +5,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod auth;
+pub mod bind;
 pub mod pebble;
 pub mod redis;
 pub mod upstream;

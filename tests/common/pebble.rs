@@ -22,6 +22,8 @@ pub struct Pebble {
     pub http_port: u16,
     pub tls_port: u16,
     pub validity_seconds: u64,
+    /// Pebble resolves through this server (a real one the test runs) instead of its own.
+    external_dns: bool,
 }
 
 impl Pebble {
@@ -50,6 +52,34 @@ impl Pebble {
             http_port,
             tls_port,
             validity_seconds,
+            external_dns: false,
+        };
+        p.start_again();
+        p
+    }
+
+    /// Pebble resolving every name through the DNS server at 127.0.0.1:`dns_port` (BIND), for
+    /// `dns-01`.
+    pub fn start_with_dns(dns_port: u16, validity_seconds: u64) -> Pebble {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("Pebble HTTPS test CA");
+        let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"]);
+        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        let https_ca = dir.path().join("ca.pem");
+        std::fs::write(&https_ca, &ca.pem).unwrap();
+        let mut p = Pebble {
+            pebble: None,
+            dns: None,
+            dir,
+            port: free_port(),
+            mgmt_port: free_port(),
+            dns_port,
+            https_ca,
+            http_port: free_port(),
+            tls_port: free_port(),
+            validity_seconds,
+            external_dns: true,
         };
         p.start_again();
         p
@@ -74,7 +104,7 @@ impl Pebble {
             "certificateValidityPeriod": self.validity_seconds,
         }});
         std::fs::write(root.join("pebble.json"), config.to_string()).unwrap();
-        if self.dns.is_none() {
+        if self.dns.is_none() && !self.external_dns {
             let log = std::fs::File::create(root.join("dns.log")).unwrap();
             self.dns = Some(
                 Command::new("pebble-challtestsrv")

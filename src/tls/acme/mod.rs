@@ -20,6 +20,7 @@
 //! and `challenge.rs` answers the server's challenges.
 
 mod challenge;
+mod dns_update;
 mod storage;
 
 use std::collections::BTreeMap;
@@ -384,6 +385,32 @@ impl Acme {
         Ok(account)
     }
 
+    fn dns_ttl(&self) -> u32 {
+        self.cfg.dns.as_ref().map(|d| d.ttl).unwrap_or(60)
+    }
+
+    /// One signed update at the zone's server (`dns-01`).
+    async fn dns_change(&self, change: dns_update::Change) -> Result<(), String> {
+        let dns = self
+            .cfg
+            .dns
+            .as_ref()
+            .ok_or("dns-01 without a [tls.acme.dns] section")?;
+        let algorithm = dns_update::TsigAlgorithm::parse(&dns.tsig_algorithm)
+            .ok_or("unknown TSIG algorithm")?;
+        let key = dns_update::TsigKey::new(&dns.tsig_key, algorithm, &dns.tsig_secret)
+            .map_err(|e| e.to_string())?;
+        dns_update::update(
+            &dns.server,
+            &dns.zone,
+            &key,
+            std::slice::from_ref(&change),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| format!("dns-01 record: {e}"))
+    }
+
     /// Places an order for `name`, answers its challenge, and stores the certificate.
     async fn obtain(&self, name: &str) -> Result<(CertEntry, i64, i64), String> {
         let account = self.account().await?;
@@ -415,8 +442,11 @@ impl Acme {
         let kind = match self.cfg.challenge {
             AcmeChallenge::Http01 => ChallengeType::Http01,
             AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            AcmeChallenge::Dns01 => ChallengeType::Dns01,
         };
-        {
+        // dns-01 records published for this order, removed however it ends.
+        let mut records: Vec<(String, String)> = Vec::new();
+        let validated = async {
             let mut authorizations = order.authorizations();
             while let Some(a) = authorizations.next().await {
                 let mut authz = a.map_err(|e| format!("authorization: {e}"))?;
@@ -439,21 +469,52 @@ impl Acme {
                     AcmeChallenge::TlsAlpn01 => {
                         published.alpn(name.to_string(), key_auth.digest().as_ref())?
                     }
+                    AcmeChallenge::Dns01 => {
+                        let Identifier::Dns(domain) = challenge.identifier().identifier else {
+                            return Err(format!("dns-01 for a non-DNS identifier of {name}"));
+                        };
+                        let record = format!("_acme-challenge.{domain}");
+                        let value = key_auth.dns_value();
+                        self.dns_change(dns_update::Change::AddTxt(
+                            record.clone(),
+                            value.clone(),
+                            self.dns_ttl(),
+                        ))
+                        .await?;
+                        records.push((record, value));
+                    }
+                }
+                if let Some(wait) = self.cfg.dns.as_ref().map(|d| d.propagation) {
+                    tokio::time::sleep(wait).await;
                 }
                 challenge
                     .set_ready()
                     .await
                     .map_err(|e| format!("challenge: {e}"))?;
             }
+            let retry = RetryPolicy::new()
+                .initial_delay(Duration::from_millis(250))
+                .backoff(1.5)
+                .timeout(Duration::from_secs(90));
+            order
+                .poll_ready(&retry)
+                .await
+                .map_err(|e| format!("validation: {e}"))
         }
+        .await;
+        for (record, value) in records {
+            if let Err(e) = self
+                .dns_change(dns_update::Change::DeleteTxt(record.clone(), value))
+                .await
+            {
+                tracing::warn!(target: "portcullis::tls", name, record, error = %e, "ACME: cannot remove a dns-01 record");
+            }
+        }
+        let status = validated?;
         let retry = RetryPolicy::new()
             .initial_delay(Duration::from_millis(250))
             .backoff(1.5)
             .timeout(Duration::from_secs(90));
-        let status = order
-            .poll_ready(&retry)
-            .await
-            .map_err(|e| format!("validation: {e}"))?;
         if status != OrderStatus::Ready {
             let why = order
                 .state()
