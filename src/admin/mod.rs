@@ -160,7 +160,7 @@ pub async fn redirect(
             .path()
             .strip_prefix("/.well-known/acme-challenge/"),
     ) {
-        return match c.http01(token) {
+        return match c.http01_anywhere(token).await {
             Some(key_authorization) => Response::builder()
                 .status(200)
                 .header("content-type", "application/octet-stream")

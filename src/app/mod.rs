@@ -75,6 +75,11 @@ pub fn serve(mut config: Config) -> Result<(), StartError> {
         crate::compile::CompileOptions::for_config(&config),
     )
     .map_err(StartError::Policy)?;
+    if config.acme.as_ref().is_some_and(|a| a.shared) && policy.snapshot().shared_state.is_none() {
+        return Err(StartError::Other(
+            "tls.acme.shared = true keeps ACME state in the policy's [shared_state] store, and the policy has none".into(),
+        ));
+    }
     let dev_ca = ensure_dev_certs(&config)?;
     let certs = CertStore::open(config.cert_dir.clone(), config.default_cert.clone())
         .map_err(StartError::Certs)?;
@@ -225,6 +230,9 @@ fn handles(
         aux.handle().clone(),
     );
     shared_state.configure(policy.snapshot().shared_state.as_ref());
+    if let Some(a) = &acme {
+        a.attach_shared(shared_state.clone());
+    }
     if let Some(s) = &policy.snapshot().shared_state {
         // Serve with global limits from the first request where the store answers in time.
         let (store, wait) = (shared_state.clone(), s.connect_timeout * 2);

@@ -20,6 +20,8 @@ pub(super) struct RawAcme {
     retry_max_seconds: Option<u64>,
     /// `dns-01`: where the challenge records are published.
     dns: Option<RawAcmeDns>,
+    /// Account, certificates, locks and challenge answers in the policy's `[shared_state]`.
+    shared: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -194,6 +196,9 @@ pub struct AcmeConfig {
     pub retry_max: std::time::Duration,
     /// With `dns-01`: where the challenge records go.
     pub dns: Option<AcmeDns>,
+    /// Keep the account, certificates, order locks and challenge answers in the policy's
+    /// `[shared_state]` Redis (the storage folder is then a local copy).
+    pub shared: bool,
 }
 
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -284,6 +289,10 @@ pub(super) fn resolve_acme(
         }
         (_, None) => None,
     };
+    let shared = raw.shared.unwrap_or(false);
+    if shared && challenge == AcmeChallenge::TlsAlpn01 {
+        return Err("tls.acme.shared: use http-01 or dns-01 (a tls-alpn-01 answer is held by the replica that placed the order)".into());
+    }
     let under = |p: PathBuf, root: &Path| if p.is_absolute() { p } else { root.join(p) };
     let storage = raw
         .storage
@@ -302,5 +311,6 @@ pub(super) fn resolve_acme(
         retry_min: std::time::Duration::from_secs(retry_min),
         retry_max: std::time::Duration::from_secs(retry_max),
         dns,
+        shared,
     })
 }

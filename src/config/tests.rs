@@ -59,6 +59,10 @@ fn acme_settings_are_resolved_and_judged() {
             "tls.acme.dns: only with challenge = \"dns-01\"",
         ),
         (
+            "accept_terms = true\nnames = [\"a.example\"]\nchallenge = \"tls-alpn-01\"\nshared = true",
+            "tls.acme.shared: use http-01 or dns-01",
+        ),
+        (
             "accept_terms = true\nnames = [\"a.example\"]\ndirectory = \"http://x/dir\"",
             "https://",
         ),

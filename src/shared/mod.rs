@@ -205,6 +205,12 @@ impl SharedStore {
         self.active.load().is_some()
     }
 
+    /// The live connection and the key prefix, for other users of the store (ACME storage).
+    pub fn connection(&self) -> Option<(Conn, String)> {
+        let (a, c) = self.live()?;
+        Some((c, a.settings.prefix.clone()))
+    }
+
     /// The live connection, when the store is up.
     fn live(&self) -> Option<(Arc<Active>, Conn)> {
         let a = self.active.load_full()?;

@@ -24,6 +24,8 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// (the validation may reach any replica behind the load balancer).
 pub struct Challenges {
     dir: PathBuf,
+    /// With shared storage: answers other replicas published in Redis.
+    shared: Arc<super::shared::SharedAcme>,
     /// `http-01`: token → key authorization.
     http01: Mutex<HashMap<String, String>>,
     /// `tls-alpn-01`: name → self-signed certificate carrying the key authorization digest.
@@ -46,9 +48,10 @@ fn plain_name(s: &str) -> bool {
 }
 
 impl Challenges {
-    pub fn new(storage: &Path) -> Challenges {
+    pub fn new(storage: &Path, shared: Arc<super::shared::SharedAcme>) -> Challenges {
         Challenges {
             dir: storage.join("challenges"),
+            shared,
             http01: Mutex::new(HashMap::new()),
             alpn: Mutex::new(HashMap::new()),
         }
@@ -64,6 +67,22 @@ impl Challenges {
             return None;
         }
         std::fs::read_to_string(self.dir.join("http-01").join(token)).ok()
+    }
+
+    /// As [`Challenges::http01`], and with shared storage also the answers of orders other
+    /// replicas placed.
+    pub async fn http01_anywhere(&self, token: &str) -> Option<String> {
+        if let Some(k) = self.http01(token) {
+            return Some(k);
+        }
+        if !self.shared.is_attached() || !plain_name(token) {
+            return None;
+        }
+        self.shared
+            .get(&format!("http-01:{token}"))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The `tls-alpn-01` certificate for `name`, while its order (ours or a replica's) is open.

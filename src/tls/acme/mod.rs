@@ -21,6 +21,7 @@
 
 mod challenge;
 mod dns_update;
+mod shared;
 mod storage;
 
 use std::collections::BTreeMap;
@@ -43,8 +44,15 @@ use crate::tls::store::{load_pair, CertEntry, CertStore};
 
 use challenge::Published;
 pub use challenge::{offers_only_acme_alpn, AlpnChallenges, Challenges, PreTls, ACME_TLS_ALPN};
+use shared::SharedAcme;
 pub use storage::{cert_path, read_status, read_stored, NameStatus};
 use storage::{lock, now, state_path, try_lock, validity, write_private};
+
+/// Held while ordering a name.
+enum OrderLock {
+    Folder(storage::NameLock),
+    Shared(shared::RedisLock),
+}
 
 /// Counters for the metrics page.
 #[derive(Debug, Default)]
@@ -62,6 +70,8 @@ pub struct Acme {
     pub stats: AcmeStats,
     status: Mutex<BTreeMap<String, NameStatus>>,
     account: tokio::sync::Mutex<Option<Account>>,
+    /// With `shared = true`: the `[shared_state]` store, attached once the gateway has it.
+    shared: Arc<SharedAcme>,
 }
 
 impl std::fmt::Debug for Acme {
@@ -139,7 +149,8 @@ impl HttpClient for AcmeHttp {
 
 impl Acme {
     pub fn new(cfg: AcmeConfig, store: Arc<CertStore>) -> Arc<Acme> {
-        let challenges = Arc::new(Challenges::new(&cfg.storage));
+        let shared = Arc::new(SharedAcme::default());
+        let challenges = Arc::new(Challenges::new(&cfg.storage, shared.clone()));
         let status = cfg
             .names
             .iter()
@@ -152,7 +163,15 @@ impl Acme {
             stats: AcmeStats::default(),
             status: Mutex::new(status),
             account: tokio::sync::Mutex::new(None),
+            shared,
         })
+    }
+
+    /// Gives a manager with `shared = true` the gateway's shared store.
+    pub fn attach_shared(&self, store: Arc<crate::shared::SharedStore>) {
+        if self.cfg.shared {
+            self.shared.attach(store);
+        }
     }
 
     /// Serves the stored certificates that are still valid, before the listeners open.
@@ -223,6 +242,9 @@ impl Acme {
     async fn keep(self: Arc<Self>, name: String) {
         let mut failures = 0u32;
         loop {
+            if self.cfg.shared {
+                self.pull_cert(&name).await;
+            }
             let stored = read_stored(&self.cfg.storage, &name).filter(|(_, _, na)| *na > now());
             let due = match &stored {
                 Some((_, nb, na)) => self.renewal_at(*nb, *na),
@@ -244,7 +266,7 @@ impl Acme {
                 tokio::time::sleep(Duration::from_secs(secs)).await;
                 continue;
             }
-            let lock = match try_lock(&self.cfg.storage, &name) {
+            let lock = match self.order_lock(&name).await {
                 Ok(Some(l)) => l,
                 Ok(None) => {
                     // Another replica is ordering it; look again shortly.
@@ -262,18 +284,34 @@ impl Acme {
                     continue;
                 }
             };
+            if self.cfg.shared {
+                // What another replica stored before we took the lock.
+                self.pull_cert(&name).await;
+            }
             // Under the lock, a renewal by another replica shows as a stored certificate that is
             // no longer due.
             if let Some((_, nb, na)) = read_stored(&self.cfg.storage, &name) {
                 if na > now() && self.renewal_at(nb, na) > now() {
-                    drop(lock);
+                    self.unlock(lock).await;
                     failures = 0;
                     continue;
                 }
             }
             let started = std::time::Instant::now();
-            let result = self.obtain(&name).await;
-            drop(lock);
+            let mut result = self.obtain(&name).await;
+            if let (true, Ok(_)) = (self.cfg.shared, &result) {
+                // Others serve it from the store; until it is there, the order is not done.
+                let pem = std::fs::read_to_string(cert_path(&self.cfg.storage, &name))
+                    .map_err(|e| e.to_string());
+                let pushed = match pem {
+                    Ok(pem) => self.shared.put(&format!("cert:{name}"), &pem).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = pushed {
+                    result = Err(format!("storing the certificate in the shared store: {e}"));
+                }
+            }
+            self.unlock(lock).await;
             match result {
                 Ok((entry, nb, na)) => {
                     failures = 0;
@@ -351,6 +389,19 @@ impl Acme {
         }
         let path = self.account_path();
         let client = http_client(self.cfg.ca_file.as_deref())?;
+        let shared_key = format!(
+            "account:{}",
+            path.file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("account")
+        );
+        if self.cfg.shared {
+            // The replicas' one account: take the stored one into the folder.
+            if let Some(json) = self.shared.get(&shared_key).await? {
+                write_private(&path, json.as_bytes())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
         let account = match std::fs::read(&path) {
             Ok(bytes) => {
                 let creds: AccountCredentials = serde_json::from_slice(&bytes)
@@ -374,8 +425,20 @@ impl Acme {
                     )
                     .await
                     .map_err(|e| format!("creating the account at {}: {e}", self.cfg.directory))?;
-                let json = serde_json::to_vec(&creds).map_err(|e| e.to_string())?;
-                write_private(&path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
+                let mut json = serde_json::to_string(&creds).map_err(|e| e.to_string())?;
+                if self.cfg.shared {
+                    // Two replicas may register at once: the first stored is everyone's.
+                    let first = self.shared.put_first(&shared_key, &json).await?;
+                    if first != json {
+                        write_private(&path, first.as_bytes())
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                        drop(held);
+                        return Box::pin(self.account()).await;
+                    }
+                    json = first;
+                }
+                write_private(&path, json.as_bytes())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 tracing::info!(target: "portcullis::tls", account = account.id(), "ACME: account created");
                 account
             }
@@ -383,6 +446,47 @@ impl Acme {
         };
         *held = Some(account.clone());
         Ok(account)
+    }
+
+    /// The order lock: in the shared store, or a lock file in the folder.
+    async fn order_lock(&self, name: &str) -> Result<Option<OrderLock>, String> {
+        if self.cfg.shared {
+            return Ok(self.shared.try_lock(name).await?.map(OrderLock::Shared));
+        }
+        try_lock(&self.cfg.storage, name)
+            .map(|l| l.map(OrderLock::Folder))
+            .map_err(|e| e.to_string())
+    }
+
+    async fn unlock(&self, lock: OrderLock) {
+        match lock {
+            OrderLock::Shared(l) => self.shared.unlock(l).await,
+            OrderLock::Folder(l) => drop(l),
+        }
+    }
+
+    /// Copies the certificate another replica stored in the shared store into the folder.
+    async fn pull_cert(&self, name: &str) {
+        let pem = match self.shared.get(&format!("cert:{name}")).await {
+            Ok(Some(pem)) => pem,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(target: "portcullis::tls", name, error = %e, "ACME: cannot read the shared store");
+                return;
+            }
+        };
+        let path = cert_path(&self.cfg.storage, name);
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(pem.as_str()) {
+            return;
+        }
+        let fits = load_pair(name, &path, &path).is_ok();
+        if let Err(e) = write_private(&path, pem.as_bytes()) {
+            tracing::warn!(target: "portcullis::tls", name, error = %e, "ACME: cannot copy the shared certificate");
+        } else if load_pair(name, &path, &path).is_err() {
+            tracing::warn!(target: "portcullis::tls", name, had_one = fits, "ACME: the shared store holds an unusable certificate");
+        } else {
+            tracing::info!(target: "portcullis::tls", name, "ACME: certificate taken from the shared store");
+        }
     }
 
     fn dns_ttl(&self) -> u32 {
@@ -446,6 +550,7 @@ impl Acme {
         };
         // dns-01 records published for this order, removed however it ends.
         let mut records: Vec<(String, String)> = Vec::new();
+        let mut shared_tokens: Vec<String> = Vec::new();
         let validated = async {
             let mut authorizations = order.authorizations();
             while let Some(a) = authorizations.next().await {
@@ -464,7 +569,16 @@ impl Acme {
                 let key_auth = challenge.key_authorization();
                 match self.cfg.challenge {
                     AcmeChallenge::Http01 => {
-                        published.http01(challenge.token.clone(), key_auth.as_str().to_string())?
+                        published.http01(challenge.token.clone(), key_auth.as_str().to_string())?;
+                        if self.cfg.shared {
+                            self.shared
+                                .put_expiring(
+                                    &format!("http-01:{}", challenge.token),
+                                    key_auth.as_str(),
+                                )
+                                .await?;
+                            shared_tokens.push(challenge.token.clone());
+                        }
                     }
                     AcmeChallenge::TlsAlpn01 => {
                         published.alpn(name.to_string(), key_auth.digest().as_ref())?
@@ -509,6 +623,9 @@ impl Acme {
             {
                 tracing::warn!(target: "portcullis::tls", name, record, error = %e, "ACME: cannot remove a dns-01 record");
             }
+        }
+        for token in shared_tokens {
+            let _ = self.shared.delete(&format!("http-01:{token}")).await;
         }
         let status = validated?;
         let retry = RetryPolicy::new()
