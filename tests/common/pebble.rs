@@ -85,6 +85,14 @@ impl Pebble {
         p
     }
 
+    /// Pebble's own HTTPS certificate and key (PEM files), for a server standing in front of it.
+    pub fn https_pair(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.path().join("cert.pem"),
+            self.dir.path().join("key.pem"),
+        )
+    }
+
     pub fn directory(&self) -> String {
         format!("https://127.0.0.1:{}/dir", self.port)
     }

@@ -45,8 +45,16 @@ use crate::tls::store::{load_pair, CertEntry, CertStore};
 use challenge::Published;
 pub use challenge::{offers_only_acme_alpn, AlpnChallenges, Challenges, PreTls, ACME_TLS_ALPN};
 use shared::SharedAcme;
+use storage::{ari_id, lock, now, state_path, try_lock, validity, write_private};
 pub use storage::{cert_path, read_status, read_stored, NameStatus};
-use storage::{lock, now, state_path, try_lock, validity, write_private};
+
+/// A renewal time picked in a suggested window; picked again only when the window changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AriChoice {
+    certificate: String,
+    window: (i64, i64),
+    at: i64,
+}
 
 /// Held while ordering a name.
 enum OrderLock {
@@ -70,6 +78,8 @@ pub struct Acme {
     pub stats: AcmeStats,
     status: Mutex<BTreeMap<String, NameStatus>>,
     account: tokio::sync::Mutex<Option<Account>>,
+    /// Per name: the renewal window the server suggested (RFC 9773) and the time picked in it.
+    ari: Mutex<BTreeMap<String, AriChoice>>,
     /// With `shared = true`: the `[shared_state]` store, attached once the gateway has it.
     shared: Arc<SharedAcme>,
 }
@@ -163,6 +173,7 @@ impl Acme {
             stats: AcmeStats::default(),
             status: Mutex::new(status),
             account: tokio::sync::Mutex::new(None),
+            ari: Mutex::new(BTreeMap::new()),
             shared,
         })
     }
@@ -246,10 +257,20 @@ impl Acme {
                 self.pull_cert(&name).await;
             }
             let stored = read_stored(&self.cfg.storage, &name).filter(|(_, _, na)| *na > now());
-            let due = match &stored {
+            let mut due = match &stored {
                 Some((_, nb, na)) => self.renewal_at(*nb, *na),
                 None => now(),
             };
+            // The server's renewal window, where it offers one, decides instead (RFC 9773);
+            // and it is asked again when it says.
+            let mut ask_again = None;
+            if let (Some((entry, _, _)), 0) = (&stored, failures) {
+                if let Some((at, retry)) = self.renewal_window(&name, entry).await {
+                    due = at;
+                    ask_again = Some(retry);
+                }
+            }
+            let stored_fingerprint = stored.as_ref().map(|(e, _, _)| e.fingerprint());
             if let Some((entry, nb, na)) = stored {
                 // A certificate another replica renewed, or ours from the last round.
                 let served = self.store.acme_fingerprint(&name);
@@ -263,7 +284,11 @@ impl Acme {
                 // Wake at least hourly, to pick up a renewal by another replica in time.
                 let jitter = rand::random::<u64>() % (wait as u64 / 100 + 1).min(60);
                 let secs = (wait as u64 + jitter).min(3600);
-                tokio::time::sleep(Duration::from_secs(secs)).await;
+                let sleep = match ask_again {
+                    Some(retry) => Duration::from_secs(secs).min(retry),
+                    None => Duration::from_secs(secs),
+                };
+                tokio::time::sleep(sleep).await;
                 continue;
             }
             let lock = match self.order_lock(&name).await {
@@ -288,10 +313,14 @@ impl Acme {
                 // What another replica stored before we took the lock.
                 self.pull_cert(&name).await;
             }
-            // Under the lock, a renewal by another replica shows as a stored certificate that is
-            // no longer due.
-            if let Some((_, nb, na)) = read_stored(&self.cfg.storage, &name) {
-                if na > now() && self.renewal_at(nb, na) > now() {
+            // Under the lock, a renewal by another replica shows as another stored certificate
+            // that is no longer due (by the lifetime rule; the server's window is asked anew on
+            // the next round).
+            let deciding = stored_fingerprint;
+            if let Some((entry, nb, na)) = read_stored(&self.cfg.storage, &name) {
+                let other = deciding != Some(entry.fingerprint());
+                let not_due = ask_again.is_none() && self.renewal_at(nb, na) > now();
+                if na > now() && (other || not_due) {
                     self.unlock(lock).await;
                     failures = 0;
                     continue;
@@ -448,6 +477,51 @@ impl Acme {
         Ok(account)
     }
 
+    /// When to renew `entry` by the server's renewal information, and when to ask again; `None`
+    /// when the server offers none (or cannot be asked now), so the lifetime rule applies.
+    async fn renewal_window(&self, name: &str, entry: &CertEntry) -> Option<(i64, Duration)> {
+        let id = ari_id(entry)?;
+        let account = self.account().await.ok()?;
+        let (info, retry) = match account.renewal_info(&id).await {
+            Ok(r) => r,
+            Err(instant_acme::Error::Unsupported(_)) => return None,
+            Err(e) => {
+                tracing::debug!(target: "portcullis::tls", name, error = %e, "ACME: renewal information unavailable");
+                return None;
+            }
+        };
+        let w = &info.suggested_window;
+        let window = (w.start.unix_timestamp(), w.end.unix_timestamp());
+        if window.1 < window.0 {
+            return None;
+        }
+        let certificate = id.to_string();
+        let mut all = lock(&self.ari);
+        let keep = all
+            .get(name)
+            .filter(|c| c.certificate == certificate && c.window == window)
+            .map(|c| c.at);
+        let at = keep.unwrap_or_else(|| {
+            let span = (window.1 - window.0) as u64;
+            let at = window.0 + (rand::random::<u64>() % (span + 1)) as i64;
+            tracing::info!(target: "portcullis::tls", name, window_start = window.0, window_end = window.1, renew_at = at, "ACME: renewal scheduled by the server's renewal information");
+            at
+        });
+        all.insert(
+            name.to_string(),
+            AriChoice {
+                certificate,
+                window,
+                at,
+            },
+        );
+        // Asked again when the server says, within a second and a day.
+        Some((
+            at,
+            retry.clamp(Duration::from_secs(1), Duration::from_secs(86_400)),
+        ))
+    }
+
     /// The order lock: in the shared store, or a lock file in the folder.
     async fn order_lock(&self, name: &str) -> Result<Option<OrderLock>, String> {
         if self.cfg.shared {
@@ -519,7 +593,25 @@ impl Acme {
     async fn obtain(&self, name: &str) -> Result<(CertEntry, i64, i64), String> {
         let account = self.account().await?;
         let ids = [Identifier::Dns(name.to_string())];
-        let mut order = match account.new_order(&NewOrder::new(&ids)).await {
+        // A renewal the server scheduled names the certificate it replaces (RFC 9773 5).
+        let replaces = lock(&self.ari).get(name).and_then(|c| {
+            let (entry, _, _) = read_stored(&self.cfg.storage, name)?;
+            let id = ari_id(&entry)?;
+            (id.to_string() == c.certificate).then_some(id)
+        });
+        let ordered = match replaces {
+            Some(id) => match account.new_order(&NewOrder::new(&ids).replaces(id)).await {
+                // A server that publishes renewal information but ignores `replaces` in an
+                // order (instant-acme checks the echo): order again without it.
+                Err(instant_acme::Error::Other(e)) if e.to_string().contains("replaces") => {
+                    tracing::info!(target: "portcullis::tls", name, "ACME: the server does not mark orders as replacing a certificate; ordering without");
+                    account.new_order(&NewOrder::new(&ids)).await
+                }
+                other => other,
+            },
+            None => account.new_order(&NewOrder::new(&ids)).await,
+        };
+        let mut order = match ordered {
             Ok(o) => o,
             // The server no longer knows the account (a test server restarted, an account
             // deactivated elsewhere): register a new one, once.

@@ -78,6 +78,29 @@ pub(super) fn validity(entry: &CertEntry) -> Option<(i64, i64)> {
     ))
 }
 
+/// The certificate's ACME Renewal Information identifier (RFC 9773 4.1): its authority key
+/// identifier and serial number; `None` without an authority key identifier.
+pub(super) fn ari_id(entry: &CertEntry) -> Option<instant_acme::CertificateIdentifier<'static>> {
+    use rustls::pki_types::Der;
+    let leaf = entry.key.cert.first()?;
+    let (_, c) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let aki = c
+        .iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })?;
+    Some(
+        instant_acme::CertificateIdentifier::new(
+            Der::from_slice(&aki),
+            Der::from_slice(c.tbs_certificate.raw_serial()),
+        )
+        .into_owned(),
+    )
+}
+
 /// What `portcullis acme status` shows for a name; kept in `state/<name>.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NameStatus {
