@@ -149,3 +149,33 @@ async fn a_replica_answers_from_redis_the_validation_of_an_order_another_placed(
         "A does not serve B's name"
     );
 }
+
+#[test]
+fn shared_acme_without_a_shared_store_is_refused_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        "[tls.acme]\naccept_terms = true\nnames = [\"a.example.test\"]\nshared = true\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/p.toml"), "").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("PORTCULLIS_POLICY_DIR", dir.path().join("policies"))
+        .env("PORTCULLIS_CERT_DIR", dir.path().join("certs"))
+        .env_remove("PORTCULLIS_MODE")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "tls.acme.shared = true keeps ACME state in the policy's [shared_state] store"
+        ),
+        "{text}"
+    );
+}

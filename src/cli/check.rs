@@ -31,6 +31,11 @@ pub fn check(config: &Config) -> CheckReport {
             .map(|p| (p, names))
     }) {
         Ok((p, names)) => {
+            if config.acme.as_ref().is_some_and(|a| a.shared) && p.shared_state.is_none() {
+                errors.push(
+                    "tls.acme.shared = true keeps ACME state in the policy's [shared_state] store, and the policy has none".into(),
+                );
+            }
             lines.push(format!(
                 "policy: {} ({} routes, {} upstreams)",
                 names.join(", "),
