@@ -41,34 +41,11 @@ fn client_for(g: &Gateway, root: &str, name: &str) -> reqwest::Client {
         .unwrap()
 }
 
-/// The leaf certificate (DER) served for `name`, verified against `root`.
-async fn served(g: &Gateway, root: &str, name: &str) -> Result<Vec<u8>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(root.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(g.https)
-        .await
-        .map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name.to_string().try_into().unwrap(), tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
-}
-
 /// Waits until `name` is served with a certificate `root` verifies; on timeout, shows both logs.
 async fn issued(g: &Gateway, pebble: &Pebble, root: &str, name: &str) -> (Vec<u8>, Duration) {
     let start = std::time::Instant::now();
     loop {
-        if let Ok(leaf) = served(g, root, name).await {
+        if let Ok(leaf) = g.served_leaf(root, name).await {
             return (leaf, start.elapsed());
         }
         if start.elapsed() > Duration::from_secs(60) {
@@ -80,14 +57,6 @@ async fn issued(g: &Gateway, pebble: &Pebble, root: &str, name: &str) -> (Vec<u8
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn metric(g: &Gateway, line: &str) -> u64 {
-    g.metrics()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 const ISSUED: &str = "portcullis_acme_orders_total{result=\"issued\"}";
@@ -102,8 +71,6 @@ fn acme_status(g: &Gateway) -> String {
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap()
 }
-
-use rustls::pki_types::pem::PemObject;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http01_issues_a_certificate_and_a_restart_reuses_it_without_an_order() {
@@ -121,7 +88,7 @@ async fn http01_issues_a_certificate_and_a_restart_reuses_it_without_an_order() 
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(metric(&g, ISSUED).await, 1);
+    assert_eq!(g.metric(ISSUED).await, 1);
     // The account key and the certificate are private.
     for entry in walk(storage.path()) {
         let mode = std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777;
@@ -137,11 +104,11 @@ async fn http01_issues_a_certificate_and_a_restart_reuses_it_without_an_order() 
     // A restart with the stored state serves the same certificate and orders nothing.
     let orders_before = pebble.log().matches("POST /order-plz").count();
     let g = gateway(&pebble, &[name], "http-01", storage.path(), "").await;
-    assert_eq!(served(&g, &root, name).await.unwrap(), leaf);
+    assert_eq!(g.served_leaf(&root, name).await.unwrap(), leaf);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(metric(&g, ISSUED).await, 0);
+    assert_eq!(g.metric(ISSUED).await, 0);
     assert_eq!(
-        metric(&g, "portcullis_acme_certificates_loaded_total").await,
+        g.metric("portcullis_acme_certificates_loaded_total").await,
         1
     );
     assert_eq!(
@@ -214,12 +181,12 @@ async fn tls_alpn01_issues_and_renews_without_a_failed_request() {
         })
     };
     let (_, took) = eventually(Duration::from_secs(60), "two renewals", || async {
-        (metric(&g, ISSUED).await >= 3).then_some(())
+        (g.metric(ISSUED).await >= 3).then_some(())
     })
     .await;
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
-    let now_served = served(&g, &root, name).await.unwrap();
+    let now_served = g.served_leaf(&root, name).await.unwrap();
     assert_ne!(now_served, first, "the renewed certificate is served");
     eprintln!(
         "two renewals in {took:?}; {} requests served, {} failed",
@@ -247,16 +214,16 @@ async fn an_acme_outage_keeps_the_stored_certificate_serving_and_recovers() {
     let (leaf, _) = issued(&g, &pebble, &root, name).await;
 
     pebble.stop();
-    let failed_before = metric(&g, FAILED).await;
+    let failed_before = g.metric(FAILED).await;
     eventually(
         Duration::from_secs(30),
         "renewal failure counted",
-        || async { (metric(&g, FAILED).await >= failed_before + 2).then_some(()) },
+        || async { (g.metric(FAILED).await >= failed_before + 2).then_some(()) },
     )
     .await;
     // Still served, still valid.
-    let during = served(&g, &root, name).await.unwrap();
-    let issued_during = metric(&g, ISSUED).await;
+    let during = g.served_leaf(&root, name).await.unwrap();
+    let issued_during = g.metric(ISSUED).await;
     assert!(g.log().contains("ACME: certificate issuance failed"));
     let events = g.metrics().await;
     assert!(
@@ -275,7 +242,7 @@ async fn an_acme_outage_keeps_the_stored_certificate_serving_and_recovers() {
     let new_root = pebble.issuing_root().await;
     let (_, took) = issued(&g, &pebble, &new_root, name).await;
     eprintln!("recovered {took:?} after the ACME server returned");
-    assert!(metric(&g, ISSUED).await > issued_during);
+    assert!(g.metric(ISSUED).await > issued_during);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,7 +266,7 @@ async fn replicas_sharing_the_storage_folder_order_a_name_once() {
     eprintln!("both replicas serve it; the second {took:?} after the first");
     assert_eq!(leaf_a, leaf_b, "one certificate, served by both");
     assert_eq!(
-        metric(&a, ISSUED).await + metric(&b, ISSUED).await,
+        a.metric(ISSUED).await + b.metric(ISSUED).await,
         1,
         "one order between them"
     );
@@ -334,9 +301,9 @@ async fn a_replica_answers_the_challenge_of_an_order_another_placed() {
     let root = pebble.issuing_root().await;
     let (_, took) = issued(&b, &pebble, &root, name).await;
     eprintln!("issued to B through A's listener in {took:?}");
-    assert_eq!(metric(&b, ISSUED).await, 1);
+    assert_eq!(b.metric(ISSUED).await, 1);
     assert!(
-        served(&a, &root, name).await.is_err(),
+        a.served_leaf(&root, name).await.is_err(),
         "A does not serve B's name"
     );
 }

@@ -154,41 +154,7 @@ impl AriFront {
     }
 }
 
-async fn served(g: &Gateway, root: &str, name: &str) -> Result<Vec<u8>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(root.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(g.https)
-        .await
-        .map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name.to_string().try_into().unwrap(), tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
-}
-
-async fn issued(g: &Gateway) -> u64 {
-    g.metrics()
-        .await
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("portcullis_acme_orders_total{result=\"issued\"}")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
+const ISSUED: &str = "portcullis_acme_orders_total{result=\"issued\"}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_follows_the_servers_suggested_window() {
@@ -210,7 +176,7 @@ async fn renewal_follows_the_servers_suggested_window() {
     .await;
     let root = pebble.issuing_root().await;
     let (first, _) = eventually(Duration::from_secs(60), "issued", || async {
-        served(&g, &root, name).await.ok()
+        g.served_leaf(&root, name).await.ok()
     })
     .await;
     // The keeper asks about this certificate: its authority key identifier and serial.
@@ -234,15 +200,15 @@ async fn renewal_follows_the_servers_suggested_window() {
     .await;
     // A window a month ahead holds renewal back past the lifetime rule's 10 s.
     tokio::time::sleep(Duration::from_secs(15)).await;
-    assert_eq!(issued(&g).await, 1, "{}", g.log());
-    assert_eq!(served(&g, &root, name).await.unwrap(), first);
+    assert_eq!(g.metric(ISSUED).await, 1, "{}", g.log());
+    assert_eq!(g.served_leaf(&root, name).await.unwrap(), first);
     assert!(g
         .log()
         .contains("renewal scheduled by the server's renewal information"));
     // A window that has begun: renewed at once.
     *front.window.lock().unwrap() = (rfc3339(-7200), rfc3339(-3600));
     let start = std::time::Instant::now();
-    while issued(&g).await < 2 {
+    while g.metric(ISSUED).await < 2 {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "not renewed:\n{}\n{}",
@@ -254,7 +220,10 @@ async fn renewal_follows_the_servers_suggested_window() {
     let took = start.elapsed();
     println!("renewed {took:?} after the window opened");
     let renewed = eventually(Duration::from_secs(10), "the renewal served", || async {
-        served(&g, &root, name).await.ok().filter(|l| *l != first)
+        g.served_leaf(&root, name)
+            .await
+            .ok()
+            .filter(|l| *l != first)
     })
     .await
     .0;

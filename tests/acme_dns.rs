@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::bind::Bind;
@@ -34,41 +33,8 @@ async fn gateway(
     .await
 }
 
-/// The leaf certificate (DER) served for `sni`, verified against `root` for that name.
-async fn served(g: &Gateway, root: &str, sni: &str) -> Result<Vec<u8>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(root.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(g.https)
-        .await
-        .map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(sni.to_string().try_into().unwrap(), tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
-}
-
-async fn metric(g: &Gateway, line: &str) -> u64 {
-    g.metrics()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 const ISSUED: &str = "portcullis_acme_orders_total{result=\"issued\"}";
 const FAILED: &str = "portcullis_acme_orders_total{result=\"failed\"}";
-
-use rustls::pki_types::pem::PemObject;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wildcard_is_issued_over_dns01_served_by_sni_and_renewed() {
@@ -85,7 +51,7 @@ async fn a_wildcard_is_issued_over_dns01_served_by_sni_and_renewed() {
     .await;
     let root = pebble.issuing_root().await;
     let (first, took) = eventually(Duration::from_secs(60), "the wildcard issued", || async {
-        served(&g, &root, "api.example.test").await.ok()
+        g.served_leaf(&root, "api.example.test").await.ok()
     })
     .await;
     println!("*.example.test issued and served {took:?} after start");
@@ -103,7 +69,7 @@ async fn a_wildcard_is_issued_over_dns01_served_by_sni_and_renewed() {
         .collect();
     assert_eq!(sans, ["DNSName(*.example.test)"]);
     assert_eq!(
-        served(&g, &root, "rooms.example.test").await.unwrap(),
+        g.served_leaf(&root, "rooms.example.test").await.unwrap(),
         first
     );
     // The challenge records are gone once the order is done.
@@ -127,11 +93,11 @@ async fn a_wildcard_is_issued_over_dns01_served_by_sni_and_renewed() {
 
     // Renewed: a new certificate is served for the same names.
     let (_, took) = eventually(Duration::from_secs(60), "a renewal", || async {
-        (metric(&g, ISSUED).await >= 2).then_some(())
+        (g.metric(ISSUED).await >= 2).then_some(())
     })
     .await;
     let renewed = eventually(Duration::from_secs(10), "the renewal served", || async {
-        served(&g, &root, "api.example.test")
+        g.served_leaf(&root, "api.example.test")
             .await
             .ok()
             .filter(|l| *l != first)
@@ -140,7 +106,7 @@ async fn a_wildcard_is_issued_over_dns01_served_by_sni_and_renewed() {
     .0;
     assert_ne!(renewed, first);
     println!("renewed {took:?} later");
-    assert_eq!(metric(&g, FAILED).await, 0, "{}", g.log());
+    assert_eq!(g.metric(FAILED).await, 0, "{}", g.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +117,7 @@ async fn an_update_refused_by_tsig_is_a_logged_counted_certificate_failure() {
     let wrong = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
     let g = gateway(&pebble, &bind, &["*.example.test"], &wrong, "").await;
     eventually(Duration::from_secs(20), "the failure counted", || async {
-        (metric(&g, FAILED).await >= 1).then_some(())
+        (g.metric(FAILED).await >= 1).then_some(())
     })
     .await;
     let log = g.log();
@@ -167,12 +133,9 @@ async fn an_update_refused_by_tsig_is_a_logged_counted_certificate_failure() {
         bind.log()
     );
     assert!(
-        metric(
-            &g,
-            "portcullis_security_events_total{event=\"certificate_failure\"}"
-        )
-        .await
+        g.metric("portcullis_security_events_total{event=\"certificate_failure\"}")
+            .await
             >= 1
     );
-    assert_eq!(metric(&g, ISSUED).await, 0);
+    assert_eq!(g.metric(ISSUED).await, 0);
 }

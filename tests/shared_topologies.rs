@@ -136,13 +136,7 @@ async fn statuses(
     out
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in metrics"))
-}
+use common::metric_in as metric;
 
 async fn wait_up(g: &Gateway, within: Duration) -> Duration {
     eventually(within, "shared state up", || async {

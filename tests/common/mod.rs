@@ -355,6 +355,15 @@ impl Gateway {
             .unwrap()
     }
 
+    /// The value of the metrics line that starts with `series` (name and labels), 0 when absent.
+    pub async fn metric(&self, series: &str) -> u64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.admin))
             .await
@@ -387,6 +396,32 @@ impl Gateway {
 use rustls::pki_types::pem::PemObject;
 
 impl Gateway {
+    /// The leaf certificate (DER) served for `sni`, verified against the PEM roots `root` for
+    /// that name (an ACME server's issuing root, say).
+    pub async fn served_leaf(&self, root: &str, sni: &str) -> Result<Vec<u8>, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(root.as_bytes()) {
+            roots
+                .add(c.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(self.https)
+            .await
+            .map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(sni.to_string().try_into().unwrap(), tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+    }
+
     /// Sends raw bytes over a TLS connection (HTTP/1.1 ALPN) and returns everything read until
     /// the server closes or 5 s pass. For requests no well-behaved client would send.
     pub async fn raw(&self, request: &[u8]) -> String {
@@ -580,4 +615,14 @@ pub fn check_policy_dir(dir: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// The value of metric `name` (no labels, or the first series) in a metrics page; panics when
+/// it is missing.
+pub fn metric_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in metrics"))
 }

@@ -30,6 +30,18 @@ impl Pebble {
     /// Starts Pebble issuing certificates valid for `validity_seconds`, validating `http-01` on
     /// `http_port` and `tls-alpn-01` on `tls_port` of 127.0.0.1.
     pub fn start(http_port: u16, tls_port: u16, validity_seconds: u64) -> Pebble {
+        Pebble::start_on(http_port, tls_port, validity_seconds, None)
+    }
+
+    /// Pebble resolving every name through the DNS server at 127.0.0.1:`dns_port` (BIND), for
+    /// `dns-01`.
+    pub fn start_with_dns(dns_port: u16, validity_seconds: u64) -> Pebble {
+        Pebble::start_on(free_port(), free_port(), validity_seconds, Some(dns_port))
+    }
+
+    /// `dns`: a DNS server the test runs; without one, `pebble-challtestsrv` answers
+    /// 127.0.0.1 for every name.
+    fn start_on(http_port: u16, tls_port: u16, validity_seconds: u64, dns: Option<u16>) -> Pebble {
         assert!(
             std::path::Path::new("/usr/bin/pebble").exists(),
             "pebble is not installed (apt-get install pebble; .ci/run does)"
@@ -47,39 +59,12 @@ impl Pebble {
             dir,
             port: free_port(),
             mgmt_port: free_port(),
-            dns_port: free_port(),
+            dns_port: dns.unwrap_or_else(free_port),
             https_ca,
             http_port,
             tls_port,
             validity_seconds,
-            external_dns: false,
-        };
-        p.start_again();
-        p
-    }
-
-    /// Pebble resolving every name through the DNS server at 127.0.0.1:`dns_port` (BIND), for
-    /// `dns-01`.
-    pub fn start_with_dns(dns_port: u16, validity_seconds: u64) -> Pebble {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = TestCa::new("Pebble HTTPS test CA");
-        let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"]);
-        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key).unwrap();
-        let https_ca = dir.path().join("ca.pem");
-        std::fs::write(&https_ca, &ca.pem).unwrap();
-        let mut p = Pebble {
-            pebble: None,
-            dns: None,
-            dir,
-            port: free_port(),
-            mgmt_port: free_port(),
-            dns_port,
-            https_ca,
-            http_port: free_port(),
-            tls_port: free_port(),
-            validity_seconds,
-            external_dns: true,
+            external_dns: dns.is_some(),
         };
         p.start_again();
         p
