@@ -624,6 +624,55 @@ async fn header_names_keep_their_case_only_when_asked() {
     }
 }
 
+/// Hop-by-hop fields stop at the gateway: the standard ones, `Proxy-Connection`, `HTTP2-Settings`
+/// and whatever the client's `Connection` nominates; a request that has none arrives with every
+/// field it sent.
+#[tokio::test]
+async fn hop_by_hop_fields_stop_at_the_gateway_and_the_others_go_on() {
+    let up = Upstream::start(0).await;
+    let g = Gateway::start(public_route_to(up.port, 10_000)).await;
+    // Two requests on one connection: the first without a hop-by-hop field, the second with
+    // every kind (and `close`, so the answer ends).
+    let answer = g
+        .raw(
+            b"GET /plain HTTP/1.1\r\nHost: localhost\r\nX-One: 1\r\nAccept: */*\r\nX-Two: 2\r\n\r\n\
+GET /hops HTTP/1.1\r\nHost: localhost\r\nConnection: close, X-Nominated\r\nKeep-Alive: timeout=5\r\n\
+Proxy-Connection: keep-alive\r\nTE: trailers\r\nX-Nominated: 1\r\nX-Kept: 2\r\n\
+Proxy-Authorization: Basic Zm9vOmJhcg==\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        )
+        .await;
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    let seen = up.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let lines = |text: &str| {
+        text.lines()
+            .skip(1)
+            .map(|l| l.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    let plain = lines(&seen[0]);
+    for line in ["x-one: 1", "accept: */*", "x-two: 2", "host: localhost"] {
+        assert!(plain.contains(&line.to_string()), "{line}: {}", seen[0]);
+    }
+    let hops = lines(&seen[1]);
+    assert!(hops.contains(&"x-kept: 2".to_string()), "{}", seen[1]);
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "x-nominated",
+        "proxy-authorization",
+        "http2-settings",
+    ] {
+        assert!(
+            !hops.iter().any(|l| l.starts_with(&format!("{name}:"))),
+            "{name} reached the upstream: {}",
+            seen[1]
+        );
+    }
+}
+
 /// A pooled upstream connection is reused within the upstream's `idle_timeout_seconds` and never
 /// after it: the first request past the timeout opens a new connection (and `0` reuses none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

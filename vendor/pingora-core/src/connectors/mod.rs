@@ -31,7 +31,7 @@ use crate::upstreams::peer::{Peer, ALPN};
 use crate::offload::OffloadRuntime;
 pub use l4::Connect as L4Connect;
 use l4::{connect as l4_connect, BindTo};
-use log::{debug, warn};
+use log::{debug, error, warn};
 use parking_lot::RwLock;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_pool::ConnectionMeta;
@@ -280,6 +280,20 @@ impl TransportConnector {
 
     #[cfg(unix)]
     fn matches<P: Peer>(&self, peer: &P, stream: &Stream) -> bool {
+        // Vendored change: a pooled connection is checked against the address it was connected
+        // to, which `connect` recorded in its socket digest, instead of asking the kernel with
+        // getpeername(2) on every checkout (one syscall per reused request). The pool owns the
+        // stream and so its descriptor, which cannot be closed and handed to another connection
+        // while the stream lives; what the check can still catch is a connection filed under
+        // another peer's key. Streams without a recorded address, and peers behind a proxy,
+        // keep the kernel check.
+        if peer.get_proxy().is_none() {
+            if let Some(digest) = stream.get_socket_digest() {
+                if let Some(Some(addr)) = digest.peer_addr.get() {
+                    return addr_matches(peer.address(), addr);
+                }
+            }
+        }
         peer.matches_fd(stream.id())
     }
 
@@ -449,6 +463,28 @@ impl PreferredHttpVersion {
 
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
+
+/// Whether a connection recorded as connected to `recorded` may serve `peer`'s address (0.0.0.0
+/// as a destination is taken as any address, as the kernel check takes it).
+#[cfg(unix)]
+fn addr_matches(
+    want: &crate::protocols::l4::socket::SocketAddr,
+    recorded: &crate::protocols::l4::socket::SocketAddr,
+) -> bool {
+    use crate::protocols::l4::socket::SocketAddr;
+    use std::net::{IpAddr, Ipv4Addr};
+    if let SocketAddr::Inet(w) = want {
+        if w.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+            return true;
+        }
+    }
+    if want == recorded {
+        true
+    } else {
+        error!("Crit: pooled connection to {recorded} found under the key of {want}");
+        false
+    }
+}
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
