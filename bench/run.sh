@@ -16,6 +16,8 @@
 #   ROUNDS=5 DURATION=10 bench/run.sh  # longer
 #   IDLE=9000 bench/run.sh             # idle connections for the memory scenario
 #   PROFILE=pc-full bench/run.sh       # a perf profile of one contender instead of the table
+#   HOLD=1 bench/run.sh                # start everything, print ports, PIDs and the token, and
+#                                      # wait (Ctrl-C ends it) for experiments by hand
 #   PIN=0 bench/run.sh                 # do not pin (by default the proxies share core 0 and the
 #                                      # load generators, upstream and echo server the others)
 #
@@ -325,6 +327,14 @@ for c in "${CONTENDERS[@]}"; do
         exit 1
     fi
 done
+
+if [ "${HOLD:-0}" = 1 ]; then
+    echo "work dir $W (certificates, configs, logs; the CA is $W/ca.pem)"
+    for c in "${CONTENDERS[@]}"; do echo "$c: https://localhost:${PORT[$c]}/small pid ${PID[$c]}"; done
+    echo "token (pc-full): $TOKEN"
+    echo "holding; Ctrl-C stops every contender"
+    while sleep 3600; do :; done
+fi
 
 if [ -n "${PROFILE:-}" ]; then
     # PROFILE=pc-full bench/run.sh: where the contender's CPU goes under keep-alive load (perf,
