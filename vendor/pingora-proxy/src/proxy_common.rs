@@ -175,34 +175,26 @@ impl ConnectionNominations {
     }
 }
 
-/// Whether `name` is one of the fields `sanitize_h1_upstream_request` acts on whatever the request
-/// nominates: those `strip_standard_hop_by_hop_headers` removes, which include `Connection` and
-/// `Upgrade`, and `HTTP2-Settings`.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::CONNECTION,
-        &header::UPGRADE,
-    ]
-    .contains(&name)
-        || matches!(name.as_str(), KEEP_ALIVE | PROXY_CONNECTION | HTTP2_SETTINGS)
-}
+/// The hop-by-hop fields removed from every request to an HTTP/1 upstream (with any field the
+/// request's `Connection` nominates). One list, so the removal and the check that lets a request
+/// without any of them skip it (`sanitize_h1_upstream_request`) cannot disagree.
+static HOP_BY_HOP: [HeaderName; 10] = [
+    HeaderName::from_static(KEEP_ALIVE),
+    HeaderName::from_static(PROXY_CONNECTION),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::UPGRADE,
+    HeaderName::from_static(HTTP2_SETTINGS),
+];
 
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
-    req.remove_header(KEEP_ALIVE);
-    req.remove_header(PROXY_CONNECTION);
-    req.remove_header(&header::PROXY_AUTHENTICATE);
-    req.remove_header(&header::PROXY_AUTHORIZATION);
-    req.remove_header(&header::TE);
-    req.remove_header(&header::TRAILER);
-    req.remove_header(&header::TRANSFER_ENCODING);
-    req.remove_header(&header::CONNECTION);
-    req.remove_header(&header::UPGRADE);
-    req.remove_header(HTTP2_SETTINGS);
+    for name in &HOP_BY_HOP {
+        req.remove_header(name);
+    }
 }
 
 /// Set H1 `Host` from the URI or absolute-form authority.
@@ -356,7 +348,7 @@ pub(crate) fn sanitize_h1_upstream_request(
     // Vendored change: a request none of whose fields is hop-by-hop (no `Connection`, so nothing
     // nominated, and no `Upgrade`) has nothing below to remove, check or add; one pass over its
     // names replaces a dozen lookups of absent names, each hashing the name.
-    if !req.headers.keys().any(is_hop_by_hop) {
+    if !req.headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return Ok(());
     }
 
