@@ -82,14 +82,6 @@ fn debug_options() -> Options {
     }
 }
 
-async fn metric(g: &Gateway, name: &str) -> u64 {
-    g.metrics()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
-}
-
 /// Connects a new peer to `room` and waits until it receives `a`'s messages (the join is done).
 ///
 /// Upgraded sessions stay open: 150 pairs meet in turn, none of their tunnels ends early. (The
@@ -141,7 +133,7 @@ async fn a_peer_that_stops_reading_gets_resync_while_others_keep_pace() {
     // c stops reading. a and b talk in lockstep until c's queue has overflowed.
     let payload = "x".repeat(32 * 1024);
     let mut sent = 0u32;
-    while metric(&g, "portcullis_room_overflows_total").await == 0 || sent < 64 {
+    while g.metric("portcullis_room_overflows_total").await == 0 || sent < 64 {
         for _ in 0..32 {
             a.send(Message::Text(format!("{sent}:{payload}")))
                 .await
@@ -184,7 +176,7 @@ async fn a_peer_that_never_reads_is_closed_with_1013() {
     let mut c = common::ws::join(&g, &mut a, "r", true).await;
     let payload = "y".repeat(32 * 1024);
     let mut sent = 0;
-    while metric(&g, "portcullis_room_slow_closes_total").await == 0 {
+    while g.metric("portcullis_room_slow_closes_total").await == 0 {
         for _ in 0..16 {
             a.send(Message::Text(payload.clone())).await.unwrap();
             sent += 1;

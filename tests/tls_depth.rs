@@ -199,11 +199,8 @@ async fn a_tls13_only_listener_refuses_tls12_clients() {
         Duration::from_secs(5),
         "protocol_version counted",
         || async {
-            (metric(
-                &g,
-                "portcullis_tls_handshake_failures_total{reason=\"protocol_version\"}",
-            )
-            .await
+            (g.metric("portcullis_tls_handshake_failures_total{reason=\"protocol_version\"}")
+                .await
                 >= 1)
                 .then_some(())
         },
@@ -329,8 +326,7 @@ public = true
         Duration::from_secs(5),
         "bad client certificate counted",
         || async {
-            (metric(
-                &g,
+            (g.metric(
                 "portcullis_tls_handshake_failures_total{reason=\"client_certificate_invalid\"}",
             )
             .await
@@ -403,16 +399,6 @@ public = true
     assert_eq!(r.status(), 200);
 }
 
-async fn metric(g: &Gateway, series: &str) -> u64 {
-    g.metrics()
-        .await
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_handshakes_are_counted_and_logged_with_reason_client_and_sni() {
     let g = Gateway::start(Options::default()).await;
@@ -440,8 +426,8 @@ async fn failed_handshakes_are_counted_and_logged_with_reason_client_and_sni() {
         Duration::from_secs(5),
         "handshake failures counted",
         || async {
-            (metric(&g, &series("client_rejected_certificate")).await >= 1
-                && metric(&g, &series("malformed")).await >= 1)
+            (g.metric(&series("client_rejected_certificate")).await >= 1
+                && g.metric(&series("malformed")).await >= 1)
                 .then_some(())
         },
     )
@@ -686,7 +672,7 @@ public = true
     drop(first);
     let mut h2 = H2Conn::open(&g, mtls_client_config_alpn(&g, &cert, &key, b"h2")).await;
     assert_eq!(h2.get(&g, "/whoami").await.unwrap().0, 200);
-    assert!(metric(&g, "portcullis_connections ").await >= 2);
+    assert!(g.metric("portcullis_connections ").await >= 2);
 
     // The CRL now revokes the certificate.
     let generation = g.generation().await;
@@ -722,7 +708,7 @@ public = true
     eventually(
         Duration::from_secs(10),
         "every connection closed",
-        || async { (metric(&g, "portcullis_connections ").await == 0).then_some(()) },
+        || async { (g.metric("portcullis_connections ").await == 0).then_some(()) },
     )
     .await;
     let log = g.log();
