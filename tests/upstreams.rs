@@ -446,6 +446,60 @@ async fn upstream_connections_are_reused_and_one_the_upstream_closed_is_never_us
     assert_eq!(up.accepted(), after_burst, "kept connections are reused");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_pool_keeps_as_many_idle_connections_as_configured() {
+    // A burst of requests at once takes an upstream connection each. When it ends, the pool
+    // keeps `network.upstream_idle_connections` of them per proxy thread (the harness runs two:
+    // one each keeps two) and closes the rest; the default keeps the whole burst for the next.
+    const BURST: usize = 6;
+    for (kept, env) in [(2, Some("1")), (BURST, None)] {
+        let (port, mut events) = slow_upstream(Duration::from_millis(400)).await;
+        let mut o = pool(
+            &[port],
+            "connect_timeout_ms = 2000\nhealth_check_interval_seconds = 0",
+        );
+        if let Some(n) = env {
+            o.env
+                .push(("PORTCULLIS_UPSTREAM_IDLE_CONNECTIONS".into(), n.into()));
+        }
+        let g = Gateway::start(o).await;
+        // Each client's TLS connection is made first, one after the other (all through one
+        // upstream connection), so the burst's requests reach the gateway together.
+        let clients: Vec<_> = (0..BURST).map(|_| g.client(true)).collect();
+        for c in &clients {
+            assert_eq!(status(c, &g).await.0, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while events.try_recv().is_ok() {}
+        let answers = futures_util::future::join_all(clients.iter().map(|c| status(c, &g))).await;
+        assert!(answers.iter().all(|a| a.0 == 200), "{answers:?}");
+        // Every request of the burst arrived on a connection of its own (the upstream answers
+        // each after 400 ms, so none was free for another), then the surplus is closed.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut seen = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            seen.push(e);
+        }
+        let requests = seen.iter().filter(|e| e.starts_with("request")).count();
+        let closed = seen.iter().filter(|e| *e == "closed").count();
+        assert_eq!(requests, BURST, "{seen:?}");
+        assert_eq!(closed, BURST - kept, "kept {kept} of {BURST}: {seen:?}");
+        // The kept ones serve the next requests: no new connection is closed or opened for them.
+        for _ in 0..kept {
+            assert_eq!(status(&clients[0], &g).await.0, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut after = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            after.push(e);
+        }
+        assert!(
+            !after.iter().any(|e| e == "closed"),
+            "kept {kept}: a kept connection was closed: {after:?}"
+        );
+    }
+}
+
 /// An upstream that reads one request head per connection and answers it after `delay` (`200`,
 /// body `ok`), reporting on `events` when a request arrives (`request <path>`) and when the
 /// gateway closes a connection it holds (`closed`).

@@ -87,6 +87,8 @@ pub(super) fn https_server(h: &Arc<Shared>, https: StdListener) -> Result<Server
     let config = &h.config;
     let conf = ServerConf {
         threads: config.threads,
+        // Pingora's pool holds this many per thread across all upstreams (its default is 128).
+        upstream_keepalive_pool_size: config.upstream_idle_connections,
         grace_period_seconds: Some(config.grace_seconds),
         graceful_shutdown_timeout_seconds: Some(2),
         ..ServerConf::default()

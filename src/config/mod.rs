@@ -82,6 +82,10 @@ struct RawNetworkConfig {
     /// false: well-known names are written title-cased, others lower-case, as HTTP/2 writes
     /// them all).
     preserve_header_case: Option<bool>,
+    /// Idle upstream connections kept for reuse, per proxy thread (default 1024; 0 = none kept).
+    /// A burst needs one upstream connection per request in flight; past this many, the surplus
+    /// is closed when the burst ends and the next burst connects again.
+    upstream_idle_connections: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -152,6 +156,8 @@ pub struct Config {
     pub policy_dir_explicit: bool,
     pub data_dir: PathBuf,
     pub threads: usize,
+    /// Idle upstream connections kept for reuse, per proxy thread.
+    pub upstream_idle_connections: usize,
     /// Seconds connections get to drain after SIGTERM (Pingora's default of 300 s is too long
     /// for Kubernetes).
     pub grace_seconds: u64,
@@ -521,6 +527,14 @@ impl Config {
             .filter(|n| *n > 0),
         };
 
+        let upstream_idle_connections = number(
+            "PORTCULLIS_UPSTREAM_IDLE_CONNECTIONS",
+            raw.network.upstream_idle_connections,
+            1024,
+            "upstream_idle_connections",
+            65_536,
+        )? as usize;
+
         let preserve_header_case = match env("PORTCULLIS_PRESERVE_HEADER_CASE") {
             Some(v) => match v.trim() {
                 "true" => true,
@@ -556,6 +570,7 @@ impl Config {
             policy_dir_explicit,
             data_dir,
             threads,
+            upstream_idle_connections,
             grace_seconds,
             unready_seconds,
             log_format,
