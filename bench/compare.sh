@@ -17,13 +17,17 @@
 #                                           # defaults, e.g. a plain route to an upstream you run
 #   PIN=0 bench/compare.sh a b              # by default the gateways run on core 0 and wrk on
 #                                           # the others
+#   H2=1 bench/compare.sh a b               # HTTP/2: h2load with CONNECTIONS connections (default
+#                                           # 10) of STREAMS concurrent streams each (default 100)
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: bench/compare.sh BINARY_A BINARY_B"; exit 2; }
 A=$(realpath "$1")
 B=$(realpath "$2")
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-50}
+H2=${H2:-0}
+if [ "$H2" = 1 ]; then CONNECTIONS=${CONNECTIONS:-10}; else CONNECTIONS=${CONNECTIONS:-50}; fi
+STREAMS=${STREAMS:-100}
 LOG_LEVEL=${LOG_LEVEL:-warn}
 LOG_FORMAT=${LOG_FORMAT:-json}
 URL_PATH=${URL_PATH:-/v1/models}
@@ -33,6 +37,7 @@ if [ "${PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 
 fi
 CLK_TCK=$(getconf CLK_TCK)
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
+command -v h2load >/dev/null 2>&1 || [ "$H2" != 1 ] || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
 
 WORK=$(mktemp -d)
 trap 'kill $GA $GB 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -62,6 +67,19 @@ read -r PB GB < <(start "$B" "$WORK/b")
 run() { # port pid → "requests/s CPU-µs-per-request"
     local out t0 t1
     t0=$(awk '{print $14 + $15}' "/proc/$2/stat")
+    if [ "$H2" = 1 ]; then
+        out=$("${LD[@]}" h2load -D "${DURATION%s}" -c "$CONNECTIONS" -m "$STREAMS" -t 1 "https://127.0.0.1:$1$URL_PATH")
+        t1=$(awk '{print $14 + $15}' "/proc/$2/stat")
+        if ! echo "$out" | grep -q " 0 failed, 0 errored"; then
+            echo "failed requests on port $1:" >&2
+            echo "$out" >&2
+            exit 1
+        fi
+        echo "$out" | awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" '/^finished in/ {r = $4}
+            /^status codes:/ {n = $3}
+            END {printf "%s %.1f\n", r, n ? t * 1e6 / hz / n : 0}'
+        return
+    fi
     out=$("${LD[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "https://127.0.0.1:$1$URL_PATH")
     t1=$(awk '{print $14 + $15}' "/proc/$2/stat")
     if echo "$out" | grep -q "Non-2xx"; then

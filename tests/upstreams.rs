@@ -605,6 +605,35 @@ async fn a_client_that_leaves_while_the_upstream_thinks_frees_the_upstream_conne
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_cancels_its_request_frees_the_upstream_connection() {
+    // HTTP/2 requests without a body take the bodiless path too, which watches the request's
+    // stream while the upstream thinks: the client resetting it (a cancelled request) ends the
+    // request and its upstream connection at once, not after the upstream's 30 s.
+    let (port, mut events) = slow_upstream(Duration::from_secs(30)).await;
+    let g = Gateway::start(opts(port, 0)).await;
+    let c = g.client(false);
+    // The gateway answers `/health` itself: the connection is made, and is HTTP/2.
+    let first = c.get(g.url("/health")).send().await.unwrap();
+    assert_eq!(first.version(), reqwest::Version::HTTP_2);
+    let pending = tokio::spawn({
+        let (c, url) = (c.clone(), g.url("/slow"));
+        async move { c.get(url).send().await.map(|r| r.status()) }
+    });
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        "request /slow"
+    );
+    // Dropping the pending request resets its stream; the connection stays open.
+    pending.abort();
+    let t = Instant::now();
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        "closed"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_pipelined_behind_a_slow_answer_waits_its_turn() {
     // The bodiless path keeps the first bytes of a request that arrives while the upstream is
     // still answering the one before, and serves it next on the same connection.

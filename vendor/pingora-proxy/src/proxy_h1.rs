@@ -127,10 +127,14 @@ where
             }
         }
 
-        // Vendored change: an HTTP/1 request without a body, upgrade or cache takes the
-        // bodiless path, one future without the duplex task pipes (see `proxy_h1_bodiless`).
+        // Vendored change: an HTTP/1 or HTTP/2 request without a body, upgrade or cache takes
+        // the bodiless path, one future without the duplex task pipes (see
+        // `proxy_h1_bodiless`). Both watch the client there as the general path does, with
+        // `read_body_or_idle`: an HTTP/1 connection for its close (or a pipelined request's
+        // first bytes), an HTTP/2 stream for its reset.
         if !upgrade_req
-            && session.downstream_session.as_http1().is_some()
+            && (session.downstream_session.as_http1().is_some()
+                || session.downstream_session.is_http2())
             && !session.was_upgraded()
             && !session.cache.enabled()
             && !session.cache.bypassing()
