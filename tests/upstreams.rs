@@ -470,34 +470,33 @@ async fn the_upstream_pool_keeps_as_many_idle_connections_as_configured() {
             assert_eq!(status(c, &g).await.0, 200);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        while events.try_recv().is_ok() {}
+        drain(&mut events);
         let answers = futures_util::future::join_all(clients.iter().map(|c| status(c, &g))).await;
         assert!(answers.iter().all(|a| a.0 == 200), "{answers:?}");
         // Every request of the burst arrived on a connection of its own (the upstream answers
         // each after 400 ms, so none was free for another), then the surplus is closed.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut seen = Vec::new();
-        while let Ok(e) = events.try_recv() {
-            seen.push(e);
-        }
+        let seen = drain(&mut events);
         let requests = seen.iter().filter(|e| e.starts_with("request")).count();
         let closed = seen.iter().filter(|e| *e == "closed").count();
         assert_eq!(requests, BURST, "{seen:?}");
         assert_eq!(closed, BURST - kept, "kept {kept} of {BURST}: {seen:?}");
-        // The kept ones serve the next requests: no new connection is closed or opened for them.
+        // Requests after the burst reuse a kept connection, and none of the kept ones is closed.
         for _ in 0..kept {
             assert_eq!(status(&clients[0], &g).await.0, 200);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut after = Vec::new();
-        while let Ok(e) = events.try_recv() {
-            after.push(e);
-        }
+        let after = drain(&mut events);
         assert!(
             !after.iter().any(|e| e == "closed"),
             "kept {kept}: a kept connection was closed: {after:?}"
         );
     }
+}
+
+/// The events `slow_upstream` has reported so far.
+fn drain(events: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Vec<String> {
+    std::iter::from_fn(|| events.try_recv().ok()).collect()
 }
 
 /// An upstream that reads one request head per connection and answers it after `delay` (`200`,
