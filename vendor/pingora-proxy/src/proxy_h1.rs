@@ -220,14 +220,14 @@ where
         }
     }
 
-    /// Vendored change: the bodiless path of [`Self::proxy_1to1`], for an HTTP/1 request
-    /// without a body or upgrade and with the cache off (the commonest request). The general path
+    /// Vendored change: the bodiless path of [`Self::proxy_1to1`], for an HTTP/1 or HTTP/2
+    /// request without a body or upgrade and with the cache off (the commonest request). The general path
     /// runs two halves joined by two task pipes and `select!` loops; here one future ends the
     /// (empty) request body through the same body filters, then reads the response from the
     /// upstream, filters it and writes it to the client, batching what is already read (a
     /// header and a small body go out in one write). Meanwhile it watches the client's
-    /// connection as the general path does: a close aborts the request and the first bytes of a
-    /// pipelined next request are kept for it. Returns whether the client's and the upstream's
+    /// connection as the general path does: a close (HTTP/2: the stream's reset) aborts the
+    /// request and the first bytes of a pipelined next request are kept for it. Returns whether the client's and the upstream's
     /// connections can be reused.
     async fn proxy_h1_bodiless(
         &self,
@@ -264,8 +264,9 @@ where
             let first = tokio::select! {
                 biased;
                 task = client_session.read_response_task() => task,
-                // Returns only when the client closed or sent bytes no request may carry; the
-                // first bytes of a pipelined request are stashed and it stays pending.
+                // Returns only when the client closed (HTTP/2: reset the stream) or sent bytes
+                // no request may carry; the first bytes of a pipelined request are stashed and
+                // it stays pending.
                 idle = session.downstream_session.read_body_or_idle(true) => match idle {
                     Err(e) => return Err(e.into_down()),
                     Ok(_) => continue,
