@@ -52,8 +52,11 @@ start() { # binary, folder → "https_port pid"
         config=(--config portcullis.toml)
     fi
     port=$(free); admin=$(free)
+    # h2load keeps its connections for the whole run: no stream limit ends them (GOAWAY).
+    local h2=()
+    [ "$H2" = 1 ] && h2=(PORTCULLIS_MAX_REQUESTS_PER_CONNECTION=0)
     (cd "$dir" && exec env PORTCULLIS_HTTPS_ADDR="127.0.0.1:$port" PORTCULLIS_ADMIN_ADDR="127.0.0.1:$admin" \
-        PORTCULLIS_HTTP_ADDR=off PORTCULLIS_LOG_LEVEL="$LOG_LEVEL" PORTCULLIS_LOG_FORMAT="$LOG_FORMAT" "${PX[@]}" "$1" serve "${config[@]}" >gateway.log 2>&1) &
+        PORTCULLIS_HTTP_ADDR=off PORTCULLIS_LOG_LEVEL="$LOG_LEVEL" PORTCULLIS_LOG_FORMAT="$LOG_FORMAT" "${h2[@]}" "${PX[@]}" "$1" serve "${config[@]}" >gateway.log 2>&1) &
     local pid=$!
     for _ in $(seq 200); do
         curl -sf "http://127.0.0.1:$admin/ready" >/dev/null && break
