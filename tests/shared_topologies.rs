@@ -206,9 +206,10 @@ async fn all_survived(g: &Gateway, quota_left: usize) {
     assert_eq!(get(g, "/whoami", LOAD_CLIENT, Some(&valid)).await, 200);
 }
 
-/// Authenticated requests from one client, one every 20 ms, each with the time it was sent.
+/// Authenticated requests from one client, one every 20 ms, each with the time it was sent and
+/// the time its answer came.
 struct Load {
-    seen: Arc<Mutex<Vec<(Instant, u16)>>>,
+    seen: Arc<Mutex<Vec<(Instant, Instant, u16)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -233,33 +234,38 @@ impl Load {
                     .unwrap()
                     .status()
                     .as_u16();
-                out.lock().unwrap().push((at, s));
+                out.lock().unwrap().push((at, Instant::now(), s));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
         Load { seen, task }
     }
 
-    /// Stops; checks every answer was 200 or the failure mode's 503, and that no 503 came
-    /// after `recovered`. Returns how many 503s there were.
+    /// Stops; checks every answer was 200 or the failure mode's 503, that no 503 was answered
+    /// before the kill (a request sent just before it may meet the outage), and that no 503
+    /// answered a request sent after `recovered`. Returns how many 503s there were.
     fn finish(self, killed: Instant, recovered: Instant) -> usize {
         self.task.abort();
         let seen = self.seen.lock().unwrap();
-        let refused: Vec<_> = seen.iter().filter(|(_, s)| *s == 503).collect();
+        let refused: Vec<_> = seen.iter().filter(|(_, _, s)| *s == 503).collect();
         assert!(
-            seen.iter().all(|(_, s)| *s == 200 || *s == 503),
+            seen.iter().all(|(_, _, s)| *s == 200 || *s == 503),
             "{:?}",
-            seen.iter().map(|x| x.1).collect::<Vec<_>>()
+            seen.iter().map(|x| x.2).collect::<Vec<_>>()
         );
-        for (at, _) in &refused {
-            assert!(*at >= killed, "a 503 before the primary was killed");
+        for (at, answered, _) in &refused {
+            assert!(
+                *answered >= killed,
+                "a 503 answered {:?} before the primary was killed",
+                killed.duration_since(*answered)
+            );
             assert!(
                 *at <= recovered,
                 "a 503 {:?} after the store was back",
                 at.duration_since(recovered)
             );
         }
-        let after = seen.iter().filter(|(at, _)| *at > recovered).count();
+        let after = seen.iter().filter(|(at, _, _)| *at > recovered).count();
         assert!(after >= 10, "only {after} requests after recovery");
         println!(
             "{} requests, {} refused by the failure mode, {after} after recovery",
@@ -435,6 +441,46 @@ async fn a_cluster_shares_state_and_keeps_it_through_a_failover() {
     let c = Gateway::start(Options::with_policy(&text)).await;
     wait_up(&c, Duration::from_secs(5)).await;
     all_survived(&c, 0).await;
+}
+
+/// The revocation list is read only from the node that owns its slot. With that node and its
+/// replica down, `token revocations` fails; it never prints another node's empty answer as the
+/// list (a gateway's resync read the same way would drop every revocation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revocation_list_is_never_read_from_a_node_that_does_not_hold_it() {
+    let mut cluster = Cluster::start();
+    let prefix = Redis::fresh_prefix("unowned");
+    let store = format!("cluster_nodes = [{}]", urls(&cluster.urls()));
+    let g = Gateway::start(Options::with_policy(policy(&store, &prefix))).await;
+    wait_up(&g, Duration::from_secs(5)).await;
+    cli(&g, &["token", "revoke", "--jti", "gone"]);
+    let listed = cli(&g, &["token", "revocations"]);
+    assert!(listed.contains("1 revocation(s)"), "{listed}");
+
+    let holder = cluster
+        .holder_of(&format!("{{{prefix}revoked}}:*"))
+        .expect("the revocation is on a primary")
+        .port;
+    let replica = cluster
+        .replica_of(holder)
+        .expect("the holder has a replica");
+    cluster.node_mut(replica).kill();
+    cluster.node_mut(holder).kill();
+    for _ in 0..3 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["token", "revocations", "--config"])
+            .arg(g.dir.path().join("portcullis.toml"))
+            .env_remove("PORTCULLIS_CONFIG")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "listed without its holder: {text}");
+        assert!(!text.contains("revocation(s)"), "{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

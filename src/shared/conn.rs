@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ErrorKind, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::policy::specs::{host_of, SharedSettings, Topology};
@@ -55,32 +55,24 @@ impl ConnectionLike for Conn {
 }
 
 impl Conn {
-    /// `SCAN … MATCH pattern` over every key that shares `key`'s slot in a cluster (the node
-    /// that holds it), or over the whole database of one server.
+    /// `SCAN … MATCH pattern` over every key that shares `key`'s slot in a cluster, or over the
+    /// whole database of one server.
+    ///
+    /// Each page is a script that names `key`, so the server itself checks that it owns the
+    /// slot: a node that does not answers `MOVED` (followed to the owner) or the cluster is down
+    /// (an error). A plain `SCAN` sent to the slot's node would be answered by any connected node
+    /// while the owner is unreachable, and that node's empty answer read as "no such keys". A
+    /// slot that moves in the middle of a scan can still lose the rest of that scan; the next
+    /// one reads it whole.
     pub async fn scan_near(&mut self, key: &str, pattern: &str) -> RedisResult<Vec<String>> {
         let mut out = Vec::new();
-        let mut cursor: u64 = 0;
-        let route = match self {
-            Conn::Single(_) => None,
-            Conn::Cluster(_) => Some(RoutingInfo::SingleNode(
-                SingleNodeRoutingInfo::SpecificNode(Route::new(slot(key), SlotAddr::Master)),
-            )),
-        };
+        let mut cursor = "0".to_string();
         loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let (next, keys): (u64, Vec<String>) = match (&mut *self, &route) {
-                (Conn::Cluster(c), Some(route)) => {
-                    redis::from_redis_value(c.route_command(scan, route.clone()).await?)?
-                }
-                (c, _) => scan.query_async(c).await?,
-            };
+            let (next, keys): (String, Vec<String>) = super::scripts::scan_page()
+                .run(self, &[key], &[&cursor, &pattern, &1000])
+                .await?;
             out.extend(keys);
-            if next == 0 {
+            if next == "0" {
                 return Ok(out);
             }
             cursor = next;
@@ -379,46 +371,6 @@ impl SharedSettings {
     }
 }
 
-/// The cluster slot of `key`: CRC16 (XMODEM) of its hash tag, or of the whole key without one.
-pub fn slot(key: &str) -> u16 {
-    let mut bytes = key.as_bytes();
-    if let Some(open) = bytes.iter().position(|b| *b == b'{') {
-        if let Some(len) = bytes[open + 1..].iter().position(|b| *b == b'}') {
-            if len > 0 {
-                bytes = &bytes[open + 1..open + 1 + len];
-            }
-        }
-    }
-    let mut crc: u16 = 0;
-    for b in bytes {
-        crc ^= (*b as u16) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
-}
-
 fn timed_out(what: &'static str) -> RedisError {
     RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, what))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::slot;
-
-    #[test]
-    fn slots_match_redis_cluster_keyslot() {
-        // Values from `CLUSTER KEYSLOT`.
-        assert_eq!(slot("foo"), 12182);
-        assert_eq!(slot("bar"), 5061);
-        assert_eq!(slot("{foo}.anything"), 12182);
-        // An empty tag does not count: the whole key is hashed.
-        assert_eq!(slot("{}foo"), 9500);
-        assert_eq!(slot("portcullis:fail:{127.0.0.1}"), 15613);
-    }
 }

@@ -47,6 +47,13 @@ redis.call('PUBLISH', ARGV[5], 'lock ' .. ARGV[6] .. ' ' .. ms)
 return {1, ms}
 "#;
 
+/// One page of `SCAN` on the node that owns `KEYS[1]`'s slot (the server refuses a key it does
+/// not own, so a page is never answered by another node). ARGV: cursor, pattern, count.
+/// Returns `{next cursor, keys}`.
+const SCAN_PAGE: &str = r#"
+return redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+"#;
+
 /// A script sent by its hash, and in full when the server does not hold it yet (a restarted or
 /// newly promoted primary, another cluster node). Both forms carry the keys, so a cluster
 /// routes them to the node that owns the keys' slot; a script loaded on one node is never
@@ -110,4 +117,9 @@ pub fn gcra() -> &'static Lua {
 pub fn lockout() -> &'static Lua {
     static S: OnceLock<Lua> = OnceLock::new();
     S.get_or_init(|| Lua::new(LOCKOUT))
+}
+
+pub fn scan_page() -> &'static Lua {
+    static S: OnceLock<Lua> = OnceLock::new();
+    S.get_or_init(|| Lua::new(SCAN_PAGE))
 }

@@ -406,6 +406,25 @@ impl Cluster {
         })
     }
 
+    /// The port of the replica of the primary at `port`, as that primary sees it.
+    pub fn replica_of(&self, port: u16) -> Option<u16> {
+        let nodes = self.node(port).cli(&["CLUSTER", "NODES"]);
+        let id = nodes
+            .lines()
+            .find(|l| l.contains("myself"))?
+            .split_whitespace()
+            .next()?;
+        nodes.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = f.get(1)?.split(['@', ',']).next()?.rsplit(':').next()?;
+            (f.get(3) == Some(&id) && f[2].contains("slave")).then(|| port.parse().ok())?
+        })
+    }
+
+    pub fn node(&self, port: u16) -> &Redis {
+        self.nodes.iter().find(|n| n.port == port).unwrap()
+    }
+
     pub fn node_mut(&mut self, port: u16) -> &mut Redis {
         self.nodes.iter_mut().find(|n| n.port == port).unwrap()
     }
