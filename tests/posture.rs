@@ -181,6 +181,47 @@ fn production_serve_refuses_an_insecure_setup_listing_every_fail() {
     }
 }
 
+/// `[tls.acme] shared = true` keeps the ACME account key and the certificates' private keys in
+/// the policy's store. Plain `redis://` off this host, or a store there without a password, is a
+/// FAIL in production (where limits and lockouts in such a store only warn), and `posture` exits
+/// 1 on it, as `serve` then refuses to start; a store on this host, or TLS with a password, passes.
+#[test]
+fn shared_acme_keys_never_go_to_an_exposed_store_in_production() {
+    let acme = "[tls.acme]\naccept_terms = true\nnames = [\"api.example.com\"]\nshared = true\n";
+    for (store, want) in [
+        ("url = \"redis://10.0.0.5:6379\"", "FAIL"),
+        ("url = \"rediss://10.0.0.5:6380\"", "FAIL"),
+        (
+            "url = \"rediss://10.0.0.5:6380\"\npassword = \"env:POSTURE_REDIS_PASSWORD\"",
+            "PASS",
+        ),
+        ("url = \"redis://127.0.0.1:6379\"", "PASS"),
+    ] {
+        let s = Setup::new("secure", acme, false);
+        // http-01 answers on the plain-HTTP listener.
+        let config = s.root().join("portcullis.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let http = format!("http = \"127.0.0.1:{}\"", free_port());
+        std::fs::write(&config, text.replace("http = \"off\"", &http)).unwrap();
+        let policy = s.root().join("policies/policy.toml");
+        let text = std::fs::read_to_string(&policy).unwrap();
+        std::fs::write(&policy, format!("{text}\n[shared_state]\n{store}\n")).unwrap();
+        let mut cmd = s.command(&["posture"]);
+        cmd.env("PORTCULLIS_WORKER_TOKEN", WORKER_TOKEN)
+            .env("POSTURE_REDIS_PASSWORD", "posture-redis-password");
+        let (out, ok) = s.posture(&mut cmd);
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some("acme-shared"))
+            .unwrap_or_else(|| panic!("no acme-shared item for {store}:\n{out}"));
+        assert!(line.starts_with(want), "{store}:\n{out}");
+        if want == "FAIL" {
+            assert!(line.contains("private keys"), "{line}");
+            assert!(!ok, "posture exits 1 on the FAIL:\n{out}");
+        }
+    }
+}
+
 fn production_policy(hsts: bool) -> String {
     let text = std::fs::read_to_string("tests/fixtures/posture/secure/policy.toml").unwrap();
     if hsts {

@@ -21,6 +21,9 @@ pub struct CompileOptions {
     /// The HTTPS listener the policy will be served on, when known: the development providers
     /// (`none`, `local`) admit anyone, so they are refused on a listener that is not loopback.
     pub listener: Option<std::net::SocketAddr>,
+    /// `[tls.acme] shared = true`: the policy's store holds private keys, which production
+    /// refuses to send to it in clear (posture item `acme-shared`).
+    pub acme_shared: bool,
 }
 
 impl CompileOptions {
@@ -31,6 +34,7 @@ impl CompileOptions {
             mode: config.mode,
             auth_override: config.auth_provider,
             listener: Some(config.https_addr),
+            acme_shared: config.acme.as_ref().is_some_and(|a| a.shared),
         }
     }
 }

@@ -68,6 +68,7 @@ pub fn compile(files: &[SourceFile], mode: Mode) -> Result<Policy, PolicyErrors>
             mode,
             auth_override: None,
             listener: None,
+            acme_shared: false,
         },
     )
 }
@@ -476,7 +477,7 @@ pub fn open_store(
         compile: Box::new(move |files| {
             let policy = compile_with(files, &options)?;
             if options.mode == Mode::Production {
-                posture_gate(&policy, files, &gate_dir)?;
+                posture_gate(&policy, files, &gate_dir, options.acme_shared)?;
             }
             Ok(policy)
         }),
@@ -495,22 +496,25 @@ fn posture_gate(
     policy: &Policy,
     files: &[SourceFile],
     dir: &std::path::Path,
+    acme_shared: bool,
 ) -> Result<(), PolicyErrors> {
-    let fails: Vec<_> = crate::posture::policy_items(
-        policy,
-        files,
-        crate::config::Mode::Production,
-        crate::auth::now_unix(),
-    )
-    .into_iter()
-    .filter(|i| i.status == crate::posture::Status::Fail)
-    .map(|i| PolicyError {
-        file: dir.display().to_string(),
-        line: 0,
-        field: format!("posture {}", i.id),
-        message: format!("FAIL: {} — {}", i.finding, i.remedy),
-    })
-    .collect();
+    let production = crate::config::Mode::Production;
+    let fails: Vec<_> =
+        crate::posture::policy_items(policy, files, production, crate::auth::now_unix())
+            .into_iter()
+            .chain(crate::posture::acme_shared_item(
+                acme_shared,
+                policy,
+                production,
+            ))
+            .filter(|i| i.status == crate::posture::Status::Fail)
+            .map(|i| PolicyError {
+                file: dir.display().to_string(),
+                line: 0,
+                field: format!("posture {}", i.id),
+                message: format!("FAIL: {} — {}", i.finding, i.remedy),
+            })
+            .collect();
     if fails.is_empty() {
         Ok(())
     } else {

@@ -171,3 +171,30 @@ fn the_metrics_token_is_a_long_secret_by_reference() {
     assert!(t.matches(long));
     assert!(!t.matches("a-metrics-token-of-enough-length-012345678"));
 }
+
+/// In production a reload is refused when the policy would send shared ACME state (private
+/// keys) to a store off this host in clear; the same policy passes when ACME state is local.
+#[test]
+fn a_reload_that_would_send_acme_keys_in_clear_is_refused() {
+    let f = files(&[(
+        "p.toml",
+        "[shared_state]\nurl = \"redis://10.0.0.5:6379\"\n\n[hsts]\nmax_age = 31536000\n",
+    )]);
+    let p = compile(&f, Mode::Production).unwrap();
+    let dir = std::path::Path::new("/p");
+    let errs = super::posture_gate(&p, &f, dir, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.contains("posture acme-shared") && errs.contains("private keys"),
+        "{errs}"
+    );
+    let local = super::posture_gate(&p, &f, dir, false);
+    assert!(
+        local
+            .as_ref()
+            .err()
+            .is_none_or(|e| !e.to_string().contains("acme-shared")),
+        "{local:?}"
+    );
+}

@@ -27,7 +27,7 @@ use config_checks::{
 };
 use item::first_line;
 pub use item::{Item, OcspView, Status};
-pub use policy_checks::{policy_items, rooms_side_doors};
+pub use policy_checks::{acme_shared_item, policy_items, rooms_side_doors};
 pub use secrets::{secret_files, secret_values};
 
 #[derive(Debug, Clone, Default)]
@@ -82,6 +82,8 @@ pub fn run(inp: &Inputs) -> Report {
     match &inp.policy {
         Ok(p) => {
             items.extend(policy_items(p, inp.files, mode, inp.now));
+            let acme_shared = config.acme.as_ref().is_some_and(|a| a.shared);
+            items.extend(acme_shared_item(acme_shared, p, mode));
             items.push(dev_providers_item(config, p));
             items.push(worker_token_item(config, p, inp.env));
         }

@@ -8,6 +8,7 @@ use super::item::{is_global, prod_fail, Item, Status};
 use super::secrets::secrets_item;
 use crate::config::Mode;
 use crate::policy::raw::RawPolicyFile;
+use crate::policy::specs::SharedSettings;
 use crate::policy::{Policy, SourceFile};
 
 /// The checks that depend on the policy alone: run on every reload in production.
@@ -71,32 +72,83 @@ fn shared_state_item(p: &Policy, raws: &[(&SourceFile, RawPolicyFile)], mode: Mo
             "set url = \"env:NAME\" or password = \"file:/path\"",
         );
     }
-    let off_host = s.hosts().iter().any(|h| !host_is_loopback(h));
-    if off_host && !s.tls() {
-        return Item::new(
-            "shared-state",
-            Status::Warn,
-            format!("{endpoint}: plain redis:// off this host (lockouts and revocations travel in clear)"),
-            "use rediss:// with ca_file, or keep Redis on a private network",
-        );
+    match exposure(s) {
+        Some(Exposure::Clear) => {
+            return Item::new(
+                "shared-state",
+                Status::Warn,
+                format!("{endpoint}: plain redis:// off this host (lockouts and revocations travel in clear)"),
+                "use rediss:// with ca_file, or keep Redis on a private network",
+            )
+        }
+        Some(Exposure::NoPassword) => {
+            return Item::new(
+                "shared-state",
+                Status::Warn,
+                format!("{endpoint}: no password"),
+                "set password = \"env:NAME\" (Redis ACL or requirepass)",
+            )
+        }
+        None => {}
+    }
+    Item::pass(
+        "shared-state",
+        format!("{endpoint}; {global} global limit(s), {closed} fail closed"),
+    )
+}
+
+/// How a store off this host is open to the network it crosses.
+enum Exposure {
+    /// Plain `redis://`: everything read and written travels in clear.
+    Clear,
+    /// TLS, but no password: whoever reaches the server reads and writes it.
+    NoPassword,
+}
+
+fn exposure(s: &SharedSettings) -> Option<Exposure> {
+    if s.hosts().iter().all(|h| host_is_loopback(h)) {
+        return None;
+    }
+    if !s.tls() {
+        return Some(Exposure::Clear);
     }
     let password_in_url = s.topology.urls().iter().any(|u| {
         u.split_once("://")
             .and_then(|(_, rest)| rest.split('/').next())
             .is_some_and(|auth| auth.contains('@'))
     });
-    if off_host && s.password.is_none() && !password_in_url {
-        return Item::new(
-            "shared-state",
-            Status::Warn,
-            format!("{endpoint}: no password"),
-            "set password = \"env:NAME\" (Redis ACL or requirepass)",
-        );
+    (s.password.is_none() && !password_in_url).then_some(Exposure::NoPassword)
+}
+
+/// `[tls.acme] shared = true` keeps the ACME account key and every certificate's private key in
+/// the policy's store. Where lockouts in clear are a warning, private keys in clear hand the
+/// gateway's identity to anyone on the path: a FAIL in production. `None` when ACME state is not
+/// shared (or there is no store, which `serve` refuses on its own). Checked at start and, like
+/// `policy_items`, on every reload in production.
+pub fn acme_shared_item(acme_shared: bool, p: &Policy, mode: Mode) -> Option<Item> {
+    if !acme_shared {
+        return None;
     }
-    Item::pass(
-        "shared-state",
-        format!("{endpoint}; {global} global limit(s), {closed} fail closed"),
-    )
+    let s = p.shared_state.as_ref()?;
+    let endpoint = s.endpoint();
+    Some(match exposure(s) {
+        Some(Exposure::Clear) => Item::new(
+            "acme-shared",
+            prod_fail(mode),
+            format!("{endpoint}: plain redis:// off this host, and it holds the ACME account key and the certificates' private keys"),
+            "use rediss:// with ca_file and a password, or keep Redis on this host",
+        ),
+        Some(Exposure::NoPassword) => Item::new(
+            "acme-shared",
+            prod_fail(mode),
+            format!("{endpoint}: no password, and it holds the ACME account key and the certificates' private keys"),
+            "set password = \"env:NAME\" (Redis ACL or requirepass)",
+        ),
+        None => Item::pass(
+            "acme-shared",
+            format!("ACME account and certificates kept in {endpoint}"),
+        ),
+    })
 }
 
 fn auth_item(p: &Policy, mode: Mode) -> Item {
