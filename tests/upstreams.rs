@@ -491,6 +491,19 @@ async fn the_upstream_pool_keeps_as_many_idle_connections_as_configured() {
             !after.iter().any(|e| e == "closed"),
             "kept {kept}: a kept connection was closed: {after:?}"
         );
+        // The metric saw it: every request counted once, opened or taken from the pool; the
+        // burst opened a connection for each request but the one the pool held, and the
+        // requests after it reused what was kept.
+        let m = g.metrics().await;
+        let count = |reused: &str| {
+            let series = format!(
+                "portcullis_upstream_connections_total{{upstream=\"api\",reused=\"{reused}\"}}"
+            );
+            metric_in(&m, &series) as usize
+        };
+        let (opened, reused) = (count("false"), count("true"));
+        assert_eq!(opened + reused, 2 * BURST + kept, "{opened} + {reused}");
+        assert!(opened >= BURST && reused > kept, "{opened} + {reused}");
     }
 }
 

@@ -272,8 +272,27 @@ fn collect(shared: &Shared, o: &mut Families) {
         "Whether an upstream address's circuit is open (1) or closed (0).",
         &circuits,
     );
+    let budgets = shared.resilience.retry_budgets();
+    let mut connections = Vec::new();
+    for (name, b) in &budgets {
+        connections.push((
+            labels([("upstream", name), ("reused", "false")]),
+            load(&b.opened),
+        ));
+        connections.push((
+            labels([("upstream", name), ("reused", "true")]),
+            load(&b.reused),
+        ));
+    }
+    family(
+        o,
+        "portcullis_upstream_connections_total",
+        "counter",
+        "Upstream connections requests were sent on: opened for the request (reused=\"false\") or taken from the idle pool (reused=\"true\").",
+        &connections,
+    );
     let mut retries = Vec::new();
-    for (name, b) in shared.resilience.retry_budgets() {
+    for (name, b) in budgets {
         retries.push((
             labels([("upstream", &name), ("result", "sent")]),
             load(&b.sent),

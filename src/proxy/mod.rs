@@ -204,7 +204,7 @@ impl ProxyHttp for Gateway {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         peer: &HttpPeer,
         #[cfg(unix)] fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
@@ -214,6 +214,7 @@ impl ProxyHttp for Gateway {
         if let Some(g) = &ctx.ws_guard {
             g.session.set_upstream(fd);
         }
+        self.count_connection(reused, ctx);
         self.check_upstream_tls(peer, digest, ctx)
     }
 

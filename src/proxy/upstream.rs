@@ -259,6 +259,23 @@ impl Gateway {
         e
     }
 
+    /// Counts the connection a request is sent on, for `portcullis_upstream_connections_total`.
+    pub(super) fn count_connection(&self, reused: bool, ctx: &RequestCtx) {
+        let (Some(policy), Some(r)) = (&ctx.policy, ctx.facts.route) else {
+            return;
+        };
+        let record = self
+            .handles
+            .resilience
+            .retry_budget(policy, policy.routes[r].upstream);
+        let counter = if reused {
+            &record.reused
+        } else {
+            &record.opened
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Refuses an upstream connection below TLS 1.3 when the upstream asks for it.
     pub(super) fn check_upstream_tls(
         &self,

@@ -192,6 +192,21 @@ impl Resilience {
             .clone()
     }
 
+    /// Counts the connection a request to `policy`'s upstream `upstream` is sent on (see
+    /// [`retry::RetryBudget::opened`]); per request, so without the budget's `Arc` clone when
+    /// the policy is the one bound.
+    pub fn count_connection(&self, policy: &Policy, upstream: usize, reused: bool) {
+        let count = |b: &retry::RetryBudget| {
+            let counter = if reused { &b.reused } else { &b.opened };
+            counter.fetch_add(1, Ordering::Relaxed);
+        };
+        let bound = self.bound.load();
+        match bound.budgets.get(upstream) {
+            Some(b) if bound.generation == policy.generation => count(b),
+            _ => count(&self.retry_budget(policy, upstream)),
+        }
+    }
+
     /// Every budget with its upstream's name, for `/metrics`.
     pub fn retry_budgets(&self) -> Vec<(Arc<str>, Arc<retry::RetryBudget>)> {
         let mut v: Vec<_> = self

@@ -17,6 +17,11 @@ pub struct RetryBudget {
     /// Retries sent, and retries refused because the budget was spent.
     pub sent: AtomicU64,
     pub exhausted: AtomicU64,
+    /// Connections to the upstream a request opened, and those it took from the idle pool.
+    /// Kept here because they are per upstream and outlive reloads as the budget does; many
+    /// opened per request means the pool is too small for the requests in flight.
+    pub opened: AtomicU64,
+    pub reused: AtomicU64,
 }
 
 impl Default for RetryBudget {
@@ -25,6 +30,8 @@ impl Default for RetryBudget {
             balance: AtomicI64::new(INITIAL),
             sent: AtomicU64::new(0),
             exhausted: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
         }
     }
 }
