@@ -288,7 +288,7 @@ fn collect(shared: &Shared, o: &mut Families) {
         o,
         "portcullis_upstream_connections_total",
         "counter",
-        "Upstream connections requests were sent on: opened for the request (reused=\"false\") or taken from the idle pool (reused=\"true\").",
+        "Upstream connections requests were sent on (a retried request counts each attempt): opened for the request (reused false) or taken from the idle pool (reused true).",
         &connections,
     );
     let mut retries = Vec::new();

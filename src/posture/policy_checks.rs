@@ -8,7 +8,7 @@ use super::item::{is_global, prod_fail, Item, Status};
 use super::secrets::secrets_item;
 use crate::config::Mode;
 use crate::policy::raw::RawPolicyFile;
-use crate::policy::specs::SharedSettings;
+use crate::policy::specs::{SharedSettings, Topology};
 use crate::policy::{Policy, SourceFile};
 
 /// The checks that depend on the policy alone: run on every reload in production.
@@ -77,7 +77,7 @@ fn shared_state_item(p: &Policy, raws: &[(&SourceFile, RawPolicyFile)], mode: Mo
             return Item::new(
                 "shared-state",
                 Status::Warn,
-                format!("{endpoint}: plain redis:// off this host (lockouts and revocations travel in clear)"),
+                format!("{endpoint}: plain redis:// (or TLS without certificate checks) to a server that may be off this host (lockouts and revocations travel in clear)"),
                 "use rediss:// with ca_file, or keep Redis on a private network",
             )
         }
@@ -97,27 +97,46 @@ fn shared_state_item(p: &Policy, raws: &[(&SourceFile, RawPolicyFile)], mode: Mo
     )
 }
 
-/// How a store off this host is open to the network it crosses.
+/// How a store that may be off this host is open to the network it crosses.
 enum Exposure {
-    /// Plain `redis://`: everything read and written travels in clear.
+    /// Plain `redis://`, or TLS without certificate checks (`#insecure`): everything read and
+    /// written can be read (or changed) on the way.
     Clear,
-    /// TLS, but no password: whoever reaches the server reads and writes it.
+    /// Verified TLS, but no password: whoever reaches the server reads and writes it.
     NoPassword,
 }
 
+/// Only one server named on this host is known to be local. With Sentinel the data goes to
+/// whichever primary the sentinels name, and in a cluster to whichever nodes the seeds
+/// announce: neither is known here, so both are judged as off this host.
 fn exposure(s: &SharedSettings) -> Option<Exposure> {
-    if s.hosts().iter().all(|h| host_is_loopback(h)) {
+    let local =
+        matches!(s.topology, Topology::Single(_)) && s.hosts().iter().all(|h| host_is_loopback(h));
+    if local {
         return None;
     }
-    if !s.tls() {
+    let urls = s.topology.urls();
+    if !s.tls() || urls.iter().any(|u| u.contains("#insecure")) {
         return Some(Exposure::Clear);
     }
-    let password_in_url = s.topology.urls().iter().any(|u| {
-        u.split_once("://")
-            .and_then(|(_, rest)| rest.split('/').next())
-            .is_some_and(|auth| auth.contains('@'))
-    });
-    (s.password.is_none() && !password_in_url).then_some(Exposure::NoPassword)
+    // A password in a sentinel's URL is that sentinel's own, and a cluster client takes its
+    // credentials from the first seed.
+    let url_password = match &s.topology {
+        Topology::Single(u) => has_password(u),
+        Topology::Cluster(seeds) => seeds.first().is_some_and(|u| has_password(u)),
+        Topology::Sentinel { .. } => false,
+    };
+    (s.password.is_none() && !url_password).then_some(Exposure::NoPassword)
+}
+
+/// Whether `url`'s user information carries a password (`redis://user:pw@…`, `redis://:pw@…`;
+/// not a user name alone).
+fn has_password(url: &str) -> bool {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .is_some_and(|(_, password)| !password.is_empty())
 }
 
 /// `[tls.acme] shared = true` keeps the ACME account key and every certificate's private key in
@@ -135,8 +154,8 @@ pub fn acme_shared_item(acme_shared: bool, p: &Policy, mode: Mode) -> Option<Ite
         Some(Exposure::Clear) => Item::new(
             "acme-shared",
             prod_fail(mode),
-            format!("{endpoint}: plain redis:// off this host, and it holds the ACME account key and the certificates' private keys"),
-            "use rediss:// with ca_file and a password, or keep Redis on this host",
+            format!("{endpoint}: plain redis:// (or TLS without certificate checks) to a server that may be off this host, and it holds the ACME account key and the certificates' private keys"),
+            "use rediss:// with ca_file and a password, or one Redis server on this host",
         ),
         Some(Exposure::NoPassword) => Item::new(
             "acme-shared",
@@ -641,6 +660,74 @@ mod tests {
     }
 
     #[test]
+    fn shared_acme_keys_need_a_local_or_verified_and_private_store() {
+        let judge = |store: &str| {
+            let text = format!("[shared_state]\n{store}\n");
+            let files = vec![SourceFile {
+                path: "/p/p.toml".into(),
+                text,
+            }];
+            let p = crate::compile::compile(&files, Mode::Development).unwrap();
+            let i = acme_shared_item(true, &p, Mode::Production).unwrap();
+            (i.status, i.finding)
+        };
+        for (store, want, why) in [
+            ("url = \"redis://127.0.0.1:6379\"", Status::Pass, ""),
+            ("url = \"redis://10.0.0.5:6379\"", Status::Fail, "plain redis://"),
+            (
+                "url = \"rediss://:pw@10.0.0.5:6380#insecure\"",
+                Status::Fail,
+                "plain redis://",
+            ),
+            ("url = \"rediss://alice@10.0.0.5:6380\"", Status::Fail, "no password"),
+            ("url = \"rediss://alice:pw@10.0.0.5:6380\"", Status::Pass, ""),
+            // The sentinels are local, the primary they name is not known to be.
+            (
+                "sentinels = [\"redis://127.0.0.1:26379\"]\nsentinel_master = \"pc\"",
+                Status::Fail,
+                "plain redis://",
+            ),
+            // A sentinel's password is the sentinel's own.
+            (
+                "sentinels = [\"rediss://:pw@10.0.0.1:26379\"]\nsentinel_master = \"pc\"",
+                Status::Fail,
+                "no password",
+            ),
+            (
+                "sentinels = [\"rediss://10.0.0.1:26379\"]\nsentinel_master = \"pc\"\npassword = \"pw\"",
+                Status::Pass,
+                "",
+            ),
+            // A cluster client takes its credentials from the first seed.
+            (
+                "cluster_nodes = [\"rediss://10.0.0.1:6380\", \"rediss://:pw@10.0.0.2:6380\"]",
+                Status::Fail,
+                "no password",
+            ),
+            (
+                "cluster_nodes = [\"rediss://:pw@10.0.0.1:6380\", \"rediss://10.0.0.2:6380\"]",
+                Status::Pass,
+                "",
+            ),
+        ] {
+            let (st, f) = judge(store);
+            assert_eq!(st, want, "{store}: {f}");
+            assert!(f.contains(why), "{store}: {f}");
+        }
+        let p = crate::compile::compile(
+            &[SourceFile {
+                path: "/p/p.toml".into(),
+                text: "[shared_state]\nurl = \"redis://10.0.0.5:6379\"\n".into(),
+            }],
+            Mode::Development,
+        )
+        .unwrap();
+        assert!(acme_shared_item(false, &p, Mode::Production).is_none());
+        let staging = acme_shared_item(true, &p, Mode::Staging).unwrap();
+        assert_eq!(staging.status, Status::Warn);
+    }
+
+    #[test]
     fn shared_state_settings_are_judged() {
         let judge = |text: &str, mode: Mode| {
             let files = vec![SourceFile {
@@ -669,7 +756,7 @@ mod tests {
             Mode::Production,
         );
         assert_eq!(st, Status::Warn);
-        assert!(f.contains("plain redis:// off this host"), "{f}");
+        assert!(f.contains("plain redis://"), "{f}");
         let (st, f) = judge(
             "[shared_state]\nurl = \"rediss://10.0.0.5:6380\"\n",
             Mode::Production,

@@ -264,16 +264,9 @@ impl Gateway {
         let (Some(policy), Some(r)) = (&ctx.policy, ctx.facts.route) else {
             return;
         };
-        let record = self
-            .handles
+        self.handles
             .resilience
-            .retry_budget(policy, policy.routes[r].upstream);
-        let counter = if reused {
-            &record.reused
-        } else {
-            &record.opened
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .count_connection(policy, policy.routes[r].upstream, reused);
     }
 
     /// Refuses an upstream connection below TLS 1.3 when the upstream asks for it.
