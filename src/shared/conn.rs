@@ -55,21 +55,25 @@ impl ConnectionLike for Conn {
 }
 
 impl Conn {
-    /// `SCAN … MATCH pattern` over every key that shares `key`'s slot in a cluster, or over the
-    /// whole database of one server.
+    /// `SCAN … MATCH pattern` over every key that shares `key`'s slot in a cluster (`key` must
+    /// carry a hash tag there), or over the whole database of one server.
     ///
-    /// Each page is a script that names `key`, so the server itself checks that it owns the
-    /// slot: a node that does not answers `MOVED` (followed to the owner) or the cluster is down
-    /// (an error). A plain `SCAN` sent to the slot's node would be answered by any connected node
-    /// while the owner is unreachable, and that node's empty answer read as "no such keys". A
-    /// slot that moves in the middle of a scan can still lose the rest of that scan; the next
-    /// one reads it whole.
+    /// Each page is a script that names two keys of that slot, neither of which exists, so the
+    /// server itself checks that it holds the slot whole: a node that does not own it answers
+    /// `MOVED` (followed to the owner), no owner means the cluster is down, and while the slot
+    /// is being migrated the node it is leaving answers `ASK` and the node importing it
+    /// `TRYAGAIN` (a script with keys it does not hold yet). Each of these is an error or a
+    /// redirect, never a scan of another node's keys or of the part already moved. A plain
+    /// `SCAN` sent to the slot's node would be answered by any connected node while the owner
+    /// is unreachable, and that node's empty answer read as "no such keys". A slot that moves
+    /// in the middle of a scan can still cut that scan short; the next one reads it whole.
     pub async fn scan_near(&mut self, key: &str, pattern: &str) -> RedisResult<Vec<String>> {
         let mut out = Vec::new();
         let mut cursor = "0".to_string();
+        let guard = format!("{key}!");
         loop {
             let (next, keys): (String, Vec<String>) = super::scripts::scan_page()
-                .run(self, &[key], &[&cursor, &pattern, &1000])
+                .run(self, &[key, &guard], &[&cursor, &pattern, &1000])
                 .await?;
             out.extend(keys);
             if next == "0" {

@@ -47,9 +47,11 @@ redis.call('PUBLISH', ARGV[5], 'lock ' .. ARGV[6] .. ' ' .. ms)
 return {1, ms}
 "#;
 
-/// One page of `SCAN` on the node that owns `KEYS[1]`'s slot (the server refuses a key it does
-/// not own, so a page is never answered by another node). ARGV: cursor, pattern, count.
-/// Returns `{next cursor, keys}`.
+/// One page of `SCAN` on the node that holds the slot of `KEYS` whole (two keys of one slot that
+/// do not exist: the server refuses keys it does not own, and keys of a slot it is still
+/// importing or has begun to hand over, so a page is never answered by another node or from
+/// half a slot; see `Conn::scan_near`). ARGV: cursor, pattern, count. Returns
+/// `{next cursor, keys}`.
 const SCAN_PAGE: &str = r#"
 return redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 "#;
