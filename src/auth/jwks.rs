@@ -30,8 +30,8 @@ pub struct JwksKey {
 
 #[derive(Default)]
 struct FetchTimes {
-    /// Any fetch (prewarm, TTL expiry, refetch).
-    last_attempt: Option<Instant>,
+    /// The last fetch (prewarm, TTL expiry, refetch), when it failed; `None` once one succeeds.
+    last_failure: Option<Instant>,
     /// The last refetch caused by an unknown `kid`.
     last_kid_refetch: Option<Instant>,
 }
@@ -133,7 +133,8 @@ impl JwksCache {
     }
 
     /// Fetches unless the interval forbids it: at most one unknown-`kid` refetch per
-    /// interval, and no more than one refresh attempt per interval while fetches fail.
+    /// interval, and no more than one refresh attempt per interval while fetches fail (a
+    /// successful fetch does not hold back the refresh of keys past their TTL).
     async fn maybe_fetch(&self, why: Why, interval: Duration, fetched_before: Option<Instant>) {
         let mut times = self.fetch.lock().await;
         // Someone else fetched while we waited for the lock.
@@ -144,15 +145,17 @@ impl JwksCache {
         let recent = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < interval);
         match why {
             Why::UnknownKid if recent(times.last_kid_refetch) => return,
-            Why::Refresh if recent(times.last_attempt) => return,
+            // Keys past their TTL are fetched again however recently the last fetch succeeded
+            // (a TTL shorter than the interval still refreshes once per TTL); only failures
+            // are spaced out.
+            Why::Refresh if recent(times.last_failure) => return,
             _ => {}
         }
         let now = Instant::now();
-        times.last_attempt = Some(now);
         if why == Why::UnknownKid {
             times.last_kid_refetch = Some(now);
         }
-        let _ = self.fetch_now().await;
+        times.last_failure = self.fetch_now().await.is_err().then_some(now);
     }
 
     /// The key for `kid`, fetching as the settings allow.
@@ -205,8 +208,8 @@ impl JwksRegistry {
             if cache.state.load().is_none() {
                 let mut times = cache.fetch.lock().await;
                 if cache.state.load().is_none() {
-                    times.last_attempt = Some(Instant::now());
-                    let _ = cache.fetch_now().await;
+                    let now = Instant::now();
+                    times.last_failure = cache.fetch_now().await.is_err().then_some(now);
                 }
             }
         }
