@@ -136,7 +136,18 @@ webhook = "env:ALERT_HOOK"
 "#;
     let g = start(&hook, rules).await;
     let window_start = Instant::now();
-    fail_auth(&g, 10).await;
+    // The gateway's window opens with the first failure it logs, after that request's answer:
+    // the next window is timed from when the first 401 arrived.
+    let c = g.client(true);
+    let r = c
+        .get(g.url("/v1/models"))
+        .bearer_auth("wrong-token-0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let window_opened = Instant::now();
+    fail_auth(&g, 9).await;
     // The first POST gets a 500; the same alert comes again and is taken.
     let (bodies, _) = eventually(Duration::from_secs(10), "the retried alert", || async {
         let b = hook.bodies();
@@ -159,7 +170,7 @@ webhook = "env:ALERT_HOOK"
 
     // The next window breaches again: one new alert.
     tokio::time::sleep(
-        Duration::from_secs(4).saturating_sub(window_start.elapsed()) + Duration::from_millis(200),
+        Duration::from_secs(4).saturating_sub(window_opened.elapsed()) + Duration::from_millis(200),
     )
     .await;
     fail_auth(&g, 5).await;

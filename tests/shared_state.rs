@@ -87,7 +87,9 @@ fn token(sub: &str, jti: &str) -> String {
 async fn start(n: usize, text: &str) -> Vec<Gateway> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(Gateway::start(Options::with_policy(text)).await);
+        let g = Gateway::start(Options::with_policy(text)).await;
+        wait_up(&g, Duration::from_secs(5)).await;
+        out.push(g);
     }
     out
 }
@@ -360,6 +362,7 @@ routes = ["whoami"]
         limits,
     )))
     .await;
+    wait_up(&g, Duration::from_secs(5)).await;
     let c = g.client(true);
     let t = token("alice", "t4");
     assert_eq!(status(&c, &g, "/whoami", Some(&t)).await, 200);
@@ -541,6 +544,7 @@ async fn a_tls_store_with_a_password_by_reference() {
     let mut opts = Options::with_policy(text("PORTCULLIS_TEST_REDIS_PASSWORD"));
     opts.env = vec![("PORTCULLIS_TEST_REDIS_PASSWORD".into(), password.into())];
     let g = Gateway::start(opts).await;
+    wait_up(&g, Duration::from_secs(5)).await;
     let c = g.client(true);
     let statuses = [
         status(&c, &g, "/v1/models", None).await,

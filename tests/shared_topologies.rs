@@ -138,14 +138,6 @@ async fn statuses(
 
 use common::metric_in as metric;
 
-async fn wait_up(g: &Gateway, within: Duration) -> Duration {
-    eventually(within, "shared state up", || async {
-        (metric(&g.metrics().await, "portcullis_shared_state_up") == 1.0).then_some(())
-    })
-    .await
-    .1
-}
-
 fn cli(g: &Gateway, args: &[&str]) -> String {
     let (ok, text) = try_cli(g, args);
     assert!(ok, "{args:?}: {text}");
@@ -247,6 +239,19 @@ impl Load {
         Load { seen, task }
     }
 
+    /// Waits until at least `n` requests were sent after `at`.
+    async fn wait_for_sent_after(&self, at: Instant, n: usize) {
+        eventually(
+            Duration::from_secs(10),
+            "requests after recovery",
+            || async {
+                let seen = self.seen.lock().unwrap();
+                (seen.iter().filter(|(sent, _, _)| *sent > at).count() >= n).then_some(())
+            },
+        )
+        .await;
+    }
+
     /// Stops; checks every answer was 200 or the failure mode's 503, that no 503 was answered
     /// before the kill (a request sent just before it may meet the outage), and that no 503
     /// answered a request sent after `recovered`. Returns how many 503s there were.
@@ -321,7 +326,7 @@ async fn a_sentinel_failover_keeps_limits_lockouts_and_revocations() {
     .await;
     let recovered = Instant::now();
     println!("back on the promoted replica {took:?} after the kill");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    load.wait_for_sent_after(recovered, 10).await;
     let refused = load.finish(killed, recovered);
     assert!(refused > 0, "the load never met the outage");
 
@@ -440,7 +445,7 @@ async fn a_cluster_shares_state_and_keeps_it_through_a_failover() {
     })
     .await;
     let recovered = Instant::now();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    load.wait_for_sent_after(recovered, 10).await;
     load.finish(killed, recovered);
 
     all_survived(&a, 10).await;

@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 const TOKEN: &str = "status-page-worker-token-0123456789";
 
@@ -36,16 +37,22 @@ async fn the_status_page_shows_failures_by_minute_and_client_under_a_strict_csp(
             assert_eq!(r.status(), 401);
         }
     }
-    let r = reqwest::get(format!("http://{}/status.html", g.admin))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
-    let csp = r.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let html = r.text().await.unwrap();
+    // A failure reaches the trend when its request is logged, just after the 401 has gone.
+    let ((csp, html), _) = eventually(Duration::from_secs(3), "7 failures shown", || async {
+        let r = reqwest::get(format!("http://{}/status.html", g.admin))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let html = r.text().await.unwrap();
+        html.contains("<span class=\"big\">7</span>")
+            .then_some((csp, html))
+    })
+    .await;
     let nonce = csp
         .split("'nonce-")
         .nth(1)

@@ -94,21 +94,28 @@ async fn a_garbage_certificate_is_refused_and_the_old_one_kept() {
     assert_eq!(served_cert(&g, "beta.test").await, before);
     // A certificate whose key belongs to another certificate is refused too.
     let (c, _) = g.ca.leaf(&["beta.test"]);
-    std::fs::write(g.cert_dir().join("beta.crt"), c).unwrap();
     let errs = reload_errors(&g).await;
+    std::fs::write(g.cert_dir().join("beta.crt"), c).unwrap();
     eventually(Duration::from_secs(3), "mismatch counted", || async {
         (reload_errors(&g).await > errs).then_some(())
     })
     .await;
     assert_eq!(served_cert(&g, "beta.test").await, before);
-    assert!(
-        g.log().contains("does not belong to this certificate"),
-        "{}",
-        g.log()
-    );
+    logged(&g, &["does not belong to this certificate"]).await;
     // Requests keep flowing.
     let r = g.client(false).get(g.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// Waits for the log to hold every one of `texts` (a reload error is counted before it is
+/// logged).
+async fn logged(g: &Gateway, texts: &[&str]) {
+    let what = format!("{texts:?} logged");
+    eventually(Duration::from_secs(3), &what, || async {
+        let log = g.log();
+        texts.iter().all(|t| log.contains(t)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +131,7 @@ async fn a_missing_half_of_a_pair_keeps_the_old_pair_serving() {
     })
     .await;
     assert_eq!(served_cert(&g, "beta.test").await, before);
-    assert!(g.log().contains("beta.key is missing"), "{}", g.log());
+    logged(&g, &["beta.key is missing"]).await;
     // Then the certificate instead.
     std::fs::write(g.cert_dir().join("beta.key"), &key).unwrap();
     let errs = reload_errors(&g).await;
@@ -136,11 +143,7 @@ async fn a_missing_half_of_a_pair_keeps_the_old_pair_serving() {
     )
     .await;
     assert_eq!(served_cert(&g, "beta.test").await, before);
-    assert!(
-        g.log().contains("its certificate") && g.log().contains("beta.crt is missing"),
-        "{}",
-        g.log()
-    );
+    logged(&g, &["its certificate", "beta.crt is missing"]).await;
     // Both gone is a deliberate removal: the name falls back to the default certificate, which
     // does not cover it.
     std::fs::remove_file(g.cert_dir().join("beta.key")).unwrap();

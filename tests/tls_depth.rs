@@ -206,13 +206,22 @@ async fn a_tls13_only_listener_refuses_tls12_clients() {
         },
     )
     .await;
-    assert!(
-        g.log().lines().any(|l| l.contains("TLS handshake failed")
-            && l.contains("\"reason\":\"protocol_version\"")
-            && l.contains("\"sni\":\"localhost\"")),
-        "{}",
-        g.log()
-    );
+    // Counted before it is logged: wait for the line.
+    eventually(
+        Duration::from_secs(3),
+        "protocol_version logged",
+        || async {
+            g.log()
+                .lines()
+                .any(|l| {
+                    l.contains("TLS handshake failed")
+                        && l.contains("\"reason\":\"protocol_version\"")
+                        && l.contains("\"sni\":\"localhost\"")
+                })
+                .then_some(())
+        },
+    )
+    .await;
 
     // The default listener takes both.
     let g12 = Gateway::start(Options::default()).await;
@@ -429,6 +438,18 @@ async fn failed_handshakes_are_counted_and_logged_with_reason_client_and_sni() {
             (g.metric(&series("client_rejected_certificate")).await >= 1
                 && g.metric(&series("malformed")).await >= 1)
                 .then_some(())
+        },
+    )
+    .await;
+    // Each is counted before it is logged: wait for both lines.
+    eventually(
+        Duration::from_secs(3),
+        "handshake failures logged",
+        || async {
+            let log = g.log();
+            (log.contains("\"reason\":\"client_rejected_certificate\"")
+                && log.contains("\"reason\":\"malformed\""))
+            .then_some(())
         },
     )
     .await;

@@ -619,6 +619,16 @@ pub fn check_policy_dir(dir: &Path) -> (bool, String) {
 
 /// The value of metric `name` (no labels, or the first series) in a metrics page; panics when
 /// it is missing.
+/// Waits until `g`'s shared store is connected (`portcullis_shared_state_up` 1): the gateway
+/// serves before that, in each limit's failure mode. Returns how long it took.
+pub async fn wait_up(g: &Gateway, within: Duration) -> Duration {
+    eventually(within, "shared state up", || async {
+        (metric_in(&g.metrics().await, "portcullis_shared_state_up") == 1.0).then_some(())
+    })
+    .await
+    .1
+}
+
 pub fn metric_in(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
