@@ -72,6 +72,17 @@ fn shared_state_item(p: &Policy, raws: &[(&SourceFile, RawPolicyFile)], mode: Mo
             "set url = \"env:NAME\" or password = \"file:/path\"",
         );
     }
+    // `rediss://…#insecure` asks for TLS, then takes any certificate: whoever is on the path can
+    // pose as the store and lift revocations and lockouts or add their own, behind a URL that
+    // looks encrypted.
+    if s.topology.urls().iter().any(|u| u.contains("#insecure")) {
+        return Item::new(
+            "shared-state",
+            prod_fail(mode),
+            format!("{endpoint}: TLS without certificate checks (#insecure)"),
+            "remove #insecure and set ca_file to the CA that signed the store's certificate",
+        );
+    }
     match exposure(s) {
         Some(Exposure::Clear) => {
             return Item::new(
@@ -762,6 +773,12 @@ mod tests {
             Mode::Production,
         );
         assert_eq!((st, f.contains("no password")), (Status::Warn, true));
+        let insecure =
+            "[shared_state]\nurl = \"rediss://10.0.0.5:6380/#insecure\"\npassword = \"pw\"\n";
+        let (st, f) = judge(insecure, Mode::Production);
+        assert_eq!(st, Status::Fail);
+        assert!(f.contains("without certificate checks"), "{f}");
+        assert_eq!(judge(insecure, Mode::Staging).0, Status::Warn);
         let (st, _) = judge(
             "[shared_state]\nurl = \"redis://127.0.0.1:6379\"\n\n[[limits]]\nname = \"g\"\nrequests = 5\nscope = \"global\"\n",
             Mode::Production,
