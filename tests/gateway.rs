@@ -127,7 +127,7 @@ async fn terminal_is_refused_in_every_spelling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_ping_answer_with_no_upstream_running() {
-    let dead = free_port();
+    let (dead, _held) = dead_port();
     let policy = format!(
         "[[upstreams]]\nname = \"gone\"\nkind = \"external\"\naddresses = [\"127.0.0.1:{dead}\"]\nconnect_timeout_ms = 500\nhealth_check_interval_seconds = 0\n\n[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = \"gone\"\npublic = true\n"
     );

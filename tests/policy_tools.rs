@@ -122,7 +122,7 @@ async fn the_dry_run_agrees_with_the_gateway() {
 /// gets the same answers from both, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dry_run_agrees_with_the_gateway_on_lockouts_and_circuits() {
-    let (dead1, dead2) = (free_port(), free_port());
+    let ((dead1, _held1), (dead2, _held2)) = (dead_port(), dead_port());
     let policy = format!(
         r#"
 [auth]

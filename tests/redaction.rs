@@ -13,7 +13,7 @@ const HS_SECRET: &str = "hs-secret-for-redaction-tests-0123456789abcdef";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_in_headers_cookies_and_queries_never_reach_the_log() {
-    let dead = free_port();
+    let (dead, _held) = dead_port();
     let policy = format!(
         r#"
 [auth]

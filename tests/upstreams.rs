@@ -271,7 +271,7 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (String, S
 async fn a_502_leaves_the_clients_http1_connection_open_unless_a_body_was_left_unread() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Nothing listens on the upstream's port: every request gets a 502.
-    let port = free_port();
+    let (port, _dead) = dead_port();
     let g = Gateway::start(pool(
         &[port],
         "circuit_failures = 100\nhealth_check_interval_seconds = 0",
@@ -303,7 +303,7 @@ async fn a_502_leaves_the_clients_http1_connection_open_unless_a_body_was_left_u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_is_retried_on_the_next_address() {
-    let dead = free_port();
+    let (dead, _held) = dead_port();
     let up = Upstream::start(0).await;
     let g = Gateway::start(pool(
         &[dead, up.port],
@@ -821,7 +821,7 @@ async fn a_pooled_connection_is_not_reused_past_its_idle_timeout() {
 /// request ends on is recorded when the request ends, not also when its connect failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refused_address_counts_once_against_its_circuit() {
-    let (a, b) = (free_port(), free_port());
+    let ((a, _held_a), (b, _held_b)) = (dead_port(), dead_port());
     let g = Gateway::start(pool(
         &[a, b],
         "circuit_failures = 2\ncircuit_open_ms = 60000\nhealth_check_interval_seconds = 0",

@@ -154,6 +154,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port nothing listens on, for as long as the returned socket lives: it stays
+/// bound (without listening), so connections to it are refused and no other test's listener can
+/// take it in the meantime, as one from [`free_port`] could.
+pub fn dead_port() -> (u16, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap().port(), socket)
+}
+
 pub struct Options {
     pub policy: Vec<(String, String)>,
     pub grace_seconds: u64,
