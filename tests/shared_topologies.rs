@@ -527,6 +527,27 @@ async fn the_revocation_list_is_never_read_from_half_a_migrating_slot() {
             "half a slot: {text}"
         );
     }
+
+    // The gateway resyncs when its notification connection drops: that read fails too, and
+    // the list it holds is kept (a revoked token is refused, or meets the store's failure
+    // mode; never served).
+    let errors = metric(&g.metrics().await, "portcullis_shared_state_errors_total");
+    for n in cluster.nodes.iter().filter(|n| n.ping()) {
+        n.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    }
+    eventually(Duration::from_secs(10), "a resync tried", || async {
+        // One error for the dropped connection, then the resync after reconnecting: a second
+        // error when it fails, a reconnect when it succeeds.
+        let m = g.metrics().await;
+        (metric(&m, "portcullis_shared_state_errors_total") >= errors + 2.0
+            || metric(&m, "portcullis_shared_state_reconnects_total") >= 1.0)
+            .then_some(())
+    })
+    .await;
+    for jti in ["a", "b", "c", "d"] {
+        let st = get(&g, "/whoami", &revoked_client(), Some(&token(jti))).await;
+        assert!(st == 401 || st == 503, "revoked {jti}: {st}\n{}", g.log());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
