@@ -138,14 +138,7 @@ webhook = "env:ALERT_HOOK"
     let window_start = Instant::now();
     // The gateway's window opens with the first failure it logs, after that request's answer:
     // the next window is timed from when the first 401 arrived.
-    let c = g.client(true);
-    let r = c
-        .get(g.url("/v1/models"))
-        .bearer_auth("wrong-token-0123456789abcdef")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    fail_auth(&g, 1).await;
     let window_opened = Instant::now();
     fail_auth(&g, 9).await;
     // The first POST gets a 500; the same alert comes again and is taken.

@@ -518,19 +518,25 @@ async fn jwt_attacks_are_all_refused_with_401() {
     assert!(!g.log().contains(&es_good), "token leaked into the log");
 }
 
+/// An IdP with key `j1`, its JWKS server, and a gateway that has fetched the set once (prewarm).
+async fn prewarmed_jwks() -> (EcKey, JwksServer, JwtSetup) {
+    let idp = EcKey::new();
+    let server = JwksServer::start(jwks_body(&[idp.jwk("j1")])).await;
+    let s = jwt_gateway(Some(&server.url())).await;
+    eventually(Duration::from_secs(5), "prewarm", || async {
+        (server.hits() == 1).then_some(())
+    })
+    .await;
+    (idp, server, s)
+}
+
 /// Keys past their TTL (1 s here) are fetched again for the next token, even though the last
 /// fetch succeeded within the refetch interval (30 s, which spaces out failed fetches): a key
 /// rotated in meanwhile is found instead of its token refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_past_their_ttl_are_refreshed_however_recent_the_last_good_fetch() {
-    let idp = EcKey::new();
-    let server = JwksServer::start(jwks_body(&[idp.jwk("j1")])).await;
-    let s = jwt_gateway(Some(&server.url())).await;
+    let (idp, server, s) = prewarmed_jwks().await;
     let (g, c) = (&s.g, s.g.client(true));
-    eventually(Duration::from_secs(5), "prewarm", || async {
-        (server.hits() == 1).then_some(())
-    })
-    .await;
     let idp2 = EcKey::new();
     *server.body.lock().unwrap() = jwks_body(&[idp.jwk("j1"), idp2.jwk("j2")]);
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -545,14 +551,8 @@ async fn keys_past_their_ttl_are_refreshed_however_recent_the_last_good_fetch() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_is_prewarmed_refetched_once_per_unknown_kid_and_served_stale() {
-    let idp = EcKey::new();
-    let server = JwksServer::start(jwks_body(&[idp.jwk("j1")])).await;
-    let s = jwt_gateway(Some(&server.url())).await;
+    let (idp, server, s) = prewarmed_jwks().await;
     let (g, c) = (&s.g, s.g.client(true));
-    eventually(Duration::from_secs(5), "prewarm", || async {
-        (server.hits() == 1).then_some(())
-    })
-    .await;
     let ok = idp.sign(
         Some("j1"),
         &claims("https://idp.test", serde_json::json!({"sub": "carol"})),
